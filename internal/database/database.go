@@ -12,15 +12,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/catacloud/epoch/internal/dbsqlc"
 )
 
 // DBTX is what sqlc's generated methods take: a pool, a connection or a
 // transaction.
-type DBTX interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
+type DBTX = dbsqlc.DBTX
 
 // Connect opens a pool. It does not wait for the server: a pool that cannot
 // reach Postgres yet still works once Postgres is back.

@@ -1,0 +1,52 @@
+// Package command runs the write side: each command loads what it needs
+// (locking the rows it changes), decides its events with a pure function of
+// internal/domain, appends them with their expected versions, runs the
+// inline subscribers and queues the outbox rows, all in the caller's
+// transaction. Run wraps that in a transaction with retries on conflicts.
+package command
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// Errors a command answers with; the HTTP layer maps them to statuses.
+var (
+	// ErrNotFound: unknown, deleted, or another user's resource (404).
+	ErrNotFound = errors.New("not found")
+	// ErrVersionMismatch: If-Match named another version of the job (412).
+	ErrVersionMismatch = errors.New("version does not match")
+)
+
+// InvalidError is bad input found by the domain rules (400).
+type InvalidError struct {
+	Field   string
+	Message string
+}
+
+func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Message) }
+
+// UploadFile is the input of Service.UploadFile.
+type UploadFile struct {
+	Name        string
+	SizeBytes   int64
+	ContentType string // empty: application/octet-stream
+}
+
+// Outcome is what every command reports besides its resource: the position
+// for the Epoch-Position header (the last event written, or, when none was,
+// the highest position of what it read).
+type Outcome struct {
+	Position int64
+	Events   int // how many events the command wrote
+}
+
+// JobRef names a job of an owner for the job commands. IfMatch, when not
+// nil, is the version the job must have (If-Match).
+type JobRef struct {
+	OwnerID uuid.UUID
+	JobID   uuid.UUID
+	IfMatch *int32
+}
