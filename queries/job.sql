@@ -32,8 +32,8 @@ FROM job_files
 WHERE job_id = @job_id
 ORDER BY linked_position;
 
--- name: JobFileIDs :many
-SELECT file_id FROM job_files WHERE job_id = @job_id;
+-- name: JobFileIDsInLinkOrder :many
+SELECT file_id FROM job_files WHERE job_id = @job_id ORDER BY linked_position;
 
 -- name: JobFileLinkedIDs :many
 -- Which of the given files the job has.

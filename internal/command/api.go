@@ -7,9 +7,10 @@ package command
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/google/uuid"
+
+	"github.com/catacloud/epoch/internal/domain"
 )
 
 // Errors a command answers with; the HTTP layer maps them to statuses.
@@ -21,12 +22,7 @@ var (
 )
 
 // InvalidError is bad input found by the domain rules (400).
-type InvalidError struct {
-	Field   string
-	Message string
-}
-
-func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Message) }
+type InvalidError = domain.RuleError
 
 // UploadFile is the input of Service.UploadFile.
 type UploadFile struct {

@@ -3,64 +3,272 @@ package command
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/readmodel"
 )
 
-var errTODO = errors.New("command: not implemented yet")
+// MaxSetFiles is the most file ids one SetJobFiles takes.
+const MaxSetFiles = 10000
+
+// maxAttempts bounds Run's retries. Commands on one job are serialised by a
+// row lock, so a retry is needed only after a deadlock with a file deletion
+// or a version taken by a writer that did not lock.
+const maxAttempts = 10
 
 // Service runs commands. Each method takes the caller's transaction; Run
 // supplies one and retries it on conflicts.
 type Service struct {
 	pool       *pgxpool.Pool
 	dispatcher *dispatch.Dispatcher
+	now        func() time.Time
 }
 
 // NewService makes a Service writing through pool and dispatching to d.
 func NewService(pool *pgxpool.Pool, d *dispatch.Dispatcher) *Service {
-	return &Service{pool: pool, dispatcher: d}
+	return &Service{pool: pool, dispatcher: d, now: time.Now}
 }
 
 // Run runs fn in a transaction and commits it; on a version conflict,
-// deadlock or serialization failure it runs fn again in a new transaction
-// (a few times), so concurrent commands on one job all land.
-func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error { return errTODO }
+// deadlock or serialization failure it runs fn again in a new transaction,
+// so concurrent commands on one job all land. fn may therefore run more
+// than once and must not have effects outside the transaction.
+func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	var err error
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		err = database.InTx(ctx, s.pool, fn)
+		if err == nil || !(errors.Is(err, eventstore.ErrConcurrency) || database.IsTransient(err)) {
+			return err
+		}
+		// Back off a little, more each time, so colliders spread out.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("command gave up after %d conflicts: %w", maxAttempts, err)
+}
 
+// UploadFile stores a new file of owner.
 func (s *Service) UploadFile(ctx context.Context, tx pgx.Tx, owner uuid.UUID, in UploadFile) (readmodel.File, Outcome, error) {
-	return readmodel.File{}, Outcome{}, errTODO
+	id := uuid.Must(uuid.NewV7())
+	changes, err := domain.NewFile(id, owner, in.Name, in.SizeBytes, in.ContentType)
+	if err != nil {
+		return readmodel.File{}, Outcome{}, err
+	}
+	out, err := s.write(ctx, tx, changes, map[uuid.UUID]int32{id: 0})
+	if err != nil {
+		return readmodel.File{}, Outcome{}, err
+	}
+	file, err := readmodel.GetFile(ctx, tx, owner, id)
+	return file, out, err
 }
 
+// DeleteFile deletes owner's file and unlinks it from every job that has
+// it, in one transaction.
 func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.UUID) (Outcome, error) {
-	return Outcome{}, errTODO
+	q := dbsqlc.New()
+	file, err := q.FileLockForUpdate(ctx, tx, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner})
+	if err != nil {
+		return Outcome{}, notFound(err)
+	}
+	jobIDs, err := q.JobIDsWithFile(ctx, tx, fileID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	versions := map[uuid.UUID]int32{fileID: file.Version}
+	if len(jobIDs) > 0 {
+		jobs, err := q.JobLockManyForUpdate(ctx, tx, jobIDs)
+		if err != nil {
+			return Outcome{}, err
+		}
+		for _, j := range jobs {
+			versions[j.ID] = j.Version
+		}
+	}
+	return s.write(ctx, tx, domain.DeleteFile(fileID, owner, jobIDs), versions)
 }
 
+// CreateJob creates an empty job of owner.
 func (s *Service) CreateJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, name string) (readmodel.Job, Outcome, error) {
-	return readmodel.Job{}, Outcome{}, errTODO
+	id := uuid.Must(uuid.NewV7())
+	changes, err := domain.NewJob(id, owner, name)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	out, err := s.write(ctx, tx, changes, map[uuid.UUID]int32{id: 0})
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	job, err := readmodel.GetJob(ctx, tx, owner, id)
+	return job, out, err
 }
 
+// DeleteJob deletes a job; its files stay.
 func (s *Service) DeleteJob(ctx context.Context, tx pgx.Tx, ref JobRef) (Outcome, error) {
-	return Outcome{}, errTODO
+	job, err := lockJob(ctx, tx, ref)
+	if err != nil {
+		return Outcome{}, err
+	}
+	return s.write(ctx, tx, domain.DeleteJob(job.ID), map[uuid.UUID]int32{job.ID: job.Version})
 }
 
+// LinkFile attaches one of the owner's files to the job; linking a linked
+// file writes nothing.
 func (s *Service) LinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (readmodel.Job, Outcome, error) {
-	return readmodel.Job{}, Outcome{}, errTODO
+	return s.SetFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, true)
 }
 
+// UnlinkFile detaches one of the owner's files from the job; unlinking a
+// file that is not linked writes nothing.
 func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (readmodel.Job, Outcome, error) {
-	return readmodel.Job{}, Outcome{}, errTODO
+	return s.SetFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, false)
 }
 
-// SetJobFiles makes the job's files exactly fileIDs (at most
-// MaxSetFiles, no duplicates): it unlinks the files not listed, then links
-// the new ones in the order given.
+// SetFilesDelta links (link true) or unlinks the given files of the owner,
+// skipping those already in the wanted state.
+func (s *Service) SetFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
+	job, err := lockJob(ctx, tx, ref)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	read, err := lockFiles(ctx, tx, ref.OwnerID, fileIDs)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	linkedIDs, err := dbsqlc.New().JobFileLinkedIDs(ctx, tx, &dbsqlc.JobFileLinkedIDsParams{JobID: job.ID, FileIds: fileIDs})
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	isLinked := make(map[uuid.UUID]bool, len(linkedIDs))
+	for _, id := range linkedIDs {
+		isLinked[id] = true
+	}
+	var changes []domain.Change
+	for _, id := range fileIDs {
+		if link {
+			changes = append(changes, domain.Link(job.ID, id, isLinked[id])...)
+		} else {
+			changes = append(changes, domain.Unlink(job.ID, id, isLinked[id])...)
+		}
+	}
+	return s.writeJob(ctx, tx, ref.OwnerID, job, changes, max(read, job.Position))
+}
+
+// SetJobFiles makes the job's files exactly fileIDs (at most MaxSetFiles,
+// no duplicates): it unlinks the files not listed, then links the new ones
+// in the order given. The number of statements does not grow with the
+// number of files.
 func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (readmodel.Job, Outcome, error) {
-	return readmodel.Job{}, Outcome{}, errTODO
+	if len(fileIDs) > MaxSetFiles {
+		return readmodel.Job{}, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
+	}
+	job, err := lockJob(ctx, tx, ref)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	linked, err := dbsqlc.New().JobFileIDsInLinkOrder(ctx, tx, job.ID)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	changes, err := domain.SetFiles(job.ID, linked, fileIDs)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	read, err := lockFiles(ctx, tx, ref.OwnerID, fileIDs)
+	if err != nil {
+		return readmodel.Job{}, Outcome{}, err
+	}
+	return s.writeJob(ctx, tx, ref.OwnerID, job, changes, max(read, job.Position))
 }
 
-// MaxSetFiles is the most file ids one SetJobFiles takes.
-const MaxSetFiles = 10000
+// writeJob writes a job command's changes (if any) and reads the preview
+// back in the same transaction. readPosition is the answer's position when
+// nothing was written.
+func (s *Service) writeJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, job *dbsqlc.JobLockForUpdateRow, changes []domain.Change, readPosition int64) (readmodel.Job, Outcome, error) {
+	out := Outcome{Position: readPosition}
+	if len(changes) > 0 {
+		var err error
+		if out, err = s.write(ctx, tx, changes, map[uuid.UUID]int32{job.ID: job.Version}); err != nil {
+			return readmodel.Job{}, Outcome{}, err
+		}
+	}
+	preview, err := readmodel.GetJob(ctx, tx, owner, job.ID)
+	return preview, out, err
+}
+
+// write turns changes into events with the next versions of their streams
+// (versions holds each stream's current version), appends them, runs the
+// inline subscribers and queues the outbox rows.
+func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change, versions map[uuid.UUID]int32) (Outcome, error) {
+	at := s.now()
+	events := make([]eventstore.Event, len(changes))
+	for i, c := range changes {
+		versions[c.StreamID]++
+		e, err := eventstore.New(c.StreamType, c.StreamID, versions[c.StreamID], c.Type, c.Data, at)
+		if err != nil {
+			return Outcome{}, err
+		}
+		events[i] = e
+	}
+	if err := eventstore.Append(ctx, tx, events); err != nil {
+		return Outcome{}, err
+	}
+	if err := s.dispatcher.Dispatch(ctx, tx, events); err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{Position: events[len(events)-1].Position, Events: len(events)}, nil
+}
+
+// lockJob locks the owner's job for the rest of the transaction, so commands
+// on one job run one after another, and checks If-Match. A mismatch fails
+// even a command that would change nothing.
+func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef) (*dbsqlc.JobLockForUpdateRow, error) {
+	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID})
+	if err != nil {
+		return nil, notFound(err)
+	}
+	if ref.IfMatch != nil && *ref.IfMatch != job.Version {
+		return nil, ErrVersionMismatch
+	}
+	return job, nil
+}
+
+// lockFiles share-locks the owner's files, so none is deleted while it is
+// being linked, and returns the highest position among them. A file that
+// is missing, deleted or another user's makes the command not found.
+func lockFiles(ctx context.Context, tx pgx.Tx, owner uuid.UUID, ids []uuid.UUID) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	rows, err := dbsqlc.New().FileLockForShare(ctx, tx, &dbsqlc.FileLockForShareParams{Ids: ids, OwnerID: owner})
+	if err != nil {
+		return 0, err
+	}
+	if len(rows) != len(ids) {
+		return 0, ErrNotFound
+	}
+	var highest int64
+	for _, r := range rows {
+		highest = max(highest, r.Position)
+	}
+	return highest, nil
+}
+
+func notFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}

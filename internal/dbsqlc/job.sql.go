@@ -12,12 +12,12 @@ import (
 	"github.com/google/uuid"
 )
 
-const jobFileIDs = `-- name: JobFileIDs :many
-SELECT file_id FROM job_files WHERE job_id = $1
+const jobFileIDsInLinkOrder = `-- name: JobFileIDsInLinkOrder :many
+SELECT file_id FROM job_files WHERE job_id = $1 ORDER BY linked_position
 `
 
-func (q *Queries) JobFileIDs(ctx context.Context, db DBTX, jobID uuid.UUID) ([]uuid.UUID, error) {
-	rows, err := db.Query(ctx, jobFileIDs, jobID)
+func (q *Queries) JobFileIDsInLinkOrder(ctx context.Context, db DBTX, jobID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, jobFileIDsInLinkOrder, jobID)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,15 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type BillingFile struct {
+	FileID     uuid.UUID
+	OwnerID    uuid.UUID
+	SizeBytes  pgtype.Int8
+	UploadedAt *time.Time
+	DeletedAt  *time.Time
+	Position   int64
+}
+
 type Event struct {
 	Position   int64
 	ID         uuid.UUID
@@ -76,6 +85,14 @@ type Outbox struct {
 	Partition     int16
 	TransactionID pgtype.Uint64
 	CreatedAt     time.Time
+}
+
+type StorageFile struct {
+	FileID    uuid.UUID
+	OwnerID   uuid.UUID
+	SizeBytes pgtype.Int8
+	Deleted   bool
+	Position  int64
 }
 
 type User struct {

@@ -7,7 +7,103 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
+
+	"github.com/google/uuid"
 )
+
+const outboxBacklog = `-- name: OutboxBacklog :one
+SELECT count(*)::bigint AS pending,
+       coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest_age_seconds
+FROM outbox
+`
+
+type OutboxBacklogRow struct {
+	Pending          int64
+	OldestAgeSeconds float64
+}
+
+// How many rows wait and how old the oldest is, in seconds.
+func (q *Queries) OutboxBacklog(ctx context.Context, db DBTX) (*OutboxBacklogRow, error) {
+	row := db.QueryRow(ctx, outboxBacklog)
+	var i OutboxBacklogRow
+	err := row.Scan(&i.Pending, &i.OldestAgeSeconds)
+	return &i, err
+}
+
+const outboxClaim = `-- name: OutboxClaim :many
+SELECT o.position, o.partition, o.created_at,
+       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+FROM outbox AS o
+JOIN events AS e ON e.position = o.position
+WHERE o.partition = ANY($1::smallint[])
+ORDER BY o.position
+LIMIT $2::integer
+`
+
+type OutboxClaimParams struct {
+	Partitions []int16
+	MaxCount   int32
+}
+
+type OutboxClaimRow struct {
+	Position   int64
+	Partition  int16
+	CreatedAt  time.Time
+	ID         uuid.UUID
+	StreamType string
+	StreamID   uuid.UUID
+	Version    int32
+	Type       string
+	Data       []byte
+	OccurredAt time.Time
+}
+
+// The oldest rows of the locked partitions with their events, in position
+// (= per-stream version) order.
+func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimParams) ([]*OutboxClaimRow, error) {
+	rows, err := db.Query(ctx, outboxClaim, arg.Partitions, arg.MaxCount)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*OutboxClaimRow{}
+	for rows.Next() {
+		var i OutboxClaimRow
+		if err := rows.Scan(
+			&i.Position,
+			&i.Partition,
+			&i.CreatedAt,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const outboxDelete = `-- name: OutboxDelete :execrows
+DELETE FROM outbox WHERE position = ANY($1::bigint[])
+`
+
+// Removes rows the broker confirmed.
+func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, positions []int64) (int64, error) {
+	result, err := db.Exec(ctx, outboxDelete, positions)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
 
 const outboxInsert = `-- name: OutboxInsert :exec
 WITH queued AS (
@@ -28,4 +124,107 @@ type OutboxInsertParams struct {
 func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg *OutboxInsertParams) error {
 	_, err := db.Exec(ctx, outboxInsert, arg.Positions, arg.Partitions)
 	return err
+}
+
+const outboxOldestOpenTransaction = `-- name: OutboxOldestOpenTransaction :many
+SELECT pid::integer AS pid,
+       extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
+FROM pg_catalog.pg_stat_activity
+WHERE datname = current_database()
+  AND backend_xid IS NOT NULL
+  AND pid <> pg_backend_pid()
+ORDER BY xact_start
+LIMIT 1
+`
+
+type OutboxOldestOpenTransactionRow struct {
+	Pid        int32
+	AgeSeconds float64
+}
+
+// The oldest other transaction of this database that has written
+// something: its outbox rows, if any, are invisible to the relay until it
+// ends.
+func (q *Queries) OutboxOldestOpenTransaction(ctx context.Context, db DBTX) ([]*OutboxOldestOpenTransactionRow, error) {
+	rows, err := db.Query(ctx, outboxOldestOpenTransaction)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*OutboxOldestOpenTransactionRow{}
+	for rows.Next() {
+		var i OutboxOldestOpenTransactionRow
+		if err := rows.Scan(&i.Pid, &i.AgeSeconds); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const outboxPartitionsLock = `-- name: OutboxPartitionsLock :many
+SELECT p::smallint AS partition
+FROM unnest($1::smallint[]) AS p
+WHERE pg_try_advisory_xact_lock($2::integer, p::integer)
+LIMIT $3::integer
+`
+
+type OutboxPartitionsLockParams struct {
+	Partitions []int16
+	LockKey    int32
+	MaxCount   int32
+}
+
+// Takes, for the rest of the transaction, the relay lock of up to
+// max_count of the given partitions, skipping those another relay holds.
+// The LIMIT stops the scan, so no more locks are taken than returned.
+func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *OutboxPartitionsLockParams) ([]int16, error) {
+	rows, err := db.Query(ctx, outboxPartitionsLock, arg.Partitions, arg.LockKey, arg.MaxCount)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int16{}
+	for rows.Next() {
+		var partition int16
+		if err := rows.Scan(&partition); err != nil {
+			return nil, err
+		}
+		items = append(items, partition)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const outboxPartitionsPending = `-- name: OutboxPartitionsPending :many
+SELECT partition
+FROM outbox
+GROUP BY partition
+ORDER BY min(position)
+`
+
+// The partitions that have rows, those with the oldest row first.
+func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16, error) {
+	rows, err := db.Query(ctx, outboxPartitionsPending)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int16{}
+	for rows.Next() {
+		var partition int16
+		if err := rows.Scan(&partition); err != nil {
+			return nil, err
+		}
+		items = append(items, partition)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -1,0 +1,328 @@
+package command_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/projection"
+	"github.com/catacloud/epoch/internal/readmodel"
+	"github.com/catacloud/epoch/internal/testdb"
+)
+
+type fixture struct {
+	svc  *command.Service
+	pool *pgxpool.Pool
+	url  string
+}
+
+// setup gives a test a command service on its own database, with the
+// projections inline as in the api.
+func setup(t *testing.T) fixture {
+	t.Helper()
+	pool, url := testdb.New(t)
+	return fixture{svc: newService(t, pool), pool: pool, url: url}
+}
+
+func newService(t *testing.T, pool *pgxpool.Pool) *command.Service {
+	t.Helper()
+	d, err := dispatch.New([]dispatch.Subscriber{projection.Subscriber{}}, nil, nil)
+	require.NoError(t, err)
+	return command.NewService(pool, d)
+}
+
+func (f fixture) upload(t *testing.T, owner uuid.UUID, name string, size int64) readmodel.File {
+	t.Helper()
+	var file readmodel.File
+	err := f.svc.Run(context.Background(), func(tx pgx.Tx) (err error) {
+		file, _, err = f.svc.UploadFile(context.Background(), tx, owner, command.UploadFile{Name: name, SizeBytes: size})
+		return err
+	})
+	require.NoError(t, err)
+	return file
+}
+
+func (f fixture) createJob(t *testing.T, owner uuid.UUID, name string) readmodel.Job {
+	t.Helper()
+	var job readmodel.Job
+	err := f.svc.Run(context.Background(), func(tx pgx.Tx) (err error) {
+		job, _, err = f.svc.CreateJob(context.Background(), tx, owner, name)
+		return err
+	})
+	require.NoError(t, err)
+	return job
+}
+
+func (f fixture) link(ctx context.Context, ref command.JobRef, file uuid.UUID) (readmodel.Job, command.Outcome, error) {
+	var job readmodel.Job
+	var out command.Outcome
+	err := f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
+		job, out, err = f.svc.LinkFile(ctx, tx, ref, file)
+		return err
+	})
+	return job, out, err
+}
+
+func (f fixture) count(t *testing.T, table string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n))
+	return n
+}
+
+func fileIDs(job readmodel.Job) []uuid.UUID {
+	ids := make([]uuid.UUID, len(*job.Files))
+	for i, f := range *job.Files {
+		ids[i] = f.ID
+	}
+	return ids
+}
+
+// Must hold 1: a link is visible to a read on another connection the moment
+// the command returns, every time.
+func TestReadYourWritesOnAnotherConnection(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	job := f.createJob(t, owner, "render")
+
+	reader, err := pgx.Connect(ctx, f.url)
+	require.NoError(t, err)
+	defer reader.Close(ctx)
+
+	const n = 1000
+	files := make([]readmodel.File, n)
+	for i := range files {
+		files[i] = f.upload(t, owner, fmt.Sprintf("frame-%04d.exr", i), int64(i))
+	}
+	stale := 0
+	for i, file := range files {
+		_, out, err := f.link(ctx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
+		require.NoError(t, err)
+		preview, err := readmodel.GetJob(ctx, reader, owner, job.ID)
+		require.NoError(t, err)
+		if len(*preview.Files) != i+1 || (*preview.Files)[i].ID != file.ID || preview.Position != out.Position {
+			stale++
+		}
+	}
+	require.Zero(t, stale, "previews that missed the file just linked")
+}
+
+// Must hold 2: concurrent links without If-Match all land, serialised into a
+// gapless version sequence; with one shared If-Match exactly one lands.
+func TestConcurrentLinks(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	job := f.createJob(t, owner, "batch")
+	const n = 50
+	files := make([]readmodel.File, n)
+	for i := range files {
+		files[i] = f.upload(t, owner, fmt.Sprintf("f%d", i), 10)
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, errs[i] = f.link(ctx, command.JobRef{OwnerID: owner, JobID: job.ID}, files[i].ID)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	preview, err := readmodel.GetJob(ctx, f.pool, owner, job.ID)
+	require.NoError(t, err)
+	require.Len(t, *preview.Files, n)
+	require.EqualValues(t, n+1, preview.Version)
+	require.EqualValues(t, "500", preview.TotalBytes)
+	rows, err := f.pool.Query(ctx, "SELECT version FROM events WHERE stream_id = $1 ORDER BY version", job.ID)
+	require.NoError(t, err)
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	require.NoError(t, err)
+	for i, v := range versions {
+		require.EqualValues(t, i+1, v)
+	}
+	require.Len(t, versions, n+1)
+
+	// The same If-Match for everyone: one wins, the rest get a mismatch.
+	job2 := f.createJob(t, owner, "guarded")
+	version := job2.Version
+	var won, mismatched atomic.Int32
+	for i := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := f.link(ctx, command.JobRef{OwnerID: owner, JobID: job2.ID, IfMatch: &version}, files[i].ID)
+			switch {
+			case err == nil:
+				won.Add(1)
+			case errors.Is(err, command.ErrVersionMismatch):
+				mismatched.Add(1)
+			default:
+				t.Errorf("unexpected error: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, won.Load())
+	require.EqualValues(t, n-1, mismatched.Load())
+	var events int
+	require.NoError(t, f.pool.QueryRow(ctx, "SELECT count(*) FROM events WHERE stream_id = $1", job2.ID).Scan(&events))
+	require.Equal(t, 2, events, "job.created and the one link")
+}
+
+// Must hold 6: deleting a file takes it out of every job preview in the
+// same transaction as its file.deleted.
+func TestDeleteFileUnlinksEverywhere(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	keep := f.upload(t, owner, "keep", 7)
+	doomed := f.upload(t, owner, "doomed", 1000)
+	var jobs []readmodel.Job
+	for i := range 3 {
+		job := f.createJob(t, owner, fmt.Sprintf("job%d", i))
+		for _, file := range []readmodel.File{keep, doomed} {
+			_, _, err := f.link(ctx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
+			require.NoError(t, err)
+		}
+		jobs = append(jobs, job)
+	}
+	var out command.Outcome
+	require.NoError(t, f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
+		out, err = f.svc.DeleteFile(ctx, tx, owner, doomed.ID)
+		return err
+	}))
+	require.Equal(t, 4, out.Events, "three unlinks and the deletion")
+	for _, job := range jobs {
+		preview, err := readmodel.GetJob(ctx, f.pool, owner, job.ID)
+		require.NoError(t, err)
+		require.Equal(t, []uuid.UUID{keep.ID}, fileIDs(preview))
+		require.EqualValues(t, 1, preview.FileCount)
+		require.EqualValues(t, "7", preview.TotalBytes)
+		require.EqualValues(t, 4, preview.Version)
+	}
+	_, err := readmodel.GetFile(ctx, f.pool, owner, doomed.ID)
+	require.ErrorIs(t, err, readmodel.ErrNotFound)
+
+	// All four events were written by one transaction: one xid in the outbox.
+	var xids int
+	require.NoError(t, f.pool.QueryRow(ctx,
+		"SELECT count(DISTINCT transaction_id::text) FROM outbox WHERE position > $1 - 4 AND position <= $1", out.Position).Scan(&xids))
+	require.Equal(t, 1, xids)
+
+	// A second delete, a link of the deleted file: not found, nothing written.
+	before := f.count(t, "events")
+	err = f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
+	require.ErrorIs(t, err, command.ErrNotFound)
+	_, _, err = f.link(ctx, command.JobRef{OwnerID: owner, JobID: jobs[0].ID}, doomed.ID)
+	require.ErrorIs(t, err, command.ErrNotFound)
+	require.Equal(t, before, f.count(t, "events"))
+}
+
+// Linking a linked file, unlinking an unlinked one: no event, the job's
+// position as the answer's position.
+func TestNoOpCommandsWriteNothing(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	file := f.upload(t, owner, "a", 1)
+	job := f.createJob(t, owner, "j")
+	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
+	linked, out, err := f.link(ctx, ref, file.ID)
+	require.NoError(t, err)
+	require.Equal(t, 1, out.Events)
+
+	before := f.count(t, "events")
+	again, out2, err := f.link(ctx, ref, file.ID)
+	require.NoError(t, err)
+	require.Zero(t, out2.Events)
+	require.Equal(t, linked.Position, out2.Position)
+	require.Equal(t, linked, again)
+
+	other := f.upload(t, owner, "b", 1)
+	before = f.count(t, "events")
+	var unlinked readmodel.Job
+	require.NoError(t, f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
+		unlinked, out2, err = f.svc.UnlinkFile(ctx, tx, ref, other.ID)
+		return err
+	}))
+	require.Zero(t, out2.Events)
+	require.Equal(t, []uuid.UUID{file.ID}, fileIDs(unlinked))
+	require.Equal(t, before, f.count(t, "events"))
+
+	// If-Match with a stale version fails even though nothing would change.
+	stale := job.Version
+	_, _, err = f.link(ctx, command.JobRef{OwnerID: owner, JobID: job.ID, IfMatch: &stale}, file.ID)
+	require.ErrorIs(t, err, command.ErrVersionMismatch)
+
+	// Another owner's job and file are not found.
+	stranger := uuid.New()
+	_, _, err = f.link(ctx, command.JobRef{OwnerID: stranger, JobID: job.ID}, file.ID)
+	require.ErrorIs(t, err, command.ErrNotFound)
+	theirs := f.createJob(t, stranger, "theirs")
+	_, _, err = f.link(ctx, command.JobRef{OwnerID: stranger, JobID: theirs.ID}, file.ID)
+	require.ErrorIs(t, err, command.ErrNotFound)
+	require.Equal(t, before+1, f.count(t, "events"), "only the stranger's job.created")
+}
+
+// SetJobFiles keeps the order of links, unlinks what is left out, and
+// rejects duplicates and missing files without writing.
+func TestSetJobFiles(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	a, b, c := f.upload(t, owner, "a", 1), f.upload(t, owner, "b", 2), f.upload(t, owner, "c", 4)
+	job := f.createJob(t, owner, "j")
+	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
+	set := func(ids ...uuid.UUID) (readmodel.Job, command.Outcome, error) {
+		var preview readmodel.Job
+		var out command.Outcome
+		err := f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
+			preview, out, err = f.svc.SetJobFiles(ctx, tx, ref, ids)
+			return err
+		})
+		return preview, out, err
+	}
+	preview, out, err := set(c.ID, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, 2, out.Events)
+	require.Equal(t, []uuid.UUID{c.ID, a.ID}, fileIDs(preview))
+
+	preview, out, err = set(b.ID, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, 2, out.Events, "unlink c, link b")
+	require.Equal(t, []uuid.UUID{a.ID, b.ID}, fileIDs(preview), "a kept its place, b linked after it")
+	require.EqualValues(t, "3", preview.TotalBytes)
+
+	before := f.count(t, "events")
+	_, _, err = set(a.ID, a.ID)
+	var invalid *command.InvalidError
+	require.ErrorAs(t, err, &invalid)
+	_, _, err = set(a.ID, uuid.New())
+	require.ErrorIs(t, err, command.ErrNotFound)
+	preview, out, err = set()
+	require.NoError(t, err)
+	require.Empty(t, *preview.Files)
+	require.EqualValues(t, "0", preview.TotalBytes)
+	require.Equal(t, before+2, f.count(t, "events"))
+}
