@@ -60,13 +60,13 @@ func Append(ctx context.Context, db database.DBTX, events []Event) error {
 		return nil
 	}
 	p := &dbsqlc.EventAppendParams{
-		Ids:          make([]uuid.UUID, len(events)),
-		StreamTypes:  make([]string, len(events)),
-		StreamIds:    make([]uuid.UUID, len(events)),
-		Versions:     make([]int32, len(events)),
-		Types:        make([]string, len(events)),
-		Datas:        make([][]byte, len(events)),
-		OccurredAts:  make([]time.Time, len(events)),
+		Ids:         make([]uuid.UUID, len(events)),
+		StreamTypes: make([]string, len(events)),
+		StreamIds:   make([]uuid.UUID, len(events)),
+		Versions:    make([]int32, len(events)),
+		Types:       make([]string, len(events)),
+		Datas:       make([][]byte, len(events)),
+		OccurredAts: make([]time.Time, len(events)),
 	}
 	for i, e := range events {
 		p.Ids[i], p.StreamTypes[i], p.StreamIds[i] = e.ID, e.StreamType, e.StreamID

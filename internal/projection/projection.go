@@ -153,4 +153,3 @@ func Rebuild(ctx context.Context, tx pgx.Tx) error {
 		after = events[len(events)-1].Position
 	}
 }
-
