@@ -102,7 +102,7 @@ CREATE TABLE inbox (
     subscriber  text        NOT NULL,
     event_id    uuid        NOT NULL,
     position    bigint      NOT NULL,
-    handled_at  timestamptz NOT NULL DEFAULT now(),
+    handled_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (subscriber, event_id)
 );
 
