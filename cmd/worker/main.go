@@ -1,0 +1,94 @@
+// Command worker runs Epoch's background roles: the outbox relay, which
+// publishes committed events to RabbitMQ, and the remote subscribers
+// (storage, billing), each consuming its own queue. It declares the
+// RabbitMQ topology first, serves /healthz, /readyz and /metrics, and stops
+// gracefully on SIGTERM or SIGINT: unconfirmed outbox rows stay, unacked
+// deliveries go back to their queues.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// config is the worker's environment (prefix EPOCH_). `worker --help` lists it.
+type config struct {
+	DatabaseURL         string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
+	DBMaxConns          int32         `envconfig:"DB_MAX_CONNS" default:"10" desc:"most Postgres connections the worker opens"`
+	AMQPURL             string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL"`
+	HTTPAddr            string        `envconfig:"HTTP_ADDR" default:":8081" desc:"address of /healthz, /readyz and /metrics"`
+	WorkerRoles         []string      `envconfig:"WORKER_ROLES" default:"relay,storage,billing" desc:"comma-separated roles to run: relay, storage, billing"`
+	RelayBatchSize      int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"most outbox rows the relay publishes per cycle"`
+	RelayPollInterval   time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"how often an idle relay looks at the outbox when no NOTIFY woke it"`
+	RelayPartitionShare float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
+	ConsumerPrefetch    int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
+	DeliveryLimit       int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of one message before its queue dead-letters it to catacloud.<name>.dead"`
+	StartupTimeout      time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
+	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
+	Pprof               bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`
+}
+
+const envPrefix = "epoch"
+
+// Roles a worker can run.
+const (
+	roleRelay   = "relay"
+	roleStorage = "storage"
+	roleBilling = "billing"
+)
+
+var knownRoles = []string{roleRelay, roleStorage, roleBilling}
+
+func main() {
+	var cfg config
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-h", "-help", "--help", "help":
+			fmt.Println("worker relays Epoch's outbox to RabbitMQ and runs the remote subscribers. It is configured by the environment:")
+			_ = envconfig.Usage(envPrefix, &cfg)
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "worker takes no arguments (try --help); got %q\n", os.Args[1])
+			os.Exit(2)
+		}
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	if err := envconfig.Process(envPrefix, &cfg); err != nil {
+		logger.Error("bad configuration", "error", err)
+		os.Exit(2)
+	}
+	if err := cfg.validate(); err != nil {
+		logger.Error("bad configuration", "error", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, logger); err != nil {
+		logger.Error("worker stopped", "error", err)
+		os.Exit(1)
+	}
+	logger.Info("worker stopped")
+}
+
+func (c *config) validate() error {
+	if len(c.WorkerRoles) == 0 {
+		return fmt.Errorf("EPOCH_WORKER_ROLES is empty: name at least one of %v", knownRoles)
+	}
+	for _, r := range c.WorkerRoles {
+		if !slices.Contains(knownRoles, r) {
+			return fmt.Errorf("EPOCH_WORKER_ROLES: unknown role %q (known: %v)", r, knownRoles)
+		}
+	}
+	if c.DeliveryLimit <= 0 {
+		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)
+	}
+	return nil
+}

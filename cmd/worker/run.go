@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/consumer"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/storage"
+)
+
+// remoteSubscribers are the subscribers a worker can consume for, by role.
+// Their queues are declared whichever roles this worker runs, so events
+// wait in them while no worker consumes.
+var remoteSubscribers = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+
+// role is one long-running part of the worker.
+type role struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	subscriptions := make([]broker.Subscription, len(remoteSubscribers))
+	for i, s := range remoteSubscribers {
+		subscriptions[i] = broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()}
+	}
+	topology := func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, subscriptions, cfg.DeliveryLimit) }
+	if err := declareWhenReady(ctx, cfg.AMQPURL, topology, cfg.StartupTimeout, logger); err != nil {
+		return err
+	}
+
+	var roles []role
+	ready := []func() error{func() error { return ping(ctx, pool) }}
+	if slices.Contains(cfg.WorkerRoles, roleRelay) {
+		pub, err := broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, ConnectionName: "epoch-relay"}, logger)
+		if err != nil {
+			return err
+		}
+		relay, err := outbox.NewRelay(pool, pub, outbox.Config{
+			BatchSize:      cfg.RelayBatchSize,
+			PollInterval:   cfg.RelayPollInterval,
+			PartitionShare: cfg.RelayPartitionShare,
+		}, logger, registry)
+		if err != nil {
+			return err
+		}
+		roles = append(roles, role{roleRelay, relay.Run})
+		ready = append(ready, func() error {
+			if !pub.Connected() {
+				return errors.New("relay is not connected to RabbitMQ")
+			}
+			return nil
+		})
+	}
+	for _, sub := range remoteSubscribers {
+		if !slices.Contains(cfg.WorkerRoles, sub.Name()) {
+			continue
+		}
+		c, err := consumer.New(pool, sub, consumer.Config{
+			URL:      cfg.AMQPURL,
+			Prefetch: cfg.ConsumerPrefetch,
+			Topology: topology,
+		}, logger, registry)
+		if err != nil {
+			return err
+		}
+		roles = append(roles, role{sub.Name(), c.Run})
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           healthHandler(registry, ready, cfg.Pprof),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("worker running", "roles", cfg.WorkerRoles, "addr", ln.Addr().String())
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(roles)+1)
+	roleCtx, cancelRoles := context.WithCancel(ctx)
+	defer cancelRoles()
+	for _, r := range roles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.run(roleCtx); err != nil {
+				errs <- fmt.Errorf("%s: %w", r.name, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := httpapi.Serve(roleCtx, srv, ln, cfg.ShutdownTimeout); err != nil {
+			errs <- err
+		}
+	}()
+
+	// A role that fails ends the worker, so its supervisor restarts it
+	// rather than it running on half-alive.
+	var failure error
+	select {
+	case <-ctx.Done():
+	case failure = <-errs:
+		logger.Error("worker role failed", "error", failure)
+	}
+	cancelRoles()
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownTimeout):
+		return errors.New("roles did not stop within the shutdown timeout")
+	}
+	return failure
+}
+
+// declareWhenReady declares the topology, redialing while RabbitMQ is not
+// up yet, at most timeout.
+func declareWhenReady(ctx context.Context, url string, topology func(*amqp.Channel) error, timeout time.Duration, logger *slog.Logger) error {
+	deadline := time.Now().Add(timeout)
+	wait := 100 * time.Millisecond
+	for {
+		err := declare(url, topology)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("declare topology: %w", err)
+		}
+		logger.Warn("RabbitMQ not ready, retrying", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func declare(url string, topology func(*amqp.Channel) error) error {
+	conn, err := amqp.DialConfig(url, amqp.Config{Properties: amqp.Table{"connection_name": "epoch-topology"}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	return topology(ch)
+}
+
+func ping(ctx context.Context, pool *pgxpool.Pool) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return pool.Ping(ctx)
+}
+
+// healthHandler serves /healthz (the process is up), /readyz (every check
+// passes), /metrics and, when asked, pprof.
+func healthHandler(registry *prometheus.Registry, ready []func() error, withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		for _, check := range ready {
+			if err := check(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = fmt.Fprintf(w, `{"error":{"code":"unavailable","message":%q}}`+"\n", err.Error())
+				return
+			}
+		}
+		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
