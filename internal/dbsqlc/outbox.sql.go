@@ -202,13 +202,12 @@ func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *Outbox
 }
 
 const outboxPartitionsPending = `-- name: OutboxPartitionsPending :many
-SELECT partition
+SELECT DISTINCT partition
 FROM outbox
-GROUP BY partition
-ORDER BY min(position)
+ORDER BY partition
 `
 
-// The partitions that have rows, those with the oldest row first.
+// The partitions that have rows.
 func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16, error) {
 	rows, err := db.Query(ctx, outboxPartitionsPending)
 	if err != nil {

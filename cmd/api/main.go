@@ -1,0 +1,159 @@
+// Command api serves Epoch's HTTP API: it applies pending migrations under
+// an advisory lock, then answers commands and reads until SIGTERM or
+// SIGINT, when it stops accepting and lets in-flight requests finish.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/kelseyhightower/envconfig"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/migrate"
+	"github.com/catacloud/epoch/internal/projection"
+	"github.com/catacloud/epoch/internal/storage"
+)
+
+// config is the api's environment (prefix EPOCH_). `api --help` lists it.
+type config struct {
+	DatabaseURL       string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
+	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"20" desc:"most Postgres connections the api opens"`
+	DBTimeout         time.Duration `envconfig:"DB_TIMEOUT" default:"10s" desc:"bound on one request's database work; past it the request answers 503"`
+	StartupTimeout    time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for Postgres to answer before giving up"`
+	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL (shared configuration; the api does not publish itself: the worker's relay does)"`
+	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
+	AdminToken        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /v1/users; empty: that call answers 403"`
+	PricePerGBHour    string        `envconfig:"PRICE_PER_GB_HOUR" default:"0.00003" desc:"price of one GB-hour (10^9 bytes for an hour), a decimal"`
+	Currency          string        `envconfig:"CURRENCY" default:"USD" desc:"currency of the price"`
+	InlineSubscribers []string      `envconfig:"INLINE_SUBSCRIBERS" desc:"comma-separated movable subscribers (storage, billing) to run inline in the command's transaction; the others run in the worker"`
+	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight requests may take to finish"`
+}
+
+const envPrefix = "epoch"
+
+func main() {
+	var cfg config
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-h", "-help", "--help", "help":
+			fmt.Println("api serves Epoch's HTTP API. It is configured by the environment:")
+			_ = envconfig.Usage(envPrefix, &cfg)
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "api takes no arguments (try --help); got %q\n", os.Args[1])
+			os.Exit(2)
+		}
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	if err := envconfig.Process(envPrefix, &cfg); err != nil {
+		logger.Error("bad configuration", "error", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, logger); err != nil {
+		logger.Error("api stopped", "error", err)
+		os.Exit(1)
+	}
+	logger.Info("api stopped")
+}
+
+// run starts the api and serves until ctx ends.
+func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	if err := migrateWhenReady(ctx, pool, logger, cfg.StartupTimeout); err != nil {
+		return err
+	}
+	projections, movable := subscribers()
+	dispatcher, err := dispatch.New(projections, movable, cfg.InlineSubscribers)
+	if err != nil {
+		return err
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler, err := httpapi.New(httpapi.Config{
+		Pool:           pool,
+		Commands:       command.NewService(pool, dispatcher),
+		Logger:         logger,
+		Registry:       registry,
+		AdminToken:     cfg.AdminToken,
+		PricePerGBHour: cfg.PricePerGBHour,
+		Currency:       cfg.Currency,
+		DBTimeout:      cfg.DBTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Above the longest request: a min_position wait plus its reads.
+		WriteTimeout: cfg.DBTimeout*2 + httpapi.DefaultCatchUpTimeout + 10*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cfg.AdminToken == "" {
+		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")
+	}
+	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
+	return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout)
+}
+
+// subscribers lists what the dispatcher places: the projections the API
+// reads back (always inline) and the movable subscribers (inline when named
+// in EPOCH_INLINE_SUBSCRIBERS, else remote, in the worker).
+func subscribers() (projections, movable []dispatch.Subscriber) {
+	return []dispatch.Subscriber{projection.Subscriber{}},
+		[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+}
+
+// migrateWhenReady applies the migrations, waiting (with backoff) while
+// Postgres does not answer yet, at most timeout.
+func migrateWhenReady(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		applied, err := migrate.Up(ctx, pool)
+		if err == nil {
+			logger.Info("migrations applied", "count", applied)
+			return nil
+		}
+		if !database.IsUnavailable(err) && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return fmt.Errorf("start-up: %w", err)
+		}
+		logger.Warn("waiting for Postgres", "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start-up: Postgres did not answer within %s: %w", timeout, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/testdb"
+)
+
+// The api starts on an empty database (applying the migrations), serves,
+// and stops cleanly when its context ends (SIGTERM).
+func TestRun(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := testdb.New(t)
+	_, err := pool.Exec(t.Context(), "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+	require.NoError(t, err)
+
+	var cfg config
+	require.NoError(t, envconfig.Process(envPrefix, &cfg))
+	cfg.DatabaseURL = dbURL
+	cfg.HTTPAddr = freeAddr(t)
+	cfg.AdminToken = "admin"
+	cfg.InlineSubscribers = []string{"storage"}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan error, 1)
+	go func() { stopped <- run(ctx, cfg, slog.New(slog.NewJSONHandler(t.Output(), nil))) }()
+
+	base := "http://" + cfg.HTTPAddr
+	require.Eventually(t, func() bool {
+		res, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond)
+
+	var migrated int
+	require.NoError(t, pool.QueryRow(t.Context(), "SELECT count(*) FROM schema_migrations").Scan(&migrated))
+	require.Positive(t, migrated)
+
+	r, err := http.NewRequest("POST", base+"/v1/users", strings.NewReader(`{"name":"ada"}`))
+	require.NoError(t, err)
+	r.Header.Set("Authorization", "Bearer admin")
+	res, err := http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusCreated, res.StatusCode, "%s", body)
+	var user struct{ Token string }
+	require.NoError(t, json.Unmarshal(body, &user))
+
+	// storage runs inline here: GET /v1/storage sees an upload at once.
+	r, _ = http.NewRequest("POST", base+"/v1/files", strings.NewReader(`{"name":"f","size_bytes":42}`))
+	r.Header.Set("Authorization", "Bearer "+user.Token)
+	res, err = http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusCreated, res.StatusCode)
+	r, _ = http.NewRequest("GET", base+"/v1/storage?min_position="+res.Header.Get("Epoch-Position"), nil)
+	r.Header.Set("Authorization", "Bearer "+user.Token)
+	res, err = http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
+	require.JSONEq(t, `{"file_count":1,"bytes":42,"position":`+res.Header.Get("Epoch-Position")+`}`, string(body))
+
+	cancel()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	_, err = http.Get(base + "/healthz")
+	require.Error(t, err, "nothing listens after shutdown")
+}
+
+// An unknown inline subscriber is a configuration error, not a silent
+// remote one.
+func TestRunUnknownInlineSubscriber(t *testing.T) {
+	t.Parallel()
+	_, dbURL := testdb.New(t)
+	var cfg config
+	require.NoError(t, envconfig.Process(envPrefix, &cfg))
+	cfg.DatabaseURL = dbURL
+	cfg.HTTPAddr = freeAddr(t)
+	cfg.InlineSubscribers = []string{"storgae"}
+	err := run(t.Context(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	require.ErrorContains(t, err, "storgae")
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}

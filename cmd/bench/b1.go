@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the
+// raw ceiling gets the same number of connections.
+const apiDBMaxConns = 20
+
+// slot is one B1 worker's own job and file: no two workers touch the same
+// rows, so B1 measures the command path, not lock waits.
+type slot struct {
+	job, file string
+	linked    bool
+}
+
+// b1 measures link/unlink commands per second through the api at each
+// concurrency, and right after each the same statements sent raw through
+// pgx (no HTTP, no application code) at the same concurrency.
+func (b *bench) b1(ctx context.Context) error {
+	e := b.env
+	maxC := 0
+	for _, c := range b.sz.b1Conc {
+		maxC = max(maxC, c)
+	}
+	user, err := e.newUser(ctx, "b1", maxC)
+	if err != nil {
+		return err
+	}
+	jobs, err := user.createJobs(ctx, maxC, 8, "b1-job")
+	if err != nil {
+		return err
+	}
+	files, err := user.uploadMany(ctx, maxC, 8, "b1-file")
+	if err != nil {
+		return err
+	}
+	slots := make([]*slot, maxC)
+	for i := range slots {
+		slots[i] = &slot{job: jobs[i], file: files[i]}
+	}
+	raw, err := newRawLinker(ctx, e, user.token)
+	if err != nil {
+		return err
+	}
+	defer raw.pool.Close()
+
+	e.api.resetPeakRSS()
+	for _, c := range b.sz.b1Conc {
+		cpu := sampleCPU(b.pids())
+		var waitProfile func()
+		if c == maxC {
+			waitProfile = b.profile(ctx, e.api, fmt.Sprintf("B1-c%d", c), b.sz.b1Duration)
+		}
+		apiRate, apiErrs := measureRate(ctx, c, b.sz.b1Duration, func(ctx context.Context, i int) error {
+			s := slots[i]
+			var err error
+			if s.linked {
+				_, err = user.unlink(ctx, s.job, s.file)
+			} else {
+				_, err = user.link(ctx, s.job, s.file)
+			}
+			if err == nil {
+				s.linked = !s.linked
+			}
+			return err
+		})
+		limited := cpuSince(cpu, b.pids())
+		if waitProfile != nil {
+			waitProfile()
+		}
+		cpu = sampleCPU(b.pids())
+		rawRate, rawErrs := measureRate(ctx, c, b.sz.b1Duration, func(ctx context.Context, i int) error {
+			return raw.toggle(ctx, slots[i])
+		})
+		rawLimited := cpuSince(cpu, b.pids())
+		if err := errors.Join(apiErrs, rawErrs); err != nil {
+			return fmt.Errorf("B1 at concurrency %d: %w", c, err)
+		}
+		f := (&figure{Figure: "B1", Name: "commands_per_s", Concurrency: c, Value: apiRate, Unit: "cmd/s",
+			LimitedBy: limited, Detail: map[string]any{"raw_cpu": rawLimited, "jobs": "one job and one file per worker (no lock contention)"}}).withCeiling(rawRate)
+		if c == maxC {
+			f.judge(">=0.6", f.Ratio != nil && *f.Ratio >= 0.6)
+			b.bestRate = apiRate
+		}
+		b.bestRate = max(b.bestRate, apiRate)
+		b.r.add(f)
+	}
+	rss, err := e.api.peakRSS()
+	if err != nil {
+		return err
+	}
+	b.r.add((&figure{Figure: "B5", Name: "api_peak_rss_during_B1", Value: float64(rss) / (1 << 20), Unit: "MiB",
+		Detail: map[string]any{"source": "VmHWM, reset before B1"}}).judge("<100 MiB", rss < 100<<20))
+	b.note("B1: each worker alternates PUT and DELETE /v1/jobs/{id}/files/{file_id} on its own job and file, for %s per concurrency; the raw ceiling replays the statements of queries/*.sql a link runs (token lookup, then BEGIN, JobLockForUpdate, FileLockForShare, JobFileLinkedIDs, EventAppend, ProjectionJobFilesLinked/Unlinked, OutboxInsert with its NOTIFY, JobGet, JobFileList, COMMIT) through a pgx pool of %d connections, the api's default pool size.", b.sz.b1Duration, apiDBMaxConns)
+	return nil
+}
+
+// measureRate runs op in c goroutines (goroutine i passes i) for d and
+// returns the operations completed per second. The first error stops it.
+func measureRate(ctx context.Context, c int, d time.Duration, op func(ctx context.Context, i int) error) (float64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var done atomic.Int64
+	var firstErr error
+	var once sync.Once
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for i := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if err := op(ctx, i); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+				if time.Now().Before(deadline) {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(done.Load()) / d.Seconds(), firstErr
+}
+
+// rawLinker sends a link's or an unlink's statements straight through pgx.
+type rawLinker struct {
+	pool      *pgxpool.Pool
+	q         map[string]*rawQuery
+	tokenHash []byte
+	owner     uuid.UUID
+}
+
+func newRawLinker(ctx context.Context, e *env, token string) (*rawLinker, error) {
+	q, err := loadQueries(e.root)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"UserIDByTokenHash", "JobLockForUpdate", "FileLockForShare", "JobFileLinkedIDs",
+		"EventAppend", "ProjectionJobFilesLinked", "ProjectionJobFilesUnlinked", "OutboxInsert", "JobGet", "JobFileList"} {
+		if q[name] == nil {
+			return nil, fmt.Errorf("raw ceiling: query %s not found in queries/", name)
+		}
+	}
+	cfg, err := pgxpool.ParseConfig(e.dbURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = apiDBMaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(token))
+	r := &rawLinker{pool: pool, q: q, tokenHash: sum[:]}
+	if err := pool.QueryRow(ctx, q["UserIDByTokenHash"].sql, q["UserIDByTokenHash"].args(map[string]any{"token_hash": r.tokenHash})...).Scan(&r.owner); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("raw ceiling: user: %w", err)
+	}
+	return r, nil
+}
+
+// toggle links the slot's file when it is not linked and unlinks it when
+// it is, exactly as the api's command does, and reads the preview back.
+func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
+	job, file := uuid.MustParse(s.job), uuid.MustParse(s.file)
+	q := r.q
+	var owner uuid.UUID
+	if err := r.pool.QueryRow(ctx, q["UserIDByTokenHash"].sql, q["UserIDByTokenHash"].args(map[string]any{"token_hash": r.tokenHash})...).Scan(&owner); err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		var (
+			id, ownerID                 uuid.UUID
+			name, totalBytes            string
+			createdAt                   time.Time
+			createdPos, position, count int64
+			version                     int32
+		)
+		if err := tx.QueryRow(ctx, q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner})...).
+			Scan(&id, &ownerID, &name, &createdAt, &createdPos, &version, &position, &count, &totalBytes); err != nil {
+			return fmt.Errorf("lock job: %w", err)
+		}
+		if err := drain(tx.Query(ctx, q["FileLockForShare"].sql, q["FileLockForShare"].args(map[string]any{"ids": []uuid.UUID{file}, "owner_id": owner})...)); err != nil {
+			return fmt.Errorf("lock file: %w", err)
+		}
+		rows, err := tx.Query(ctx, q["JobFileLinkedIDs"].sql, q["JobFileLinkedIDs"].args(map[string]any{"job_id": job, "file_ids": []uuid.UUID{file}})...)
+		if err != nil {
+			return err
+		}
+		linked := false
+		for rows.Next() {
+			linked = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		eventType, project := "job.file_linked", "ProjectionJobFilesLinked"
+		if linked {
+			eventType, project = "job.file_unlinked", "ProjectionJobFilesUnlinked"
+		}
+		data, _ := json.Marshal(map[string]uuid.UUID{"file_id": file})
+		eventID := uuid.Must(uuid.NewV7())
+		var pos int64
+		var gotID uuid.UUID
+		if err := tx.QueryRow(ctx, q["EventAppend"].sql, q["EventAppend"].args(map[string]any{
+			"ids": []uuid.UUID{eventID}, "stream_types": []string{"job"}, "stream_ids": []uuid.UUID{job},
+			"versions": []int32{version + 1}, "types": []string{eventType}, "datas": [][]byte{data},
+			"occurred_ats": []time.Time{time.Now().UTC().Truncate(time.Microsecond)},
+		})...).Scan(&gotID, &pos); err != nil {
+			return fmt.Errorf("append: %w", err)
+		}
+		if _, err := tx.Exec(ctx, q[project].sql, q[project].args(map[string]any{
+			"job_ids": []uuid.UUID{job}, "file_ids": []uuid.UUID{file}, "versions": []int32{version + 1}, "positions": []int64{pos},
+		})...); err != nil {
+			return fmt.Errorf("project: %w", err)
+		}
+		if err := drain(tx.Query(ctx, q["OutboxInsert"].sql, q["OutboxInsert"].args(map[string]any{
+			"positions": []int64{pos}, "partitions": []int16{partitionOf(job)},
+		})...)); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		if err := tx.QueryRow(ctx, q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": owner})...).
+			Scan(&id, &ownerID, &name, &createdAt, &createdPos, &version, &position, &count, &totalBytes); err != nil {
+			return fmt.Errorf("read job: %w", err)
+		}
+		if err := drain(tx.Query(ctx, q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job})...)); err != nil {
+			return fmt.Errorf("read job files: %w", err)
+		}
+		s.linked = !linked
+		return nil
+	})
+}
+
+// partitionOf is the outbox partition of a stream (FNV-1a of its bytes
+// modulo 64, as internal/outbox computes it).
+func partitionOf(id uuid.UUID) int16 {
+	h := fnv.New32a()
+	_, _ = h.Write(id[:])
+	return int16(h.Sum32() % 64)
+}
+
+// drain reads every row (the work a caller reading them would do) and
+// closes the result.
+func drain(rows pgx.Rows, err error) error {
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		if _, err := rows.Values(); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	rows.Close()
+	return rows.Err()
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// b3 measures commit-to-billing-commit latency at a steady command rate:
+// inbox.handled_at (the billing subscriber's transaction) minus
+// events.occurred_at (set just before the command's commit), read from
+// Postgres. Its ceiling is the raw broker round trip, measured during the
+// same load (and, for reference, before it).
+func (b *bench) b3(ctx context.Context) error {
+	e := b.env
+	worker, err := b.fullWorker(ctx)
+	if err != nil {
+		return err
+	}
+	user, err := e.newUser(ctx, "b3", 64)
+	if err != nil {
+		return err
+	}
+	rtt, err := newRoundTripper(e)
+	if err != nil {
+		return err
+	}
+	defer rtt.close()
+	idle, err := rtt.measure(ctx, b.sz.rttCount/3, 10*time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("raw round trip: %w", err)
+	}
+	from, err := maxPosition(ctx, e)
+	if err != nil {
+		return err
+	}
+	load := &fileLoad{user: user, rate: float64(b.sz.b3Rate), maxInFlight: 256}
+	type rttResult struct {
+		ms  []float64
+		err error
+	}
+	rttDone := make(chan rttResult, 1)
+	loadCtx, stopRTT := context.WithCancel(ctx)
+	go func() {
+		every := max(b.sz.b3Duration/time.Duration(b.sz.rttCount), 5*time.Millisecond)
+		ms, err := rtt.measureUntil(loadCtx, every)
+		rttDone <- rttResult{ms, err}
+	}()
+	cpu := sampleCPU(b.pids(worker))
+	waitProfile := b.profile(ctx, worker, "B3", b.sz.b3Duration)
+	start := time.Now()
+	loadErr := load.run(ctx, b.sz.b3Duration)
+	waitProfile()
+	elapsed := time.Since(start)
+	stopRTT()
+	busy := <-rttDone
+	limited := cpuSince(cpu, b.pids(worker))
+	if err := errors.Join(loadErr, busy.err); err != nil {
+		return err
+	}
+	// Wait until billing handled every file event of the load.
+	var want int
+	if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM events WHERE position > $1 AND stream_type = 'file'", from).Scan(&want); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, time.Minute, 50*time.Millisecond, func() (bool, error) {
+		var n int
+		err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = 'billing' AND position > $1", from).Scan(&n)
+		return n >= want, err
+	}); err != nil {
+		return fmt.Errorf("billing did not catch up after the load: %w\n%s", err, worker.tail())
+	}
+	rows, err := e.pool.Query(ctx, `SELECT extract(epoch FROM i.handled_at - e.occurred_at)::float8 * 1000
+		FROM inbox i JOIN events e ON e.id = i.event_id
+		WHERE i.subscriber = 'billing' AND e.position > $1 ORDER BY 1`, from)
+	if err != nil {
+		return err
+	}
+	var lat []float64
+	for rows.Next() {
+		var v float64
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return err
+		}
+		lat = append(lat, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(lat) == 0 {
+		return errors.New("B3: no billing latencies")
+	}
+	sort.Float64s(busy.ms)
+	rttP50, rttP99 := percentile(busy.ms, 50), percentile(busy.ms, 99)
+	detail := map[string]any{
+		"events": len(lat), "rate_sent_per_s": round(float64(load.sent.Load()) / elapsed.Seconds()),
+		"missed_slots": load.missed.Load(), "round_trips": len(busy.ms),
+		"idle_round_trip_p50_ms": round3(percentile(idle, 50)), "idle_round_trip_p99_ms": round3(percentile(idle, 99)),
+		"ceiling_is": "raw broker round trip during the same load",
+	}
+	p50 := (&figure{Figure: "B3", Name: "commit_to_billing_p50", Value: percentile(lat, 50), Unit: "ms", LimitedBy: limited, Detail: detail}).withCeiling(rttP50)
+	b.r.add(p50.judge("ratio<=3", *p50.Ratio <= 3))
+	b.r.add(&figure{Figure: "B3", Name: "commit_to_billing_p95", Value: percentile(lat, 95), Unit: "ms"})
+	p99 := (&figure{Figure: "B3", Name: "commit_to_billing_p99", Value: percentile(lat, 99), Unit: "ms"}).withCeiling(rttP99)
+	b.r.add(p99.judge("ratio<=10", *p99.Ratio <= 10))
+	b.note("B3: %d commands/s for %s, open-loop (a command every 1/rate s whatever the answers' latency), alternating POST /v1/files and DELETE /v1/files/{id}, with one worker running relay, storage and billing. Latency = inbox.handled_at − events.occurred_at for subscriber billing. The round trip publishes one persistent message with a confirm to a quorum queue and times it until a consumer on another connection receives it; it runs repeatedly during the load (its ceiling) and before it (idle, in the detail).", b.sz.b3Rate, b.sz.b3Duration)
+	return nil
+}
+
+// roundTripper times single persistent messages through a quorum queue:
+// publish with a confirm on one connection, consume on another.
+type roundTripper struct {
+	pubConn, subConn *amqp.Connection
+	pub              *amqp.Channel
+	deliveries       <-chan amqp.Delivery
+	queue            string
+}
+
+func newRoundTripper(e *env) (_ *roundTripper, err error) {
+	r := &roundTripper{queue: "bench.roundtrip"}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	if r.pubConn, err = amqp.Dial(e.amqpURL); err != nil {
+		return nil, err
+	}
+	if r.subConn, err = amqp.Dial(e.amqpURL); err != nil {
+		return nil, err
+	}
+	if r.pub, err = r.pubConn.Channel(); err != nil {
+		return nil, err
+	}
+	if _, err = r.pub.QueueDeclare(r.queue, true, false, false, false, amqp.Table{
+		amqp.QueueTypeArg: amqp.QueueTypeQuorum, "x-delivery-limit": int64(20),
+	}); err != nil {
+		return nil, err
+	}
+	if err = r.pub.Confirm(false); err != nil {
+		return nil, err
+	}
+	sub, err := r.subConn.Channel()
+	if err != nil {
+		return nil, err
+	}
+	if err = sub.Qos(10, 0, false); err != nil {
+		return nil, err
+	}
+	if r.deliveries, err = sub.Consume(r.queue, "", true, false, false, false, nil); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *roundTripper) close() {
+	if r.pub != nil {
+		_, _ = r.pub.QueueDelete(r.queue, false, false, false)
+	}
+	for _, c := range []*amqp.Connection{r.pubConn, r.subConn} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+}
+
+// once times one message from publish to delivery, in ms; the confirm is
+// awaited too (a relay must have it before the row is done).
+func (r *roundTripper) once(ctx context.Context) (float64, error) {
+	body := []byte(`{"id":"00000000-0000-0000-0000-000000000000","type":"file.uploaded","data":{}}`)
+	start := time.Now()
+	c, err := r.pub.PublishWithDeferredConfirmWithContext(ctx, "", r.queue, true, false, amqp.Publishing{
+		DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: body,
+	})
+	if err != nil {
+		return 0, err
+	}
+	if ok, err := c.WaitContext(ctx); err != nil || !ok {
+		return 0, fmt.Errorf("round trip confirm: ok=%v err=%v", ok, err)
+	}
+	select {
+	case <-r.deliveries:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return 0, errors.New("round trip: no delivery in 10s")
+	}
+	return float64(time.Since(start).Microseconds()) / 1000, nil
+}
+
+func (r *roundTripper) measure(ctx context.Context, n int, every time.Duration) ([]float64, error) {
+	var ms []float64
+	for range max(n, 1) {
+		v, err := r.once(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, v)
+		time.Sleep(every)
+	}
+	sort.Float64s(ms)
+	return ms, nil
+}
+
+// measureUntil times round trips every interval until ctx ends.
+func (r *roundTripper) measureUntil(ctx context.Context, every time.Duration) ([]float64, error) {
+	var ms []float64
+	for ctx.Err() == nil {
+		v, err := r.once(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return nil, err
+		}
+		ms = append(ms, v)
+		select {
+		case <-ctx.Done():
+		case <-time.After(every):
+		}
+	}
+	if len(ms) == 0 {
+		return nil, errors.New("no round trip finished during the load")
+	}
+	return ms, nil
+}

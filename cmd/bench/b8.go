@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// b8 times each subscriber working off the backlog B2's relay left in its
+// queue: from starting a worker with only that role until its inbox holds
+// every message and its queue is empty. Target: at least the relay's rate.
+func (b *bench) b8(ctx context.Context) error {
+	e := b.env
+	if b.b2Messages == 0 {
+		return fmt.Errorf("B8 needs the backlog of B2, which did not run")
+	}
+	for _, sub := range []string{"storage", "billing"} {
+		var before int
+		if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", sub).Scan(&before); err != nil {
+			return err
+		}
+		start := time.Now()
+		cpu := sampleCPU(b.pids())
+		worker, err := e.startWorker(ctx, sub)
+		if err != nil {
+			return err
+		}
+		waitProfile := b.profile(ctx, worker, "B8-"+sub, b.sz.drainBudget/120)
+		err = waitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
+			var n int
+			err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", sub).Scan(&n)
+			return n-before >= b.b2Messages, err
+		})
+		elapsed := time.Since(start)
+		limited := cpuSince(cpu, b.pids(worker))
+		var rss int64
+		if err == nil {
+			rss, err = worker.peakRSS()
+		}
+		waitProfile()
+		worker.stop()
+		if err != nil {
+			return fmt.Errorf("%s did not drain its queue: %w\n%s", sub, err, worker.tail())
+		}
+		left, err := queueMessages(ctx, e, "catacloud."+sub)
+		if err != nil {
+			return err
+		}
+		if left != 0 {
+			return fmt.Errorf("%s: %d messages left in its queue after its inbox was full", sub, left)
+		}
+		rate := float64(b.b2Messages) / elapsed.Seconds()
+		f := (&figure{Figure: "B8", Name: sub + "_drain_msgs_per_s", Value: rate, Unit: "msg/s", LimitedBy: limited,
+			Detail: map[string]any{"messages": b.b2Messages, "seconds": round3(elapsed.Seconds()), "peak_rss_mib": rss >> 20,
+				"ceiling_is": "the relay's B2 rate", "timed": "from starting the worker process to a full inbox"}}).withCeiling(b.relayRate)
+		b.r.add(f.judge(">=1 (relay's rate)", rate >= b.relayRate))
+	}
+	b.note("B8: the subscriber queues hold the %d file events B2's relay published (no consumer ran meanwhile), so each subscriber drains real relay output.", b.b2Messages)
+	return nil
+}

@@ -1,0 +1,196 @@
+// Command bench measures Epoch against the limits of the machine it runs
+// on. It builds the api and worker, starts them on their own database and
+// RabbitMQ vhost, drives them over HTTP and AMQP, and measures each figure
+// of issue 4 (B1–B8) beside a ceiling taken in the same run: the same work
+// done without the system (raw SQL through pgx, raw amqp091-go). It prints
+// one JSON line per figure on stdout and, with -write, rewrites
+// BENCHMARKS.md. -quick uses tiny sizes: the test suite runs it so the tool
+// cannot rot.
+//
+//	go run ./cmd/bench -write BENCHMARKS.md
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// sizes are the sizes and durations of a run.
+type sizes struct {
+	b1Duration  time.Duration
+	b1Conc      []int
+	b2Events    int
+	b3Rate      int
+	b3Duration  time.Duration
+	rttCount    int
+	b4Pairs     int
+	b6Files     int
+	b6Runs      int
+	b7Duration  time.Duration
+	drainBudget time.Duration // most a backlog may take to drain
+}
+
+var fullSizes = sizes{
+	b1Duration: 10 * time.Second, b1Conc: []int{1, 8, 32},
+	b2Events: 100000, b3Rate: 500, b3Duration: 20 * time.Second, rttCount: 300,
+	b4Pairs: 10000, b6Files: 1000, b6Runs: 7, b7Duration: 60 * time.Second,
+	drainBudget: 10 * time.Minute,
+}
+
+var quickSizes = sizes{
+	b1Duration: time.Second, b1Conc: []int{1, 8, 32},
+	b2Events: 2000, b3Rate: 200, b3Duration: 2 * time.Second, rttCount: 30,
+	b4Pairs: 100, b6Files: 50, b6Runs: 3, b7Duration: 3 * time.Second,
+	drainBudget: 2 * time.Minute,
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "tiny sizes and durations (the test suite's run)")
+	write := flag.String("write", "", "rewrite this markdown file (BENCHMARKS.md) with the results")
+	only := flag.String("only", "", "comma-separated figures to run (B1,B2,...); default all")
+	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the api and worker taken during the figures")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	code := 0
+	if err := run(ctx, log, os.Stdout, options{quick: *quick, write: *write, only: *only, pprofDir: *pprofDir}); err != nil {
+		log.Error("bench failed", "error", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// run measures the figures (all, or those named in only), prints their
+// lines on out and, when write is not empty, rewrites that markdown file.
+func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error {
+	quick, write, only := o.quick, o.write, o.only
+	started := time.Now()
+	sz := fullSizes
+	if quick {
+		sz = quickSizes
+	}
+	e, err := newEnv(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := e.startAPI(ctx); err != nil {
+		return err
+	}
+	r := &report{out: json.NewEncoder(out)}
+	b := &bench{env: e, sz: sz, r: r, log: log, pprofDir: o.pprofDir}
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if b.worker != nil {
+			b.worker.stop()
+		}
+	}()
+	want := func(fig string) bool {
+		return only == "" || strings.Contains(","+strings.ToUpper(only)+",", ","+fig+",")
+	}
+	// The order matters: B2 leaves its backlog in the subscriber queues for
+	// B8 to drain, and B3 and B7 need both empty before they start.
+	phases := []struct {
+		fig string
+		fn  func(context.Context) error
+	}{
+		{"B1", b.b1},
+		{"B6", b.b6},
+		{"B4", b.b4},
+		{"B2", b.b2},
+		{"B8", b.b8},
+		{"B3", b.b3},
+		{"B7", b.b7},
+	}
+	for _, p := range phases {
+		if !want(p.fig) && !(p.fig == "B2" && want("B8")) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Info("figure", "figure", p.fig)
+		if err := p.fn(ctx); err != nil {
+			log.Error("figure failed", "figure", p.fig, "error", err)
+			r.fail(p.fig, "error", err)
+		}
+	}
+	if write != "" {
+		cmd := "go run ./cmd/bench -write " + write
+		if quick {
+			cmd = "go run ./cmd/bench -quick -write " + write
+		}
+		if only != "" {
+			cmd += " -only " + only
+		}
+		if o.pprofDir != "" {
+			cmd += " -pprof " + o.pprofDir
+		}
+		if err := writeMarkdown(write, r, machine(ctx, e), cmd, started, b.notes); err != nil {
+			return fmt.Errorf("write %s: %w", write, err)
+		}
+	}
+	if r.failed() {
+		return errors.New("some figures could not be measured (see their error)")
+	}
+	return nil
+}
+
+// options are the command line's.
+type options struct {
+	quick    bool
+	write    string // markdown file to rewrite
+	only     string // figures to run
+	pprofDir string // where CPU profiles go
+}
+
+// bench holds what the figures share: the environment, the sizes, the
+// report, and results later figures build on.
+type bench struct {
+	env *env
+	sz  sizes
+	r   *report
+	log *slog.Logger
+
+	mu       sync.Mutex // guards notes (profiles add theirs from goroutines)
+	notes    []string
+	pprofDir string
+
+	bestRate   float64 // B1's highest API commands/s: B7's drive rate
+	relayRate  float64 // B2: B8's bar
+	b2Messages int     // file events B2 left in each subscriber queue
+	worker     *proc   // relay+storage+billing, shared by B3 and B7
+}
+
+func (b *bench) note(format string, args ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.notes = append(b.notes, fmt.Sprintf(format, args...))
+}
+
+// pids names the bench's processes for the CPU breakdown.
+func (b *bench) pids(workers ...*proc) map[int]string {
+	m := map[int]string{b.env.api.pid(): "api"}
+	for _, w := range workers {
+		if w != nil {
+			m[w.pid()] = "worker"
+		}
+	}
+	return m
+}

@@ -1,0 +1,37 @@
+package main
+
+// methodNotes is the fixed part of BENCHMARKS.md: what each figure and its
+// ceiling are. The run's own notes (sizes, rates) follow it.
+const methodNotes = `- **B1 commands/s** — link/unlink through the API at each concurrency for a
+  fixed time; **ceiling**: the same statements (read from queries/*.sql, the
+  files sqlc generates from) sent straight through pgx, no HTTP, no
+  application code, at the same concurrency. Target at c=32: ratio ≥ 0.6.
+- **B2 relay msgs/s** — a backlog of file events in the outbox, drained by a
+  worker running only the relay until the outbox is empty (rows are deleted
+  only after their confirms). **Ceiling**: raw amqp091-go publishing of the
+  same messages with pipelined deferred confirms to quorum queues bound the
+  same way. Target: ratio ≥ 0.6.
+- **B3 commit → billing commit** — p50/p95/p99 of inbox.handled_at −
+  events.occurred_at for subscriber billing at a steady command rate.
+  **Ceiling**: the raw broker round trip (persistent publish with a confirm
+  to a quorum queue, consumed on another connection). Targets: p50 ≤ 3×,
+  p99 ≤ 10×.
+- **B4** — link-then-read pairs, the read on another HTTP connection; the
+  value is the number of previews that missed the file. Target: 0.
+- **B5** — peak RSS (VmHWM) of the api during B1 and of the relay worker
+  during B2. Target: < 100 MiB each.
+- **B6** — PUT /v1/jobs/{id}/files with many files: median latency against
+  a one-file set (ratio ≤ 5), and the statements the api sent for one
+  request (epoch_db_statements_total on the api's /metrics) against a
+  one-file set (equal).
+- **B7** — uploads and deletes at B1's best rate with relay and both
+  subscribers running; least-squares slope of the outbox backlog and of each
+  subscriber's lag (positions behind the newest file event), sampled every
+  second. Target: slope ≤ 1% of the command rate per second (flat).
+- **B8** — each subscriber alone drains the backlog B2 left in its queue;
+  messages applied per second, from starting the worker to a full inbox.
+  Target: at least the relay's B2 rate.
+- **What limited it** — the CPU each process group used during the
+  measurement, in % of one core (postgres = all its backends, rabbitmq =
+  beam.smp, bench = this tool, which shares the machine).
+`

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// figure is one line of the report: a measured value, the ceiling measured
+// beside it in the same run, and whether the target holds.
+type figure struct {
+	Figure      string         `json:"figure"`
+	Name        string         `json:"name"`
+	Concurrency int            `json:"concurrency,omitempty"`
+	Value       float64        `json:"value"`
+	Unit        string         `json:"unit"`
+	Ceiling     *float64       `json:"ceiling,omitempty"`
+	Ratio       *float64       `json:"ratio,omitempty"`
+	Target      string         `json:"target,omitempty"`
+	Pass        *bool          `json:"pass,omitempty"`
+	LimitedBy   string         `json:"limited_by,omitempty"`
+	Detail      map[string]any `json:"detail,omitempty"`
+	Error       string         `json:"error,omitempty"`
+}
+
+func (f *figure) withCeiling(c float64) *figure {
+	f.Ceiling = ptr(round(c))
+	if c != 0 {
+		f.Ratio = ptr(round3(f.Value / c))
+	}
+	return f
+}
+
+func (f *figure) judge(target string, pass bool) *figure {
+	f.Target, f.Pass = target, ptr(pass)
+	return f
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func round(v float64) float64 {
+	if math.Abs(v) >= 100 {
+		return math.Round(v)
+	}
+	return round3(v)
+}
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// report collects the figures and prints each as it comes.
+type report struct {
+	figures []*figure
+	out     *json.Encoder
+}
+
+func (r *report) add(f *figure) {
+	f.Value = round(f.Value)
+	r.figures = append(r.figures, f)
+	_ = r.out.Encode(f)
+}
+
+func (r *report) fail(fig, name string, err error) {
+	r.add(&figure{Figure: fig, Name: name, Error: err.Error()})
+}
+
+// failed reports whether any figure could not be measured.
+func (r *report) failed() bool {
+	for _, f := range r.figures {
+		if f.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// cpuSample is the CPU time spent so far by the processes that matter:
+// Postgres (all its backends), RabbitMQ (beam.smp), the api, the worker(s)
+// and the bench itself. Two samples give each one's share of a phase.
+type cpuSample struct {
+	at    time.Time
+	ticks map[string]int64
+}
+
+// clockTicks is USER_HZ, 100 on every Linux we run on.
+const clockTicks = 100
+
+func sampleCPU(pids map[int]string) cpuSample {
+	s := cpuSample{at: time.Now(), ticks: map[string]int64{}}
+	entries, _ := os.ReadDir("/proc")
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// comm is in parentheses and may hold spaces; fields follow ")".
+		line := string(b)
+		open, close := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		comm := line[open+1 : close]
+		fields := strings.Fields(line[close+1:])
+		if len(fields) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		var group string
+		switch {
+		case pids[pid] != "":
+			group = pids[pid]
+		case pid == self:
+			group = "bench"
+		case comm == "postgres":
+			group = "postgres"
+		case strings.HasPrefix(comm, "beam"):
+			group = "rabbitmq"
+		default:
+			continue
+		}
+		s.ticks[group] += utime + stime
+	}
+	return s
+}
+
+// cpuSince describes the CPU each group used since s, in % of one core,
+// busiest first, and the machine's core count.
+func cpuSince(s cpuSample, pids map[int]string) string {
+	now := sampleCPU(pids)
+	secs := now.at.Sub(s.at).Seconds()
+	type use struct {
+		name string
+		pct  float64
+	}
+	var uses []use
+	var total float64
+	for name, t := range now.ticks {
+		pct := float64(t-s.ticks[name]) / clockTicks / secs * 100
+		if pct < 0 {
+			continue // a process restarted in between
+		}
+		uses = append(uses, use{name, pct})
+		total += pct
+	}
+	sort.Slice(uses, func(i, j int) bool { return uses[i].pct > uses[j].pct })
+	parts := make([]string, 0, len(uses))
+	for _, u := range uses {
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", u.name, u.pct))
+	}
+	return fmt.Sprintf("CPU of %d cores (%.0f%% used): %s", runtime.NumCPU(), total, strings.Join(parts, ", "))
+}
+
+// machine describes where the run happened.
+func machine(ctx context.Context, e *env) map[string]string {
+	pg, rabbit := e.versions(ctx)
+	m := map[string]string{
+		"cpus":     strconv.Itoa(runtime.NumCPU()),
+		"go":       runtime.Version(),
+		"postgres": pg,
+		"rabbitmq": rabbit,
+		"os":       runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if rest, ok := strings.CutPrefix(s.Text(), "MemTotal:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+				m["memory"] = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+		_ = f.Close()
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// writeMarkdown rewrites BENCHMARKS.md with the table of this run.
+func writeMarkdown(path string, r *report, mach map[string]string, command string, started time.Time, notes []string) error {
+	var b strings.Builder
+	b.WriteString("# Benchmarks\n\n")
+	b.WriteString("Made by `cmd/bench`, which builds the api and worker, gives them their own\n")
+	b.WriteString("database and RabbitMQ vhost, drives them over HTTP and AMQP, and measures each\n")
+	b.WriteString("figure beside its ceiling (the same work without the system) in the same run.\n")
+	b.WriteString("Targets are ratios to those ceilings (issue 4); absolute numbers are for scale.\n\n")
+	fmt.Fprintf(&b, "Command: `%s`  \n", command)
+	fmt.Fprintf(&b, "Date: %s (took %s)  \n", started.UTC().Format(time.RFC3339), time.Since(started).Round(time.Second))
+	keys := []string{"cpu", "cpus", "memory", "os", "go", "postgres", "rabbitmq"}
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if mach[k] != "" {
+			parts = append(parts, k+": "+mach[k])
+		}
+	}
+	fmt.Fprintf(&b, "Machine: %s\n\n", strings.Join(parts, "; "))
+	b.WriteString("| figure | what | value | ceiling | ratio | target | pass | what limited it |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, f := range r.figures {
+		name := f.Name
+		if f.Concurrency > 0 {
+			name += fmt.Sprintf(" (c=%d)", f.Concurrency)
+		}
+		value := fmt.Sprintf("%v %s", f.Value, f.Unit)
+		if f.Error != "" {
+			value = "**error**: " + strings.ReplaceAll(firstLine(f.Error), "|", "/")
+		}
+		ceiling, ratio, pass := "", "", ""
+		if f.Ceiling != nil {
+			ceiling = fmt.Sprintf("%v %s", *f.Ceiling, f.Unit)
+		}
+		if f.Ratio != nil {
+			ratio = fmt.Sprintf("%.2f", *f.Ratio)
+		}
+		if f.Pass != nil {
+			pass = map[bool]string{true: "yes", false: "**no**"}[*f.Pass]
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", f.Figure, name, value, ceiling, ratio,
+			strings.ReplaceAll(f.Target, "|", "/"), pass, strings.ReplaceAll(f.LimitedBy, "|", "/"))
+	}
+	b.WriteString("\n## How each figure is measured\n\n")
+	b.WriteString(methodNotes)
+	if len(notes) > 0 {
+		b.WriteString("\n## Notes from this run\n\n")
+		for _, n := range notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	b.WriteString("\n## Raw figure lines\n\n```\n")
+	for _, f := range r.figures {
+		line, _ := json.Marshal(f)
+		b.Write(line)
+		b.WriteString("\n")
+	}
+	b.WriteString("```\n")
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	if len(line) > 200 {
+		line = line[:200] + "…"
+	}
+	return line
+}
+
+// percentile of sorted durations, nearest rank.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// slope is the least-squares slope of y over x.
+func slope(x, y []float64) float64 {
+	n := float64(len(x))
+	if n < 2 {
+		return 0
+	}
+	var sx, sy, sxx, sxy float64
+	for i := range x {
+		sx += x[i]
+		sy += y[i]
+		sxx += x[i] * x[i]
+		sxy += x[i] * y[i]
+	}
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / d
+}

@@ -1,0 +1,73 @@
+// Package broker owns Epoch's side of RabbitMQ: the names and topology of
+// the message contract (one topic exchange, a quorum queue with a delivery
+// limit and a dead-letter queue per subscriber) and a publisher that keeps a
+// confirm channel open across broker restarts.
+package broker
+
+import (
+	"fmt"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Exchange is the durable topic exchange every event is published to, with
+// the event type as routing key.
+const Exchange = "catacloud.events"
+
+// DefaultDeliveryLimit is how often a subscriber queue delivers a message
+// before dead-lettering it.
+const DefaultDeliveryLimit = 20
+
+// QueueName is the durable quorum queue a subscriber consumes.
+func QueueName(subscriber string) string { return "catacloud." + subscriber }
+
+// DeadQueueName is where a subscriber's poison messages end up.
+func DeadQueueName(subscriber string) string { return QueueName(subscriber) + ".dead" }
+
+// Subscription is a remote subscriber: its name and the event types (routing
+// keys) its queue is bound to.
+type Subscription struct {
+	Name       string
+	EventTypes []string
+}
+
+// DeclareTopology declares, idempotently, the exchange and each
+// subscriber's queue, dead-letter queue and bindings. Declaring a queue that
+// exists with other arguments fails (PRECONDITION_FAILED), which is what we
+// want: a silent mismatch would hide a misconfigured delivery limit.
+func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) error {
+	if deliveryLimit <= 0 {
+		return fmt.Errorf("declare topology: delivery limit must be positive, got %d", deliveryLimit)
+	}
+	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", Exchange, err)
+	}
+	for _, s := range subs {
+		if s.Name == "" {
+			return fmt.Errorf("declare topology: subscription without a name")
+		}
+		dead := DeadQueueName(s.Name)
+		if _, err := ch.QueueDeclare(dead, true, false, false, false, amqp.Table{
+			amqp.QueueTypeArg: amqp.QueueTypeQuorum,
+		}); err != nil {
+			return fmt.Errorf("declare queue %s: %w", dead, err)
+		}
+		// Dead-lettering through the default exchange with the dead queue's
+		// name as routing key needs no extra exchange to declare or bind.
+		q := QueueName(s.Name)
+		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
+			amqp.QueueTypeArg:           amqp.QueueTypeQuorum,
+			"x-delivery-limit":          int64(deliveryLimit),
+			"x-dead-letter-exchange":    "",
+			"x-dead-letter-routing-key": dead,
+		}); err != nil {
+			return fmt.Errorf("declare queue %s: %w", q, err)
+		}
+		for _, key := range s.EventTypes {
+			if err := ch.QueueBind(q, key, Exchange, false, nil); err != nil {
+				return fmt.Errorf("bind %s to %s: %w", q, key, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+package broker_test
+
+import (
+	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/testbroker"
+)
+
+func TestDeclareTopologyIsIdempotentAndDeadLetters(t *testing.T) {
+	t.Parallel()
+	url := testbroker.New(t)
+	conn, err := amqp.Dial(url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+
+	subs := []broker.Subscription{{Name: "storage", EventTypes: []string{"file.uploaded", "file.deleted"}}}
+	require.NoError(t, broker.DeclareTopology(ch, subs, 2))
+	require.NoError(t, broker.DeclareTopology(ch, subs, 2), "a second declaration changes nothing")
+
+	require.NoError(t, ch.Publish(broker.Exchange, "file.uploaded", true, false, amqp.Publishing{MessageId: "m1", Body: []byte("{}")}))
+	// Rejected with requeue until the delivery limit, the message moves to
+	// the dead-letter queue.
+	msgs, err := ch.Consume(broker.QueueName("storage"), "", false, false, false, false, nil)
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		d := <-msgs
+		require.Equal(t, "m1", d.MessageId)
+		require.NoError(t, d.Nack(false, true))
+	}
+	require.Eventually(t, func() bool {
+		q, err := ch.QueueDeclarePassive(broker.DeadQueueName("storage"), true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+		return err == nil && q.Messages == 1
+	}, 10e9, 50e6)
+}

@@ -1,0 +1,315 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Errors a message of a batch can fail with. A failed message may or may not
+// have reached a queue; the caller keeps it and publishes it again.
+var (
+	ErrNotConnected   = errors.New("broker: not connected")
+	ErrNacked         = errors.New("broker: message nacked")
+	ErrReturned       = errors.New("broker: message returned as unroutable")
+	ErrConfirmTimeout = errors.New("broker: no confirm in time")
+)
+
+// Message is one publishing and its routing key.
+type Message struct {
+	RoutingKey string
+	// Publishing must carry a MessageId unique within a batch: a returned
+	// message is matched to its publishing by it.
+	Publishing amqp.Publishing
+}
+
+// PublisherConfig configures a Publisher. Zero values take the defaults.
+type PublisherConfig struct {
+	URL string
+	// ConnectionName is shown in the management console.
+	ConnectionName string
+	// MaxInFlight caps how many messages await their confirm at once
+	// (default 1000); larger batches go out in chunks of that size.
+	MaxInFlight int
+	// MinBackoff and MaxBackoff bound the wait between redials (defaults
+	// 100ms and 5s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (c *PublisherConfig) setDefaults() error {
+	if c.URL == "" {
+		return errors.New("broker: publisher needs a URL")
+	}
+	if c.ConnectionName == "" {
+		c.ConnectionName = "epoch-publisher"
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1000
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	if c.MaxInFlight < 0 || c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
+		return fmt.Errorf("broker: invalid publisher config %+v", *c)
+	}
+	return nil
+}
+
+// Publisher publishes batches with pipelined publisher confirms on one
+// confirm channel, and redials (with backoff) when the broker closes the
+// connection: amqp091-go does not reconnect by itself. Run keeps the
+// connection; Publish uses whatever session is current.
+type Publisher struct {
+	cfg    PublisherConfig
+	logger *slog.Logger
+
+	publishMu sync.Mutex // one batch at a time owns the channel
+
+	mu    sync.Mutex
+	sess  *session
+	ready chan struct{} // closed while sess is set
+}
+
+// session is one connection and its confirm channel.
+type session struct {
+	conn    *amqp.Connection
+	ch      *amqp.Channel
+	returns chan amqp.Return
+	broken  chan struct{} // closed by Publish to force a fresh session
+	once    sync.Once
+}
+
+func (s *session) breakOff() { s.once.Do(func() { close(s.broken) }) }
+
+// NewPublisher checks cfg; Run connects.
+func NewPublisher(cfg PublisherConfig, logger *slog.Logger) (*Publisher, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Publisher{cfg: cfg, logger: logger, ready: make(chan struct{})}, nil
+}
+
+// Run dials, keeps the session until the broker closes it, and dials again,
+// until ctx ends. It returns nil after ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	backoff := p.cfg.MinBackoff
+	for {
+		sess, err := p.dial()
+		if err != nil {
+			p.logger.WarnContext(ctx, "broker: connect failed", "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, p.cfg.MaxBackoff)
+			continue
+		}
+		backoff = p.cfg.MinBackoff
+		connClosed := sess.conn.NotifyClose(make(chan *amqp.Error, 1))
+		chClosed := sess.ch.NotifyClose(make(chan *amqp.Error, 1))
+		p.setSession(sess)
+		p.logger.InfoContext(ctx, "broker: connected")
+
+		select {
+		case <-ctx.Done():
+		case err := <-connClosed:
+			p.logger.WarnContext(ctx, "broker: connection closed", "error", err)
+		case err := <-chClosed:
+			p.logger.WarnContext(ctx, "broker: channel closed", "error", err)
+		case <-sess.broken:
+			p.logger.WarnContext(ctx, "broker: dropping session after unconfirmed publishes")
+		}
+		p.setSession(nil)
+		// Closing the connection nacks the confirms an in-flight batch still
+		// waits for: they count as failed, and their rows stay.
+		_ = sess.conn.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// Dial opens a connection with heartbeats, a connect timeout and a name the
+// management console shows.
+func Dial(url, connectionName string) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(connectionName)
+	conn, err := amqp.DialConfig(url, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Locale:     "en_US",
+		Properties: props,
+		Dial:       amqp.DefaultDial(5 * time.Second),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	return conn, nil
+}
+
+func (p *Publisher) dial() (*session, error) {
+	conn, err := Dial(p.cfg.URL, p.cfg.ConnectionName)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("confirm mode: %w", err)
+	}
+	// Room for one return per message in flight: the connection's reader
+	// never blocks on it, and a return is in the buffer before the ack of
+	// its message is processed (the broker sends basic.return first).
+	returns := ch.NotifyReturn(make(chan amqp.Return, p.cfg.MaxInFlight))
+	return &session{conn: conn, ch: ch, returns: returns, broken: make(chan struct{})}, nil
+}
+
+func (p *Publisher) setSession(s *session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s != nil && p.sess == nil {
+		close(p.ready)
+	}
+	if s == nil && p.sess != nil {
+		p.ready = make(chan struct{})
+	}
+	p.sess = s
+}
+
+func (p *Publisher) current() (*session, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sess, p.ready
+}
+
+// Connected reports whether a session is open now.
+func (p *Publisher) Connected() bool {
+	s, _ := p.current()
+	return s != nil
+}
+
+// WaitConnected waits until a session is open or ctx ends.
+func (p *Publisher) WaitConnected(ctx context.Context) error {
+	_, ready := p.current()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Publish sends msgs to exchange, persistent and mandatory, all before
+// waiting for any confirm, then waits up to confirmTimeout for the confirms.
+// It returns one error per message: nil only for a message the broker
+// confirmed (acked) and did not return as unroutable.
+func (p *Publisher) Publish(ctx context.Context, exchange string, msgs []Message, confirmTimeout time.Duration) []error {
+	p.publishMu.Lock()
+	defer p.publishMu.Unlock()
+	errs := make([]error, len(msgs))
+	sess, _ := p.current()
+	if sess == nil {
+		for i := range errs {
+			errs[i] = ErrNotConnected
+		}
+		return errs
+	}
+	for start := 0; start < len(msgs); start += p.cfg.MaxInFlight {
+		end := min(start+p.cfg.MaxInFlight, len(msgs))
+		p.publishChunk(ctx, sess, exchange, msgs[start:end], errs[start:end], confirmTimeout)
+	}
+	return errs
+}
+
+func (p *Publisher) publishChunk(ctx context.Context, sess *session, exchange string, msgs []Message, errs []error, confirmTimeout time.Duration) {
+	drainReturns(sess.returns) // leftovers of an earlier batch say nothing about this one
+
+	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
+	for i, m := range msgs {
+		pub := m.Publishing
+		pub.DeliveryMode = amqp.Persistent
+		dc, err := sess.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.RoutingKey, true, false, pub)
+		if err != nil {
+			for j := i; j < len(msgs); j++ {
+				errs[j] = fmt.Errorf("publish: %w", err)
+			}
+			sess.breakOff()
+			break
+		}
+		confirms[i] = dc
+	}
+
+	waitCtx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	for i, dc := range confirms {
+		if dc == nil {
+			continue
+		}
+		acked, err := dc.WaitContext(waitCtx)
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("%w: %w", ErrConfirmTimeout, err)
+		case !acked:
+			// A nack, or the channel closed before the confirm: either
+			// way the broker did not take responsibility.
+			errs[i] = ErrNacked
+		}
+	}
+
+	returned := drainReturns(sess.returns)
+	if len(returned) > 0 {
+		index := make(map[string]int, len(msgs))
+		for i, m := range msgs {
+			index[m.Publishing.MessageId] = i
+		}
+		for _, r := range returned {
+			i, ok := index[r.MessageId]
+			if !ok {
+				// A return we cannot place: fail the whole chunk rather
+				// than risk calling an unroutable message delivered.
+				for j := range errs {
+					if errs[j] == nil {
+						errs[j] = fmt.Errorf("%w: unmatched return %q", ErrReturned, r.MessageId)
+					}
+				}
+				continue
+			}
+			errs[i] = fmt.Errorf("%w: %d %s (routing key %s)", ErrReturned, r.ReplyCode, r.ReplyText, r.RoutingKey)
+		}
+	}
+	for _, err := range errs {
+		if errors.Is(err, ErrConfirmTimeout) {
+			// Confirms of this session are in doubt; a fresh session keeps
+			// late returns from being matched to a later batch.
+			sess.breakOff()
+			break
+		}
+	}
+}
+
+func drainReturns(c <-chan amqp.Return) []amqp.Return {
+	var out []amqp.Return
+	for {
+		select {
+		case r, ok := <-c:
+			if !ok {
+				return out
+			}
+			out = append(out, r)
+		default:
+			return out
+		}
+	}
+}

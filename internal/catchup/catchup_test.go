@@ -1,0 +1,81 @@
+package catchup_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/catchup"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/testdb"
+)
+
+func TestWait(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := testdb.New(t)
+	owner, other := uuid.New(), uuid.New()
+
+	upload := func(o uuid.UUID) eventstore.Event {
+		e, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded,
+			domain.FileUploadedData{OwnerID: o, Name: "f", SizeBytes: 1, ContentType: "text/plain"}, time.Now())
+		require.NoError(t, err)
+		evs := []eventstore.Event{e}
+		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+			return eventstore.Append(ctx, tx, evs)
+		}))
+		return evs[0]
+	}
+	deliver := func(e eventstore.Event) {
+		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+			return dispatch.Deliver(ctx, tx, storage.Subscriber{}, []eventstore.Event{e})
+		}))
+	}
+
+	mine1, theirs, mine2 := upload(owner), upload(other), upload(owner)
+	wait := func(n int64, timeout time.Duration) error {
+		return catchup.Wait(ctx, pool, storage.Name, owner, n, timeout)
+	}
+
+	require.NoError(t, wait(0, time.Second), "nothing asked")
+	require.ErrorIs(t, wait(mine2.Position+1, time.Second), catchup.ErrBeyondHead)
+
+	start := time.Now()
+	require.ErrorIs(t, wait(mine1.Position, 100*time.Millisecond), catchup.ErrTimeout)
+	require.Less(t, time.Since(start), time.Second)
+
+	deliver(mine1)
+	require.NoError(t, wait(mine1.Position, time.Second))
+	// Another user's event is not the caller's to wait for.
+	require.NoError(t, wait(theirs.Position, time.Second))
+	require.ErrorIs(t, wait(mine2.Position, 50*time.Millisecond), catchup.ErrTimeout)
+	// Another subscriber's progress does not count.
+	require.ErrorIs(t, catchup.Wait(ctx, pool, "billing", owner, mine1.Position, 50*time.Millisecond), catchup.ErrTimeout)
+
+	// A waiter returns as soon as the subscriber catches up.
+	done := make(chan error, 1)
+	go func() { done <- wait(mine2.Position, 5*time.Second) }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("returned before the event was applied: %v", err)
+	default:
+	}
+	applied := time.Now()
+	deliver(mine2)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		require.Less(t, time.Since(applied), time.Second)
+	case <-time.After(5 * time.Second):
+		t.Fatal("wait did not return after the event was applied")
+	}
+}

@@ -1,0 +1,401 @@
+// Package consumer feeds a remote subscriber from its RabbitMQ queue
+// (catacloud.<name>): it takes deliveries in batches, applies each batch in
+// one Postgres transaction through dispatch.DeliverCount (inbox rows make a
+// redelivery a no-op), and acks only after the commit. Poison messages go to
+// the dead-letter queue, alone; the rest keep flowing. It reconnects after
+// the broker goes away and waits out Postgres outages without spending the
+// messages' delivery counts.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/outbox"
+)
+
+// Config tunes a consumer. Zero fields take the defaults documented on them.
+type Config struct {
+	// URL of the broker (required).
+	URL string
+	// Prefetch is how many unacked deliveries the broker may hand over at a
+	// time (default 1000).
+	Prefetch int
+	// BatchSize is the most deliveries applied in one transaction (default
+	// Prefetch/2, so the broker keeps sending while a batch commits; at most
+	// Prefetch).
+	BatchSize int
+	// BatchIdle ends a batch when no delivery arrived for this long
+	// (default 5ms); BatchMaxWait ends it this long after its first
+	// delivery whatever arrives (default 100ms).
+	BatchIdle, BatchMaxWait time.Duration
+	// MinBackoff and MaxBackoff bound the waits before redialing the broker
+	// and before retrying a batch while Postgres is unreachable (defaults
+	// 100ms and 5s).
+	MinBackoff, MaxBackoff time.Duration
+	// TxTimeout bounds one batch's transaction (default 30s). A batch in
+	// hand at shutdown is given this long to commit and be acked.
+	TxTimeout time.Duration
+	// Topology, when set, runs on every new channel before consuming (for
+	// example broker.DeclareTopology), so a broker that lost its
+	// definitions gets them back.
+	Topology func(ch *amqp.Channel) error
+}
+
+func (c *Config) setDefaults() error {
+	if c.URL == "" {
+		return errors.New("consumer: no broker URL")
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = 1000
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = max(1, c.Prefetch/2)
+	}
+	if c.BatchIdle == 0 {
+		c.BatchIdle = 5 * time.Millisecond
+	}
+	if c.BatchMaxWait == 0 {
+		c.BatchMaxWait = 100 * time.Millisecond
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	if c.TxTimeout == 0 {
+		c.TxTimeout = 30 * time.Second
+	}
+	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch || c.BatchIdle < 0 ||
+		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 {
+		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, idle %s, max wait %s, backoff %s..%s)",
+			c.Prefetch, c.BatchSize, c.BatchIdle, c.BatchMaxWait, c.MinBackoff, c.MaxBackoff)
+	}
+	return nil
+}
+
+// Consumer runs one subscriber from its queue.
+type Consumer struct {
+	pool    *pgxpool.Pool
+	sub     dispatch.Subscriber
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+	queue   string
+
+	applied atomic.Int64 // highest event position applied (or found applied)
+	head    headCache
+}
+
+// New makes a consumer of catacloud.<sub.Name()>. Metrics register on reg
+// (nil: none); several consumers may share one registry.
+func New(pool *pgxpool.Pool, sub dispatch.Subscriber, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Consumer, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg, sub.Name())
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{
+		pool: pool, sub: sub, cfg: cfg, metrics: m, queue: broker.QueueName(sub.Name()),
+		logger: logger.With("subscriber", sub.Name()),
+	}, nil
+}
+
+// Run consumes until ctx ends, reconnecting as needed. At shutdown it
+// stops taking deliveries, lets the transaction in hand finish (then acks
+// it) or abandons it, and closes the channel: every unacked delivery goes
+// back to the queue. It returns nil after a shutdown.
+func (c *Consumer) Run(ctx context.Context) error {
+	backoff := c.cfg.MinBackoff
+	for {
+		started := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > 10*c.cfg.MaxBackoff {
+			backoff = c.cfg.MinBackoff // it ran a good while: not a dial loop
+		}
+		c.logger.Warn("consumer disconnected, reconnecting", "queue", c.queue, "error", err, "backoff", backoff)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// errClosed is the end of a session's delivery stream: the channel or
+// connection closed.
+var errClosed = errors.New("consumer: delivery channel closed")
+
+// session is one connection: dial, consume, handle batches until the
+// connection breaks or ctx ends.
+func (c *Consumer) session(ctx context.Context) error {
+	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Locale:     "en_US",
+		Properties: amqp.Table{"connection_name": "epoch-consumer-" + c.sub.Name()},
+		Dial:       amqp.DefaultDial(5 * time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	// Closing the connection returns every unacked delivery to the queue:
+	// the one way out of a session, on error and on shutdown alike.
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	if c.cfg.Topology != nil {
+		if err := c.cfg.Topology(ch); err != nil {
+			return fmt.Errorf("declare topology: %w", err)
+		}
+	}
+	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("qos: %w", err)
+	}
+	deliveries, err := ch.Consume(c.queue, "", false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.queue, err)
+	}
+	c.logger.Info("consuming", "queue", c.queue, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
+	for {
+		batch, err := c.collect(ctx, deliveries)
+		if len(batch) > 0 {
+			if herr := c.handle(ctx, batch); herr != nil {
+				return herr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// collect waits for a first delivery, then takes more until BatchSize, until
+// none arrived for BatchIdle, or BatchMaxWait after the first.
+func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery) ([]amqp.Delivery, error) {
+	idle := time.NewTimer(time.Second)
+	defer idle.Stop()
+	var first amqp.Delivery
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case d, ok := <-deliveries:
+			if !ok {
+				return nil, errClosed
+			}
+			first, waiting = d, false
+		case <-idle.C:
+			c.metrics.lag.Set(0) // nothing came for a second: caught up with the queue
+			idle.Reset(time.Second)
+		}
+	}
+	batch := []amqp.Delivery{first}
+	deadline := time.NewTimer(c.cfg.BatchMaxWait)
+	defer deadline.Stop()
+	for len(batch) < c.cfg.BatchSize {
+		idle.Reset(c.cfg.BatchIdle)
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return batch, errClosed
+			}
+			batch = append(batch, d)
+		case <-idle.C:
+			return batch, nil
+		case <-deadline.C:
+			return batch, nil
+		case <-ctx.Done():
+			// Shutdown: what is in hand is not applied; closing the
+			// connection gives it back to the queue.
+			return nil, ctx.Err()
+		}
+	}
+	return batch, nil
+}
+
+// handle settles every delivery of a batch. It returns an error only when
+// the batch could not be settled (the channel broke, or shutdown came
+// while Postgres was away): the caller closes the connection, and the
+// unsettled deliveries go back to the queue.
+func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery) error {
+	events := make([]eventstore.Event, 0, len(batch))
+	good := make([]amqp.Delivery, 0, len(batch))
+	for _, d := range batch {
+		e, err := outbox.DecodeMessage(d.Body)
+		if err != nil {
+			// Nothing can ever apply this body: straight to the dead
+			// letters, without spending 20 deliveries on it.
+			c.logger.Error("undecodable message, dead-lettering", "message_id", d.MessageId, "error", err)
+			if err := d.Reject(false); err != nil {
+				return fmt.Errorf("reject: %w", err)
+			}
+			c.metrics.deadLettered.WithLabelValues("undecodable").Inc()
+			continue
+		}
+		events = append(events, e)
+		good = append(good, d)
+	}
+	if len(good) == 0 {
+		return nil
+	}
+	err := c.apply(ctx, events)
+	if err == nil {
+		if err := good[len(good)-1].Ack(true); err != nil {
+			// Committed but not acked: the redelivery is an inbox no-op.
+			return fmt.Errorf("ack: %w", err)
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	if len(good) > 1 {
+		c.logger.Warn("batch failed, retrying its messages one by one", "messages", len(good), "error", err)
+	}
+	// Isolate the bad message(s): each alone in its own transaction.
+	for i, d := range good {
+		if len(good) > 1 {
+			err = c.apply(ctx, events[i:i+1])
+		}
+		if err == nil {
+			if err := d.Ack(false); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		// Handling failed for this message itself. Requeue it: the queue's
+		// delivery limit dead-letters it once it has failed enough times,
+		// which also covers a failure that was not deterministic after all.
+		c.logger.Error("message failed, requeueing (dead-lettered at the delivery limit)",
+			"message_id", d.MessageId, "event_type", events[i].Type, "stream_id", events[i].StreamID,
+			"outbox_position", events[i].Position, "error", err)
+		if err := d.Nack(false, true); err != nil {
+			return fmt.Errorf("nack: %w", err)
+		}
+		c.metrics.deadLettered.WithLabelValues("failed").Inc()
+	}
+	return nil
+}
+
+// apply runs one transaction for events and retries it while Postgres is
+// unreachable (or on a deadlock or serialization failure): the messages
+// stay unacked meanwhile, so an outage spends none of their delivery
+// counts. It returns the error of a transaction that failed for another
+// reason, or ctx's error when shutdown came first.
+func (c *Consumer) apply(ctx context.Context, events []eventstore.Event) error {
+	backoff := c.cfg.MinBackoff
+	transient := 0
+	for {
+		fresh, err := c.applyOnce(ctx, events)
+		if err == nil {
+			relevant := len(dispatch.Filter(c.sub, events))
+			c.metrics.processed.Add(float64(fresh))
+			c.metrics.duplicates.Add(float64(relevant - fresh))
+			c.observe(ctx, events)
+			return nil
+		}
+		retry := database.IsUnavailable(err)
+		if !retry && database.IsTransient(err) && transient < 5 {
+			transient++
+			retry = true
+		}
+		if !retry {
+			return err
+		}
+		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(events), "error", err, "backoff", backoff)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// applyOnce is one transaction. It is not cut short by shutdown: a batch in
+// hand either commits (and is acked) or fails within TxTimeout.
+func (c *Consumer) applyOnce(ctx context.Context, events []eventstore.Event) (int, error) {
+	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TxTimeout)
+	defer cancel()
+	var fresh int
+	err := database.InTx(txCtx, c.pool, func(tx pgx.Tx) error {
+		var err error
+		fresh, err = dispatch.DeliverCount(txCtx, tx, c.sub, events)
+		return err
+	})
+	return fresh, err
+}
+
+// observe updates the position and lag gauges after a batch committed.
+func (c *Consumer) observe(ctx context.Context, events []eventstore.Event) {
+	var top int64
+	for _, e := range events {
+		top = max(top, e.Position)
+	}
+	for {
+		cur := c.applied.Load()
+		if top <= cur || c.applied.CompareAndSwap(cur, top) {
+			break
+		}
+	}
+	applied := c.applied.Load()
+	c.metrics.position.Set(float64(applied))
+	if head, ok := c.head.get(ctx, c.pool); ok {
+		c.metrics.lag.Set(float64(max(0, head-applied)))
+	}
+}
+
+// headCache is the highest committed position, read at most once a second.
+type headCache struct {
+	at  time.Time
+	pos int64
+}
+
+func (h *headCache) get(ctx context.Context, pool *pgxpool.Pool) (int64, bool) {
+	if time.Since(h.at) < time.Second {
+		return h.pos, true
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	pos, err := dbsqlc.New().EventMaxPosition(qctx, pool)
+	if err != nil {
+		return 0, false
+	}
+	h.at, h.pos = time.Now(), pos
+	return pos, true
+}
+
+// sleep waits d or until ctx ends; it reports whether it waited d.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,483 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/consumer"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/testbroker"
+	"github.com/catacloud/epoch/internal/testdb"
+)
+
+var t0 = time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+
+type env struct {
+	pool  *pgxpool.Pool
+	dbURL string
+	amqp  string
+	ch    *amqp.Channel // publisher channel, in confirm mode
+	reg   *prometheus.Registry
+}
+
+// setup gives a test its database and vhost, with the topology declared
+// (delivery limit 3, so poison tests are quick).
+func setup(t *testing.T) *env {
+	t.Helper()
+	pool, dbURL := testdb.New(t)
+	url := testbroker.New(t)
+	conn, err := amqp.Dial(url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, broker.DeclareTopology(ch, subscriptions(), 3))
+	require.NoError(t, ch.Confirm(false))
+	return &env{pool: pool, dbURL: dbURL, amqp: url, ch: ch, reg: prometheus.NewRegistry()}
+}
+
+func subscriptions() []broker.Subscription {
+	return []broker.Subscription{
+		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
+		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
+	}
+}
+
+// run starts a consumer until the test ends (or the returned stop).
+func (e *env) run(t *testing.T, pool *pgxpool.Pool, sub dispatch.Subscriber, cfg consumer.Config) (stop func()) {
+	t.Helper()
+	cfg.URL = e.amqp
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	}
+	c, err := consumer.New(pool, sub, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), e.reg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Error("consumer did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// history appends uploads of n files for owner (sizes 1..n, at t0), deleting
+// every third one an hour later, and returns its events in position order.
+func (e *env) history(t *testing.T, owner uuid.UUID, n int) []eventstore.Event {
+	t.Helper()
+	var evs []eventstore.Event
+	for i := range n {
+		id := uuid.New()
+		up, err := eventstore.New(domain.StreamFile, id, 1, domain.FileUploaded,
+			domain.FileUploadedData{OwnerID: owner, Name: "f" + strconv.Itoa(i), SizeBytes: int64(i + 1), ContentType: "text/plain"}, t0)
+		require.NoError(t, err)
+		evs = append(evs, up)
+		if i%3 == 0 {
+			del, err := eventstore.New(domain.StreamFile, id, 2, domain.FileDeleted, domain.FileDeletedData{OwnerID: owner}, t0.Add(time.Hour))
+			require.NoError(t, err)
+			evs = append(evs, del)
+		}
+	}
+	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx pgx.Tx) error {
+		return eventstore.Append(context.Background(), tx, evs)
+	}))
+	return evs
+}
+
+// expected is what history(owner, n) gives, brute force: storage now, and
+// byte-seconds over [t0, t0+2h) with now past that.
+func expected(n int) (count int64, bytes int64, byteSeconds int64) {
+	for i := range n {
+		size := int64(i + 1)
+		if i%3 == 0 {
+			byteSeconds += size * 3600
+			continue
+		}
+		count++
+		bytes += size
+		byteSeconds += size * 7200
+	}
+	return count, bytes, byteSeconds
+}
+
+// publish sends events as the relay would, pipelined, and waits for every
+// confirm.
+func (e *env) publish(t *testing.T, evs ...eventstore.Event) {
+	t.Helper()
+	confs := make([]*amqp.DeferredConfirmation, 0, len(evs))
+	for _, ev := range evs {
+		m, err := outbox.Message(ev)
+		require.NoError(t, err)
+		conf, err := e.ch.PublishWithDeferredConfirmWithContext(context.Background(), broker.Exchange, m.RoutingKey, true, false, m.Publishing)
+		require.NoError(t, err)
+		confs = append(confs, conf)
+	}
+	for _, conf := range confs {
+		ok, err := conf.WaitContext(context.Background())
+		require.NoError(t, err)
+		require.True(t, ok, "broker nacked a test message")
+	}
+}
+
+func (e *env) publishRaw(t *testing.T, key string, p amqp.Publishing) {
+	t.Helper()
+	conf, err := e.ch.PublishWithDeferredConfirmWithContext(context.Background(), broker.Exchange, key, true, false, p)
+	require.NoError(t, err)
+	ok, err := conf.WaitContext(context.Background())
+	require.NoError(t, err)
+	require.True(t, ok, "broker nacked a test message")
+}
+
+func (e *env) requireUsage(t *testing.T, owner uuid.UUID, n int, within time.Duration) {
+	t.Helper()
+	count, bytes, bs := expected(n)
+	price, err := billing.ParsePrice("0.00003", "USD")
+	require.NoError(t, err)
+	require.EventuallyWithT(t, func(c *assertT) {
+		st, err := storage.Read(context.Background(), e.pool, owner)
+		require.NoError(c, err)
+		require.Equal(c, count, st.FileCount)
+		require.Equal(c, strconv.FormatInt(bytes, 10), st.Bytes.String())
+		u, err := billing.Read(context.Background(), e.pool, owner, t0, t0.Add(2*time.Hour), t0.Add(5*time.Hour), price)
+		require.NoError(c, err)
+		require.Equal(c, strconv.FormatInt(bs, 10), u.ByteSeconds)
+	}, within, 20*time.Millisecond)
+}
+
+func (e *env) queueDepth(t *testing.T, queue string) (ready, unacked int) {
+	t.Helper()
+	conn, err := amqp.Dial(e.amqp)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	require.NoError(t, err)
+	return q.Messages, q.Consumers
+}
+
+// deadLetters drains a dead-letter queue and returns its message ids.
+func (e *env) deadLetters(t *testing.T, subscriber string) []string {
+	t.Helper()
+	conn, err := amqp.Dial(e.amqp)
+	require.NoError(t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	var ids []string
+	for {
+		d, ok, err := ch.Get(broker.DeadQueueName(subscriber), true)
+		require.NoError(t, err)
+		if !ok {
+			return ids
+		}
+		ids = append(ids, d.MessageId)
+	}
+}
+
+func TestConsumerAppliesShuffledDuplicatedDeliveries(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := uuid.New()
+	const n = 600
+	evs := e.history(t, owner, n)
+
+	// Every event once, a third of them twice, in a random order: the
+	// deletes often come before their uploads.
+	sends := append([]eventstore.Event(nil), evs...)
+	for i := 0; i < len(evs); i += 3 {
+		sends = append(sends, evs[i])
+	}
+	rand.Shuffle(len(sends), func(i, j int) { sends[i], sends[j] = sends[j], sends[i] })
+	e.publish(t, sends...)
+
+	e.run(t, e.pool, storage.Subscriber{}, consumer.Config{Prefetch: 100})
+	e.run(t, e.pool, billing.Subscriber{}, consumer.Config{Prefetch: 100, BatchSize: 37})
+	e.requireUsage(t, owner, n, 20*time.Second)
+
+	for _, name := range []string{storage.Name, billing.Name} {
+		require.Eventually(t, func() bool {
+			return metric(t, e.reg, "epoch_consumer_processed_total", name, "") == float64(len(evs)) &&
+				metric(t, e.reg, "epoch_consumer_duplicates_total", name, "") == float64(len(sends)-len(evs))
+		}, 10*time.Second, 20*time.Millisecond, name)
+		ready, _ := e.queueDepth(t, broker.QueueName(name))
+		require.Zero(t, ready)
+		require.Empty(t, e.deadLetters(t, name))
+	}
+
+	// A whole redelivery later, reversed, changes nothing.
+	reversed := append([]eventstore.Event(nil), evs...)
+	slices.Reverse(reversed)
+	e.publish(t, reversed...)
+	require.Eventually(t, func() bool {
+		return metric(t, e.reg, "epoch_consumer_duplicates_total", storage.Name, "") == float64(len(sends))
+	}, 10*time.Second, 20*time.Millisecond)
+	e.requireUsage(t, owner, n, time.Second)
+}
+
+func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := uuid.New()
+	evs := e.history(t, owner, 30)
+
+	// Not a message body at all: rejected straight to the dead letters.
+	e.publishRaw(t, domain.FileUploaded, amqp.Publishing{MessageId: "garbage", Body: []byte("not json"), DeliveryMode: amqp.Persistent})
+	// A well-formed message whose event the subscriber cannot apply: it
+	// fails in its batch, alone on retry, and is requeued until the
+	// delivery limit (3) dead-letters it.
+	bad, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, json.RawMessage(`{"owner_id":42}`), t0)
+	require.NoError(t, err)
+	bad.Position = evs[len(evs)-1].Position // any position: it is never applied
+	e.publish(t, evs[:10]...)
+	e.publish(t, bad)
+	e.publish(t, evs[10:]...)
+
+	e.run(t, e.pool, storage.Subscriber{}, consumer.Config{})
+	e.run(t, e.pool, billing.Subscriber{}, consumer.Config{})
+	e.requireUsage(t, owner, 30, 20*time.Second)
+
+	for _, name := range []string{storage.Name, billing.Name} {
+		var dead []string
+		require.EventuallyWithT(t, func(c *assertT) {
+			dead = append(dead, e.deadLetters(t, name)...)
+			require.ElementsMatch(c, []string{"garbage", bad.ID.String()}, dead)
+		}, 20*time.Second, 50*time.Millisecond, name)
+		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, "undecodable"))
+		require.GreaterOrEqual(t, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, "failed"), 3.0)
+	}
+
+	// The queue keeps flowing after the poison.
+	more := e.history(t, uuid.New(), 5)
+	e.publish(t, more...)
+	require.Eventually(t, func() bool {
+		st, err := storage.Read(context.Background(), e.pool, ownerOf(t, more[0]))
+		return err == nil && st.Position == more[len(more)-1].Position
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func TestConsumerReconnectsAfterConnectionsClose(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := uuid.New()
+	evs := e.history(t, owner, 300)
+
+	e.run(t, e.pool, storage.Subscriber{}, consumer.Config{Prefetch: 50})
+	e.publish(t, evs[:100]...)
+	require.Eventually(t, func() bool {
+		return metric(t, e.reg, "epoch_consumer_processed_total", storage.Name, "") > 0
+	}, 10*time.Second, 10*time.Millisecond)
+
+	testbroker.CloseConnections(t, e.amqp) // closes the test's publisher too
+	conn, err := amqp.Dial(e.amqp)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	e.ch, err = conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, e.ch.Confirm(false))
+	e.publish(t, evs[100:]...)
+
+	st := func() storage.Usage {
+		u, err := storage.Read(context.Background(), e.pool, owner)
+		require.NoError(t, err)
+		return u
+	}
+	count, bytes, _ := expected(300)
+	require.Eventually(t, func() bool {
+		u := st()
+		return u.FileCount == count && u.Bytes.String() == strconv.FormatInt(bytes, 10)
+	}, 20*time.Second, 20*time.Millisecond)
+}
+
+// TestConsumerWaitsOutPostgres cuts the consumer off Postgres (through a
+// proxy that drops and refuses connections): the messages must wait,
+// not spend their delivery counts (limit 3) and be dead-lettered.
+func TestConsumerWaitsOutPostgres(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	proxy := newProxy(t, e.dbURL)
+	cfg, err := pgxpool.ParseConfig(proxy.url)
+	require.NoError(t, err)
+	cfg.ConnConfig.ConnectTimeout = time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+
+	owner := uuid.New()
+	evs := e.history(t, owner, 60)
+	e.run(t, pool, storage.Subscriber{}, consumer.Config{Prefetch: 10})
+	e.publish(t, evs[:10]...)
+	require.Eventually(t, func() bool {
+		return metric(t, e.reg, "epoch_consumer_processed_total", storage.Name, "") > 0
+	}, 10*time.Second, 10*time.Millisecond)
+
+	proxy.setDown(true)
+	e.publish(t, evs[10:]...)
+	time.Sleep(1500 * time.Millisecond) // many retry rounds at 20..200ms backoff
+	proxy.setDown(false)
+
+	count, bytes, _ := expected(60)
+	require.Eventually(t, func() bool {
+		st, err := storage.Read(context.Background(), e.pool, owner)
+		return err == nil && st.FileCount == count && st.Bytes.String() == strconv.FormatInt(bytes, 10)
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Empty(t, e.deadLetters(t, storage.Name))
+	require.Zero(t, metric(t, e.reg, "epoch_consumer_dead_lettered_total", storage.Name, "failed"))
+}
+
+// TestConsumerShutdownGivesBackUnacked stops a consumer while messages
+// flow: Run returns, nothing stays unacked, and a second consumer finishes
+// the work with the same result.
+func TestConsumerShutdownGivesBackUnacked(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := uuid.New()
+	const n = 1500
+	evs := e.history(t, owner, n)
+	e.publish(t, evs...)
+
+	stop := e.run(t, e.pool, billing.Subscriber{}, consumer.Config{Prefetch: 200, BatchSize: 20})
+	require.Eventually(t, func() bool {
+		return metric(t, e.reg, "epoch_consumer_processed_total", billing.Name, "") > 0
+	}, 10*time.Second, 5*time.Millisecond)
+	stop()
+	processed := metric(t, e.reg, "epoch_consumer_processed_total", billing.Name, "")
+	ready, consumers := e.queueDepth(t, broker.QueueName(billing.Name))
+	require.Zero(t, consumers)
+	var inbox int
+	require.NoError(t, e.pool.QueryRow(context.Background(), "SELECT count(*) FROM inbox WHERE subscriber = $1", billing.Name).Scan(&inbox))
+	require.Equal(t, float64(inbox), processed, "applied exactly what was counted")
+	require.GreaterOrEqual(t, ready+inbox, len(evs), "every message was applied or went back to the queue")
+
+	e.run(t, e.pool, billing.Subscriber{}, consumer.Config{})
+	e.run(t, e.pool, storage.Subscriber{}, consumer.Config{})
+	e.requireUsage(t, owner, n, 20*time.Second)
+}
+
+func ownerOf(t *testing.T, ev eventstore.Event) uuid.UUID {
+	var d struct {
+		OwnerID uuid.UUID `json:"owner_id"`
+	}
+	require.NoError(t, json.Unmarshal(ev.Data, &d))
+	return d.OwnerID
+}
+
+// metric reads one counter series of the registry.
+func metric(t *testing.T, reg *prometheus.Registry, name, subscriber, reason string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["subscriber"] == subscriber && (reason == "" || labels["reason"] == reason) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// proxy forwards TCP to Postgres and can be taken down: it then closes
+// every open connection and refuses new ones, as a dead server would.
+type proxy struct {
+	url    string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]bool
+	target string
+}
+
+func newProxy(t *testing.T, dbURL string) *proxy {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dbURL)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{conns: map[net.Conn]bool{}, target: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+	t.Cleanup(func() { _ = ln.Close(); p.setDown(true) })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	p.url = "postgres://" + cfg.User + "@127.0.0.1:" + port + "/" + cfg.Database + "?sslmode=disable"
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *proxy) serve(c net.Conn) {
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	p.mu.Unlock()
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[c], p.conns[up] = true, true
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+	_, _ = io.Copy(c, up)
+	_ = c.Close()
+}
+
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		clear(p.conns)
+	}
+}

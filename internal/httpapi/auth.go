@@ -1,0 +1,118 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dbsqlc"
+)
+
+// userHandler is a handler of an authenticated user's request.
+type userHandler func(w http.ResponseWriter, r *http.Request, user uuid.UUID)
+
+// authed resolves the bearer token to its user (401 when missing or
+// unknown) before h runs.
+func (s *server) authed(h userHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, ok := bearer(r)
+		if !ok {
+			writeError(w, errUnauthorized)
+			return
+		}
+		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+		defer cancel()
+		user, err := dbsqlc.New().UserIDByTokenHash(ctx, s.cfg.Pool, tokenHash(token))
+		if errors.Is(err, pgx.ErrNoRows) {
+			writeError(w, errUnauthorized)
+			return
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r, user)
+	}
+}
+
+// bearer reads "Authorization: Bearer <token>".
+func bearer(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func tokenHash(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+// newToken is 32 random bytes, base64url without padding.
+func newToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+type userInput struct {
+	Name *string `json:"name"`
+}
+
+type userOutput struct {
+	ID    uuid.UUID `json:"id"`
+	Name  string    `json:"name"`
+	Token string    `json:"token"`
+}
+
+// createUser is POST /v1/users, for the admin token only. It takes no
+// Idempotency-Key: its answer holds the token, which is never stored.
+func (s *server) createUser(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.AdminToken == "" {
+		writeError(w, errForbidden)
+		return
+	}
+	token, ok := bearer(r)
+	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
+		writeError(w, errUnauthorized)
+		return
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in userInput
+	if err := decodeJSON(body, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name, err := requiredName(in.Name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := userOutput{ID: uuid.New(), Name: name, Token: newToken()}
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	err = dbsqlc.New().UserInsert(ctx, s.cfg.Pool, &dbsqlc.UserInsertParams{ID: out.ID, Name: name, TokenHash: tokenHash(out.Token)})
+	if database.IsUniqueViolation(err, "") {
+		// 2^-256: a collision of random tokens or ids is not worth a retry loop.
+		err = errors.New("create user: token or id collision")
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
+}

@@ -1,0 +1,103 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/readmodel"
+)
+
+// apiError is an answer in the error shape {"error":{"code","message"}}.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+var (
+	errUnauthorized = &apiError{http.StatusUnauthorized, "unauthorized", "a valid bearer token is required"}
+	errForbidden    = &apiError{http.StatusForbidden, "forbidden", "no admin token is configured"}
+	errUnavailable  = &apiError{http.StatusServiceUnavailable, "unavailable", "the database is unavailable; retry later"}
+	errInternal     = &apiError{http.StatusInternalServerError, "internal", "internal error"}
+	errBodyTooLarge = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "the body is larger than 1 MiB"}
+	errKeyReused    = &apiError{http.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for another request"}
+	errPrecondition = &apiError{http.StatusPreconditionFailed, "precondition_failed", "the job has another version than If-Match names"}
+)
+
+func errInvalid(msg string) *apiError {
+	return &apiError{http.StatusBadRequest, "invalid_input", msg}
+}
+
+func errNotFound(msg string) *apiError {
+	return &apiError{http.StatusNotFound, "not_found", msg}
+}
+
+// fail answers err: the caller's mistakes as 4xx, an unreachable database
+// as 503, anything else as 500 with a log line.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, s.classify(r, err))
+}
+
+func (s *server) classify(r *http.Request, err error) *apiError {
+	var apiErr *apiError
+	var invalid *command.InvalidError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr
+	case errors.As(err, &tooLarge):
+		return errBodyTooLarge
+	case errors.Is(err, command.ErrNotFound), errors.Is(err, readmodel.ErrNotFound):
+		return errNotFound("not found")
+	case errors.Is(err, command.ErrVersionMismatch):
+		return errPrecondition
+	case errors.As(err, &invalid):
+		return errInvalid(invalid.Error())
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads this answer.
+		s.log.DebugContext(r.Context(), "request canceled", "route", r.Pattern, "error", err)
+		return errUnavailable
+	case unavailable(err):
+		s.log.WarnContext(r.Context(), "database unavailable", "route", r.Pattern, "error", err)
+		return errUnavailable
+	default:
+		s.log.ErrorContext(r.Context(), "request failed", "route", r.Pattern, "error", err)
+		return errInternal
+	}
+}
+
+// unavailable reports a database that could not be reached or did not
+// answer within the request's deadline.
+func unavailable(err error) bool {
+	return database.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="epoch"`)
+	}
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	writeJSON(w, e.Status, map[string]body{"error": {e.Code, e.Message}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

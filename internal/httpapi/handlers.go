@@ -1,0 +1,299 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/readmodel"
+)
+
+const headerPosition = "Epoch-Position"
+
+type fileInput struct {
+	Name        *string         `json:"name"`
+	SizeBytes   json.RawMessage `json:"size_bytes"`
+	ContentType *string         `json:"content_type"`
+}
+
+type jobInput struct {
+	Name *string `json:"name"`
+}
+
+type setFilesInput struct {
+	FileIDs *[]string `json:"file_ids"`
+}
+
+func (in fileInput) command() (command.UploadFile, error) {
+	name, err := requiredName(in.Name)
+	if err != nil {
+		return command.UploadFile{}, err
+	}
+	size, err := parseSize(in.SizeBytes)
+	if err != nil {
+		return command.UploadFile{}, err
+	}
+	contentType := defaultContentType
+	if in.ContentType != nil && *in.ContentType != "" {
+		contentType = *in.ContentType
+		if err := checkText("content_type", contentType, false, maxContentTypeChars); err != nil {
+			return command.UploadFile{}, err
+		}
+	}
+	return command.UploadFile{Name: name, SizeBytes: size, ContentType: contentType}, nil
+}
+
+func position(p int64) string { return strconv.FormatInt(p, 10) }
+
+func etag(version int32) string { return `"` + strconv.FormatInt(int64(version), 10) + `"` }
+
+// jobAnswer is a job preview with its ETag and the command's position.
+func jobAnswer(status int, job readmodel.Job, out command.Outcome, location bool) (answer, error) {
+	h := map[string]string{headerPosition: position(out.Position), "ETag": etag(job.Version)}
+	if location {
+		h["Location"] = "/v1/jobs/" + job.ID.String()
+	}
+	return jsonAnswer(status, job, h)
+}
+
+func deletedAnswer(out command.Outcome) answer {
+	return answer{Status: http.StatusNoContent, Header: map[string]string{headerPosition: position(out.Position)}}
+}
+
+// jobRef reads {id} and If-Match of a job command.
+func jobRef(r *http.Request, user uuid.UUID) (command.JobRef, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return command.JobRef{}, err
+	}
+	ifMatch, err := parseIfMatch(r)
+	if err != nil {
+		return command.JobRef{}, err
+	}
+	return command.JobRef{OwnerID: user, JobID: id, IfMatch: ifMatch}, nil
+}
+
+// POST /v1/files
+func (s *server) uploadFile(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	body, err := readBody(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in fileInput
+	if err := decodeJSON(body, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	upload, err := in.command()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+		file, out, err := s.cfg.Commands.UploadFile(ctx, tx, user, upload)
+		if err != nil {
+			return answer{}, err
+		}
+		return jsonAnswer(http.StatusCreated, file, map[string]string{
+			headerPosition: position(out.Position),
+			"Location":     "/v1/files/" + file.ID.String(),
+		})
+	})
+}
+
+// DELETE /v1/files/{id}
+func (s *server) deleteFile(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+		out, err := s.cfg.Commands.DeleteFile(ctx, tx, user, id)
+		if err != nil {
+			return answer{}, err
+		}
+		return deletedAnswer(out), nil
+	})
+}
+
+// POST /v1/jobs
+func (s *server) createJob(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	body, err := readBody(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in jobInput
+	if err := decodeJSON(body, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name, err := requiredName(in.Name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+		job, out, err := s.cfg.Commands.CreateJob(ctx, tx, user, name)
+		if err != nil {
+			return answer{}, err
+		}
+		return jobAnswer(http.StatusCreated, job, out, true)
+	})
+}
+
+// DELETE /v1/jobs/{id}
+func (s *server) deleteJob(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	ref, err := jobRef(r, user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+		out, err := s.cfg.Commands.DeleteJob(ctx, tx, ref)
+		if err != nil {
+			return answer{}, err
+		}
+		return deletedAnswer(out), nil
+	})
+}
+
+// PUT /v1/jobs/{id}/files/{file_id}
+func (s *server) linkFile(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	s.jobFileCommand(w, r, user, s.cfg.Commands.LinkFile)
+}
+
+// DELETE /v1/jobs/{id}/files/{file_id}
+func (s *server) unlinkFile(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	s.jobFileCommand(w, r, user, s.cfg.Commands.UnlinkFile)
+}
+
+func (s *server) jobFileCommand(w http.ResponseWriter, r *http.Request, user uuid.UUID,
+	cmd func(context.Context, pgx.Tx, command.JobRef, uuid.UUID) (readmodel.Job, command.Outcome, error)) {
+	ref, err := jobRef(r, user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	fileID, err := pathID(r, "file_id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+		job, out, err := cmd(ctx, tx, ref, fileID)
+		if err != nil {
+			return answer{}, err
+		}
+		return jobAnswer(http.StatusOK, job, out, false)
+	})
+}
+
+// PUT /v1/jobs/{id}/files
+func (s *server) setJobFiles(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	ref, err := jobRef(r, user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in setFilesInput
+	if err := decodeJSON(body, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ids, err := parseFileIDs(in.FileIDs)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+		job, out, err := s.cfg.Commands.SetJobFiles(ctx, tx, ref, ids)
+		if err != nil {
+			return answer{}, err
+		}
+		return jobAnswer(http.StatusOK, job, out, false)
+	})
+}
+
+// GET /v1/files
+func (s *server) listFiles(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	cursor, limit, err := parsePage(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	page, err := readmodel.ListFiles(ctx, s.cfg.Pool, user, cursor, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// GET /v1/files/{id}
+func (s *server) getFile(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	file, err := readmodel.GetFile(ctx, s.cfg.Pool, user, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set(headerPosition, position(file.Position))
+	writeJSON(w, http.StatusOK, file)
+}
+
+// GET /v1/jobs
+func (s *server) listJobs(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	cursor, limit, err := parsePage(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	page, err := readmodel.ListJobs(ctx, s.cfg.Pool, user, cursor, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// GET /v1/jobs/{id}
+func (s *server) getJob(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	job, err := readmodel.GetJob(ctx, s.cfg.Pool, user, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set(headerPosition, position(job.Position))
+	w.Header().Set("ETag", etag(job.Version))
+	writeJSON(w, http.StatusOK, job)
+}

@@ -1,0 +1,233 @@
+// Package httpapi serves Epoch's HTTP API (v1 of DESIGN.md): bearer-token
+// authentication, strict JSON input, the commands (each in one transaction,
+// with Idempotency-Key and If-Match), the reads (including the storage and
+// billing subscribers' with min_position), the error shape, and the
+// operational endpoints /healthz, /readyz and /metrics.
+//
+// Choices where DESIGN.md is silent: a malformed id in a path or an
+// unparsable If-Match is a 400 (invalid_input), not a 404 or 412; "*" in
+// If-Match is no condition. POST /v1/users ignores Idempotency-Key: its
+// answer holds the new token, which is never stored. Validation runs before
+// the key is looked at, so a bad body is a 400 whatever its key.
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/command"
+)
+
+// Config is what the API needs. Pool, Commands and Logger are required.
+type Config struct {
+	Pool     *pgxpool.Pool
+	Commands *command.Service
+	Logger   *slog.Logger
+	// Registry receives the API's metrics and is what /metrics serves.
+	// Nil: a registry of its own.
+	Registry *prometheus.Registry
+	// AdminToken authorises POST /v1/users. Empty: that call answers 403.
+	AdminToken string
+	// PricePerGBHour (a decimal string) and Currency price GET /v1/usage.
+	// Empty: DefaultPricePerGBHour and DefaultCurrency.
+	PricePerGBHour string
+	Currency       string
+	// DBTimeout bounds the database work of one request, so an unreachable
+	// Postgres answers 503 instead of hanging. Default 10 s.
+	DBTimeout time.Duration
+	// ReadyTimeout bounds the /readyz ping. Default 1 s.
+	ReadyTimeout time.Duration
+	// CatchUpTimeout is how long GET /v1/storage and GET /v1/usage wait for
+	// min_position before answering 504. Default DefaultCatchUpTimeout.
+	CatchUpTimeout time.Duration
+}
+
+// Defaults applied by New.
+const (
+	DefaultDBTimeout    = 10 * time.Second
+	DefaultReadyTimeout = time.Second
+	// DefaultCatchUpTimeout is DESIGN.md's 5 s wait for min_position.
+	DefaultCatchUpTimeout = 5 * time.Second
+	DefaultPricePerGBHour = "0.00003"
+	DefaultCurrency       = "USD"
+	// MaxBodyBytes is the largest request body accepted (413 past it).
+	MaxBodyBytes = 1 << 20
+)
+
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+	price   billing.Price
+}
+
+// New builds the API handler.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Pool == nil || cfg.Commands == nil || cfg.Logger == nil {
+		return nil, errors.New("httpapi: Pool, Commands and Logger are required")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.DBTimeout <= 0 {
+		cfg.DBTimeout = DefaultDBTimeout
+	}
+	if cfg.CatchUpTimeout <= 0 {
+		cfg.CatchUpTimeout = DefaultCatchUpTimeout
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	if cfg.PricePerGBHour == "" {
+		cfg.PricePerGBHour = DefaultPricePerGBHour
+	}
+	if cfg.Currency == "" {
+		cfg.Currency = DefaultCurrency
+	}
+	price, err := billing.ParsePrice(cfg.PricePerGBHour, cfg.Currency)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price}
+
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+
+	s.handle("POST /v1/users", s.createUser)
+
+	s.handle("POST /v1/files", s.authed(s.uploadFile))
+	s.handle("GET /v1/files", s.authed(s.listFiles))
+	s.handle("GET /v1/files/{id}", s.authed(s.getFile))
+	s.handle("DELETE /v1/files/{id}", s.authed(s.deleteFile))
+
+	s.handle("POST /v1/jobs", s.authed(s.createJob))
+	s.handle("GET /v1/jobs", s.authed(s.listJobs))
+	s.handle("GET /v1/jobs/{id}", s.authed(s.getJob))
+	s.handle("DELETE /v1/jobs/{id}", s.authed(s.deleteJob))
+	s.handle("PUT /v1/jobs/{id}/files/{file_id}", s.authed(s.linkFile))
+	s.handle("DELETE /v1/jobs/{id}/files/{file_id}", s.authed(s.unlinkFile))
+	s.handle("PUT /v1/jobs/{id}/files", s.authed(s.setJobFiles))
+
+	s.handle("GET /v1/storage", s.authed(s.getStorage))
+	s.handle("GET /v1/usage", s.authed(s.getUsage))
+	return s, nil
+}
+
+// ServeHTTP answers unknown routes and wrong methods in the error shape too;
+// everything else goes to the mux.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		probe := &statusProbe{header: w.Header()}
+		h.ServeHTTP(probe, r)
+		switch probe.status {
+		case http.StatusNotFound:
+			w.Header().Del("X-Content-Type-Options")
+			writeError(w, errNotFound("no such route"))
+			return
+		case http.StatusMethodNotAllowed:
+			w.Header().Del("X-Content-Type-Options")
+			writeError(w, &apiError{http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not allowed here"})
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// handle registers h under pattern with metrics and panic recovery.
+func (s *server) handle(pattern string, h http.HandlerFunc) {
+	command := isCommand(pattern)
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.ErrorContext(r.Context(), "panic", "route", pattern, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				if !rec.wrote {
+					writeError(rec, errInternal)
+				}
+			}
+			s.metrics.observe(pattern, command, rec.code(), time.Since(start))
+		}()
+		h(rec, r)
+	})
+}
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 when Postgres answers a ping in time.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := contextWithTimeout(r, s.cfg.ReadyTimeout)
+	defer cancel()
+	if err := s.cfg.Pool.Ping(ctx); err != nil {
+		s.log.WarnContext(r.Context(), "not ready", "error", err)
+		writeError(w, errUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// statusRecorder remembers the status a handler wrote, for the metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) code() int {
+	if !r.wrote {
+		return http.StatusOK
+	}
+	return r.status
+}
+
+// statusProbe runs the mux's own 404/405 handler to learn which it is,
+// writing nothing.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header { return p.header }
+func (p *statusProbe) WriteHeader(code int) {
+	if p.status == 0 {
+		p.status = code
+	}
+}
+func (p *statusProbe) Write(b []byte) (int, error) {
+	if p.status == 0 {
+		p.status = http.StatusOK
+	}
+	return len(b), nil
+}

@@ -1,0 +1,141 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/catacloud/epoch/internal/dbsqlc"
+)
+
+// answer is a command's successful response, kept whole so an
+// Idempotency-Key can replay it.
+type answer struct {
+	Status int
+	Header map[string]string // Epoch-Position, ETag, Content-Type, Location
+	Body   []byte
+}
+
+func (a answer) write(w http.ResponseWriter) {
+	for k, v := range a.Header {
+		w.Header().Set(k, v)
+	}
+	w.WriteHeader(a.Status)
+	_, _ = w.Write(a.Body)
+}
+
+// jsonAnswer builds an answer with a JSON body.
+func jsonAnswer(status int, v any, header map[string]string) (answer, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return answer{}, fmt.Errorf("encode answer: %w", err)
+	}
+	if header == nil {
+		header = map[string]string{}
+	}
+	header["Content-Type"] = "application/json"
+	return answer{Status: status, Header: header, Body: append(b, '\n')}, nil
+}
+
+// commandFunc runs one command in tx. It may run more than once (Run
+// retries on conflicts), so it must not keep state between runs.
+type commandFunc func(ctx context.Context, tx pgx.Tx) (answer, error)
+
+// errKeyTaken: a concurrent request stored the same key first (possible
+// only if the lock below did not serialise us); run again to replay it.
+var errKeyTaken = errors.New("idempotency key stored concurrently")
+
+// runCommand runs fn in one transaction with the request's Idempotency-Key
+// handled in that same transaction: a stored answer for the same request is
+// replayed and nothing is written; one for another request is a 409; else
+// fn runs and its answer is stored before commit. A failed command stores
+// nothing, so its retry is judged afresh.
+func (s *server) runCommand(w http.ResponseWriter, r *http.Request, user uuid.UUID, body []byte, fn commandFunc) {
+	key, err := parseIdempotencyKey(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	hash := requestHash(r, body)
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+
+	var ans answer
+	for attempt := 0; ; attempt++ {
+		err = s.cfg.Commands.Run(ctx, func(tx pgx.Tx) error {
+			var err error
+			ans, err = s.commandOnce(ctx, tx, user, key, hash, fn)
+			return err
+		})
+		if errors.Is(err, errKeyTaken) && attempt < 3 {
+			continue
+		}
+		break
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ans.write(w)
+}
+
+func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key string, hash []byte, fn commandFunc) (answer, error) {
+	if key == "" {
+		return fn(ctx, tx)
+	}
+	q := dbsqlc.New()
+	if err := q.IdempotencyLock(ctx, tx, user.String()+"/"+key); err != nil {
+		return answer{}, fmt.Errorf("idempotency lock: %w", err)
+	}
+	stored, err := q.IdempotencyGet(ctx, tx, &dbsqlc.IdempotencyGetParams{UserID: user, Key: key})
+	switch {
+	case err == nil:
+		if !bytes.Equal(stored.RequestHash, hash) {
+			return answer{}, errKeyReused
+		}
+		ans := answer{Status: int(stored.Status), Body: stored.Body}
+		if err := json.Unmarshal(stored.Headers, &ans.Header); err != nil {
+			return answer{}, fmt.Errorf("idempotency headers: %w", err)
+		}
+		return ans, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return answer{}, fmt.Errorf("idempotency get: %w", err)
+	}
+
+	ans, err := fn(ctx, tx)
+	if err != nil {
+		return answer{}, err
+	}
+	headers, err := json.Marshal(ans.Header)
+	if err != nil {
+		return answer{}, fmt.Errorf("idempotency headers: %w", err)
+	}
+	if ans.Body == nil {
+		ans.Body = []byte{} // body is NOT NULL; a 204 has none
+	}
+	n, err := q.IdempotencyStore(ctx, tx, &dbsqlc.IdempotencyStoreParams{
+		UserID: user, Key: key, RequestHash: hash, Status: int32(ans.Status), Headers: headers, Body: ans.Body,
+	})
+	if err != nil {
+		return answer{}, fmt.Errorf("idempotency store: %w", err)
+	}
+	if n == 0 {
+		return answer{}, errKeyTaken
+	}
+	return ans, nil
+}
+
+// requestHash identifies a request for its key: method, path and body.
+func requestHash(r *http.Request, body []byte) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%d\n", r.Method, r.URL.EscapedPath(), len(body))
+	h.Write(body)
+	return h.Sum(nil)
+}

@@ -1,0 +1,260 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/readmodel"
+)
+
+// Input limits of DESIGN.md.
+const (
+	maxNameChars        = 255
+	maxContentTypeChars = 255
+	maxIdempotencyKey   = 255
+	defaultContentType  = "application/octet-stream"
+	defaultLimit        = 100
+	maxLimit            = 1000
+)
+
+// readBody reads the whole body, at most MaxBodyBytes (413 past it).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, errBodyTooLarge
+	}
+	if err != nil {
+		return nil, errInvalid("could not read the body: " + err.Error())
+	}
+	return body, nil
+}
+
+// decodeJSON decodes body into dst strictly: valid UTF-8, one JSON value, no
+// unknown fields, no wrong types, nothing after it.
+func decodeJSON(body []byte, dst any) error {
+	if !utf8.Valid(body) {
+		return errInvalid("the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return errInvalid(describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errInvalid("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "the body is empty; a JSON object is expected"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "malformed JSON: unexpected end of the body"
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, syntax.Error())
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return fmt.Sprintf("a JSON object is expected, not %s", typ.Value)
+		}
+		return fmt.Sprintf("%s must be %s, not %s", typ.Field, jsonTypeName(typ.Type.Kind().String()), typ.Value)
+	default:
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	default:
+		return "a " + kind
+	}
+}
+
+// checkText applies the rules for names and other strings: at most max
+// characters and no control characters (NUL included). required makes
+// the empty string an error.
+func checkText(field, s string, required bool, max int) error {
+	if s == "" {
+		if required {
+			return errInvalid(field + " is required and must not be empty")
+		}
+		return nil
+	}
+	if n := utf8.RuneCountInString(s); n > max {
+		return errInvalid(fmt.Sprintf("%s must be at most %d characters, not %d", field, max, n))
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return errInvalid(fmt.Sprintf("%s must not contain control characters (found U+%04X)", field, c))
+		}
+	}
+	return nil
+}
+
+// requiredName checks a required "name" field.
+func requiredName(name *string) (string, error) {
+	if name == nil {
+		return "", errInvalid("name is required")
+	}
+	return *name, checkText("name", *name, true, maxNameChars)
+}
+
+// parseSize reads size_bytes from its raw JSON: an integer literal (no
+// fraction, no exponent, not a string), 0 ≤ size < 2^63.
+func parseSize(raw json.RawMessage) (int64, error) {
+	s := string(raw)
+	if s == "" || s == "null" {
+		return 0, errInvalid("size_bytes is required")
+	}
+	digits := strings.TrimPrefix(s, "-")
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return 0, errInvalid("size_bytes must be an integer, not " + truncate(s, 40))
+	}
+	if s[0] == '-' && strings.Trim(digits, "0") != "" {
+		return 0, errInvalid("size_bytes must not be negative")
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return 0, errInvalid("size_bytes must be less than 2^63")
+	}
+	return n, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// parseID reads a UUID in its canonical 36-character form.
+func parseID(field, s string) (uuid.UUID, error) {
+	if len(s) == 36 {
+		if id, err := uuid.Parse(s); err == nil {
+			return id, nil
+		}
+	}
+	return uuid.Nil, errInvalid(fmt.Sprintf("%s must be a UUID, not %q", field, truncate(s, 40)))
+}
+
+// pathID reads a UUID path segment; a malformed one is a 400.
+func pathID(r *http.Request, name string) (uuid.UUID, error) {
+	return parseID(name, r.PathValue(name))
+}
+
+// parseFileIDs checks the file_ids of PUT /v1/jobs/{id}/files: present, at
+// most command.MaxSetFiles, UUIDs, no repeats.
+func parseFileIDs(raw *[]string) ([]uuid.UUID, error) {
+	if raw == nil {
+		return nil, errInvalid("file_ids is required")
+	}
+	if len(*raw) > command.MaxSetFiles {
+		return nil, errInvalid(fmt.Sprintf("file_ids holds at most %d ids, not %d", command.MaxSetFiles, len(*raw)))
+	}
+	ids := make([]uuid.UUID, len(*raw))
+	seen := make(map[uuid.UUID]int, len(*raw))
+	for i, s := range *raw {
+		id, err := parseID(fmt.Sprintf("file_ids[%d]", i), s)
+		if err != nil {
+			return nil, err
+		}
+		if j, dup := seen[id]; dup {
+			return nil, errInvalid(fmt.Sprintf("file_ids[%d] repeats file_ids[%d]", i, j))
+		}
+		seen[id] = i
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// parseIfMatch reads If-Match: an ETag "<n>" or a bare <n>; "*" (any
+// version) and no header are no condition. Anything else is a 400.
+func parseIfMatch(r *http.Request) (*int32, error) {
+	values := r.Header.Values("If-Match")
+	if len(values) == 0 {
+		return nil, nil
+	}
+	v := strings.TrimSpace(strings.Join(values, ","))
+	if v == "*" {
+		return nil, nil
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return nil, errInvalid(`If-Match must be a job's ETag ("3") or its version (3)`)
+	}
+	n, err := strconv.ParseInt(v, 10, 32)
+	if err != nil {
+		return nil, errInvalid("If-Match names a version out of range")
+	}
+	version := int32(n)
+	return &version, nil
+}
+
+// parsePage reads ?limit= (default 100, 1..1000) and ?cursor=.
+func parsePage(r *http.Request) (readmodel.Cursor, int32, error) {
+	q := r.URL.Query()
+	limit := defaultLimit
+	if v := q.Get("limit"); v != "" || q.Has("limit") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			return readmodel.Cursor{}, 0, errInvalid(fmt.Sprintf("limit must be an integer from 1 to %d", maxLimit))
+		}
+		limit = n
+	}
+	cursor, err := readmodel.ParseCursor(q.Get("cursor"))
+	if err != nil {
+		return readmodel.Cursor{}, 0, errInvalid("cursor is not one this API handed out")
+	}
+	return cursor, int32(limit), nil
+}
+
+// parseIdempotencyKey reads Idempotency-Key ("" when absent).
+func parseIdempotencyKey(r *http.Request) (string, error) {
+	values := r.Header.Values("Idempotency-Key")
+	if len(values) == 0 {
+		return "", nil
+	}
+	if len(values) > 1 {
+		return "", errInvalid("give one Idempotency-Key")
+	}
+	key := values[0]
+	if key == "" {
+		return "", errInvalid("Idempotency-Key must not be empty")
+	}
+	if !utf8.ValidString(key) {
+		return "", errInvalid("Idempotency-Key must be UTF-8")
+	}
+	if utf8.RuneCountInString(key) > maxIdempotencyKey {
+		return "", errInvalid(fmt.Sprintf("Idempotency-Key must be at most %d characters", maxIdempotencyKey))
+	}
+	return key, nil
+}
+
+func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), d)
+}

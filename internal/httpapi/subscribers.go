@@ -1,0 +1,99 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/catchup"
+	"github.com/catacloud/epoch/internal/storage"
+)
+
+var errCatchUpTimeout = &apiError{http.StatusGatewayTimeout, "timeout",
+	"the subscriber has not applied min_position yet; retry later"}
+
+// parseMinPosition reads ?min_position= (absent: 0, no waiting).
+func parseMinPosition(r *http.Request) (int64, error) {
+	q := r.URL.Query()
+	if !q.Has("min_position") {
+		return 0, nil
+	}
+	v := q.Get("min_position")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || strings.HasPrefix(v, "+") {
+		return 0, errInvalid("min_position must be a non-negative integer")
+	}
+	return n, nil
+}
+
+// catchUp waits until subscriber applied the caller's events up to
+// ?min_position=.
+func (s *server) catchUp(r *http.Request, user uuid.UUID, subscriber string, minPosition int64) error {
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout+s.cfg.CatchUpTimeout)
+	defer cancel()
+	err := catchup.Wait(ctx, s.cfg.Pool, subscriber, user, minPosition, s.cfg.CatchUpTimeout)
+	switch {
+	case errors.Is(err, catchup.ErrBeyondHead):
+		return errInvalid(fmt.Sprintf("min_position %d is beyond every committed position", minPosition))
+	case errors.Is(err, catchup.ErrTimeout):
+		return errCatchUpTimeout
+	}
+	return err
+}
+
+// GET /v1/storage
+func (s *server) getStorage(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	minPosition, err := parseMinPosition(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.catchUp(r, user, storage.Name, minPosition); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	usage, err := storage.Read(ctx, s.cfg.Pool, user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set(headerPosition, position(usage.Position))
+	writeJSON(w, http.StatusOK, usage)
+}
+
+// GET /v1/usage?from=&to=
+func (s *server) getUsage(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	q := r.URL.Query()
+	from, to, err := billing.ParsePeriod(q.Get("from"), q.Get("to"))
+	if err != nil {
+		s.fail(w, r, errInvalid(err.Error()))
+		return
+	}
+	minPosition, err := parseMinPosition(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.catchUp(r, user, billing.Name, minPosition); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := time.Now()
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	usage, err := billing.Read(ctx, s.cfg.Pool, user, from, to, now, s.price)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set(headerPosition, position(usage.Position))
+	writeJSON(w, http.StatusOK, usage)
+}

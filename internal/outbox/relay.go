@@ -1,0 +1,423 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/eventstore"
+)
+
+// relayLockKey is the first key of the relay's partition advisory locks
+// (pg_try_advisory_xact_lock(relayLockKey, partition)); the two-integer
+// form lives apart from single bigint advisory locks such as migrations'.
+const relayLockKey int32 = 0x0e0c0b01
+
+// Config tunes a Relay. Zero values take the defaults.
+type Config struct {
+	// BatchSize is the most rows one cycle publishes (default 500).
+	BatchSize int
+	// PollInterval is how long an idle relay waits when no NOTIFY wakes it
+	// (default 1s).
+	PollInterval time.Duration
+	// PartitionShare is the most a cycle takes of the partitions that have
+	// rows, as a fraction in (0, 1] (default 0.5), so several relays split
+	// the work; a relay alone still drains all, cycle after cycle.
+	PartitionShare float64
+	// ConfirmTimeout bounds the wait for a batch's confirms (default 10s).
+	ConfirmTimeout time.Duration
+	// MonitorInterval is how often the backlog gauges are refreshed
+	// (default 5s).
+	MonitorInterval time.Duration
+	// HeldBackAfter: when the relay found nothing to do for this long while
+	// a transaction that wrote something has been open for as long, it logs
+	// that transaction (default 30s).
+	HeldBackAfter time.Duration
+	// MinBackoff and MaxBackoff bound the wait after a Postgres error
+	// (defaults 100ms and 5s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 500
+	}
+	if c.PartitionShare == 0 {
+		c.PartitionShare = 0.5
+	}
+	def(&c.PollInterval, time.Second)
+	def(&c.ConfirmTimeout, 10*time.Second)
+	def(&c.MonitorInterval, 5*time.Second)
+	def(&c.HeldBackAfter, 30*time.Second)
+	def(&c.MinBackoff, 100*time.Millisecond)
+	def(&c.MaxBackoff, 5*time.Second)
+	switch {
+	case c.BatchSize < 0 || c.BatchSize > math.MaxInt32:
+		return fmt.Errorf("outbox relay: batch size %d out of range", c.BatchSize)
+	case c.PartitionShare < 0 || c.PartitionShare > 1:
+		return fmt.Errorf("outbox relay: partition share %v not in (0, 1]", c.PartitionShare)
+	case c.PollInterval < 0 || c.ConfirmTimeout < 0 || c.MonitorInterval < 0 || c.HeldBackAfter < 0:
+		return errors.New("outbox relay: negative duration")
+	case c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff:
+		return errors.New("outbox relay: backoff bounds out of order")
+	}
+	return nil
+}
+
+// Relay publishes committed outbox rows to RabbitMQ and deletes each only
+// after the broker confirmed it.
+//
+// Gap safety comes from deleting, not from a cursor: a row whose
+// transaction commits after a later position is still there when it becomes
+// visible, and a rolled-back row never exists. Per-stream order comes from
+// partition ownership: a cycle holds transaction-scoped advisory locks on
+// the partitions it publishes, so no other relay publishes their streams
+// meanwhile, and a killed relay's locks go with its connection.
+type Relay struct {
+	pool    *pgxpool.Pool
+	pub     *broker.Publisher
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+
+	wake         chan struct{}
+	next         int16        // round robin: the partition the next cycle tries first
+	lastProgress atomic.Int64 // unix nanos of the last cycle that deleted rows or found none
+}
+
+// NewRelay makes a relay that publishes through pub. Run runs pub as well:
+// do not run it elsewhere. reg may be nil (no metrics registered).
+func NewRelay(pool *pgxpool.Pool, pub *broker.Publisher, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{pool: pool, pub: pub, cfg: cfg, logger: logger, metrics: m, wake: make(chan struct{}, 1)}
+	r.lastProgress.Store(time.Now().UnixNano())
+	return r, nil
+}
+
+// Run relays until ctx ends, then returns nil. An in-flight batch is
+// finished if its confirms arrive in time, or abandoned: unconfirmed rows
+// simply stay for the next run.
+func (r *Relay) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{}, 3)
+	go func() { _ = r.pub.Run(ctx); done <- struct{}{} }()
+	go func() { r.listen(ctx); done <- struct{}{} }()
+	go func() { r.monitor(ctx); done <- struct{}{} }()
+	defer func() {
+		cancel()
+		for range 3 {
+			<-done
+		}
+	}()
+
+	backoff := r.cfg.MinBackoff
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !r.pub.Connected() {
+			// Nothing can be confirmed: do not hold partitions meanwhile.
+			waitCtx, cancelWait := context.WithTimeout(ctx, r.cfg.PollInterval)
+			_ = r.pub.WaitConnected(waitCtx)
+			cancelWait()
+			continue
+		}
+		res, err := r.cycle(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", backoff)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, r.cfg.MaxBackoff)
+			continue
+		}
+		backoff = r.cfg.MinBackoff
+		if res.deleted > 0 {
+			continue // drain without waiting
+		}
+		// Nothing moved: the rows left are failing, or other relays hold
+		// their partitions. Wait rather than spin.
+		select {
+		case <-ctx.Done():
+		case <-r.wake:
+		case <-time.After(r.cfg.PollInterval):
+		}
+	}
+}
+
+type cycleResult struct {
+	deleted int
+	// more: rows were left for a later cycle (batch full, share taken, or
+	// partitions locked by another relay).
+	more bool
+}
+
+// cycle locks a share of the partitions that have rows, publishes their
+// oldest rows and deletes the confirmed ones, in one transaction.
+func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
+	q := dbsqlc.New()
+	var res cycleResult
+	pending, err := q.OutboxPartitionsPending(ctx, r.pool)
+	if err != nil {
+		return res, fmt.Errorf("list pending partitions: %w", err)
+	}
+	if len(pending) == 0 {
+		r.lastProgress.Store(time.Now().UnixNano())
+		return res, nil
+	}
+	take := int32(math.Ceil(r.cfg.PartitionShare * float64(len(pending))))
+	// Start where the last cycle stopped, so a relay that takes a share
+	// at a time comes round to every partition, whatever is stuck in one.
+	for i, p := range pending {
+		if p >= r.next {
+			pending = append(pending[i:], pending[:i]...)
+			break
+		}
+	}
+
+	// The transaction must outlive a stop signal long enough to delete what
+	// the broker already confirmed; publishing itself stops with ctx.
+	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
+	defer cancel()
+	err = database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
+		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
+			Partitions: pending, LockKey: relayLockKey, MaxCount: take,
+		})
+		if err != nil {
+			return fmt.Errorf("lock partitions: %w", err)
+		}
+		res.more = len(locked) < len(pending)
+		if len(locked) == 0 {
+			return nil
+		}
+		r.next = (locked[len(locked)-1] + 1) % Partitions
+		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, MaxCount: int32(r.cfg.BatchSize)})
+		if err != nil {
+			return fmt.Errorf("read outbox rows: %w", err)
+		}
+		if len(rows) == r.cfg.BatchSize {
+			res.more = true
+		}
+		done := r.publish(ctx, rows)
+		if len(done) == 0 {
+			return nil
+		}
+		n, err := q.OutboxDelete(txCtx, tx, done)
+		if err != nil {
+			return fmt.Errorf("delete relayed rows: %w", err)
+		}
+		res.deleted = int(n)
+		return nil
+	})
+	if err != nil {
+		return cycleResult{}, err
+	}
+	if res.deleted > 0 {
+		r.lastProgress.Store(time.Now().UnixNano())
+	}
+	return res, nil
+}
+
+// publish sends rows (in position order) and returns the positions that may
+// be deleted: confirmed, and no earlier row of the same stream failed, so a
+// stream's later events are never relayed past a missing one for good.
+func (r *Relay) publish(ctx context.Context, rows []*dbsqlc.OutboxClaimRow) []int64 {
+	msgs := make([]broker.Message, 0, len(rows))
+	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
+	blocked := make(map[uuid.UUID]bool)
+	for _, row := range rows {
+		m, err := Message(eventstore.Event{
+			ID: row.ID, StreamType: row.StreamType, StreamID: row.StreamID, Version: row.Version,
+			Type: row.Type, Data: row.Data, OccurredAt: row.OccurredAt, Position: row.Position,
+		})
+		if err != nil {
+			r.logger.ErrorContext(ctx, "outbox relay: cannot encode event", "error", err,
+				"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
+			r.metrics.failed.Inc()
+			blocked[row.StreamID] = true
+			continue
+		}
+		msgs = append(msgs, m)
+		sent = append(sent, row)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	errs := r.pub.Publish(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)
+	r.metrics.published.Add(float64(len(msgs)))
+
+	done := make([]int64, 0, len(sent))
+	failed := 0
+	for i, row := range sent {
+		if errs[i] != nil {
+			failed++
+			if failed == 1 || errors.Is(errs[i], broker.ErrReturned) {
+				r.logger.WarnContext(ctx, "outbox relay: message not confirmed; its row stays", "error", errs[i],
+					"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
+			}
+			blocked[row.StreamID] = true
+			continue
+		}
+		r.metrics.confirmed.Inc()
+		if blocked[row.StreamID] {
+			continue
+		}
+		done = append(done, row.Position)
+	}
+	r.metrics.failed.Add(float64(failed))
+	if failed > 0 {
+		r.logger.WarnContext(ctx, "outbox relay: batch partly failed", "failed", failed, "published", len(msgs))
+	}
+	return done
+}
+
+// listen turns NOTIFYs on NotifyChannel into wake-ups, on a connection of
+// its own, reconnecting after errors. It wakes the relay after every
+// (re)connect, since hints sent meanwhile are lost.
+func (r *Relay) listen(ctx context.Context) {
+	backoff := r.cfg.MinBackoff
+	for ctx.Err() == nil {
+		listening, err := r.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if listening {
+			backoff = r.cfg.MinBackoff
+		}
+		r.logger.WarnContext(ctx, "outbox relay: listen connection lost", "error", err, "retry_in", backoff)
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, r.cfg.MaxBackoff)
+	}
+}
+
+// listenOnce listens until the connection breaks; listening reports
+// whether LISTEN had succeeded.
+func (r *Relay) listenOnce(ctx context.Context) (listening bool, err error) {
+	pooled, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	conn := pooled.Hijack() // LISTEN state must not go back to the pool
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
+		return false, err
+	}
+	r.poke()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return true, err
+		}
+		r.poke()
+	}
+}
+
+func (r *Relay) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// monitor refreshes the backlog gauges and says which open transaction may
+// hold the relay back.
+func (r *Relay) monitor(ctx context.Context) {
+	t := time.NewTicker(r.cfg.MonitorInterval)
+	defer t.Stop()
+	for {
+		r.observe(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Relay) observe(ctx context.Context) {
+	pending, oldest, err := Backlog(ctx, r.pool)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.logger.WarnContext(ctx, "outbox relay: read backlog", "error", err)
+		}
+		return
+	}
+	r.metrics.pending.Set(float64(pending))
+	r.metrics.oldestAge.Set(oldest.Seconds())
+
+	pid, age, ok, err := OldestOpenTransaction(ctx, r.pool)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.logger.WarnContext(ctx, "outbox relay: read open transactions", "error", err)
+		}
+		return
+	}
+	if !ok {
+		r.metrics.openTxPID.Set(0)
+		r.metrics.openTxAge.Set(0)
+		return
+	}
+	r.metrics.openTxPID.Set(float64(pid))
+	r.metrics.openTxAge.Set(age.Seconds())
+	idle := time.Since(time.Unix(0, r.lastProgress.Load()))
+	if idle >= r.cfg.HeldBackAfter && age >= r.cfg.HeldBackAfter {
+		r.logger.WarnContext(ctx, "outbox relay: idle while a transaction stays open; its events are relayed only after it ends",
+			"pid", pid, "transaction_age", age, "relay_idle", idle, "outbox_pending", pending)
+	}
+}
+
+// Backlog returns how many outbox rows wait and the age of the oldest.
+func Backlog(ctx context.Context, db database.DBTX) (pending int64, oldestAge time.Duration, err error) {
+	row, err := dbsqlc.New().OutboxBacklog(ctx, db)
+	if err != nil {
+		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
+	}
+	return row.Pending, time.Duration(row.OldestAgeSeconds * float64(time.Second)), nil
+}
+
+// OldestOpenTransaction names the oldest other transaction in this database
+// that has written something (so may hold outbox rows the relay cannot see
+// yet): its backend pid and age. ok is false when there is none.
+func OldestOpenTransaction(ctx context.Context, db database.DBTX) (pid int32, age time.Duration, ok bool, err error) {
+	rows, err := dbsqlc.New().OutboxOldestOpenTransaction(ctx, db)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("oldest open transaction: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, 0, false, nil
+	}
+	return rows[0].Pid, time.Duration(rows[0].AgeSeconds * float64(time.Second)), true, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,50 @@
+package outbox
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the relay's Prometheus series. The one to alert on is
+// epoch_outbox_oldest_pending_age_seconds.
+type metrics struct {
+	published, confirmed, failed prometheus.Counter
+	pending, oldestAge           prometheus.Gauge
+	openTxPID, openTxAge         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "epoch_relay_published_total", Help: "Messages the outbox relay sent to the broker.",
+		}),
+		confirmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "epoch_relay_confirmed_total", Help: "Messages the broker confirmed (acked and routed).",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "epoch_relay_failed_total", Help: "Messages nacked, returned as unroutable, unconfirmed in time or lost with a connection; their rows stay.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "epoch_outbox_pending", Help: "Outbox rows waiting to be relayed.",
+		}),
+		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "epoch_outbox_oldest_pending_age_seconds", Help: "Age of the oldest outbox row waiting to be relayed.",
+		}),
+		openTxPID: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "epoch_outbox_oldest_open_transaction_pid", Help: "Backend pid of the oldest open writing transaction, whose outbox rows the relay cannot see yet (0: none).",
+		}),
+		openTxAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "epoch_outbox_oldest_open_transaction_age_seconds", Help: "Age of the oldest open writing transaction (0: none).",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.pending, m.oldestAge, m.openTxPID, m.openTxAge} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register relay metrics: %w", err)
+		}
+	}
+	return m, nil
+}
