@@ -43,6 +43,7 @@ type config struct {
 	Currency          string        `envconfig:"CURRENCY" default:"USD" desc:"currency of the price"`
 	InlineSubscribers []string      `envconfig:"INLINE_SUBSCRIBERS" desc:"comma-separated movable subscribers (storage, billing) to run inline in the command's transaction; the others run in the worker"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight requests may take to finish"`
+	Pprof             bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too (no token: keep it off where the port is public)"`
 }
 
 const envPrefix = "epoch"
@@ -76,7 +77,14 @@ func main() {
 
 // run starts the api and serves until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	statements := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "epoch_db_statements_total",
+		Help: "Statements the api sent to Postgres.",
+	})
+	registry.MustRegister(statements)
+	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns, database.StatementCounter{Counter: statements})
 	if err != nil {
 		return err
 	}
@@ -90,8 +98,6 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler, err := httpapi.New(httpapi.Config{
 		Pool:           pool,
 		Commands:       command.NewService(pool, dispatcher),
@@ -117,6 +123,9 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		WriteTimeout: cfg.DBTimeout*2 + httpapi.DefaultCatchUpTimeout + 10*time.Second,
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cfg.Pprof {
+		srv.Handler = httpapi.WithPprof(srv.Handler)
 	}
 	if cfg.AdminToken == "" {
 		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -40,7 +39,7 @@ type role struct {
 }
 
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
+	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns, nil)
 	if err != nil {
 		return err
 	}
@@ -210,10 +209,7 @@ func healthHandler(registry *prometheus.Registry, ready []func() error, withPpro
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
 	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		return httpapi.WithPprof(mux)
 	}
 	return mux
 }

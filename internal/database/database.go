@@ -21,8 +21,9 @@ import (
 type DBTX = dbsqlc.DBTX
 
 // Connect opens a pool. It does not wait for the server: a pool that cannot
-// reach Postgres yet still works once Postgres is back.
-func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+// reach Postgres yet still works once Postgres is back. tracer, when not
+// nil, sees every statement (see StatementCounter).
+func Connect(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -30,8 +31,24 @@ func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, er
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
+	cfg.ConnConfig.Tracer = tracer
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
+
+// StatementCounter is a pgx tracer that counts the statements a pool
+// sends: the figure behind "a constant number of statements per command".
+type StatementCounter struct {
+	Counter interface{ Inc() }
+}
+
+// TraceQueryStart implements pgx.QueryTracer.
+func (c StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.Counter.Inc()
+	return ctx
+}
+
+// TraceQueryEnd implements pgx.QueryTracer.
+func (StatementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // InTx runs fn in one transaction: committed when fn returns nil, rolled
 // back otherwise. It is the only place transactions begin and end.

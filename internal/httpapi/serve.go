@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -34,4 +35,17 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
+}
+
+// WithPprof serves the runtime profiles under /debug/pprof/ and everything
+// else through h. They take no token, so turn them on only where the port
+// is private (the benchmarks use them).
+func WithPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
 }
