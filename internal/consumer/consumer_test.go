@@ -375,8 +375,14 @@ func TestConsumerShutdownGivesBackUnacked(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 	stop()
 	processed := metric(t, e.reg, "epoch_consumer_processed_total", billing.Name, "")
-	ready, consumers := e.queueDepth(t, broker.QueueName(billing.Name))
-	require.Zero(t, consumers)
+	// Once the connection is closed the broker drops the consumer and takes
+	// back its unacked deliveries.
+	var ready int
+	require.Eventually(t, func() bool {
+		var consumers int
+		ready, consumers = e.queueDepth(t, broker.QueueName(billing.Name))
+		return consumers == 0
+	}, 10*time.Second, 20*time.Millisecond)
 	var inbox int
 	require.NoError(t, e.pool.QueryRow(context.Background(), "SELECT count(*) FROM inbox WHERE subscriber = $1", billing.Name).Scan(&inbox))
 	require.Equal(t, float64(inbox), processed, "applied exactly what was counted")
