@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -41,9 +42,10 @@ type Config struct {
 	// MonitorInterval is how often the backlog gauges are refreshed
 	// (default 5s).
 	MonitorInterval time.Duration
-	// HeldBackAfter: when the relay found nothing to do for this long while
-	// a transaction that wrote something has been open for as long, it logs
-	// that transaction (default 30s).
+	// HeldBackAfter: when the relay relayed nothing for this long while a
+	// transaction that wrote something has been open for as long (its
+	// outbox rows, if any, are invisible until it ends), it logs that
+	// transaction's pid and age (default 30s).
 	HeldBackAfter time.Duration
 	// MinBackoff and MaxBackoff bound the wait after a Postgres error
 	// (defaults 100ms and 5s).
@@ -99,7 +101,9 @@ type Relay struct {
 
 	wake         chan struct{}
 	next         int16        // round robin: the partition the next cycle tries first
-	lastProgress atomic.Int64 // unix nanos of the last cycle that deleted rows or found none
+	lastProgress atomic.Int64 // unix nanos of the last cycle that deleted rows
+	lastHeldLog  time.Time    // monitor only: when it last logged an open transaction
+	lastHeldPID  int32
 }
 
 // NewRelay makes a relay that publishes through pub. Run runs pub as well:
@@ -171,10 +175,7 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 type cycleResult struct {
-	deleted int
-	// more: rows were left for a later cycle (batch full, share taken, or
-	// partitions locked by another relay).
-	more bool
+	deleted int // rows confirmed and deleted
 }
 
 // cycle locks a share of the partitions that have rows, publishes their
@@ -187,7 +188,6 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 		return res, fmt.Errorf("list pending partitions: %w", err)
 	}
 	if len(pending) == 0 {
-		r.lastProgress.Store(time.Now().UnixNano())
 		return res, nil
 	}
 	take := int32(math.Ceil(r.cfg.PartitionShare * float64(len(pending))))
@@ -195,7 +195,7 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 	// at a time comes round to every partition, whatever is stuck in one.
 	for i, p := range pending {
 		if p >= r.next {
-			pending = append(pending[i:], pending[:i]...)
+			pending = slices.Concat(pending[i:], pending[:i])
 			break
 		}
 	}
@@ -211,7 +211,6 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 		if err != nil {
 			return fmt.Errorf("lock partitions: %w", err)
 		}
-		res.more = len(locked) < len(pending)
 		if len(locked) == 0 {
 			return nil
 		}
@@ -219,9 +218,6 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, MaxCount: int32(r.cfg.BatchSize)})
 		if err != nil {
 			return fmt.Errorf("read outbox rows: %w", err)
-		}
-		if len(rows) == r.cfg.BatchSize {
-			res.more = true
 		}
 		done := r.publish(ctx, rows)
 		if len(done) == 0 {
@@ -383,8 +379,12 @@ func (r *Relay) observe(ctx context.Context) {
 	}
 	r.metrics.openTxPID.Set(float64(pid))
 	r.metrics.openTxAge.Set(age.Seconds())
+	// Logged once per transaction, then again every HeldBackAfter while it
+	// stays open and the relay has nothing else to do.
 	idle := time.Since(time.Unix(0, r.lastProgress.Load()))
-	if idle >= r.cfg.HeldBackAfter && age >= r.cfg.HeldBackAfter {
+	if idle >= r.cfg.HeldBackAfter && age >= r.cfg.HeldBackAfter &&
+		(pid != r.lastHeldPID || time.Since(r.lastHeldLog) >= r.cfg.HeldBackAfter) {
+		r.lastHeldPID, r.lastHeldLog = pid, time.Now()
 		r.logger.WarnContext(ctx, "outbox relay: idle while a transaction stays open; its events are relayed only after it ends",
 			"pid", pid, "transaction_age", age, "relay_idle", idle, "outbox_pending", pending)
 	}

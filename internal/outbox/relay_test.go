@@ -496,7 +496,7 @@ func writeWhile(t *testing.T, pool *pgxpool.Pool, fault func()) []eventstore.Eve
 	fault()
 	close(stop)
 	all := <-done
-	require.Greater(t, len(all), 200, "too few events written during the fault")
+	require.Greater(t, len(all), 100, "too few events written during the fault")
 	return all
 }
 
