@@ -21,19 +21,20 @@ import (
 
 // config is the worker's environment (prefix EPOCH_). `worker --help` lists it.
 type config struct {
-	DatabaseURL         string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
-	DBMaxConns          int32         `envconfig:"DB_MAX_CONNS" default:"10" desc:"most Postgres connections the worker opens"`
-	AMQPURL             string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL"`
-	HTTPAddr            string        `envconfig:"HTTP_ADDR" default:":8081" desc:"address of /healthz, /readyz and /metrics"`
-	WorkerRoles         []string      `envconfig:"WORKER_ROLES" default:"relay,storage,billing" desc:"comma-separated roles to run: relay, storage, billing"`
-	RelayBatchSize      int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"most outbox rows the relay publishes per cycle"`
-	RelayPollInterval   time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"how often an idle relay looks at the outbox when no NOTIFY woke it"`
-	RelayPartitionShare float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
-	ConsumerPrefetch    int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
-	DeliveryLimit       int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of one message before its queue dead-letters it to catacloud.<name>.dead"`
-	StartupTimeout      time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
-	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
-	Pprof               bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`
+	DatabaseURL            string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
+	DBMaxConns             int32         `envconfig:"DB_MAX_CONNS" default:"10" desc:"most Postgres connections the worker opens"`
+	AMQPURL                string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL"`
+	HTTPAddr               string        `envconfig:"HTTP_ADDR" default:":8081" desc:"address of /healthz, /readyz and /metrics"`
+	WorkerRoles            []string      `envconfig:"WORKER_ROLES" default:"relay,storage,billing" desc:"comma-separated roles to run: relay, storage, billing"`
+	RelayBatchSize         int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"most outbox rows the relay publishes per cycle"`
+	RelayPollInterval      time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"how often an idle relay looks at the outbox when no NOTIFY woke it"`
+	RelayPartitionShare    float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
+	ConsumerPrefetch       int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
+	DeliveryLimit          int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of one message before its queue dead-letters it to catacloud.<name>.dead"`
+	StartupTimeout         time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
+	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
+	Pprof                  bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`
+	FaultCrashAfterConfirm float64       `envconfig:"FAULT_CRASH_AFTER_CONFIRM" default:"0" desc:"tests only: probability that the relay kills its own process (SIGKILL) after a batch is confirmed and before its rows are deleted"`
 }
 
 const envPrefix = "epoch"
@@ -86,6 +87,9 @@ func (c *config) validate() error {
 		if !slices.Contains(knownRoles, r) {
 			return fmt.Errorf("EPOCH_WORKER_ROLES: unknown role %q (known: %v)", r, knownRoles)
 		}
+	}
+	if c.FaultCrashAfterConfirm < 0 || c.FaultCrashAfterConfirm > 1 {
+		return fmt.Errorf("EPOCH_FAULT_CRASH_AFTER_CONFIRM must be in [0,1], got %v", c.FaultCrashAfterConfirm)
 	}
 	if c.DeliveryLimit <= 0 {
 		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -68,6 +71,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			BatchSize:      cfg.RelayBatchSize,
 			PollInterval:   cfg.RelayPollInterval,
 			PartitionShare: cfg.RelayPartitionShare,
+			AfterConfirm:   crashAfterConfirm(cfg.FaultCrashAfterConfirm, logger),
 		}, logger, registry)
 		if err != nil {
 			return err
@@ -212,4 +216,20 @@ func healthHandler(registry *prometheus.Registry, ready []func() error, withPpro
 		return httpapi.WithPprof(mux)
 	}
 	return mux
+}
+
+// crashAfterConfirm is the fault injected by EPOCH_FAULT_CRASH_AFTER_CONFIRM:
+// with probability p, the process dies the hardest way there is at the
+// worst moment for the outbox, after the broker has a batch and before the
+// rows are marked. Nothing may be lost; the tests count on it.
+func crashAfterConfirm(p float64, logger *slog.Logger) func() {
+	if p <= 0 {
+		return nil
+	}
+	return func() {
+		if rand.Float64() < p {
+			logger.Warn("fault injection: killing the worker between confirm and delete")
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }

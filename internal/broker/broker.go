@@ -14,6 +14,18 @@ import (
 // the event type as routing key.
 const Exchange = "catacloud.events"
 
+// Unrouted is the fanout exchange and the queue that take the events no
+// subscriber queue is bound to (the job events, today): the exchange names
+// it as its alternate exchange. Without it those events would come back to
+// the mandatory publisher as unroutable and stay in the outbox for ever.
+// The queue keeps the newest UnroutedMaxLength of them for inspection in
+// the management console and drops older ones; consumers that want job
+// events bind their own queue to Exchange.
+const Unrouted = "catacloud.unrouted"
+
+// UnroutedMaxLength bounds the Unrouted queue.
+const UnroutedMaxLength = 10000
+
 // DefaultDeliveryLimit is how often a subscriber queue delivers a message
 // before dead-lettering it.
 const DefaultDeliveryLimit = 20
@@ -39,7 +51,11 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 	if deliveryLimit <= 0 {
 		return fmt.Errorf("declare topology: delivery limit must be positive, got %d", deliveryLimit)
 	}
-	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+	if err := declareUnrouted(ch); err != nil {
+		return err
+	}
+	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeTopic, true, false, false, false,
+		amqp.Table{"alternate-exchange": Unrouted}); err != nil {
 		return fmt.Errorf("declare exchange %s: %w", Exchange, err)
 	}
 	for _, s := range subs {
@@ -68,6 +84,24 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 				return fmt.Errorf("bind %s to %s: %w", q, key, err)
 			}
 		}
+	}
+	return nil
+}
+
+// declareUnrouted declares the alternate exchange and its bounded queue.
+func declareUnrouted(ch *amqp.Channel) error {
+	if err := ch.ExchangeDeclare(Unrouted, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", Unrouted, err)
+	}
+	if _, err := ch.QueueDeclare(Unrouted, true, false, false, false, amqp.Table{
+		amqp.QueueTypeArg:     amqp.QueueTypeQuorum,
+		amqp.QueueMaxLenArg:   int64(UnroutedMaxLength),
+		amqp.QueueOverflowArg: amqp.QueueOverflowDropHead,
+	}); err != nil {
+		return fmt.Errorf("declare queue %s: %w", Unrouted, err)
+	}
+	if err := ch.QueueBind(Unrouted, "", Unrouted, false, nil); err != nil {
+		return fmt.Errorf("bind %s: %w", Unrouted, err)
 	}
 	return nil
 }

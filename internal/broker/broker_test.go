@@ -38,3 +38,36 @@ func TestDeclareTopologyIsIdempotentAndDeadLetters(t *testing.T) {
 		return err == nil && q.Messages == 1
 	}, 10e9, 50e6)
 }
+
+// An event no subscriber is bound to goes to the alternate exchange's queue,
+// not back to a mandatory publisher; a subscriber's event does not.
+func TestEventsWithoutSubscriberGoToUnrouted(t *testing.T) {
+	t.Parallel()
+	url := testbroker.New(t)
+	conn, err := amqp.Dial(url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, broker.DeclareTopology(ch, []broker.Subscription{{Name: "storage", EventTypes: []string{"file.uploaded"}}}, 2))
+	returns := ch.NotifyReturn(make(chan amqp.Return, 2))
+	require.NoError(t, ch.Confirm(false))
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 2))
+
+	require.NoError(t, ch.Publish(broker.Exchange, "job.created", true, false, amqp.Publishing{MessageId: "job", Body: []byte("{}")}))
+	require.NoError(t, ch.Publish(broker.Exchange, "file.uploaded", true, false, amqp.Publishing{MessageId: "file", Body: []byte("{}")}))
+	for range 2 {
+		require.True(t, (<-confirms).Ack)
+	}
+	select {
+	case r := <-returns:
+		t.Fatalf("message %s came back as unroutable", r.MessageId)
+	default:
+	}
+	for queue, want := range map[string]string{broker.Unrouted: "job", broker.QueueName("storage"): "file"} {
+		d, ok, err := ch.Get(queue, true)
+		require.NoError(t, err)
+		require.True(t, ok, queue)
+		require.Equal(t, want, d.MessageId, queue)
+	}
+}

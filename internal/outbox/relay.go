@@ -50,6 +50,10 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait after a Postgres error
 	// (defaults 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
+	// AfterConfirm, when set, runs after a batch's confirms arrived and
+	// before its rows are deleted: the fault-injection point for the tests
+	// that kill a relay there. Nil in production.
+	AfterConfirm func()
 }
 
 func (c *Config) setDefaults() error {
@@ -220,6 +224,9 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 			return fmt.Errorf("read outbox rows: %w", err)
 		}
 		done := r.publish(ctx, rows)
+		if r.cfg.AfterConfirm != nil && len(done) > 0 {
+			r.cfg.AfterConfirm()
+		}
 		if len(done) == 0 {
 			return nil
 		}
