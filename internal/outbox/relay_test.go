@@ -237,7 +237,7 @@ func requireOutboxEmpty(t *testing.T, pool *pgxpool.Pool) {
 	require.Eventually(t, func() bool {
 		n, _, err := outbox.Backlog(context.Background(), pool)
 		return err == nil && n == 0
-	}, 10*time.Second, 20*time.Millisecond, "outbox rows left after every event arrived")
+	}, 30*time.Second, 20*time.Millisecond, "outbox rows left after every event arrived")
 }
 
 func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
@@ -269,7 +269,7 @@ func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
 	require.NoError(t, txC.Rollback(ctx))
 
 	startRelay(t, e, outbox.Config{}, nil)
-	rec.waitAll(t, evB, 10*time.Second)
+	rec.waitAll(t, evB, 30*time.Second)
 	require.False(t, rec.has(evA[0].ID), "an uncommitted event was published")
 
 	// The relay can name what holds it back.
@@ -280,7 +280,7 @@ func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
 	require.Greater(t, age, time.Duration(0))
 
 	require.NoError(t, txA.Commit(ctx))
-	rec.waitAll(t, evA, 10*time.Second)
+	rec.waitAll(t, evA, 30*time.Second)
 	requireOutboxEmpty(t, e.pool)
 	_, _, ok, err = outbox.OldestOpenTransaction(ctx, e.pool)
 	require.NoError(t, err)
@@ -338,7 +338,7 @@ func TestRelayNamesTheTransactionHoldingItBack(t *testing.T) {
 
 	require.Eventually(t, func() bool {
 		return strings.Contains(logs.String(), fmt.Sprintf(`"pid":%d`, pid))
-	}, 10*time.Second, 20*time.Millisecond, "no log names the open transaction")
+	}, 30*time.Second, 20*time.Millisecond, "no log names the open transaction")
 	require.Equal(t, float64(pid), gauge(t, reg, "epoch_outbox_oldest_open_transaction_pid"))
 	require.GreaterOrEqual(t, gauge(t, reg, "epoch_outbox_oldest_open_transaction_age_seconds"), 0.2)
 }
@@ -518,9 +518,9 @@ func TestUnroutableMessageStays(t *testing.T) {
 	}
 	write(t, ctx, e.pool, all)
 	held, routed := all[:2], all[2:]
-	rec.waitAll(t, routed, 10*time.Second)
+	rec.waitAll(t, routed, 30*time.Second)
 	require.Eventually(t, func() bool { return counter(t, reg, "epoch_relay_failed_total") >= 3 },
-		10*time.Second, 20*time.Millisecond, "the relay keeps retrying the returned message")
+		30*time.Second, 20*time.Millisecond, "the relay keeps retrying the returned message")
 
 	// Neither the returned event nor the later one of its stream is gone.
 	var left []int64
@@ -534,7 +534,7 @@ func TestUnroutableMessageStays(t *testing.T) {
 	// have seen version 2 already: pipelined publishing sends it before the
 	// return of version 1 arrives, and it is sent again after version 1.)
 	declare(t, e.amqpURL, "file.uploaded", "job.created")
-	rec.waitAll(t, held, 10*time.Second)
+	rec.waitAll(t, held, 30*time.Second)
 	requireOutboxEmpty(t, e.pool)
 }
 
