@@ -24,3 +24,14 @@ SET request_hash = excluded.request_hash,
     body = excluded.body,
     created_at = now()
 WHERE idempotency_keys.created_at <= now() - interval '24 hours';
+
+-- name: IdempotencyDeleteExpired :execrows
+-- Drops up to max_count keys past their 24 h, oldest first, so the table
+-- holds about one day of keys.
+DELETE FROM idempotency_keys
+WHERE (user_id, key) IN (
+    SELECT user_id, key FROM idempotency_keys
+    WHERE created_at <= now() - interval '24 hours'
+    ORDER BY created_at
+    LIMIT @max_count::integer
+);

@@ -25,6 +25,7 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/janitor"
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/storage"
@@ -47,6 +48,9 @@ type config struct {
 }
 
 const envPrefix = "epoch"
+
+// janitorInterval is how often expired idempotency keys are deleted.
+const janitorInterval = 10 * time.Minute
 
 func main() {
 	var cfg config
@@ -130,6 +134,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if cfg.AdminToken == "" {
 		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")
 	}
+	go janitor.Run(ctx, pool, janitorInterval, logger)
 	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
 	return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout)
 }

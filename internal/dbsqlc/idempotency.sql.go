@@ -11,6 +11,26 @@ import (
 	"github.com/google/uuid"
 )
 
+const idempotencyDeleteExpired = `-- name: IdempotencyDeleteExpired :execrows
+DELETE FROM idempotency_keys
+WHERE (user_id, key) IN (
+    SELECT user_id, key FROM idempotency_keys
+    WHERE created_at <= now() - interval '24 hours'
+    ORDER BY created_at
+    LIMIT $1::integer
+)
+`
+
+// Drops up to max_count keys past their 24 h, oldest first, so the table
+// holds about one day of keys.
+func (q *Queries) IdempotencyDeleteExpired(ctx context.Context, db DBTX, maxCount int32) (int64, error) {
+	result, err := db.Exec(ctx, idempotencyDeleteExpired, maxCount)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const idempotencyGet = `-- name: IdempotencyGet :one
 SELECT request_hash, status, headers, body
 FROM idempotency_keys

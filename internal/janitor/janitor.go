@@ -1,0 +1,50 @@
+// Package janitor deletes what the system keeps only for a while: the
+// idempotency keys past their 24 hours. It runs in the api, which owns them.
+package janitor
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/catacloud/epoch/internal/dbsqlc"
+)
+
+// batch bounds one DELETE, so a large backlog is worked off in short
+// statements that never hold many row locks.
+const batch = 5000
+
+// Sweep deletes every expired idempotency key, batch by batch, and returns
+// how many it deleted.
+func Sweep(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var total int64
+	for {
+		n, err := dbsqlc.New().IdempotencyDeleteExpired(ctx, pool, batch)
+		total += n
+		if err != nil || n < batch {
+			return total, err
+		}
+	}
+}
+
+// Run sweeps every interval until ctx ends. Errors are logged, not fatal:
+// Postgres being away for a while only delays the cleanup.
+func Run(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, logger *slog.Logger) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		n, err := Sweep(ctx, pool)
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("janitor: sweep failed", "error", err)
+		} else if n > 0 {
+			logger.Info("janitor: expired idempotency keys deleted", "count", n)
+		}
+	}
+}
