@@ -40,10 +40,6 @@ type Config struct {
 	// Prefetch/2, so the broker keeps sending while a batch commits; at most
 	// Prefetch).
 	BatchSize int
-	// BatchIdle ends a batch when no delivery arrived for this long
-	// (default 5ms); BatchMaxWait ends it this long after its first
-	// delivery whatever arrives (default 100ms).
-	BatchIdle, BatchMaxWait time.Duration
 	// MinBackoff and MaxBackoff bound the waits before redialing the broker
 	// and before retrying a batch while Postgres is unreachable (defaults
 	// 100ms and 5s).
@@ -67,12 +63,6 @@ func (c *Config) setDefaults() error {
 	if c.BatchSize == 0 {
 		c.BatchSize = max(1, c.Prefetch/2)
 	}
-	if c.BatchIdle == 0 {
-		c.BatchIdle = 5 * time.Millisecond
-	}
-	if c.BatchMaxWait == 0 {
-		c.BatchMaxWait = 100 * time.Millisecond
-	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = 100 * time.Millisecond
 	}
@@ -82,10 +72,10 @@ func (c *Config) setDefaults() error {
 	if c.TxTimeout == 0 {
 		c.TxTimeout = 30 * time.Second
 	}
-	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch || c.BatchIdle < 0 ||
-		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 {
-		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, idle %s, max wait %s, backoff %s..%s)",
-			c.Prefetch, c.BatchSize, c.BatchIdle, c.BatchMaxWait, c.MinBackoff, c.MaxBackoff)
+	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch ||
+		c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 {
+		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, backoff %s..%s)",
+			c.Prefetch, c.BatchSize, c.MinBackoff, c.MaxBackoff)
 	}
 	return nil
 }
@@ -191,8 +181,10 @@ func (c *Consumer) session(ctx context.Context) error {
 	}
 }
 
-// collect waits for a first delivery, then takes more until BatchSize, until
-// none arrived for BatchIdle, or BatchMaxWait after the first.
+// collect waits for a first delivery, then takes the deliveries that have
+// already arrived, up to BatchSize, without waiting for more: under load
+// the prefetch buffer fills while the previous batch commits, so batches
+// grow by themselves; under light load an event is applied at once.
 func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery) ([]amqp.Delivery, error) {
 	idle := time.NewTimer(time.Second)
 	defer idle.Stop()
@@ -212,24 +204,19 @@ func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery)
 		}
 	}
 	batch := []amqp.Delivery{first}
-	deadline := time.NewTimer(c.cfg.BatchMaxWait)
-	defer deadline.Stop()
 	for len(batch) < c.cfg.BatchSize {
-		idle.Reset(c.cfg.BatchIdle)
 		select {
 		case d, ok := <-deliveries:
 			if !ok {
 				return batch, errClosed
 			}
 			batch = append(batch, d)
-		case <-idle.C:
-			return batch, nil
-		case <-deadline.C:
-			return batch, nil
 		case <-ctx.Done():
 			// Shutdown: what is in hand is not applied; closing the
 			// connection gives it back to the queue.
 			return nil, ctx.Err()
+		default:
+			return batch, nil
 		}
 	}
 	return batch, nil
