@@ -3,6 +3,7 @@
 // RabbitMQ (a database and a vhost per test), and check what an outside
 // client sees: every event on the exchange with the message contract of
 // DESIGN.md, the same storage and usage whether the subscribers run inline
-// or remote, and exact storage and billing after the relay is SIGKILLed at
-// random points. The package has no non-test code; this file only names it.
+// or remote, and exact storage and billing after the worker is SIGKILLed at
+// random points or loses its broker connections. The package has no
+// non-test code; this file only names it.
 package e2e

@@ -158,3 +158,5 @@ func (tr truth) owners() []uuid.UUID {
 	}
 	return out
 }
+
+func jsonNumber(s string) json.Number { return json.Number(s) }

@@ -1,0 +1,77 @@
+package e2e_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/testbroker"
+)
+
+// Connections to the broker dropped mid-relay, end to end: while the
+// worker process relays and consumes, every connection of its vhost is
+// closed (as `rabbitmqctl close_all_connections` does) three times. The
+// worker recovers by itself — no restart — and every event arrives, with
+// storage and billing exact. (Must hold 2 at the process level; the relay
+// and consumer packages test the broker's stop_app/start_app.)
+func TestConnectionsDroppedEndToEnd(t *testing.T) {
+	t.Parallel()
+	const totalEvents, drops = 4000, 3
+	ctx := ctxFor(t, 2*time.Minute)
+	start := time.Now()
+	s := newSystem(t, "drops", "")
+
+	prod := newProducer(t, s.pool, 2, 5)
+	var wg sync.WaitGroup
+	prodErr := make(chan error, 2)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := prod.runUpTo(ctx, g, totalEvents); err != nil {
+				prodErr <- err
+				prod.stop()
+			}
+		}()
+	}
+	t.Cleanup(func() { prod.stop(); wg.Wait() })
+
+	for drop := range drops {
+		share := int64(totalEvents * (drop + 1) / drops)
+		prod.raise(share)
+		before := s.rec.distinct()
+		frac := 0.1 + 0.6*rand.Float64()
+		eventually(t, 30*time.Second, "relay progress", func() (bool, string) {
+			goal := before + int(frac*float64(int(share)-before))
+			return s.rec.distinct() >= goal, fmt.Sprintf("recorder has %d, waiting for %d", s.rec.distinct(), goal)
+		})
+		backlog := outboxBacklog(t, ctx, s.pool)
+		testbroker.CloseConnections(t, s.amqpURL)
+		t.Logf("drop %d: connections closed with %d outbox rows left, recorder at %d", drop, backlog, s.rec.distinct())
+	}
+	wg.Wait()
+	select {
+	case err := <-prodErr:
+		t.Fatalf("producer: %v", err)
+	default:
+	}
+
+	events := loadEvents(t, ctx, s.pool)
+	ids := eventIDs(events)
+	fileEvents := countFileEvents(events)
+	eventually(t, 45*time.Second, "outbox drained, every event on the exchange, both subscribers caught up", func() (bool, string) {
+		backlog := outboxBacklog(t, ctx, s.pool)
+		missing, _ := s.rec.missing(ids)
+		st, bi := inboxCount(t, ctx, s.pool, "storage"), inboxCount(t, ctx, s.pool, "billing")
+		return backlog == 0 && missing == 0 && st == fileEvents && bi == fileEvents,
+			fmt.Sprintf("outbox %d rows, %d events not received, inbox storage %d billing %d of %d file events", backlog, missing, st, bi, fileEvents)
+	})
+	require.False(t, s.worker.exited(), "the worker must ride out dropped connections, not exit: %v", s.worker.err)
+	checkStorageAndBilling(t, ctx, s.pool, events)
+	distinct, deliveries := s.rec.stats()
+	t.Logf("%d events after %d drops; %d deliveries of %d ids; total %s", len(events), drops, deliveries, distinct, time.Since(start))
+}
