@@ -25,6 +25,7 @@ import (
 	"github.com/catacloud/epoch/internal/consumer"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/storage"
@@ -55,7 +56,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	for i, s := range remoteSubscribers {
 		subscriptions[i] = broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()}
 	}
-	topology := func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, subscriptions, cfg.DeliveryLimit) }
+	allTypes := append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
+	topology := func(ch *amqp.Channel) error {
+		if err := broker.DeclareTopology(ch, subscriptions, cfg.DeliveryLimit); err != nil {
+			return err
+		}
+		return broker.DeclareUnsubscribed(ch, subscriptions, allTypes)
+	}
 	if err := declareWhenReady(ctx, cfg.AMQPURL, topology, cfg.StartupTimeout, logger); err != nil {
 		return err
 	}

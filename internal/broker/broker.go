@@ -14,17 +14,18 @@ import (
 // the event type as routing key.
 const Exchange = "catacloud.events"
 
-// Unrouted is the fanout exchange and the queue that take the events no
-// subscriber queue is bound to (the job events, today): the exchange names
-// it as its alternate exchange. Without it those events would come back to
-// the mandatory publisher as unroutable and stay in the outbox for ever.
-// The queue keeps the newest UnroutedMaxLength of them for inspection in
-// the management console and drops older ones; consumers that want job
-// events bind their own queue to Exchange.
-const Unrouted = "catacloud.unrouted"
+// Unsubscribed is the queue bound to the event types no subscriber queue
+// is bound to (the job events, today). Without a queue those events would
+// come back to the mandatory publisher as unroutable and stay in the
+// outbox for ever. It keeps the newest UnsubscribedMaxLength of them, for
+// a look in the management console, and drops older ones; a consumer that
+// wants them binds a queue of its own to Exchange. The exchange itself stays
+// exactly as DESIGN.md declares it (topic, durable, no arguments), so an
+// outside client can declare it too.
+const Unsubscribed = "catacloud.unsubscribed"
 
-// UnroutedMaxLength bounds the Unrouted queue.
-const UnroutedMaxLength = 10000
+// UnsubscribedMaxLength bounds the Unsubscribed queue.
+const UnsubscribedMaxLength = 10000
 
 // DefaultDeliveryLimit is how often a subscriber queue delivers a message
 // before dead-lettering it.
@@ -51,11 +52,7 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 	if deliveryLimit <= 0 {
 		return fmt.Errorf("declare topology: delivery limit must be positive, got %d", deliveryLimit)
 	}
-	if err := declareUnrouted(ch); err != nil {
-		return err
-	}
-	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeTopic, true, false, false, false,
-		amqp.Table{"alternate-exchange": Unrouted}); err != nil {
+	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return fmt.Errorf("declare exchange %s: %w", Exchange, err)
 	}
 	for _, s := range subs {
@@ -88,20 +85,32 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 	return nil
 }
 
-// declareUnrouted declares the alternate exchange and its bounded queue.
-func declareUnrouted(ch *amqp.Channel) error {
-	if err := ch.ExchangeDeclare(Unrouted, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare exchange %s: %w", Unrouted, err)
+// DeclareUnsubscribed declares the Unsubscribed queue and binds it to each
+// of eventTypes that none of subs is bound to. Call it after
+// DeclareTopology, with every event type the system publishes.
+func DeclareUnsubscribed(ch *amqp.Channel, subs []Subscription, eventTypes []string) error {
+	bound := make(map[string]bool)
+	for _, s := range subs {
+		for _, t := range s.EventTypes {
+			bound[t] = true
+		}
 	}
-	if _, err := ch.QueueDeclare(Unrouted, true, false, false, false, amqp.Table{
-		amqp.QueueTypeArg:     amqp.QueueTypeQuorum,
-		amqp.QueueMaxLenArg:   int64(UnroutedMaxLength),
+	// A classic queue: it is only a bounded window for inspection, and
+	// need not pay for replication.
+	if _, err := ch.QueueDeclare(Unsubscribed, true, false, false, false, amqp.Table{
+		amqp.QueueTypeArg:     amqp.QueueTypeClassic,
+		amqp.QueueMaxLenArg:   int64(UnsubscribedMaxLength),
 		amqp.QueueOverflowArg: amqp.QueueOverflowDropHead,
 	}); err != nil {
-		return fmt.Errorf("declare queue %s: %w", Unrouted, err)
+		return fmt.Errorf("declare queue %s: %w", Unsubscribed, err)
 	}
-	if err := ch.QueueBind(Unrouted, "", Unrouted, false, nil); err != nil {
-		return fmt.Errorf("bind %s: %w", Unrouted, err)
+	for _, t := range eventTypes {
+		if bound[t] {
+			continue
+		}
+		if err := ch.QueueBind(Unsubscribed, t, Exchange, false, nil); err != nil {
+			return fmt.Errorf("bind %s to %s: %w", Unsubscribed, t, err)
+		}
 	}
 	return nil
 }

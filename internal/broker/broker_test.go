@@ -39,9 +39,10 @@ func TestDeclareTopologyIsIdempotentAndDeadLetters(t *testing.T) {
 	}, 10e9, 50e6)
 }
 
-// An event no subscriber is bound to goes to the alternate exchange's queue,
-// not back to a mandatory publisher; a subscriber's event does not.
-func TestEventsWithoutSubscriberGoToUnrouted(t *testing.T) {
+// An event type no subscriber is bound to goes to the unsubscribed queue,
+// not back to a mandatory publisher; a subscriber's event does not; and the
+// exchange can still be declared exactly as DESIGN.md describes it.
+func TestEventsWithoutSubscriberGoToUnsubscribed(t *testing.T) {
 	t.Parallel()
 	url := testbroker.New(t)
 	conn, err := amqp.Dial(url)
@@ -49,7 +50,11 @@ func TestEventsWithoutSubscriberGoToUnrouted(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	require.NoError(t, broker.DeclareTopology(ch, []broker.Subscription{{Name: "storage", EventTypes: []string{"file.uploaded"}}}, 2))
+	subs := []broker.Subscription{{Name: "storage", EventTypes: []string{"file.uploaded"}}}
+	require.NoError(t, broker.DeclareTopology(ch, subs, 2))
+	require.NoError(t, broker.DeclareUnsubscribed(ch, subs, []string{"file.uploaded", "job.created"}))
+	require.NoError(t, ch.ExchangeDeclare(broker.Exchange, amqp.ExchangeTopic, true, false, false, false, nil),
+		"an outside client declares the exchange as DESIGN.md does")
 	returns := ch.NotifyReturn(make(chan amqp.Return, 2))
 	require.NoError(t, ch.Confirm(false))
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 2))
@@ -64,10 +69,13 @@ func TestEventsWithoutSubscriberGoToUnrouted(t *testing.T) {
 		t.Fatalf("message %s came back as unroutable", r.MessageId)
 	default:
 	}
-	for queue, want := range map[string]string{broker.Unrouted: "job", broker.QueueName("storage"): "file"} {
+	for queue, want := range map[string]string{broker.Unsubscribed: "job", broker.QueueName("storage"): "file"} {
 		d, ok, err := ch.Get(queue, true)
 		require.NoError(t, err)
 		require.True(t, ok, queue)
 		require.Equal(t, want, d.MessageId, queue)
+		_, ok, err = ch.Get(queue, true)
+		require.NoError(t, err)
+		require.False(t, ok, "%s holds only %s", queue, want)
 	}
 }

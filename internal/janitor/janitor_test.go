@@ -2,7 +2,7 @@ package janitor_test
 
 import (
 	"context"
-		"testing"
+	"testing"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
