@@ -69,20 +69,24 @@ func (b *bench) b2(ctx context.Context) error {
 	}
 	waitProfile()
 	worker.stop()
+	queued := map[string]int{}
 	for _, q := range []string{"catacloud.storage", "catacloud.billing"} {
 		n, err := queueMessages(ctx, e, q)
 		if err != nil {
 			return err
 		}
-		if n != len(events) {
+		// At least once: a republished batch (after a nack or a lost
+		// connection) may add duplicates, never lose a message.
+		if n < len(events) {
 			return fmt.Errorf("B2: %s holds %d messages after the relay, want %d", q, n, len(events))
 		}
+		queued[q] = n
 	}
 	b.relayRate = float64(len(events)) / elapsed.Seconds()
 	b.b2Messages = len(events)
 	b.r.add((&figure{Figure: "B2", Name: "relay_msgs_per_s", Value: b.relayRate, Unit: "msg/s", LimitedBy: limited,
 		Detail: map[string]any{"messages": len(events), "seconds": round3(elapsed.Seconds()), "raw_cpu": rawLimited,
-			"timed": "from starting the worker process to an empty outbox"}}).
+			"timed": "from starting the worker process to an empty outbox", "queued": queued}}).
 		withCeiling(rawRate).judge(">=0.6", b.relayRate >= 0.6*rawRate))
 	b.r.add((&figure{Figure: "B5", Name: "worker_peak_rss_during_B2", Value: float64(rss) / (1 << 20), Unit: "MiB",
 		Detail: map[string]any{"source": "VmHWM of the relay worker"}}).judge("<100 MiB", rss < 100<<20))

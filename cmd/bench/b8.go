@@ -31,6 +31,12 @@ func (b *bench) b8(ctx context.Context) error {
 			err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", sub).Scan(&n)
 			return n-before >= b.b2Messages, err
 		})
+		if err == nil { // duplicates past the inbox count are no-ops still queued
+			err = waitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
+				n, err := queueMessages(ctx, e, "catacloud."+sub)
+				return n == 0, err
+			})
+		}
 		elapsed := time.Since(start)
 		limited := cpuSince(cpu, b.pids(worker))
 		var rss int64
@@ -41,13 +47,6 @@ func (b *bench) b8(ctx context.Context) error {
 		worker.stop()
 		if err != nil {
 			return fmt.Errorf("%s did not drain its queue: %w\n%s", sub, err, worker.tail())
-		}
-		left, err := queueMessages(ctx, e, "catacloud."+sub)
-		if err != nil {
-			return err
-		}
-		if left != 0 {
-			return fmt.Errorf("%s: %d messages left in its queue after its inbox was full", sub, left)
 		}
 		rate := float64(b.b2Messages) / elapsed.Seconds()
 		f := (&figure{Figure: "B8", Name: sub + "_drain_msgs_per_s", Value: rate, Unit: "msg/s", LimitedBy: limited,

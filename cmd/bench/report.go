@@ -194,6 +194,10 @@ func machine(ctx context.Context, e *env) map[string]string {
 	return m
 }
 
+// analysisHeading starts the hand-written part of BENCHMARKS.md, which a
+// rewrite keeps.
+const analysisHeading = "## Analysis"
+
 // writeMarkdown rewrites BENCHMARKS.md with the table of this run.
 func writeMarkdown(path string, r *report, mach map[string]string, command string, started time.Time, notes []string) error {
 	var b strings.Builder
@@ -251,6 +255,12 @@ func writeMarkdown(path string, r *report, mach map[string]string, command strin
 		b.WriteString("\n")
 	}
 	b.WriteString("```\n")
+	// The analysis is written by people; keep it across runs.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), analysisHeading); i >= 0 {
+			b.WriteString("\n" + string(old[i:]))
+		}
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
