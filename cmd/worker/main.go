@@ -28,6 +28,7 @@ type config struct {
 	WorkerRoles            []string      `envconfig:"WORKER_ROLES" default:"relay,storage,billing" desc:"comma-separated roles to run: relay, storage, billing"`
 	RelayBatchSize         int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"most outbox rows the relay publishes per cycle"`
 	RelayPollInterval      time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"how often an idle relay looks at the outbox when no NOTIFY woke it"`
+	RelayLanes             int           `envconfig:"RELAY_LANES" default:"2" desc:"publishing loops of the relay, each with its own RabbitMQ connection, working on disjoint partitions at once"`
 	RelayPartitionShare    float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
 	ConsumerPrefetch       int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
 	DeliveryLimit          int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of one message before its queue dead-letters it to catacloud.<name>.dead"`
@@ -90,6 +91,9 @@ func (c *config) validate() error {
 	}
 	if c.FaultCrashAfterConfirm < 0 || c.FaultCrashAfterConfirm > 1 {
 		return fmt.Errorf("EPOCH_FAULT_CRASH_AFTER_CONFIRM must be in [0,1], got %v", c.FaultCrashAfterConfirm)
+	}
+	if c.RelayLanes < 1 || c.RelayLanes > 16 {
+		return fmt.Errorf("EPOCH_RELAY_LANES must be 1..16, got %d", c.RelayLanes)
 	}
 	if c.DeliveryLimit <= 0 {
 		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)

@@ -70,11 +70,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	var roles []role
 	ready := []func() error{func() error { return ping(ctx, pool) }}
 	if slices.Contains(cfg.WorkerRoles, roleRelay) {
-		pub, err := broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, ConnectionName: "epoch-relay"}, logger)
-		if err != nil {
-			return err
+		pubs := make([]*broker.Publisher, cfg.RelayLanes)
+		for i := range pubs {
+			pubs[i], err = broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, ConnectionName: fmt.Sprintf("epoch-relay-%d", i+1)}, logger)
+			if err != nil {
+				return err
+			}
 		}
-		relay, err := outbox.NewRelay(pool, pub, outbox.Config{
+		relay, err := outbox.NewRelay(pool, pubs, outbox.Config{
 			BatchSize:      cfg.RelayBatchSize,
 			PollInterval:   cfg.RelayPollInterval,
 			PartitionShare: cfg.RelayPartitionShare,
@@ -85,8 +88,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		}
 		roles = append(roles, role{roleRelay, relay.Run})
 		ready = append(ready, func() error {
-			if !pub.Connected() {
-				return errors.New("relay is not connected to RabbitMQ")
+			for _, pub := range pubs {
+				if !pub.Connected() {
+					return errors.New("relay is not connected to RabbitMQ")
+				}
 			}
 			return nil
 		})

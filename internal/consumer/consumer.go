@@ -44,6 +44,10 @@ type Config struct {
 	// and before retrying a batch while Postgres is unreachable (defaults
 	// 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
+	// BatchIdle closes a batch when no delivery came for this long
+	// (default 1ms); BatchMaxWait closes it this long after its first
+	// delivery (default 20ms).
+	BatchIdle, BatchMaxWait time.Duration
 	// TxTimeout bounds one batch's transaction (default 30s). A batch in
 	// hand at shutdown is given this long to commit and be acked.
 	TxTimeout time.Duration
@@ -63,6 +67,12 @@ func (c *Config) setDefaults() error {
 	if c.BatchSize == 0 {
 		c.BatchSize = max(1, c.Prefetch/2)
 	}
+	if c.BatchIdle == 0 {
+		c.BatchIdle = time.Millisecond
+	}
+	if c.BatchMaxWait == 0 {
+		c.BatchMaxWait = 20 * time.Millisecond
+	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = 100 * time.Millisecond
 	}
@@ -72,8 +82,8 @@ func (c *Config) setDefaults() error {
 	if c.TxTimeout == 0 {
 		c.TxTimeout = 30 * time.Second
 	}
-	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch ||
-		c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 {
+	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch || c.BatchIdle < 0 ||
+		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 {
 		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, backoff %s..%s)",
 			c.Prefetch, c.BatchSize, c.MinBackoff, c.MaxBackoff)
 	}
@@ -181,10 +191,12 @@ func (c *Consumer) session(ctx context.Context) error {
 	}
 }
 
-// collect waits for a first delivery, then takes the deliveries that have
-// already arrived, up to BatchSize, without waiting for more: under load
-// the prefetch buffer fills while the previous batch commits, so batches
-// grow by themselves; under light load an event is applied at once.
+// collect waits for a first delivery, then takes more while they keep
+// coming less than BatchIdle apart, up to BatchSize or BatchMaxWait. The
+// idle gap is short: a backlog (deliveries already buffered by the client)
+// is handed over in microseconds, so batches fill up when the subscriber is
+// behind, while under light load a batch closes a moment after its last
+// message and the event is applied at once.
 func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery) ([]amqp.Delivery, error) {
 	idle := time.NewTimer(time.Second)
 	defer idle.Stop()
@@ -204,19 +216,25 @@ func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery)
 		}
 	}
 	batch := []amqp.Delivery{first}
+	deadline := time.Now().Add(c.cfg.BatchMaxWait)
 	for len(batch) < c.cfg.BatchSize {
+		wait := min(c.cfg.BatchIdle, time.Until(deadline))
+		if wait <= 0 {
+			return batch, nil
+		}
+		idle.Reset(wait)
 		select {
 		case d, ok := <-deliveries:
 			if !ok {
 				return batch, errClosed
 			}
 			batch = append(batch, d)
+		case <-idle.C:
+			return batch, nil
 		case <-ctx.Done():
 			// Shutdown: what is in hand is not applied; closing the
 			// connection gives it back to the queue.
 			return nil, ctx.Err()
-		default:
-			return batch, nil
 		}
 	}
 	return batch, nil

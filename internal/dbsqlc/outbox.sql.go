@@ -202,14 +202,16 @@ func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *Outbox
 }
 
 const outboxPartitionsPending = `-- name: OutboxPartitionsPending :many
-SELECT DISTINCT partition
-FROM outbox
-ORDER BY partition
+SELECT p::smallint AS partition
+FROM generate_series(0, $1::integer - 1) AS p
+WHERE EXISTS (SELECT 1 FROM outbox WHERE outbox.partition = p)
+ORDER BY p
 `
 
-// The partitions that have rows.
-func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16, error) {
-	rows, err := db.Query(ctx, outboxPartitionsPending)
+// The partitions that have rows: one index probe per partition, however
+// large the backlog (a DISTINCT would read every row).
+func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX, partitionCount int32) ([]int16, error) {
+	rows, err := db.Query(ctx, outboxPartitionsPending, partitionCount)
 	if err != nil {
 		return nil, err
 	}
@@ -226,4 +228,16 @@ func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16
 		return nil, err
 	}
 	return items, nil
+}
+
+const outboxRelayAsyncCommit = `-- name: OutboxRelayAsyncCommit :exec
+SELECT set_config('synchronous_commit', 'off', true)
+`
+
+// The relay's transaction only deletes rows the broker already has: if
+// Postgres crashed before that commit reached disk, the rows would simply
+// be relayed again (at-least-once). So it need not wait for the WAL flush.
+func (q *Queries) OutboxRelayAsyncCommit(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, outboxRelayAsyncCommit)
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,29 +99,45 @@ func (c *Config) setDefaults() error {
 // meanwhile, and a killed relay's locks go with its connection.
 type Relay struct {
 	pool    *pgxpool.Pool
-	pub     *broker.Publisher
+	lanes   []*lane
 	cfg     Config
 	logger  *slog.Logger
 	metrics *metrics
 
-	wake         chan struct{}
-	next         int16        // round robin: the partition the next cycle tries first
 	lastProgress atomic.Int64 // unix nanos of the last cycle that deleted rows
 	lastHeldLog  time.Time    // monitor only: when it last logged an open transaction
 	lastHeldPID  int32
 }
 
-// NewRelay makes a relay that publishes through pub. Run runs pub as well:
-// do not run it elsewhere. reg may be nil (no metrics registered).
-func NewRelay(pool *pgxpool.Pool, pub *broker.Publisher, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+// lane is one cycle loop with its own publisher (its own connection and
+// confirm channel). A relay's lanes hold disjoint partitions at any time,
+// like separate relays, so one lane publishes while another waits for its
+// confirms.
+type lane struct {
+	pub  *broker.Publisher
+	wake chan struct{}
+	next int16 // round robin: the partition the next cycle tries first
+}
+
+// NewRelay makes a relay with one lane per publisher. Run runs the
+// publishers as well: do not run them elsewhere. reg may be nil (no metrics
+// registered).
+func NewRelay(pool *pgxpool.Pool, pubs []*broker.Publisher, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
+	}
+	if len(pubs) == 0 {
+		return nil, errors.New("outbox relay: no publisher")
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{pool: pool, pub: pub, cfg: cfg, logger: logger, metrics: m, wake: make(chan struct{}, 1)}
+	r := &Relay{pool: pool, cfg: cfg, logger: logger, metrics: m}
+	for i, pub := range pubs {
+		// Lanes start apart, so they do not all try the same partitions.
+		r.lanes = append(r.lanes, &lane{pub: pub, wake: make(chan struct{}, 1), next: int16(i * Partitions / len(pubs))})
+	}
 	r.lastProgress.Store(time.Now().UnixNano())
 	return r, nil
 }
@@ -131,32 +148,40 @@ func NewRelay(pool *pgxpool.Pool, pub *broker.Publisher, cfg Config, logger *slo
 func (r *Relay) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	done := make(chan struct{}, 3)
-	go func() { _ = r.pub.Run(ctx); done <- struct{}{} }()
-	go func() { r.listen(ctx); done <- struct{}{} }()
-	go func() { r.monitor(ctx); done <- struct{}{} }()
-	defer func() {
-		cancel()
-		for range 3 {
-			<-done
-		}
-	}()
+	var wg sync.WaitGroup
+	spawn := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	spawn(func() { r.listen(ctx) })
+	spawn(func() { r.monitor(ctx) })
+	for _, l := range r.lanes {
+		spawn(func() { _ = l.pub.Run(ctx) })
+		spawn(func() { r.runLane(ctx, l) })
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
+}
 
+// runLane cycles until ctx ends: straight on while cycles move rows,
+// otherwise waiting for a NOTIFY or the poll interval.
+func (r *Relay) runLane(ctx context.Context, l *lane) {
 	backoff := r.cfg.MinBackoff
 	for {
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
-		if !r.pub.Connected() {
+		if !l.pub.Connected() {
 			// Nothing can be confirmed: do not hold partitions meanwhile.
 			waitCtx, cancelWait := context.WithTimeout(ctx, r.cfg.PollInterval)
-			_ = r.pub.WaitConnected(waitCtx)
+			_ = l.pub.WaitConnected(waitCtx)
 			cancelWait()
 			continue
 		}
-		res, err := r.cycle(ctx)
+		res, err := r.cycle(ctx, l)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if err != nil {
 			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", backoff)
@@ -168,11 +193,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		if res.deleted > 0 {
 			continue // drain without waiting
 		}
-		// Nothing moved: the rows left are failing, or other relays hold
-		// their partitions. Wait rather than spin.
+		// Nothing moved: the rows left are failing, or other lanes and
+		// relays hold their partitions. Wait rather than spin.
 		select {
 		case <-ctx.Done():
-		case <-r.wake:
+		case <-l.wake:
 		case <-time.After(r.cfg.PollInterval):
 		}
 	}
@@ -184,10 +209,10 @@ type cycleResult struct {
 
 // cycle locks a share of the partitions that have rows, publishes their
 // oldest rows and deletes the confirmed ones, in one transaction.
-func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
+func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	q := dbsqlc.New()
 	var res cycleResult
-	pending, err := q.OutboxPartitionsPending(ctx, r.pool)
+	pending, err := q.OutboxPartitionsPending(ctx, r.pool, Partitions)
 	if err != nil {
 		return res, fmt.Errorf("list pending partitions: %w", err)
 	}
@@ -198,7 +223,7 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 	// Start where the last cycle stopped, so a relay that takes a share
 	// at a time comes round to every partition, whatever is stuck in one.
 	for i, p := range pending {
-		if p >= r.next {
+		if p >= l.next {
 			pending = slices.Concat(pending[i:], pending[:i])
 			break
 		}
@@ -209,6 +234,9 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
 	defer cancel()
 	err = database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
+		if err := q.OutboxRelayAsyncCommit(txCtx, tx); err != nil {
+			return fmt.Errorf("relay transaction settings: %w", err)
+		}
 		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
 			Partitions: pending, LockKey: relayLockKey, MaxCount: take,
 		})
@@ -218,12 +246,12 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 		if len(locked) == 0 {
 			return nil
 		}
-		r.next = (locked[len(locked)-1] + 1) % Partitions
+		l.next = (locked[len(locked)-1] + 1) % Partitions
 		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, MaxCount: int32(r.cfg.BatchSize)})
 		if err != nil {
 			return fmt.Errorf("read outbox rows: %w", err)
 		}
-		done := r.publish(ctx, rows)
+		done := r.publish(ctx, l.pub, rows)
 		if r.cfg.AfterConfirm != nil && len(done) > 0 {
 			r.cfg.AfterConfirm()
 		}
@@ -249,7 +277,7 @@ func (r *Relay) cycle(ctx context.Context) (cycleResult, error) {
 // publish sends rows (in position order) and returns the positions that may
 // be deleted: confirmed, and no earlier row of the same stream failed, so a
 // stream's later events are never relayed past a missing one for good.
-func (r *Relay) publish(ctx context.Context, rows []*dbsqlc.OutboxClaimRow) []int64 {
+func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxClaimRow) []int64 {
 	msgs := make([]broker.Message, 0, len(rows))
 	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
 	blocked := make(map[uuid.UUID]bool)
@@ -271,7 +299,7 @@ func (r *Relay) publish(ctx context.Context, rows []*dbsqlc.OutboxClaimRow) []in
 	if len(msgs) == 0 {
 		return nil
 	}
-	errs := r.pub.Publish(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)
+	errs := pub.Publish(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)
 	r.metrics.published.Add(float64(len(msgs)))
 
 	done := make([]int64, 0, len(sent))
@@ -339,10 +367,13 @@ func (r *Relay) listenOnce(ctx context.Context) (listening bool, err error) {
 	}
 }
 
+// poke wakes every idle lane.
 func (r *Relay) poke() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	for _, l := range r.lanes {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 

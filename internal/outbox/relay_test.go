@@ -76,7 +76,7 @@ func startRelay(t *testing.T, e env, cfg outbox.Config, reg prometheus.Registere
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = 20*time.Millisecond, 500*time.Millisecond
 	}
-	r, err := outbox.NewRelay(e.pool, pub, cfg, testLogger(t), reg)
+	r, err := outbox.NewRelay(e.pool, []*broker.Publisher{pub}, cfg, testLogger(t), reg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -327,7 +327,7 @@ func TestRelayNamesTheTransactionHoldingItBack(t *testing.T) {
 	pub, err := broker.NewPublisher(broker.PublisherConfig{URL: e.amqpURL}, testLogger(t))
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	r, err := outbox.NewRelay(e.pool, pub, outbox.Config{
+	r, err := outbox.NewRelay(e.pool, []*broker.Publisher{pub}, outbox.Config{
 		PollInterval: 20 * time.Millisecond, MonitorInterval: 20 * time.Millisecond, HeldBackAfter: 200 * time.Millisecond,
 	}, slog.New(slog.NewJSONHandler(logs, nil)), reg)
 	require.NoError(t, err)
