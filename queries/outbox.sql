@@ -9,12 +9,19 @@ WITH queued AS (
 SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued;
 
 -- name: OutboxPartitionsPending :many
--- The partitions that have rows: one index probe per partition, however
+-- The partitions that have rows, in order: a loose index scan that costs
+-- one probe of outbox_partition_position_idx per partition present, however
 -- large the backlog (a DISTINCT would read every row).
-SELECT p::smallint AS partition
-FROM generate_series(0, sqlc.arg(partition_count)::integer - 1) AS p
-WHERE EXISTS (SELECT 1 FROM outbox WHERE outbox.partition = p)
-ORDER BY p;
+WITH RECURSIVE pending(partition) AS (
+    SELECT min(o.partition) FROM outbox AS o
+  UNION ALL
+    SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
+    FROM pending
+    WHERE pending.partition IS NOT NULL
+)
+SELECT pending.partition::smallint AS partition
+FROM pending
+WHERE pending.partition IS NOT NULL;
 
 -- name: OutboxPartitionsLock :many
 -- Takes, for the rest of the transaction, the relay lock of up to
@@ -37,8 +44,14 @@ ORDER BY o.position
 LIMIT @max_count::integer;
 
 -- name: OutboxDelete :execrows
--- Removes rows the broker confirmed.
-DELETE FROM outbox WHERE position = ANY(@positions::bigint[]);
+-- Removes rows the broker confirmed. It also turns synchronous_commit off
+-- for the rest of the relay's transaction (the InitPlan runs once): the
+-- commit only records that the broker has these rows, and if Postgres lost
+-- it in a crash they would simply be relayed again (at-least-once), so the
+-- relay need not wait for the WAL flush.
+DELETE FROM outbox
+WHERE position = ANY(@positions::bigint[])
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL;
 
 -- name: OutboxBacklog :one
 -- How many rows wait and how old the oldest is, in seconds.
@@ -58,9 +71,3 @@ WHERE datname = current_database()
   AND pid <> pg_backend_pid()
 ORDER BY xact_start
 LIMIT 1;
-
--- name: OutboxRelayAsyncCommit :exec
--- The relay's transaction only deletes rows the broker already has: if
--- Postgres crashed before that commit reached disk, the rows would simply
--- be relayed again (at-least-once). So it need not wait for the WAL flush.
-SELECT set_config('synchronous_commit', 'off', true);

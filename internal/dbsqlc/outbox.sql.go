@@ -93,10 +93,16 @@ func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimPara
 }
 
 const outboxDelete = `-- name: OutboxDelete :execrows
-DELETE FROM outbox WHERE position = ANY($1::bigint[])
+DELETE FROM outbox
+WHERE position = ANY($1::bigint[])
+  AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 `
 
-// Removes rows the broker confirmed.
+// Removes rows the broker confirmed. It also turns synchronous_commit off
+// for the rest of the relay's transaction (the InitPlan runs once): the
+// commit only records that the broker has these rows, and if Postgres lost
+// it in a crash they would simply be relayed again (at-least-once), so the
+// relay need not wait for the WAL flush.
 func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, positions []int64) (int64, error) {
 	result, err := db.Exec(ctx, outboxDelete, positions)
 	if err != nil {
@@ -202,16 +208,23 @@ func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *Outbox
 }
 
 const outboxPartitionsPending = `-- name: OutboxPartitionsPending :many
-SELECT p::smallint AS partition
-FROM generate_series(0, $1::integer - 1) AS p
-WHERE EXISTS (SELECT 1 FROM outbox WHERE outbox.partition = p)
-ORDER BY p
+WITH RECURSIVE pending(partition) AS (
+    SELECT min(o.partition) FROM outbox AS o
+  UNION ALL
+    SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
+    FROM pending
+    WHERE pending.partition IS NOT NULL
+)
+SELECT pending.partition::smallint AS partition
+FROM pending
+WHERE pending.partition IS NOT NULL
 `
 
-// The partitions that have rows: one index probe per partition, however
+// The partitions that have rows, in order: a loose index scan that costs
+// one probe of outbox_partition_position_idx per partition present, however
 // large the backlog (a DISTINCT would read every row).
-func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX, partitionCount int32) ([]int16, error) {
-	rows, err := db.Query(ctx, outboxPartitionsPending, partitionCount)
+func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16, error) {
+	rows, err := db.Query(ctx, outboxPartitionsPending)
 	if err != nil {
 		return nil, err
 	}
@@ -228,16 +241,4 @@ func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX, partitio
 		return nil, err
 	}
 	return items, nil
-}
-
-const outboxRelayAsyncCommit = `-- name: OutboxRelayAsyncCommit :exec
-SELECT set_config('synchronous_commit', 'off', true)
-`
-
-// The relay's transaction only deletes rows the broker already has: if
-// Postgres crashed before that commit reached disk, the rows would simply
-// be relayed again (at-least-once). So it need not wait for the WAL flush.
-func (q *Queries) OutboxRelayAsyncCommit(ctx context.Context, db DBTX) error {
-	_, err := db.Exec(ctx, outboxRelayAsyncCommit)
-	return err
 }

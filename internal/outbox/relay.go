@@ -212,7 +212,7 @@ type cycleResult struct {
 func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	q := dbsqlc.New()
 	var res cycleResult
-	pending, err := q.OutboxPartitionsPending(ctx, r.pool, Partitions)
+	pending, err := q.OutboxPartitionsPending(ctx, r.pool)
 	if err != nil {
 		return res, fmt.Errorf("list pending partitions: %w", err)
 	}
@@ -234,9 +234,6 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
 	defer cancel()
 	err = database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		if err := q.OutboxRelayAsyncCommit(txCtx, tx); err != nil {
-			return fmt.Errorf("relay transaction settings: %w", err)
-		}
 		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
 			Partitions: pending, LockKey: relayLockKey, MaxCount: take,
 		})
