@@ -6,12 +6,8 @@
 package billing
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,6 +17,7 @@ import (
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/filefacts"
 )
 
 // Name is the subscriber's name: its inbox key and its queue
@@ -29,7 +26,7 @@ const Name = "billing"
 
 // ErrMalformedEvent is an event whose data does not decode: handling it again
 // cannot succeed.
-var ErrMalformedEvent = errors.New("billing: malformed event")
+var ErrMalformedEvent = filefacts.ErrMalformedEvent
 
 // Subscriber applies file events to billing_files. The zero value is ready.
 type Subscriber struct{}
@@ -40,89 +37,28 @@ func (Subscriber) Name() string { return Name }
 // EventTypes implements dispatch.Subscriber.
 func (Subscriber) EventTypes() []string { return []string{domain.FileUploaded, domain.FileDeleted} }
 
-// fileState is what a batch says about one file.
-type fileState struct {
-	owner      uuid.UUID
-	hasUpload  bool
-	size       int64
-	uploadedAt time.Time
-	hasDelete  bool
-	deletedAt  time.Time
-	position   int64
-}
-
-// Handle applies a batch in one statement: the events are merged to one
-// entry per file first (a batch may hold a file's upload and its delete),
-// because one INSERT ... ON CONFLICT cannot touch a row twice. Times are the
-// events' occurred_at, so when an event is applied does not matter.
+// Handle applies a batch in one statement, one row per file (see
+// filefacts: a batch may hold a file's upload and its delete, and one
+// INSERT ... ON CONFLICT cannot touch a row twice). Times are the events'
+// occurred_at, so when an event is applied does not matter.
 func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	files := make(map[uuid.UUID]*fileState, len(events))
-	for _, e := range events {
-		f := files[e.StreamID]
-		if f == nil {
-			f = &fileState{}
-			files[e.StreamID] = f
-		}
-		f.position = max(f.position, e.Position)
-		switch e.Type {
-		case domain.FileUploaded:
-			var d domain.FileUploadedData
-			if err := decode(e, &d); err != nil {
-				return err
-			}
-			if d.SizeBytes < 0 {
-				return fmt.Errorf("%w: %s %s has a negative size", ErrMalformedEvent, e.Type, e.ID)
-			}
-			f.owner = d.OwnerID
-			// A file has one upload (version 1); should two ever meet, the
-			// earliest wins, as the table's least() does across batches.
-			if !f.hasUpload || e.OccurredAt.Before(f.uploadedAt) {
-				f.hasUpload, f.size, f.uploadedAt = true, d.SizeBytes, e.OccurredAt
-			}
-		case domain.FileDeleted:
-			var d domain.FileDeletedData
-			if err := decode(e, &d); err != nil {
-				return err
-			}
-			f.owner = d.OwnerID
-			if !f.hasDelete || e.OccurredAt.Before(f.deletedAt) {
-				f.hasDelete, f.deletedAt = true, e.OccurredAt
-			}
-		default:
-			return fmt.Errorf("%w: unexpected type %s", ErrMalformedEvent, e.Type)
-		}
-		if f.owner == uuid.Nil {
-			return fmt.Errorf("%w: %s %s has no owner_id", ErrMalformedEvent, e.Type, e.ID)
-		}
+	ids, facts, err := filefacts.Fold(events)
+	if err != nil {
+		return err
 	}
-	ids := make([]uuid.UUID, 0, len(files))
-	for id := range files {
-		ids = append(ids, id)
-	}
-	// One lock order for every transaction: concurrent consumers touching
-	// the same files wait for each other instead of deadlocking.
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	n := len(ids)
 	p := &dbsqlc.BillingFileApplyParams{
 		FileIds: ids, OwnerIds: make([]uuid.UUID, n),
 		HasUpload: make([]bool, n), Sizes: make([]int64, n), UploadedAts: make([]time.Time, n),
 		HasDelete: make([]bool, n), DeletedAts: make([]time.Time, n), Positions: make([]int64, n),
 	}
-	for i, id := range ids {
-		f := files[id]
-		p.OwnerIds[i], p.Positions[i] = f.owner, f.position
-		p.HasUpload[i], p.Sizes[i], p.UploadedAts[i] = f.hasUpload, f.size, f.uploadedAt
-		p.HasDelete[i], p.DeletedAts[i] = f.hasDelete, f.deletedAt
+	for i, f := range facts {
+		p.OwnerIds[i], p.Positions[i] = f.Owner, f.Position
+		p.HasUpload[i], p.Sizes[i], p.UploadedAts[i] = f.HasUpload, f.Size, f.UploadedAt
+		p.HasDelete[i], p.DeletedAts[i] = f.HasDelete, f.DeletedAt
 	}
 	if err := dbsqlc.New().BillingFileApply(ctx, tx, p); err != nil {
 		return fmt.Errorf("billing: apply %d files: %w", n, err)
-	}
-	return nil
-}
-
-func decode(e eventstore.Event, into any) error {
-	if err := json.Unmarshal(e.Data, into); err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrMalformedEvent, e.Type, e.ID, err)
 	}
 	return nil
 }
