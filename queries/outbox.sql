@@ -71,3 +71,10 @@ WHERE datname = current_database()
   AND pid <> pg_backend_pid()
 ORDER BY xact_start
 LIMIT 1;
+
+-- name: OutboxVacuum :exec
+-- The outbox is a queue: every row is deleted soon after it is written, so
+-- dead tuples pile up far faster than autovacuum's default pace, and every
+-- relay query would wade through them. The relay vacuums it itself after
+-- each VacuumAfter deleted rows (SKIP_LOCKED: never wait for another).
+VACUUM (SKIP_LOCKED) outbox;

@@ -242,3 +242,16 @@ func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16
 	}
 	return items, nil
 }
+
+const outboxVacuum = `-- name: OutboxVacuum :exec
+VACUUM (SKIP_LOCKED) outbox
+`
+
+// The outbox is a queue: every row is deleted soon after it is written, so
+// dead tuples pile up far faster than autovacuum's default pace, and every
+// relay query would wade through them. The relay vacuums it itself after
+// each VacuumAfter deleted rows (SKIP_LOCKED: never wait for another).
+func (q *Queries) OutboxVacuum(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, outboxVacuum)
+	return err
+}

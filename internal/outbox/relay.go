@@ -51,6 +51,9 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait after a Postgres error
 	// (defaults 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
+	// VacuumAfter: the relay vacuums the outbox after this many deleted
+	// rows (default 20,000; negative: never, leaving it to autovacuum).
+	VacuumAfter int64
 	// AfterConfirm, when set, runs after a batch's confirms arrived and
 	// before its rows are deleted: the fault-injection point for the tests
 	// that kill a relay there. Nil in production.
@@ -68,6 +71,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PartitionShare == 0 {
 		c.PartitionShare = 0.5
+	}
+	if c.VacuumAfter == 0 {
+		c.VacuumAfter = 20000
 	}
 	def(&c.PollInterval, time.Second)
 	def(&c.ConfirmTimeout, 10*time.Second)
@@ -105,6 +111,7 @@ type Relay struct {
 	metrics *metrics
 
 	lastProgress atomic.Int64 // unix nanos of the last cycle that deleted rows
+	unvacuumed   atomic.Int64 // rows deleted since the last vacuum
 	lastHeldLog  time.Time    // monitor only: when it last logged an open transaction
 	lastHeldPID  int32
 }
@@ -155,6 +162,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	spawn(func() { r.listen(ctx) })
 	spawn(func() { r.monitor(ctx) })
+	spawn(func() { r.vacuum(ctx) })
 	for _, l := range r.lanes {
 		spawn(func() { _ = l.pub.Run(ctx) })
 		spawn(func() { r.runLane(ctx, l) })
@@ -260,6 +268,7 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 			return fmt.Errorf("delete relayed rows: %w", err)
 		}
 		res.deleted = int(n)
+		r.unvacuumed.Add(n)
 		return nil
 	})
 	if err != nil {
@@ -371,6 +380,35 @@ func (r *Relay) poke() {
 		case l.wake <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// vacuum keeps the outbox free of the dead rows the relay leaves behind:
+// checked every second, a VACUUM once VacuumAfter rows were deleted.
+func (r *Relay) vacuum(ctx context.Context) {
+	if r.cfg.VacuumAfter < 0 {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := r.unvacuumed.Load()
+		if n < r.cfg.VacuumAfter {
+			continue
+		}
+		if err := dbsqlc.New().OutboxVacuum(ctx, r.pool); err != nil {
+			if ctx.Err() == nil {
+				r.logger.WarnContext(ctx, "outbox relay: vacuum failed", "error", err)
+			}
+			continue
+		}
+		r.unvacuumed.Add(-n)
+		r.logger.DebugContext(ctx, "outbox relay: vacuumed the outbox", "deleted_rows", n)
 	}
 }
 

@@ -559,3 +559,26 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return 0
 }
+
+// The relay vacuums the outbox after VacuumAfter deleted rows, so a queue
+// table that turns over constantly does not fill with dead tuples.
+func TestRelayVacuumsTheOutbox(t *testing.T) {
+	t.Parallel()
+	e := setup(t, testbroker.New(t), "file.uploaded")
+	ctx := context.Background()
+	rec := consume(t, e.amqpURL)
+	startRelay(t, e, outbox.Config{VacuumAfter: 100}, nil)
+
+	var events []eventstore.Event
+	for range 300 {
+		events = append(events, newEvent(t, uuid.New(), 1, "file.uploaded"))
+	}
+	write(t, ctx, e.pool, events)
+	rec.waitAll(t, events, 30*time.Second)
+	requireOutboxEmpty(t, e.pool)
+	require.Eventually(t, func() bool {
+		var vacuums int64
+		err := e.pool.QueryRow(ctx, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'").Scan(&vacuums)
+		return err == nil && vacuums > 0
+	}, 30*time.Second, 100*time.Millisecond, "the relay never vacuumed the outbox")
+}
