@@ -33,15 +33,22 @@ WHERE pg_try_advisory_xact_lock(@lock_key::integer, p::integer)
 LIMIT @max_count::integer;
 
 -- name: OutboxClaim :many
--- The oldest rows of the locked partitions with their events, in position
--- (= per-stream version) order.
+-- The oldest rows of each locked partition (at most per_partition of
+-- each) with their events, in position (= per-stream version) order. One
+-- short index range per partition: the work is bounded by the batch, not by
+-- the backlog, whatever the planner knows of the table.
 SELECT o.position, o.partition, o.created_at,
        e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM outbox AS o
+FROM unnest(@partitions::smallint[]) AS p(partition)
+CROSS JOIN LATERAL (
+    SELECT ob.position, ob.partition, ob.created_at
+    FROM outbox AS ob
+    WHERE ob.partition = p.partition
+    ORDER BY ob.position
+    LIMIT @per_partition::integer
+) AS o
 JOIN events AS e ON e.position = o.position
-WHERE o.partition = ANY(@partitions::smallint[])
-ORDER BY o.position
-LIMIT @max_count::integer;
+ORDER BY o.position;
 
 -- name: OutboxDelete :execrows
 -- Removes rows the broker confirmed. It also turns synchronous_commit off

@@ -252,7 +252,10 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 			return nil
 		}
 		l.next = (locked[len(locked)-1] + 1) % Partitions
-		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, MaxCount: int32(r.cfg.BatchSize)})
+		// A batch's worth spread over the partitions: a partition with a
+		// short backlog leaves room unused, and the next cycle comes soon.
+		perPartition := int32(max(1, (r.cfg.BatchSize+len(locked)-1)/len(locked)))
+		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, PerPartition: perPartition})
 		if err != nil {
 			return fmt.Errorf("read outbox rows: %w", err)
 		}
