@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +19,30 @@ type client struct {
 	base  string
 	token string
 	http  *http.Client
+	// answers, when set, records when each command's answer arrived, by
+	// its Epoch-Position: B3 measures from there (just after the commit).
+	answers *answerLog
+}
+
+// answerLog maps a command's position to the time its answer arrived.
+type answerLog struct {
+	mu sync.Mutex
+	at map[int64]time.Time
+}
+
+func newAnswerLog() *answerLog { return &answerLog{at: make(map[int64]time.Time)} }
+
+func (l *answerLog) record(position int64, at time.Time) {
+	l.mu.Lock()
+	l.at[position] = at
+	l.mu.Unlock()
+}
+
+func (l *answerLog) get(position int64) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.at[position]
+	return at, ok
 }
 
 // newHTTPClient keeps up to conns idle connections, so a run at concurrency
@@ -74,7 +99,13 @@ func (c *client) call(ctx context.Context, method, path string, in any, want int
 	if err != nil {
 		return err
 	}
+	answered := time.Now()
 	defer resp.Body.Close()
+	if c.answers != nil {
+		if pos, err := strconv.ParseInt(resp.Header.Get("Epoch-Position"), 10, 64); err == nil {
+			c.answers.record(pos, answered)
+		}
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
