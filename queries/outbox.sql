@@ -23,29 +23,29 @@ SELECT pending.partition::smallint AS partition
 FROM pending
 WHERE pending.partition IS NOT NULL;
 
--- name: OutboxPartitionsLock :many
--- Takes, for the rest of the transaction, the relay lock of up to
--- max_count of the given partitions, skipping those another relay holds.
--- The LIMIT stops the scan, so no more locks are taken than returned.
-SELECT p::smallint AS partition
-FROM unnest(@partitions::smallint[]) AS p
-WHERE pg_try_advisory_xact_lock(@lock_key::integer, p::integer)
-LIMIT @max_count::integer;
-
--- name: OutboxClaim :many
--- The oldest rows of each locked partition (at most per_partition of
--- each) with their events, in position (= per-stream version) order. One
--- short index range per partition: the work is bounded by the batch, not by
--- the backlog, whatever the planner knows of the table.
+-- name: OutboxLockAndClaim :many
+-- In one round trip: takes, for the rest of the transaction, the relay
+-- lock of up to max_count of the given partitions (in the order given,
+-- skipping those another relay holds; the LIMIT stops the scan, so no more
+-- locks are taken than used), then reads the oldest rows of each locked
+-- partition with their events, a batch's worth spread over them, in
+-- position (= per-stream version) order. One short index range per
+-- partition: the work is bounded by the batch, not by the backlog.
+WITH locked AS MATERIALIZED (
+    SELECT p::smallint AS partition
+    FROM unnest(@partitions::smallint[]) AS p
+    WHERE pg_try_advisory_xact_lock(@lock_key::integer, p::integer)
+    LIMIT @max_count::integer
+)
 SELECT o.position, o.partition, o.created_at,
        e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM unnest(@partitions::smallint[]) AS p(partition)
+FROM locked
 CROSS JOIN LATERAL (
     SELECT ob.position, ob.partition, ob.created_at
     FROM outbox AS ob
-    WHERE ob.partition = p.partition
+    WHERE ob.partition = locked.partition
     ORDER BY ob.position
-    LIMIT @per_partition::integer
+    LIMIT (SELECT greatest(1, ceil(sqlc.arg(batch_size)::integer / count(*)::numeric))::integer FROM locked)
 ) AS o
 JOIN events AS e ON e.position = o.position
 ORDER BY o.position;

@@ -45,7 +45,7 @@ type Config struct {
 	// 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
 	// BatchIdle closes a batch when no delivery came for this long
-	// (default 200µs); BatchMaxWait closes it this long after its first
+	// (default 50µs); BatchMaxWait closes it this long after its first
 	// delivery (default 20ms).
 	BatchIdle, BatchMaxWait time.Duration
 	// TxTimeout bounds one batch's transaction (default 30s). A batch in
@@ -68,7 +68,7 @@ func (c *Config) setDefaults() error {
 		c.BatchSize = max(1, c.Prefetch/2)
 	}
 	if c.BatchIdle == 0 {
-		c.BatchIdle = 200 * time.Microsecond
+		c.BatchIdle = 50 * time.Microsecond
 	}
 	if c.BatchMaxWait == 0 {
 		c.BatchMaxWait = 20 * time.Millisecond

@@ -31,74 +31,6 @@ func (q *Queries) OutboxBacklog(ctx context.Context, db DBTX) (*OutboxBacklogRow
 	return &i, err
 }
 
-const outboxClaim = `-- name: OutboxClaim :many
-SELECT o.position, o.partition, o.created_at,
-       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM unnest($1::smallint[]) AS p(partition)
-CROSS JOIN LATERAL (
-    SELECT ob.position, ob.partition, ob.created_at
-    FROM outbox AS ob
-    WHERE ob.partition = p.partition
-    ORDER BY ob.position
-    LIMIT $2::integer
-) AS o
-JOIN events AS e ON e.position = o.position
-ORDER BY o.position
-`
-
-type OutboxClaimParams struct {
-	Partitions   []int16
-	PerPartition int32
-}
-
-type OutboxClaimRow struct {
-	Position   int64
-	Partition  int16
-	CreatedAt  time.Time
-	ID         uuid.UUID
-	StreamType string
-	StreamID   uuid.UUID
-	Version    int32
-	Type       string
-	Data       []byte
-	OccurredAt time.Time
-}
-
-// The oldest rows of each locked partition (at most per_partition of
-// each) with their events, in position (= per-stream version) order. One
-// short index range per partition: the work is bounded by the batch, not by
-// the backlog, whatever the planner knows of the table.
-func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimParams) ([]*OutboxClaimRow, error) {
-	rows, err := db.Query(ctx, outboxClaim, arg.Partitions, arg.PerPartition)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []*OutboxClaimRow{}
-	for rows.Next() {
-		var i OutboxClaimRow
-		if err := rows.Scan(
-			&i.Position,
-			&i.Partition,
-			&i.CreatedAt,
-			&i.ID,
-			&i.StreamType,
-			&i.StreamID,
-			&i.Version,
-			&i.Type,
-			&i.Data,
-			&i.OccurredAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const outboxDelete = `-- name: OutboxDelete :execrows
 DELETE FROM outbox
 WHERE position = ANY($1::bigint[])
@@ -139,6 +71,90 @@ func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg *OutboxInsertPa
 	return err
 }
 
+const outboxLockAndClaim = `-- name: OutboxLockAndClaim :many
+WITH locked AS MATERIALIZED (
+    SELECT p::smallint AS partition
+    FROM unnest($2::smallint[]) AS p
+    WHERE pg_try_advisory_xact_lock($3::integer, p::integer)
+    LIMIT $4::integer
+)
+SELECT o.position, o.partition, o.created_at,
+       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+FROM locked
+CROSS JOIN LATERAL (
+    SELECT ob.position, ob.partition, ob.created_at
+    FROM outbox AS ob
+    WHERE ob.partition = locked.partition
+    ORDER BY ob.position
+    LIMIT (SELECT greatest(1, ceil($1::integer / count(*)::numeric))::integer FROM locked)
+) AS o
+JOIN events AS e ON e.position = o.position
+ORDER BY o.position
+`
+
+type OutboxLockAndClaimParams struct {
+	BatchSize  int32
+	Partitions []int16
+	LockKey    int32
+	MaxCount   int32
+}
+
+type OutboxLockAndClaimRow struct {
+	Position   int64
+	Partition  int16
+	CreatedAt  time.Time
+	ID         uuid.UUID
+	StreamType string
+	StreamID   uuid.UUID
+	Version    int32
+	Type       string
+	Data       []byte
+	OccurredAt time.Time
+}
+
+// In one round trip: takes, for the rest of the transaction, the relay
+// lock of up to max_count of the given partitions (in the order given,
+// skipping those another relay holds; the LIMIT stops the scan, so no more
+// locks are taken than used), then reads the oldest rows of each locked
+// partition with their events, a batch's worth spread over them, in
+// position (= per-stream version) order. One short index range per
+// partition: the work is bounded by the batch, not by the backlog.
+func (q *Queries) OutboxLockAndClaim(ctx context.Context, db DBTX, arg *OutboxLockAndClaimParams) ([]*OutboxLockAndClaimRow, error) {
+	rows, err := db.Query(ctx, outboxLockAndClaim,
+		arg.BatchSize,
+		arg.Partitions,
+		arg.LockKey,
+		arg.MaxCount,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*OutboxLockAndClaimRow{}
+	for rows.Next() {
+		var i OutboxLockAndClaimRow
+		if err := rows.Scan(
+			&i.Position,
+			&i.Partition,
+			&i.CreatedAt,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const outboxOldestOpenTransaction = `-- name: OutboxOldestOpenTransaction :many
 SELECT pid::integer AS pid,
        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
@@ -171,42 +187,6 @@ func (q *Queries) OutboxOldestOpenTransaction(ctx context.Context, db DBTX) ([]*
 			return nil, err
 		}
 		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const outboxPartitionsLock = `-- name: OutboxPartitionsLock :many
-SELECT p::smallint AS partition
-FROM unnest($1::smallint[]) AS p
-WHERE pg_try_advisory_xact_lock($2::integer, p::integer)
-LIMIT $3::integer
-`
-
-type OutboxPartitionsLockParams struct {
-	Partitions []int16
-	LockKey    int32
-	MaxCount   int32
-}
-
-// Takes, for the rest of the transaction, the relay lock of up to
-// max_count of the given partitions, skipping those another relay holds.
-// The LIMIT stops the scan, so no more locks are taken than returned.
-func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *OutboxPartitionsLockParams) ([]int16, error) {
-	rows, err := db.Query(ctx, outboxPartitionsLock, arg.Partitions, arg.LockKey, arg.MaxCount)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []int16{}
-	for rows.Next() {
-		var partition int16
-		if err := rows.Scan(&partition); err != nil {
-			return nil, err
-		}
-		items = append(items, partition)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -110,9 +110,10 @@ type Relay struct {
 	logger  *slog.Logger
 	metrics *metrics
 
-	lastProgress atomic.Int64 // unix nanos of the last cycle that deleted rows
-	unvacuumed   atomic.Int64 // rows deleted since the last vacuum
-	lastHeldLog  time.Time    // monitor only: when it last logged an open transaction
+	lastProgress atomic.Int64  // unix nanos of the last cycle that deleted rows
+	unvacuumed   atomic.Int64  // rows deleted since the last vacuum
+	pokes        atomic.Uint32 // wake-ups handed out, to take turns among lanes
+	lastHeldLog  time.Time     // monitor only: when it last logged an open transaction
 	lastHeldPID  int32
 }
 
@@ -242,23 +243,16 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
 	defer cancel()
 	err = database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
-			Partitions: pending, LockKey: relayLockKey, MaxCount: take,
+		rows, err := q.OutboxLockAndClaim(txCtx, tx, &dbsqlc.OutboxLockAndClaimParams{
+			Partitions: pending, LockKey: relayLockKey, MaxCount: take, BatchSize: int32(r.cfg.BatchSize),
 		})
 		if err != nil {
-			return fmt.Errorf("lock partitions: %w", err)
+			return fmt.Errorf("lock and read outbox rows: %w", err)
 		}
-		if len(locked) == 0 {
+		if len(rows) == 0 {
 			return nil
 		}
-		l.next = (locked[len(locked)-1] + 1) % Partitions
-		// A batch's worth spread over the partitions: a partition with a
-		// short backlog leaves room unused, and the next cycle comes soon.
-		perPartition := int32(max(1, (r.cfg.BatchSize+len(locked)-1)/len(locked)))
-		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, PerPartition: perPartition})
-		if err != nil {
-			return fmt.Errorf("read outbox rows: %w", err)
-		}
+		l.next = nextPartition(l.next, rows)
 		done := r.publish(ctx, l.pub, rows)
 		if r.cfg.AfterConfirm != nil && len(done) > 0 {
 			r.cfg.AfterConfirm()
@@ -286,9 +280,9 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 // publish sends rows (in position order) and returns the positions that may
 // be deleted: confirmed, and no earlier row of the same stream failed, so a
 // stream's later events are never relayed past a missing one for good.
-func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxClaimRow) []int64 {
+func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxLockAndClaimRow) []int64 {
 	msgs := make([]broker.Message, 0, len(rows))
-	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
+	sent := make([]*dbsqlc.OutboxLockAndClaimRow, 0, len(rows))
 	blocked := make(map[uuid.UUID]bool)
 	for _, row := range rows {
 		m, err := Message(eventstore.Event{
@@ -376,14 +370,32 @@ func (r *Relay) listenOnce(ctx context.Context) (listening bool, err error) {
 	}
 }
 
-// poke wakes every idle lane.
+// poke wakes one lane that has no wake-up pending yet, taking turns. One is
+// enough: a lane that finds work goes straight on to its next cycle, and
+// waking every lane for each commit would have them race for the same
+// partitions, all but one for nothing.
 func (r *Relay) poke() {
-	for _, l := range r.lanes {
+	start := int(r.pokes.Add(1))
+	for i := range r.lanes {
+		l := r.lanes[(start+i)%len(r.lanes)]
 		select {
 		case l.wake <- struct{}{}:
+			return
 		default:
 		}
 	}
+}
+
+// nextPartition is where the next cycle of a lane starts: just past the
+// furthest partition (counting round from from) that this cycle worked on.
+func nextPartition(from int16, rows []*dbsqlc.OutboxLockAndClaimRow) int16 {
+	furthest, last := -1, from
+	for _, row := range rows {
+		if d := int((row.Partition - from + Partitions) % Partitions); d > furthest {
+			furthest, last = d, row.Partition
+		}
+	}
+	return (last + 1) % Partitions
 }
 
 // vacuum keeps the outbox free of the dead rows the relay leaves behind:
