@@ -8,34 +8,35 @@ WITH queued AS (
 )
 SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued;
 
--- name: OutboxPartitionsPending :many
--- The partitions that have rows, in order: a loose index scan that costs
--- one probe of outbox_partition_position_idx per partition present, however
--- large the backlog (a DISTINCT would read every row).
+-- name: OutboxLockAndClaim :many
+-- One round trip for a relay cycle's claim:
+-- 1. pending: the partitions that have rows, by a loose index scan (one
+--    probe of outbox_partition_position_idx per partition present, however
+--    large the backlog; a DISTINCT would read every row);
+-- 2. locked: up to share × pending of them, going round from start_at,
+--    each locked for the rest of the transaction unless another relay holds
+--    it (the fenced, ordered subquery makes the lock calls run in that
+--    order, and the LIMIT stops them, so no more locks are taken than used);
+-- 3. the oldest rows of each locked partition with their events, a batch's
+--    worth spread over them, in position (= per-stream version) order: one
+--    short index range per partition, bounded by the batch.
 WITH RECURSIVE pending(partition) AS (
     SELECT min(o.partition) FROM outbox AS o
   UNION ALL
     SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
     FROM pending
     WHERE pending.partition IS NOT NULL
-)
-SELECT pending.partition::smallint AS partition
-FROM pending
-WHERE pending.partition IS NOT NULL;
-
--- name: OutboxLockAndClaim :many
--- In one round trip: takes, for the rest of the transaction, the relay
--- lock of up to max_count of the given partitions (in the order given,
--- skipping those another relay holds; the LIMIT stops the scan, so no more
--- locks are taken than used), then reads the oldest rows of each locked
--- partition with their events, a batch's worth spread over them, in
--- position (= per-stream version) order. One short index range per
--- partition: the work is bounded by the batch, not by the backlog.
-WITH locked AS MATERIALIZED (
-    SELECT p::smallint AS partition
-    FROM unnest(@partitions::smallint[]) AS p
-    WHERE pg_try_advisory_xact_lock(@lock_key::integer, p::integer)
-    LIMIT @max_count::integer
+), locked AS MATERIALIZED (
+    SELECT ordered.partition
+    FROM (
+        SELECT pending.partition
+        FROM pending
+        WHERE pending.partition IS NOT NULL
+        ORDER BY (pending.partition - sqlc.arg(start_at)::integer + sqlc.arg(partition_count)::integer) % sqlc.arg(partition_count)::integer
+        OFFSET 0
+    ) AS ordered
+    WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::integer)
+    LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL)
 )
 SELECT o.position, o.partition, o.created_at,
        e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at

@@ -72,11 +72,23 @@ func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg *OutboxInsertPa
 }
 
 const outboxLockAndClaim = `-- name: OutboxLockAndClaim :many
-WITH locked AS MATERIALIZED (
-    SELECT p::smallint AS partition
-    FROM unnest($2::smallint[]) AS p
-    WHERE pg_try_advisory_xact_lock($3::integer, p::integer)
-    LIMIT $4::integer
+WITH RECURSIVE pending(partition) AS (
+    SELECT min(o.partition) FROM outbox AS o
+  UNION ALL
+    SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
+    FROM pending
+    WHERE pending.partition IS NOT NULL
+), locked AS MATERIALIZED (
+    SELECT ordered.partition
+    FROM (
+        SELECT pending.partition
+        FROM pending
+        WHERE pending.partition IS NOT NULL
+        ORDER BY (pending.partition - $2::integer + $3::integer) % $3::integer
+        OFFSET 0
+    ) AS ordered
+    WHERE pg_try_advisory_xact_lock($4::integer, ordered.partition::integer)
+    LIMIT (SELECT ceil($5::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL)
 )
 SELECT o.position, o.partition, o.created_at,
        e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
@@ -93,10 +105,11 @@ ORDER BY o.position
 `
 
 type OutboxLockAndClaimParams struct {
-	BatchSize  int32
-	Partitions []int16
-	LockKey    int32
-	MaxCount   int32
+	BatchSize      int32
+	StartAt        int32
+	PartitionCount int32
+	LockKey        int32
+	Share          float64
 }
 
 type OutboxLockAndClaimRow struct {
@@ -112,19 +125,24 @@ type OutboxLockAndClaimRow struct {
 	OccurredAt time.Time
 }
 
-// In one round trip: takes, for the rest of the transaction, the relay
-// lock of up to max_count of the given partitions (in the order given,
-// skipping those another relay holds; the LIMIT stops the scan, so no more
-// locks are taken than used), then reads the oldest rows of each locked
-// partition with their events, a batch's worth spread over them, in
-// position (= per-stream version) order. One short index range per
-// partition: the work is bounded by the batch, not by the backlog.
+// One round trip for a relay cycle's claim:
+//  1. pending: the partitions that have rows, by a loose index scan (one
+//     probe of outbox_partition_position_idx per partition present, however
+//     large the backlog; a DISTINCT would read every row);
+//  2. locked: up to share × pending of them, going round from start_at,
+//     each locked for the rest of the transaction unless another relay holds
+//     it (the fenced, ordered subquery makes the lock calls run in that
+//     order, and the LIMIT stops them, so no more locks are taken than used);
+//  3. the oldest rows of each locked partition with their events, a batch's
+//     worth spread over them, in position (= per-stream version) order: one
+//     short index range per partition, bounded by the batch.
 func (q *Queries) OutboxLockAndClaim(ctx context.Context, db DBTX, arg *OutboxLockAndClaimParams) ([]*OutboxLockAndClaimRow, error) {
 	rows, err := db.Query(ctx, outboxLockAndClaim,
 		arg.BatchSize,
-		arg.Partitions,
+		arg.StartAt,
+		arg.PartitionCount,
 		arg.LockKey,
-		arg.MaxCount,
+		arg.Share,
 	)
 	if err != nil {
 		return nil, err
@@ -187,42 +205,6 @@ func (q *Queries) OutboxOldestOpenTransaction(ctx context.Context, db DBTX) ([]*
 			return nil, err
 		}
 		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const outboxPartitionsPending = `-- name: OutboxPartitionsPending :many
-WITH RECURSIVE pending(partition) AS (
-    SELECT min(o.partition) FROM outbox AS o
-  UNION ALL
-    SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
-    FROM pending
-    WHERE pending.partition IS NOT NULL
-)
-SELECT pending.partition::smallint AS partition
-FROM pending
-WHERE pending.partition IS NOT NULL
-`
-
-// The partitions that have rows, in order: a loose index scan that costs
-// one probe of outbox_partition_position_idx per partition present, however
-// large the backlog (a DISTINCT would read every row).
-func (q *Queries) OutboxPartitionsPending(ctx context.Context, db DBTX) ([]int16, error) {
-	rows, err := db.Query(ctx, outboxPartitionsPending)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []int16{}
-	for rows.Next() {
-		var partition int16
-		if err := rows.Scan(&partition); err != nil {
-			return nil, err
-		}
-		items = append(items, partition)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

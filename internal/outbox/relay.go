@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,30 +220,14 @@ type cycleResult struct {
 func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	q := dbsqlc.New()
 	var res cycleResult
-	pending, err := q.OutboxPartitionsPending(ctx, r.pool)
-	if err != nil {
-		return res, fmt.Errorf("list pending partitions: %w", err)
-	}
-	if len(pending) == 0 {
-		return res, nil
-	}
-	take := int32(math.Ceil(r.cfg.PartitionShare * float64(len(pending))))
-	// Start where the last cycle stopped, so a relay that takes a share
-	// at a time comes round to every partition, whatever is stuck in one.
-	for i, p := range pending {
-		if p >= l.next {
-			pending = slices.Concat(pending[i:], pending[:i])
-			break
-		}
-	}
-
 	// The transaction must outlive a stop signal long enough to delete what
 	// the broker already confirmed; publishing itself stops with ctx.
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
 	defer cancel()
-	err = database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
+	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
 		rows, err := q.OutboxLockAndClaim(txCtx, tx, &dbsqlc.OutboxLockAndClaimParams{
-			Partitions: pending, LockKey: relayLockKey, MaxCount: take, BatchSize: int32(r.cfg.BatchSize),
+			StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey,
+			Share: r.cfg.PartitionShare, BatchSize: int32(r.cfg.BatchSize),
 		})
 		if err != nil {
 			return fmt.Errorf("lock and read outbox rows: %w", err)
