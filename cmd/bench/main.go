@@ -125,6 +125,12 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		// Each figure starts from a settled database: the dead rows and
+		// stale statistics the figure before left are not its cost, and an
+		// autovacuum of them should not land in the middle of it.
+		if err := settle(ctx, e); err != nil {
+			return err
+		}
 		log.Info("figure", "figure", p.fig)
 		if err := p.fn(ctx); err != nil {
 			log.Error("figure failed", "figure", p.fig, "error", err)
@@ -193,4 +199,14 @@ func (b *bench) pids(workers ...*proc) map[int]string {
 		}
 	}
 	return m
+}
+
+// settle vacuums and analyzes the bench database and checkpoints.
+func settle(ctx context.Context, e *env) error {
+	for _, stmt := range []string{"VACUUM ANALYZE", "CHECKPOINT"} {
+		if _, err := e.pool.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("settle before a figure: %s: %w", stmt, err)
+		}
+	}
+	return nil
 }
