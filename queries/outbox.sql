@@ -8,45 +8,50 @@ WITH queued AS (
 )
 SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued;
 
--- name: OutboxLockAndClaim :many
--- One round trip for a relay cycle's claim:
+-- name: OutboxPartitionsLock :many
+-- Finds and locks a cycle's partitions in one round trip:
 -- 1. pending: the partitions that have rows, by a loose index scan (one
 --    probe of outbox_partition_position_idx per partition present, however
 --    large the backlog; a DISTINCT would read every row);
--- 2. locked: up to share × pending of them, going round from start_at,
---    each locked for the rest of the transaction unless another relay holds
---    it (the fenced, ordered subquery makes the lock calls run in that
---    order, and the LIMIT stops them, so no more locks are taken than used);
--- 3. the oldest rows of each locked partition with their events, a batch's
---    worth spread over them, in position (= per-stream version) order: one
---    short index range per partition, bounded by the batch.
+-- 2. up to share × pending of them, going round from start_at, each locked
+--    for the rest of the transaction unless another relay holds it (the
+--    fenced, ordered subquery makes the lock calls run in that order, and
+--    the LIMIT stops them, so no more locks are taken than returned).
+-- The rows are read by OutboxClaim, a later statement: its snapshot must
+-- be taken after the locks, or it could still see rows another relay
+-- deleted just before letting go of the partition, and send them again.
 WITH RECURSIVE pending(partition) AS (
     SELECT min(o.partition) FROM outbox AS o
   UNION ALL
     SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
     FROM pending
     WHERE pending.partition IS NOT NULL
-), locked AS MATERIALIZED (
-    SELECT ordered.partition
-    FROM (
-        SELECT pending.partition
-        FROM pending
-        WHERE pending.partition IS NOT NULL
-        ORDER BY (pending.partition - sqlc.arg(start_at)::integer + sqlc.arg(partition_count)::integer) % sqlc.arg(partition_count)::integer
-        OFFSET 0
-    ) AS ordered
-    WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::integer)
-    LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL)
 )
+SELECT ordered.partition::smallint AS partition
+FROM (
+    SELECT pending.partition
+    FROM pending
+    WHERE pending.partition IS NOT NULL
+    ORDER BY (pending.partition - sqlc.arg(start_at)::integer + sqlc.arg(partition_count)::integer) % sqlc.arg(partition_count)::integer
+    OFFSET 0
+) AS ordered
+WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::integer)
+LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL);
+
+-- name: OutboxClaim :many
+-- The oldest rows of each locked partition (at most per_partition of
+-- each) with their events, in position (= per-stream version) order. One
+-- short index range per partition: the work is bounded by the batch, not by
+-- the backlog.
 SELECT o.position, o.partition, o.created_at,
        e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM locked
+FROM unnest(@partitions::smallint[]) AS p(partition)
 CROSS JOIN LATERAL (
     SELECT ob.position, ob.partition, ob.created_at
     FROM outbox AS ob
-    WHERE ob.partition = locked.partition
+    WHERE ob.partition = p.partition
     ORDER BY ob.position
-    LIMIT (SELECT greatest(1, ceil(sqlc.arg(batch_size)::integer / count(*)::numeric))::integer FROM locked)
+    LIMIT @per_partition::integer
 ) AS o
 JOIN events AS e ON e.position = o.position
 ORDER BY o.position;

@@ -31,6 +31,74 @@ func (q *Queries) OutboxBacklog(ctx context.Context, db DBTX) (*OutboxBacklogRow
 	return &i, err
 }
 
+const outboxClaim = `-- name: OutboxClaim :many
+SELECT o.position, o.partition, o.created_at,
+       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+FROM unnest($1::smallint[]) AS p(partition)
+CROSS JOIN LATERAL (
+    SELECT ob.position, ob.partition, ob.created_at
+    FROM outbox AS ob
+    WHERE ob.partition = p.partition
+    ORDER BY ob.position
+    LIMIT $2::integer
+) AS o
+JOIN events AS e ON e.position = o.position
+ORDER BY o.position
+`
+
+type OutboxClaimParams struct {
+	Partitions   []int16
+	PerPartition int32
+}
+
+type OutboxClaimRow struct {
+	Position   int64
+	Partition  int16
+	CreatedAt  time.Time
+	ID         uuid.UUID
+	StreamType string
+	StreamID   uuid.UUID
+	Version    int32
+	Type       string
+	Data       []byte
+	OccurredAt time.Time
+}
+
+// The oldest rows of each locked partition (at most per_partition of
+// each) with their events, in position (= per-stream version) order. One
+// short index range per partition: the work is bounded by the batch, not by
+// the backlog.
+func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimParams) ([]*OutboxClaimRow, error) {
+	rows, err := db.Query(ctx, outboxClaim, arg.Partitions, arg.PerPartition)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*OutboxClaimRow{}
+	for rows.Next() {
+		var i OutboxClaimRow
+		if err := rows.Scan(
+			&i.Position,
+			&i.Partition,
+			&i.CreatedAt,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const outboxDelete = `-- name: OutboxDelete :execrows
 DELETE FROM outbox
 WHERE position = ANY($1::bigint[])
@@ -71,108 +139,6 @@ func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg *OutboxInsertPa
 	return err
 }
 
-const outboxLockAndClaim = `-- name: OutboxLockAndClaim :many
-WITH RECURSIVE pending(partition) AS (
-    SELECT min(o.partition) FROM outbox AS o
-  UNION ALL
-    SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
-    FROM pending
-    WHERE pending.partition IS NOT NULL
-), locked AS MATERIALIZED (
-    SELECT ordered.partition
-    FROM (
-        SELECT pending.partition
-        FROM pending
-        WHERE pending.partition IS NOT NULL
-        ORDER BY (pending.partition - $2::integer + $3::integer) % $3::integer
-        OFFSET 0
-    ) AS ordered
-    WHERE pg_try_advisory_xact_lock($4::integer, ordered.partition::integer)
-    LIMIT (SELECT ceil($5::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL)
-)
-SELECT o.position, o.partition, o.created_at,
-       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM locked
-CROSS JOIN LATERAL (
-    SELECT ob.position, ob.partition, ob.created_at
-    FROM outbox AS ob
-    WHERE ob.partition = locked.partition
-    ORDER BY ob.position
-    LIMIT (SELECT greatest(1, ceil($1::integer / count(*)::numeric))::integer FROM locked)
-) AS o
-JOIN events AS e ON e.position = o.position
-ORDER BY o.position
-`
-
-type OutboxLockAndClaimParams struct {
-	BatchSize      int32
-	StartAt        int32
-	PartitionCount int32
-	LockKey        int32
-	Share          float64
-}
-
-type OutboxLockAndClaimRow struct {
-	Position   int64
-	Partition  int16
-	CreatedAt  time.Time
-	ID         uuid.UUID
-	StreamType string
-	StreamID   uuid.UUID
-	Version    int32
-	Type       string
-	Data       []byte
-	OccurredAt time.Time
-}
-
-// One round trip for a relay cycle's claim:
-//  1. pending: the partitions that have rows, by a loose index scan (one
-//     probe of outbox_partition_position_idx per partition present, however
-//     large the backlog; a DISTINCT would read every row);
-//  2. locked: up to share × pending of them, going round from start_at,
-//     each locked for the rest of the transaction unless another relay holds
-//     it (the fenced, ordered subquery makes the lock calls run in that
-//     order, and the LIMIT stops them, so no more locks are taken than used);
-//  3. the oldest rows of each locked partition with their events, a batch's
-//     worth spread over them, in position (= per-stream version) order: one
-//     short index range per partition, bounded by the batch.
-func (q *Queries) OutboxLockAndClaim(ctx context.Context, db DBTX, arg *OutboxLockAndClaimParams) ([]*OutboxLockAndClaimRow, error) {
-	rows, err := db.Query(ctx, outboxLockAndClaim,
-		arg.BatchSize,
-		arg.StartAt,
-		arg.PartitionCount,
-		arg.LockKey,
-		arg.Share,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []*OutboxLockAndClaimRow{}
-	for rows.Next() {
-		var i OutboxLockAndClaimRow
-		if err := rows.Scan(
-			&i.Position,
-			&i.Partition,
-			&i.CreatedAt,
-			&i.ID,
-			&i.StreamType,
-			&i.StreamID,
-			&i.Version,
-			&i.Type,
-			&i.Data,
-			&i.OccurredAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const outboxOldestOpenTransaction = `-- name: OutboxOldestOpenTransaction :many
 SELECT pid::integer AS pid,
        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
@@ -205,6 +171,70 @@ func (q *Queries) OutboxOldestOpenTransaction(ctx context.Context, db DBTX) ([]*
 			return nil, err
 		}
 		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const outboxPartitionsLock = `-- name: OutboxPartitionsLock :many
+WITH RECURSIVE pending(partition) AS (
+    SELECT min(o.partition) FROM outbox AS o
+  UNION ALL
+    SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
+    FROM pending
+    WHERE pending.partition IS NOT NULL
+)
+SELECT ordered.partition::smallint AS partition
+FROM (
+    SELECT pending.partition
+    FROM pending
+    WHERE pending.partition IS NOT NULL
+    ORDER BY (pending.partition - $1::integer + $2::integer) % $2::integer
+    OFFSET 0
+) AS ordered
+WHERE pg_try_advisory_xact_lock($3::integer, ordered.partition::integer)
+LIMIT (SELECT ceil($4::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL)
+`
+
+type OutboxPartitionsLockParams struct {
+	StartAt        int32
+	PartitionCount int32
+	LockKey        int32
+	Share          float64
+}
+
+// Finds and locks a cycle's partitions in one round trip:
+//  1. pending: the partitions that have rows, by a loose index scan (one
+//     probe of outbox_partition_position_idx per partition present, however
+//     large the backlog; a DISTINCT would read every row);
+//  2. up to share × pending of them, going round from start_at, each locked
+//     for the rest of the transaction unless another relay holds it (the
+//     fenced, ordered subquery makes the lock calls run in that order, and
+//     the LIMIT stops them, so no more locks are taken than returned).
+//
+// The rows are read by OutboxClaim, a later statement: its snapshot must
+// be taken after the locks, or it could still see rows another relay
+// deleted just before letting go of the partition, and send them again.
+func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *OutboxPartitionsLockParams) ([]int16, error) {
+	rows, err := db.Query(ctx, outboxPartitionsLock,
+		arg.StartAt,
+		arg.PartitionCount,
+		arg.LockKey,
+		arg.Share,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int16{}
+	for rows.Next() {
+		var partition int16
+		if err := rows.Scan(&partition); err != nil {
+			return nil, err
+		}
+		items = append(items, partition)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

@@ -225,17 +225,23 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
 	defer cancel()
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		rows, err := q.OutboxLockAndClaim(txCtx, tx, &dbsqlc.OutboxLockAndClaimParams{
-			StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey,
-			Share: r.cfg.PartitionShare, BatchSize: int32(r.cfg.BatchSize),
+		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
+			StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
 		})
 		if err != nil {
-			return fmt.Errorf("lock and read outbox rows: %w", err)
+			return fmt.Errorf("lock partitions: %w", err)
 		}
-		if len(rows) == 0 {
+		if len(locked) == 0 {
 			return nil
 		}
-		l.next = nextPartition(l.next, rows)
+		l.next = (locked[len(locked)-1] + 1) % Partitions
+		// A batch's worth spread over the partitions: a partition with a
+		// short backlog leaves room unused, and the next cycle comes soon.
+		perPartition := int32(max(1, (r.cfg.BatchSize+len(locked)-1)/len(locked)))
+		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, PerPartition: perPartition})
+		if err != nil {
+			return fmt.Errorf("read outbox rows: %w", err)
+		}
 		done := r.publish(ctx, l.pub, rows)
 		if r.cfg.AfterConfirm != nil && len(done) > 0 {
 			r.cfg.AfterConfirm()
@@ -263,9 +269,9 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 // publish sends rows (in position order) and returns the positions that may
 // be deleted: confirmed, and no earlier row of the same stream failed, so a
 // stream's later events are never relayed past a missing one for good.
-func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxLockAndClaimRow) []int64 {
+func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxClaimRow) []int64 {
 	msgs := make([]broker.Message, 0, len(rows))
-	sent := make([]*dbsqlc.OutboxLockAndClaimRow, 0, len(rows))
+	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
 	blocked := make(map[uuid.UUID]bool)
 	for _, row := range rows {
 		m, err := Message(eventstore.Event{
@@ -367,18 +373,6 @@ func (r *Relay) poke() {
 		default:
 		}
 	}
-}
-
-// nextPartition is where the next cycle of a lane starts: just past the
-// furthest partition (counting round from from) that this cycle worked on.
-func nextPartition(from int16, rows []*dbsqlc.OutboxLockAndClaimRow) int16 {
-	furthest, last := -1, from
-	for _, row := range rows {
-		if d := int((row.Partition - from + Partitions) % Partitions); d > furthest {
-			furthest, last = d, row.Partition
-		}
-	}
-	return (last + 1) % Partitions
 }
 
 // vacuum keeps the outbox free of the dead rows the relay leaves behind:

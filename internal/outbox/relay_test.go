@@ -401,6 +401,14 @@ func TestThreeRelaysKeepStreamOrder(t *testing.T) {
 	rec.waitAll(t, all, 60*time.Second)
 	rec.requireStreamOrder(t)
 	requireOutboxEmpty(t, e.pool)
+
+	// Nothing failed, so nothing was sent twice: relays taking turns on a
+	// partition never resend what the one before had just deleted.
+	time.Sleep(300 * time.Millisecond) // let any stray copy arrive
+	rec.mu.Lock()
+	delivered := len(rec.deliveries)
+	rec.mu.Unlock()
+	require.Equal(t, len(all), delivered, "deliveries, with no fault injected")
 }
 
 func TestRelaySurvivesClosedConnections(t *testing.T) {

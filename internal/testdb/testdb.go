@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/migrate"
 )
 
@@ -64,7 +65,7 @@ func New(t testing.TB) (*pgxpool.Pool, string) {
 		t.Fatalf("testdb: create database: %v", err)
 	}
 	url := withDatabase(t, ServerURL(), name)
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := database.Connect(ctx, url, 0, nil) // as the binaries connect
 	if err != nil {
 		t.Fatalf("testdb: connect: %v", err)
 	}
