@@ -11,8 +11,11 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   only after their confirms). **Ceiling**: raw amqp091-go publishing of the
   same messages with pipelined deferred confirms to quorum queues bound the
   same way. Target: ratio ≥ 0.6.
-- **B3 commit → billing commit** — p50/p95/p99 of inbox.handled_at −
-  events.occurred_at for subscriber billing at a steady command rate.
+- **B3 commit → billing commit** — p50/p95/p99 of inbox.handled_at for
+  subscriber billing − the moment the command's answer reached the bench
+  (just after its commit; matched by Epoch-Position), at a steady command
+  rate; the same from events.occurred_at (an upper bound: it is set before
+  the command's transaction begins) is in the detail.
   **Ceiling**: the raw broker round trip (persistent publish with a confirm
   to a quorum queue, consumed on another connection). Targets: p50 ≤ 3×,
   p99 ≤ 10×.
@@ -31,6 +34,9 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
 - **B8** — each subscriber alone drains the backlog B2 left in its queue;
   messages applied per second, from starting the worker to a full inbox.
   Target: at least the relay's B2 rate.
+- **Every figure** starts from a settled database (VACUUM ANALYZE and a
+  CHECKPOINT before it), so it does not pay for the dead rows of the one
+  before or meet an autovacuum of them halfway.
 - **What limited it** — the CPU each process group used during the
   measurement, in % of one core (postgres = all its backends, rabbitmq =
   beam.smp, bench = this tool, which shares the machine).
