@@ -21,17 +21,5 @@ WHERE position > @after
 ORDER BY position
 LIMIT @max_count;
 
--- name: EventListByPositions :many
-SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
-FROM events
-WHERE position = ANY(@positions::bigint[])
-ORDER BY position;
-
--- name: EventStream :many
-SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
-FROM events
-WHERE stream_id = @stream_id
-ORDER BY version;
-
 -- name: EventMaxPosition :one
 SELECT coalesce(max(position), 0)::bigint FROM events;

@@ -26,6 +26,3 @@ FROM files
 WHERE owner_id = @owner_id AND created_position < @before
 ORDER BY created_position DESC
 LIMIT @max_count;
-
--- name: FileDeleteMany :exec
-DELETE FROM files WHERE id = ANY(@ids::uuid[]);

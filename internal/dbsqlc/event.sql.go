@@ -114,42 +114,6 @@ func (q *Queries) EventListAfter(ctx context.Context, db DBTX, arg *EventListAft
 	return items, nil
 }
 
-const eventListByPositions = `-- name: EventListByPositions :many
-SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
-FROM events
-WHERE position = ANY($1::bigint[])
-ORDER BY position
-`
-
-func (q *Queries) EventListByPositions(ctx context.Context, db DBTX, positions []int64) ([]*Event, error) {
-	rows, err := db.Query(ctx, eventListByPositions, positions)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []*Event{}
-	for rows.Next() {
-		var i Event
-		if err := rows.Scan(
-			&i.Position,
-			&i.ID,
-			&i.StreamType,
-			&i.StreamID,
-			&i.Version,
-			&i.Type,
-			&i.Data,
-			&i.OccurredAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const eventMaxPosition = `-- name: EventMaxPosition :one
 SELECT coalesce(max(position), 0)::bigint FROM events
 `
@@ -159,40 +123,4 @@ func (q *Queries) EventMaxPosition(ctx context.Context, db DBTX) (int64, error) 
 	var column_1 int64
 	err := row.Scan(&column_1)
 	return column_1, err
-}
-
-const eventStream = `-- name: EventStream :many
-SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
-FROM events
-WHERE stream_id = $1
-ORDER BY version
-`
-
-func (q *Queries) EventStream(ctx context.Context, db DBTX, streamID uuid.UUID) ([]*Event, error) {
-	rows, err := db.Query(ctx, eventStream, streamID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []*Event{}
-	for rows.Next() {
-		var i Event
-		if err := rows.Scan(
-			&i.Position,
-			&i.ID,
-			&i.StreamType,
-			&i.StreamID,
-			&i.Version,
-			&i.Type,
-			&i.Data,
-			&i.OccurredAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }

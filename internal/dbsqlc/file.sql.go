@@ -11,15 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const fileDeleteMany = `-- name: FileDeleteMany :exec
-DELETE FROM files WHERE id = ANY($1::uuid[])
-`
-
-func (q *Queries) FileDeleteMany(ctx context.Context, db DBTX, ids []uuid.UUID) error {
-	_, err := db.Exec(ctx, fileDeleteMany, ids)
-	return err
-}
-
 const fileGet = `-- name: FileGet :one
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
