@@ -109,6 +109,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			return err
 		}
 		roles = append(roles, role{sub.Name(), c.Run})
+		name := sub.Name()
+		ready = append(ready, func() error {
+			if !c.Connected() {
+				return fmt.Errorf("%s subscriber is not consuming its queue", name)
+			}
+			return nil
+		})
 	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

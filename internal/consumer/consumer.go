@@ -99,8 +99,9 @@ type Consumer struct {
 	metrics *metrics
 	queue   string
 
-	applied atomic.Int64 // highest event position applied (or found applied)
-	head    headCache
+	applied   atomic.Int64 // highest event position applied (or found applied)
+	consuming atomic.Bool  // a session is consuming the queue now
+	head      headCache
 }
 
 // New makes a consumer of catacloud.<sub.Name()>. Metrics register on reg
@@ -142,6 +143,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
+// Connected reports whether the consumer is consuming its queue now (for
+// the worker's /readyz).
+func (c *Consumer) Connected() bool { return c.consuming.Load() }
+
 // errClosed is the end of a session's delivery stream: the channel or
 // connection closed.
 var errClosed = errors.New("consumer: delivery channel closed")
@@ -178,6 +183,8 @@ func (c *Consumer) session(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", c.queue, err)
 	}
 	c.logger.Info("consuming", "queue", c.queue, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
+	c.consuming.Store(true)
+	defer c.consuming.Store(false)
 	for {
 		batch, err := c.collect(ctx, deliveries)
 		if len(batch) > 0 {

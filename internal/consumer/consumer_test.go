@@ -487,3 +487,29 @@ func (p *proxy) setDown(down bool) {
 		clear(p.conns)
 	}
 }
+
+// Connected is what the worker's /readyz reports: true while consuming,
+// false while the broker connection is down, true again once it is back,
+// false after shutdown.
+func TestConsumerReportsWhetherItConsumes(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c, err := consumer.New(e.pool, storage.Subscriber{}, consumer.Config{
+		URL: e.amqp, MinBackoff: 200 * time.Millisecond, MaxBackoff: 400 * time.Millisecond,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	require.NoError(t, err)
+	require.False(t, c.Connected())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	require.Eventually(t, c.Connected, 10*time.Second, 5*time.Millisecond)
+	testbroker.CloseConnections(t, e.amqp)
+	require.Eventually(t, func() bool { return !c.Connected() }, 10*time.Second, time.Millisecond,
+		"a consumer whose connection was closed says so")
+	require.Eventually(t, c.Connected, 10*time.Second, 5*time.Millisecond, "and consumes again after redialing")
+
+	cancel()
+	require.NoError(t, <-done)
+	require.False(t, c.Connected())
+}
