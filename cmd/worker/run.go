@@ -193,7 +193,7 @@ func declareWhenReady(ctx context.Context, url string, topology func(*amqp.Chann
 }
 
 func declare(url string, topology func(*amqp.Channel) error) error {
-	conn, err := amqp.DialConfig(url, amqp.Config{Properties: amqp.Table{"connection_name": "epoch-topology"}})
+	conn, err := broker.Dial(url, "epoch-topology")
 	if err != nil {
 		return err
 	}

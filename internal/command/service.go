@@ -127,18 +127,18 @@ func (s *Service) DeleteJob(ctx context.Context, tx pgx.Tx, ref JobRef) (Outcome
 // LinkFile attaches one of the owner's files to the job; linking a linked
 // file writes nothing.
 func (s *Service) LinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (readmodel.Job, Outcome, error) {
-	return s.SetFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, true)
+	return s.setFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, true)
 }
 
 // UnlinkFile detaches one of the owner's files from the job; unlinking a
 // file that is not linked writes nothing.
 func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (readmodel.Job, Outcome, error) {
-	return s.SetFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, false)
+	return s.setFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, false)
 }
 
-// SetFilesDelta links (link true) or unlinks the given files of the owner,
+// setFilesDelta links (link true) or unlinks the given files of the owner,
 // skipping those already in the wanted state.
-func (s *Service) SetFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
+func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
 	job, err := lockJob(ctx, tx, ref)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err

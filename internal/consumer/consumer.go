@@ -154,14 +154,9 @@ var errClosed = errors.New("consumer: delivery channel closed")
 // session is one connection: dial, consume, handle batches until the
 // connection breaks or ctx ends.
 func (c *Consumer) session(ctx context.Context) error {
-	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
-		Heartbeat:  10 * time.Second,
-		Locale:     "en_US",
-		Properties: amqp.Table{"connection_name": "epoch-consumer-" + c.sub.Name()},
-		Dial:       amqp.DefaultDial(5 * time.Second),
-	})
+	conn, err := broker.Dial(c.cfg.URL, "epoch-consumer-"+c.sub.Name())
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return err
 	}
 	// Closing the connection returns every unacked delivery to the queue:
 	// the one way out of a session, on error and on shutdown alike.

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/readmodel"
 )
 
@@ -229,19 +230,7 @@ func (s *server) setJobFiles(w http.ResponseWriter, r *http.Request, user uuid.U
 
 // GET /v1/files
 func (s *server) listFiles(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
-	cursor, limit, err := parsePage(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
-	defer cancel()
-	page, err := readmodel.ListFiles(ctx, s.cfg.Pool, user, cursor, limit)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, page)
+	servePage(s, w, r, user, readmodel.ListFiles)
 }
 
 // GET /v1/files/{id}
@@ -264,6 +253,13 @@ func (s *server) getFile(w http.ResponseWriter, r *http.Request, user uuid.UUID)
 
 // GET /v1/jobs
 func (s *server) listJobs(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
+	servePage(s, w, r, user, readmodel.ListJobs)
+}
+
+// servePage answers a list: ?limit= and ?cursor= read, one page of the
+// caller's items written.
+func servePage[T any](s *server, w http.ResponseWriter, r *http.Request, user uuid.UUID,
+	list func(context.Context, database.DBTX, uuid.UUID, readmodel.Cursor, int32) (readmodel.Page[T], error)) {
 	cursor, limit, err := parsePage(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -271,7 +267,7 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request, user uuid.UUID
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	page, err := readmodel.ListJobs(ctx, s.cfg.Pool, user, cursor, limit)
+	page, err := list(ctx, s.cfg.Pool, user, cursor, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
