@@ -1,8 +1,8 @@
 -- name: EventAppend :many
 -- Appends a command's events in one round trip. The zipped unnests yield
 -- rows in array order and identity values are drawn in that order, so
--- positions grow in version order within a stream. A (stream_id, version) that exists already fails with 23505: the
--- expected-version check.
+-- positions grow in version order within a stream. A (stream_id, version)
+-- that exists already fails with 23505: the expected-version check.
 INSERT INTO events (id, stream_type, stream_id, version, type, data, occurred_at)
 SELECT
     unnest(@ids::uuid[]),

@@ -5,10 +5,15 @@ WHERE id = @id AND owner_id = @owner_id;
 
 -- name: JobLockForUpdate :one
 -- Serialises the commands on one job: the second waits for the first to
--- commit, then reads its version.
+-- commit, then reads its version. Before the row it takes the owner's file
+-- lock shared (the InitPlan runs before the row is locked, so the order is
+-- always owner lock, then job): files are only ever deleted under that lock
+-- held exclusive (FileLockForUpdate), so no file the command reads can be
+-- deleted before it commits. One lock per command, not one per file.
 SELECT id, owner_id, name, created_at, created_position, version, position, file_count, total_bytes::text AS total_bytes
 FROM jobs
 WHERE id = @id AND owner_id = @owner_id
+  AND (SELECT pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, hashtext(@owner_id::text)) IS NOT NULL)
 FOR UPDATE;
 
 -- name: JobLockManyForUpdate :many

@@ -1,9 +1,10 @@
 -- name: OutboxInsert :exec
--- Queues a command's events for the relay and wakes it. The NOTIFY is only a
--- hint, delivered at commit; the relay polls as well.
+-- Queues a command's events for the relay, one row per run (see
+-- outbox.Enqueue), and wakes it. The NOTIFY is only a hint, delivered at
+-- commit; the relay polls as well.
 WITH queued AS (
-    INSERT INTO outbox (position, partition)
-    SELECT unnest(@positions::bigint[]), unnest(@partitions::smallint[])
+    INSERT INTO outbox (position, last_position, partition)
+    SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[])
     RETURNING 1
 )
 SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued;
@@ -39,36 +40,55 @@ WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::
 LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL);
 
 -- name: OutboxClaim :many
--- The oldest rows of each locked partition (at most per_partition of
--- each) with their events, in position (= per-stream version) order. One
--- short index range per partition: the work is bounded by the batch, not by
--- the backlog.
-SELECT o.position, o.partition, o.created_at,
-       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+-- The oldest rows of each locked partition with their events, in position
+-- (= per-stream version) order. Rows are taken whole, in key order, while
+-- the events before them number fewer than per_partition (so at least one
+-- row, however long): one short index range per partition, the work
+-- bounded by the batch, not by the backlog.
+SELECT o.position AS row_position, o.partition, o.created_at,
+       e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
 FROM unnest(@partitions::smallint[]) AS p(partition)
 CROSS JOIN LATERAL (
-    SELECT ob.position, ob.partition, ob.created_at
-    FROM outbox AS ob
-    WHERE ob.partition = p.partition
-    ORDER BY ob.position
-    LIMIT @per_partition::integer
+    SELECT head.position, head.last_position, head.partition, head.created_at
+    FROM (
+        SELECT ob.position, ob.last_position, ob.partition, ob.created_at,
+               sum(ob.last_position - ob.position + 1) OVER (ORDER BY ob.position)
+                 - (ob.last_position - ob.position + 1) AS before
+        FROM outbox AS ob
+        WHERE ob.partition = p.partition
+        ORDER BY ob.position
+        LIMIT @per_partition::integer
+    ) AS head
+    WHERE head.before < @per_partition::integer
 ) AS o
-JOIN events AS e ON e.position = o.position
-ORDER BY o.position;
+JOIN events AS e ON e.position BETWEEN o.position AND o.last_position
+ORDER BY e.position;
 
 -- name: OutboxDelete :execrows
--- Removes rows the broker confirmed. It also turns synchronous_commit off
--- for the rest of the relay's transaction (the InitPlan runs once): the
--- commit only records that the broker has these rows, and if Postgres lost
--- it in a crash they would simply be relayed again (at-least-once), so the
--- relay need not wait for the WAL flush.
+-- Removes rows whose events the broker all confirmed. It also turns
+-- synchronous_commit off for the rest of the relay's transaction (the
+-- InitPlan runs once): the commit only records that the broker has these
+-- events, and if Postgres lost it in a crash they would simply be relayed
+-- again (at-least-once), so the relay need not wait for the WAL flush.
 DELETE FROM outbox
-WHERE position = ANY(@positions::bigint[])
+WHERE position = ANY(@row_positions::bigint[])
   AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL;
 
+-- name: OutboxKeepUnconfirmed :execrows
+-- Moves the key of rows confirmed only in part to their first event not
+-- confirmed: the events before it are relayed for good, the rest are sent
+-- again (a later one of them may already have been confirmed: at least
+-- once). Each event lies in one row only, so the new key is free.
+UPDATE outbox AS o
+SET position = moved.from_position
+FROM (
+    SELECT unnest(@row_positions::bigint[]) AS row_position, unnest(@from_positions::bigint[]) AS from_position
+) AS moved
+WHERE o.position = moved.row_position;
+
 -- name: OutboxBacklog :one
--- How many rows wait and how old the oldest is, in seconds.
-SELECT count(*)::bigint AS pending,
+-- How many events wait and how old the oldest row is, in seconds.
+SELECT coalesce(sum(last_position - position + 1), 0)::bigint AS pending,
        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest_age_seconds
 FROM outbox;
 

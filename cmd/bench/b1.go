@@ -105,7 +105,7 @@ func (b *bench) b1(ctx context.Context) error {
 	}
 	b.r.add((&figure{Figure: "B5", Name: "api_peak_rss_during_B1", Value: float64(rss) / (1 << 20), Unit: "MiB",
 		Detail: map[string]any{"source": "VmHWM, reset before B1"}}).judge("<100 MiB", rss < 100<<20))
-	b.note("B1: each worker alternates PUT and DELETE /v1/jobs/{id}/files/{file_id} on its own job and file, for %s per concurrency; the raw ceiling replays the statements of queries/*.sql a link runs (token lookup, then BEGIN, JobLockForUpdate, FileLockForShare, JobFileLinkedIDs, EventAppend, ProjectionJobFilesLinked/Unlinked, OutboxInsert with its NOTIFY, JobGet, JobFileList, COMMIT) through a pgx pool of %d connections, the api's default pool size.", b.sz.b1Duration, apiDBMaxConns)
+	b.note("B1: each worker alternates PUT and DELETE /v1/jobs/{id}/files/{file_id} on its own job and file, for %s per concurrency; the raw ceiling replays the statements of queries/*.sql a link runs (token lookup, then BEGIN, JobLockForUpdate, FilesForLink, JobFileLinkedIDs, EventAppend, ProjectionJobFilesLinked/Unlinked, OutboxInsert with its NOTIFY, JobGet, JobFileList, COMMIT) through a pgx pool of %d connections, the api's default pool size.", b.sz.b1Duration, apiDBMaxConns)
 	return nil
 }
 
@@ -152,7 +152,7 @@ func newRawLinker(ctx context.Context, e *env, token string) (*rawLinker, error)
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"UserIDByTokenHash", "JobLockForUpdate", "FileLockForShare", "JobFileLinkedIDs",
+	for _, name := range []string{"UserIDByTokenHash", "JobLockForUpdate", "FilesForLink", "JobFileLinkedIDs",
 		"EventAppend", "ProjectionJobFilesLinked", "ProjectionJobFilesUnlinked", "OutboxInsert", "JobGet", "JobFileList"} {
 		if q[name] == nil {
 			return nil, fmt.Errorf("raw ceiling: query %s not found in queries/", name)
@@ -197,8 +197,8 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
 			Scan(&id, &ownerID, &name, &createdAt, &createdPos, &version, &position, &count, &totalBytes); err != nil {
 			return fmt.Errorf("lock job: %w", err)
 		}
-		if err := drain(tx.Query(ctx, q["FileLockForShare"].sql, q["FileLockForShare"].args(map[string]any{"ids": []uuid.UUID{file}, "owner_id": owner})...)); err != nil {
-			return fmt.Errorf("lock file: %w", err)
+		if err := drain(tx.Query(ctx, q["FilesForLink"].sql, q["FilesForLink"].args(map[string]any{"ids": []uuid.UUID{file}, "owner_id": owner})...)); err != nil {
+			return fmt.Errorf("read file: %w", err)
 		}
 		rows, err := tx.Query(ctx, q["JobFileLinkedIDs"].sql, q["JobFileLinkedIDs"].args(map[string]any{"job_id": job, "file_ids": []uuid.UUID{file}})...)
 		if err != nil {
@@ -233,7 +233,7 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
 			return fmt.Errorf("project: %w", err)
 		}
 		if err := drain(tx.Query(ctx, q["OutboxInsert"].sql, q["OutboxInsert"].args(map[string]any{
-			"positions": []int64{pos}, "partitions": []int16{partitionOf(job)},
+			"first_positions": []int64{pos}, "last_positions": []int64{pos}, "partitions": []int16{partitionOf(job)},
 		})...)); err != nil {
 			return fmt.Errorf("outbox: %w", err)
 		}

@@ -100,7 +100,8 @@ func (b *bench) b2(ctx context.Context) error {
 }
 
 // fillOutbox inserts n file events (uploads of n/2 files, then their
-// deletes) of a few owners, and their outbox rows, as the api would have.
+// deletes) of a few owners, and their outbox rows, as the api would have:
+// one row per event, since each of those commands writes one event.
 func fillOutbox(ctx context.Context, e *env, n int) error {
 	owners := make([]uuid.UUID, 8)
 	for i := range owners {
@@ -146,8 +147,8 @@ func fillOutbox(ctx context.Context, e *env, n int) error {
 				parts = append(parts, partitionOf(id))
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO outbox (position, partition)
-			SELECT e.position, p.partition
+		_, err := tx.Exec(ctx, `INSERT INTO outbox (position, partition, last_position)
+			SELECT e.position, p.partition, e.position
 			FROM events e JOIN unnest($1::uuid[], $2::smallint[]) AS p(stream_id, partition) ON p.stream_id = e.stream_id
 			WHERE e.position > $3`, streams, parts, from)
 		return err

@@ -143,7 +143,7 @@ func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, file
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
-	read, err := lockFiles(ctx, tx, ref.OwnerID, fileIDs)
+	read, err := readFiles(ctx, tx, ref.OwnerID, fileIDs)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
@@ -186,7 +186,7 @@ func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileID
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
-	read, err := lockFiles(ctx, tx, ref.OwnerID, fileIDs)
+	read, err := readFiles(ctx, tx, ref.OwnerID, fileIDs)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
@@ -232,7 +232,9 @@ func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change,
 }
 
 // lockJob locks the owner's job for the rest of the transaction, so commands
-// on one job run one after another, and checks If-Match. A mismatch fails
+// on one job run one after another, and checks If-Match. It first takes the
+// owner's file lock shared, which file deletion takes exclusive: that, not a
+// lock per file, keeps a command's files from being deleted under it. A mismatch fails
 // even a command that would change nothing.
 func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef) (*dbsqlc.JobLockForUpdateRow, error) {
 	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID})
@@ -245,14 +247,16 @@ func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef) (*dbsqlc.JobLockForUpda
 	return job, nil
 }
 
-// lockFiles share-locks the owner's files, so none is deleted while it is
-// being linked, and returns the highest position among them. A file that
-// is missing, deleted or another user's makes the command not found.
-func lockFiles(ctx context.Context, tx pgx.Tx, owner uuid.UUID, ids []uuid.UUID) (int64, error) {
+// readFiles reads the owner's files a job command names and returns the
+// highest position among them. A file that is missing, deleted or another
+// user's makes the command not found. It takes no row locks: lockJob took
+// the owner's file lock, which keeps the files from being deleted until the
+// command commits.
+func readFiles(ctx context.Context, tx pgx.Tx, owner uuid.UUID, ids []uuid.UUID) (int64, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	rows, err := dbsqlc.New().FileLockForShare(ctx, tx, &dbsqlc.FileLockForShareParams{Ids: ids, OwnerID: owner})
+	rows, err := dbsqlc.New().FilesForLink(ctx, tx, &dbsqlc.FilesForLinkParams{Ids: ids, OwnerID: owner})
 	if err != nil {
 		return 0, err
 	}

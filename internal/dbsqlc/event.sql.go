@@ -42,8 +42,8 @@ type EventAppendRow struct {
 
 // Appends a command's events in one round trip. The zipped unnests yield
 // rows in array order and identity values are drawn in that order, so
-// positions grow in version order within a stream. A (stream_id, version) that exists already fails with 23505: the
-// expected-version check.
+// positions grow in version order within a stream. A (stream_id, version)
+// that exists already fails with 23505: the expected-version check.
 func (q *Queries) EventAppend(ctx context.Context, db DBTX, arg *EventAppendParams) ([]*EventAppendRow, error) {
 	rows, err := db.Query(ctx, eventAppend,
 		arg.Ids,

@@ -85,6 +85,7 @@ type Outbox struct {
 	Partition     int16
 	TransactionID pgtype.Uint64
 	CreatedAt     time.Time
+	LastPosition  int64
 }
 
 type StorageFile struct {

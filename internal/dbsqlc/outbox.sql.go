@@ -13,7 +13,7 @@ import (
 )
 
 const outboxBacklog = `-- name: OutboxBacklog :one
-SELECT count(*)::bigint AS pending,
+SELECT coalesce(sum(last_position - position + 1), 0)::bigint AS pending,
        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest_age_seconds
 FROM outbox
 `
@@ -23,7 +23,7 @@ type OutboxBacklogRow struct {
 	OldestAgeSeconds float64
 }
 
-// How many rows wait and how old the oldest is, in seconds.
+// How many events wait and how old the oldest row is, in seconds.
 func (q *Queries) OutboxBacklog(ctx context.Context, db DBTX) (*OutboxBacklogRow, error) {
 	row := db.QueryRow(ctx, outboxBacklog)
 	var i OutboxBacklogRow
@@ -32,18 +32,24 @@ func (q *Queries) OutboxBacklog(ctx context.Context, db DBTX) (*OutboxBacklogRow
 }
 
 const outboxClaim = `-- name: OutboxClaim :many
-SELECT o.position, o.partition, o.created_at,
-       e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+SELECT o.position AS row_position, o.partition, o.created_at,
+       e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
 FROM unnest($1::smallint[]) AS p(partition)
 CROSS JOIN LATERAL (
-    SELECT ob.position, ob.partition, ob.created_at
-    FROM outbox AS ob
-    WHERE ob.partition = p.partition
-    ORDER BY ob.position
-    LIMIT $2::integer
+    SELECT head.position, head.last_position, head.partition, head.created_at
+    FROM (
+        SELECT ob.position, ob.last_position, ob.partition, ob.created_at,
+               sum(ob.last_position - ob.position + 1) OVER (ORDER BY ob.position)
+                 - (ob.last_position - ob.position + 1) AS before
+        FROM outbox AS ob
+        WHERE ob.partition = p.partition
+        ORDER BY ob.position
+        LIMIT $2::integer
+    ) AS head
+    WHERE head.before < $2::integer
 ) AS o
-JOIN events AS e ON e.position = o.position
-ORDER BY o.position
+JOIN events AS e ON e.position BETWEEN o.position AND o.last_position
+ORDER BY e.position
 `
 
 type OutboxClaimParams struct {
@@ -52,22 +58,24 @@ type OutboxClaimParams struct {
 }
 
 type OutboxClaimRow struct {
-	Position   int64
-	Partition  int16
-	CreatedAt  time.Time
-	ID         uuid.UUID
-	StreamType string
-	StreamID   uuid.UUID
-	Version    int32
-	Type       string
-	Data       []byte
-	OccurredAt time.Time
+	RowPosition int64
+	Partition   int16
+	CreatedAt   time.Time
+	Position    int64
+	ID          uuid.UUID
+	StreamType  string
+	StreamID    uuid.UUID
+	Version     int32
+	Type        string
+	Data        []byte
+	OccurredAt  time.Time
 }
 
-// The oldest rows of each locked partition (at most per_partition of
-// each) with their events, in position (= per-stream version) order. One
-// short index range per partition: the work is bounded by the batch, not by
-// the backlog.
+// The oldest rows of each locked partition with their events, in position
+// (= per-stream version) order. Rows are taken whole, in key order, while
+// the events before them number fewer than per_partition (so at least one
+// row, however long): one short index range per partition, the work
+// bounded by the batch, not by the backlog.
 func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimParams) ([]*OutboxClaimRow, error) {
 	rows, err := db.Query(ctx, outboxClaim, arg.Partitions, arg.PerPartition)
 	if err != nil {
@@ -78,9 +86,10 @@ func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimPara
 	for rows.Next() {
 		var i OutboxClaimRow
 		if err := rows.Scan(
-			&i.Position,
+			&i.RowPosition,
 			&i.Partition,
 			&i.CreatedAt,
+			&i.Position,
 			&i.ID,
 			&i.StreamType,
 			&i.StreamID,
@@ -105,13 +114,13 @@ WHERE position = ANY($1::bigint[])
   AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL
 `
 
-// Removes rows the broker confirmed. It also turns synchronous_commit off
-// for the rest of the relay's transaction (the InitPlan runs once): the
-// commit only records that the broker has these rows, and if Postgres lost
-// it in a crash they would simply be relayed again (at-least-once), so the
-// relay need not wait for the WAL flush.
-func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, positions []int64) (int64, error) {
-	result, err := db.Exec(ctx, outboxDelete, positions)
+// Removes rows whose events the broker all confirmed. It also turns
+// synchronous_commit off for the rest of the relay's transaction (the
+// InitPlan runs once): the commit only records that the broker has these
+// events, and if Postgres lost it in a crash they would simply be relayed
+// again (at-least-once), so the relay need not wait for the WAL flush.
+func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, rowPositions []int64) (int64, error) {
+	result, err := db.Exec(ctx, outboxDelete, rowPositions)
 	if err != nil {
 		return 0, err
 	}
@@ -120,23 +129,51 @@ func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, positions []int64) 
 
 const outboxInsert = `-- name: OutboxInsert :exec
 WITH queued AS (
-    INSERT INTO outbox (position, partition)
-    SELECT unnest($1::bigint[]), unnest($2::smallint[])
+    INSERT INTO outbox (position, last_position, partition)
+    SELECT unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::smallint[])
     RETURNING 1
 )
 SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
 `
 
 type OutboxInsertParams struct {
-	Positions  []int64
-	Partitions []int16
+	FirstPositions []int64
+	LastPositions  []int64
+	Partitions     []int16
 }
 
-// Queues a command's events for the relay and wakes it. The NOTIFY is only a
-// hint, delivered at commit; the relay polls as well.
+// Queues a command's events for the relay, one row per run (see
+// outbox.Enqueue), and wakes it. The NOTIFY is only a hint, delivered at
+// commit; the relay polls as well.
 func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg *OutboxInsertParams) error {
-	_, err := db.Exec(ctx, outboxInsert, arg.Positions, arg.Partitions)
+	_, err := db.Exec(ctx, outboxInsert, arg.FirstPositions, arg.LastPositions, arg.Partitions)
 	return err
+}
+
+const outboxKeepUnconfirmed = `-- name: OutboxKeepUnconfirmed :execrows
+UPDATE outbox AS o
+SET position = moved.from_position
+FROM (
+    SELECT unnest($1::bigint[]) AS row_position, unnest($2::bigint[]) AS from_position
+) AS moved
+WHERE o.position = moved.row_position
+`
+
+type OutboxKeepUnconfirmedParams struct {
+	RowPositions  []int64
+	FromPositions []int64
+}
+
+// Moves the key of rows confirmed only in part to their first event not
+// confirmed: the events before it are relayed for good, the rest are sent
+// again (a later one of them may already have been confirmed: at least
+// once). Each event lies in one row only, so the new key is free.
+func (q *Queries) OutboxKeepUnconfirmed(ctx context.Context, db DBTX, arg *OutboxKeepUnconfirmedParams) (int64, error) {
+	result, err := db.Exec(ctx, outboxKeepUnconfirmed, arg.RowPositions, arg.FromPositions)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const outboxOldestOpenTransaction = `-- name: OutboxOldestOpenTransaction :many

@@ -198,7 +198,7 @@ func checkStorageAndBilling(t *testing.T, ctx context.Context, pool *pgxpool.Poo
 func outboxBacklog(t *testing.T, ctx context.Context, pool *pgxpool.Pool) int {
 	t.Helper()
 	var n int
-	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&n))
+	require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(sum(last_position - position + 1), 0) FROM outbox").Scan(&n))
 	return n
 }
 

@@ -5,6 +5,7 @@ package eventstore
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,23 +31,58 @@ type Event struct {
 	Data       json.RawMessage
 	OccurredAt time.Time
 	Position   int64
+	// Payload is the value Data was encoded from when New made the event
+	// in this process; nil when it was read back or received. Inline
+	// handlers use it rather than decode Data again (see Decode).
+	Payload any
 }
 
-// New makes an event with a fresh time-ordered id. occurredAt is cut to
-// microseconds, the precision Postgres keeps, so the event reads back equal.
+// Decode gives the event's data as a T: its Payload when that is one,
+// otherwise Data decoded. Both are the same value, so handlers get the
+// same result whichever path delivered the event.
+func Decode[T any](e Event) (T, error) {
+	if d, ok := e.Payload.(T); ok {
+		return d, nil
+	}
+	var d T
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, fmt.Errorf("decode %s data: %w", e.Type, err)
+	}
+	return d, nil
+}
+
+// idNamespace is the UUIDv5 namespace of event ids.
+var idNamespace = uuid.MustParse("6f1d4c1e-3b0a-4d55-9a8e-0c2f7e8b9a10")
+
+// ID is the id of a stream's event at version: a UUIDv5 of the pair. Only
+// one event per (stream, version) ever commits (the store's unique key), so
+// ids are unique without an index of their own. An attempt that lost a
+// version race may have used the same id, but it rolled back: nothing of it
+// was stored or published.
+func ID(streamID uuid.UUID, version int32) uuid.UUID {
+	var name [20]byte
+	copy(name[:16], streamID[:])
+	binary.BigEndian.PutUint32(name[16:], uint32(version))
+	return uuid.NewSHA1(idNamespace, name[:])
+}
+
+// New makes the event at version of a stream, its id derived from both
+// (ID). occurredAt is cut to microseconds, the precision Postgres keeps, so
+// the event reads back equal.
 func New(streamType string, streamID uuid.UUID, version int32, eventType string, data any, occurredAt time.Time) (Event, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return Event{}, fmt.Errorf("encode %s data: %w", eventType, err)
 	}
 	return Event{
-		ID:         uuid.Must(uuid.NewV7()),
+		ID:         ID(streamID, version),
 		StreamType: streamType,
 		StreamID:   streamID,
 		Version:    version,
 		Type:       eventType,
 		Data:       raw,
 		OccurredAt: occurredAt.UTC().Truncate(time.Microsecond),
+		Payload:    data,
 	}, nil
 }
 

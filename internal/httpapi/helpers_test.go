@@ -37,13 +37,13 @@ type env struct {
 
 // setup builds the API on a fresh database. apiPool, when not nil, is the
 // pool the API uses (e.g. through a proxy); edit adjusts the Config.
-func setup(t *testing.T, edit ...func(*httpapi.Config)) *env {
+func setup(t testing.TB, edit ...func(*httpapi.Config)) *env {
 	t.Helper()
 	pool, url := testdb.New(t)
 	return setupWith(t, pool, url, pool, edit...)
 }
 
-func setupWith(t *testing.T, pool *pgxpool.Pool, url string, apiPool *pgxpool.Pool, edit ...func(*httpapi.Config)) *env {
+func setupWith(t testing.TB, pool *pgxpool.Pool, url string, apiPool *pgxpool.Pool, edit ...func(*httpapi.Config)) *env {
 	t.Helper()
 	d, err := dispatch.New([]dispatch.Subscriber{projection.Subscriber{}},
 		[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}, nil)
@@ -80,7 +80,7 @@ type req struct {
 	Header                    map[string]string
 }
 
-func (e *env) do(t *testing.T, r req) resp {
+func (e *env) do(t testing.TB, r req) resp {
 	t.Helper()
 	var body io.Reader
 	if r.Body != "" {
@@ -114,7 +114,7 @@ func (e *env) do(t *testing.T, r req) resp {
 }
 
 // must does r and requires status.
-func (e *env) must(t *testing.T, status int, r req) resp {
+func (e *env) must(t testing.TB, status int, r req) resp {
 	t.Helper()
 	got := e.do(t, r)
 	require.Equal(t, status, got.Status, "%s %s: %s", r.Method, r.Path, got.Raw)
@@ -122,7 +122,7 @@ func (e *env) must(t *testing.T, status int, r req) resp {
 }
 
 // requireError checks the error shape and its code.
-func requireError(t *testing.T, got resp, status int, code string) {
+func requireError(t testing.TB, got resp, status int, code string) {
 	t.Helper()
 	require.Equal(t, status, got.Status, "body: %s", got.Raw)
 	require.Equal(t, "application/json", got.Header.Get("Content-Type"))
@@ -134,20 +134,20 @@ func requireError(t *testing.T, got resp, status int, code string) {
 	require.NotEmpty(t, msg)
 }
 
-func (e *env) newUser(t *testing.T, name string) string {
+func (e *env) newUser(t testing.TB, name string) string {
 	t.Helper()
 	got := e.must(t, http.StatusCreated, req{Method: "POST", Path: "/v1/users", Token: adminToken, Body: `{"name":"` + name + `"}`})
 	return got.JSON["token"].(string)
 }
 
-func (e *env) upload(t *testing.T, token, name string, size int64) string {
+func (e *env) upload(t testing.TB, token, name string, size int64) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"name": name, "size_bytes": size})
 	got := e.must(t, http.StatusCreated, req{Method: "POST", Path: "/v1/files", Token: token, Body: string(body)})
 	return got.JSON["id"].(string)
 }
 
-func (e *env) createJob(t *testing.T, token, name string) string {
+func (e *env) createJob(t testing.TB, token, name string) string {
 	t.Helper()
 	got := e.must(t, http.StatusCreated, req{Method: "POST", Path: "/v1/jobs", Token: token, Body: `{"name":"` + name + `"}`})
 	return got.JSON["id"].(string)
@@ -156,7 +156,7 @@ func (e *env) createJob(t *testing.T, token, name string) string {
 // counts is how many rows the write side holds.
 type counts struct{ Events, Outbox, Keys, Users, Files, Jobs, JobFiles int }
 
-func (e *env) counts(t *testing.T) counts {
+func (e *env) counts(t testing.TB) counts {
 	t.Helper()
 	var c counts
 	err := e.pool.QueryRow(t.Context(), `SELECT
@@ -167,7 +167,7 @@ func (e *env) counts(t *testing.T) counts {
 	return c
 }
 
-func num(t *testing.T, v any) int64 {
+func num(t testing.TB, v any) int64 {
 	t.Helper()
 	n, ok := v.(json.Number)
 	require.True(t, ok, "%v (%T) is not a JSON number", v, v)

@@ -4,9 +4,11 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -29,22 +31,38 @@ func PartitionOf(streamID uuid.UUID) int16 {
 	return int16(h.Sum32() % Partitions)
 }
 
-// Enqueue writes an outbox row for each appended event (positions set) in
-// the caller's transaction, and the wake-up hint that fires at commit.
+// Enqueue queues appended events (positions set) for the relay in the
+// caller's transaction, with the wake-up hint that fires at commit. It
+// writes one row per run: events of one partition whose positions follow
+// one another. A command's events on one stream are usually one run, so
+// linking 1,000 files queues one row.
 func Enqueue(ctx context.Context, db database.DBTX, events []eventstore.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	p := &dbsqlc.OutboxInsertParams{
-		Positions:  make([]int64, len(events)),
-		Partitions: make([]int16, len(events)),
-	}
-	for i, e := range events {
-		p.Positions[i] = e.Position
-		p.Partitions[i] = PartitionOf(e.StreamID)
-	}
-	if err := dbsqlc.New().OutboxInsert(ctx, db, p); err != nil {
+	if err := dbsqlc.New().OutboxInsert(ctx, db, runs(events)); err != nil {
 		return fmt.Errorf("enqueue outbox: %w", err)
 	}
 	return nil
+}
+
+// runs splits events into outbox rows. A run breaks where the partition
+// changes or a position is skipped: another transaction may have taken the
+// skipped one, and a row must cover only its own events.
+func runs(events []eventstore.Event) *dbsqlc.OutboxInsertParams {
+	sorted := slices.SortedFunc(slices.Values(events), func(a, b eventstore.Event) int {
+		return cmp.Compare(a.Position, b.Position)
+	})
+	p := &dbsqlc.OutboxInsertParams{}
+	for i, e := range sorted {
+		part := PartitionOf(e.StreamID)
+		if last := len(p.LastPositions) - 1; i > 0 && part == p.Partitions[last] && e.Position == p.LastPositions[last]+1 {
+			p.LastPositions[last] = e.Position
+			continue
+		}
+		p.FirstPositions = append(p.FirstPositions, e.Position)
+		p.LastPositions = append(p.LastPositions, e.Position)
+		p.Partitions = append(p.Partitions, part)
+	}
+	return p
 }

@@ -25,6 +25,7 @@ func TestMessageBodyRoundTrip(t *testing.T) {
 
 	got, err := outbox.DecodeMessage(b)
 	require.NoError(t, err)
+	e.Payload = nil // a received event has only its data
 	require.Equal(t, e, got)
 
 	m, err := outbox.Message(e)

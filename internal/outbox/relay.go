@@ -28,7 +28,9 @@ const relayLockKey int32 = 0x0e0c0b01
 
 // Config tunes a Relay. Zero values take the defaults.
 type Config struct {
-	// BatchSize is the most rows one cycle publishes (default 500).
+	// BatchSize is about the most events one cycle publishes (default 500):
+	// a cycle takes whole outbox rows, and at least one of each partition
+	// it holds, however many events that row lists.
 	BatchSize int
 	// PollInterval is how long an idle relay waits when no NOTIFY wakes it
 	// (default 1s).
@@ -93,8 +95,8 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Relay publishes committed outbox rows to RabbitMQ and deletes each only
-// after the broker confirmed it.
+// Relay publishes the events of committed outbox rows to RabbitMQ and
+// deletes a row only after the broker confirmed all of its events.
 //
 // Gap safety comes from deleting, not from a cursor: a row whose
 // transaction commits after a later position is still there when it becomes
@@ -109,8 +111,8 @@ type Relay struct {
 	logger  *slog.Logger
 	metrics *metrics
 
-	lastProgress atomic.Int64  // unix nanos of the last cycle that deleted rows
-	unvacuumed   atomic.Int64  // rows deleted since the last vacuum
+	lastProgress atomic.Int64  // unix nanos of the last cycle that relayed events
+	unvacuumed   atomic.Int64  // rows deleted or trimmed since the last vacuum
 	pokes        atomic.Uint32 // wake-ups handed out, to take turns among lanes
 	lastHeldLog  time.Time     // monitor only: when it last logged an open transaction
 	lastHeldPID  int32
@@ -198,7 +200,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			continue
 		}
 		backoff = r.cfg.MinBackoff
-		if res.deleted > 0 {
+		if res.relayed > 0 {
 			continue // drain without waiting
 		}
 		// Nothing moved: the rows left are failing, or other lanes and
@@ -212,7 +214,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 }
 
 type cycleResult struct {
-	deleted int // rows confirmed and deleted
+	relayed int // events confirmed and taken off the outbox
 }
 
 // cycle locks a share of the partitions that have rows, publishes their
@@ -249,21 +251,73 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		if len(done) == 0 {
 			return nil
 		}
-		n, err := q.OutboxDelete(txCtx, tx, done)
-		if err != nil {
-			return fmt.Errorf("delete relayed rows: %w", err)
+		finished, partial := settle(rows, done)
+		if len(finished) > 0 {
+			n, err := q.OutboxDelete(txCtx, tx, finished)
+			if err != nil {
+				return fmt.Errorf("delete relayed rows: %w", err)
+			}
+			r.unvacuumed.Add(n)
 		}
-		res.deleted = int(n)
-		r.unvacuumed.Add(n)
+		if len(partial.RowPositions) > 0 {
+			n, err := q.OutboxKeepUnconfirmed(txCtx, tx, partial)
+			if err != nil {
+				return fmt.Errorf("trim partly relayed rows: %w", err)
+			}
+			r.unvacuumed.Add(n)
+		}
+		res.relayed = len(done)
 		return nil
 	})
 	if err != nil {
 		return cycleResult{}, err
 	}
-	if res.deleted > 0 {
+	if res.relayed > 0 {
 		r.lastProgress.Store(time.Now().UnixNano())
 	}
 	return res, nil
+}
+
+// settle sorts the claimed outbox rows by what publish managed: finished
+// rows had every event done; a partial row's first event not done is where
+// it resumes (its key moves there). The rest stay as they are.
+func settle(claimed []*dbsqlc.OutboxClaimRow, done []int64) (finished []int64, partial *dbsqlc.OutboxKeepUnconfirmedParams) {
+	isDone := make(map[int64]bool, len(done))
+	for _, p := range done {
+		isDone[p] = true
+	}
+	type tally struct {
+		events, done int
+		resumeAt     int64 // the row's first event not done; 0: none yet
+	}
+	rows := make(map[int64]*tally)
+	var order []int64
+	for _, c := range claimed { // in position order
+		t := rows[c.RowPosition]
+		if t == nil {
+			t = &tally{}
+			rows[c.RowPosition] = t
+			order = append(order, c.RowPosition)
+		}
+		t.events++
+		switch {
+		case isDone[c.Position]:
+			t.done++
+		case t.resumeAt == 0:
+			t.resumeAt = c.Position
+		}
+	}
+	partial = &dbsqlc.OutboxKeepUnconfirmedParams{}
+	for _, key := range order {
+		switch t := rows[key]; {
+		case t.done == t.events:
+			finished = append(finished, key)
+		case t.resumeAt > key:
+			partial.RowPositions = append(partial.RowPositions, key)
+			partial.FromPositions = append(partial.FromPositions, t.resumeAt)
+		}
+	}
+	return finished, partial
 }
 
 // publish sends rows (in position order) and returns the positions that may
@@ -455,7 +509,8 @@ func (r *Relay) observe(ctx context.Context) {
 	}
 }
 
-// Backlog returns how many outbox rows wait and the age of the oldest.
+// Backlog returns how many events wait in the outbox and the age of the
+// oldest row.
 func Backlog(ctx context.Context, db database.DBTX) (pending int64, oldestAge time.Duration, err error) {
 	row, err := dbsqlc.New().OutboxBacklog(ctx, db)
 	if err != nil {

@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "epoch_relay_failed_total", Help: "Messages nacked, returned as unroutable, unconfirmed in time or lost with a connection; their rows stay.",
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "epoch_outbox_pending", Help: "Outbox rows waiting to be relayed.",
+			Name: "epoch_outbox_pending", Help: "Events in the outbox waiting to be relayed.",
 		}),
 		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "epoch_outbox_oldest_pending_age_seconds", Help: "Age of the oldest outbox row waiting to be relayed.",

@@ -232,6 +232,15 @@ func (r *recorder) requireStreamOrder(t *testing.T) {
 	}
 }
 
+// streamInPartition returns a new stream id of the given outbox partition.
+func streamInPartition(partition int16) uuid.UUID {
+	for {
+		if id := uuid.New(); outbox.PartitionOf(id) == partition {
+			return id
+		}
+	}
+}
+
 func requireOutboxEmpty(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
 	require.Eventually(t, func() bool {
@@ -517,24 +526,25 @@ func TestUnroutableMessageStays(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	startRelay(t, e, outbox.Config{}, reg)
 
-	stuck := uuid.New()
+	// Both streams in one partition: the command's three events share one
+	// outbox row, which ends up partly confirmed.
+	fine := uuid.New()
+	stuck := streamInPartition(outbox.PartitionOf(fine))
 	all := []eventstore.Event{
+		newEvent(t, fine, 1, "file.uploaded"),
 		newEvent(t, stuck, 1, "job.created"), newEvent(t, stuck, 2, "file.uploaded"),
-		newEvent(t, uuid.New(), 1, "file.uploaded"),
 	}
 	write(t, ctx, e.pool, all)
-	held, routed := all[:2], all[2:]
+	routed, held := all[:1], all[1:]
 	rec.waitAll(t, routed, 30*time.Second)
 	require.Eventually(t, func() bool { return counter(t, reg, "epoch_relay_failed_total") >= 3 },
 		30*time.Second, 20*time.Millisecond, "the relay keeps retrying the returned message")
 
-	// Neither the returned event nor the later one of its stream is gone.
-	var left []int64
-	rows, err := e.pool.Query(ctx, "SELECT position FROM outbox ORDER BY position")
-	require.NoError(t, err)
-	left, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-	require.NoError(t, err)
-	require.Equal(t, []int64{held[0].Position, held[1].Position}, left)
+	// Neither the returned event nor the later one of its stream is gone:
+	// the row now starts at the returned one.
+	var first, last int64
+	require.NoError(t, e.pool.QueryRow(ctx, "SELECT position, last_position FROM outbox").Scan(&first, &last))
+	require.Equal(t, []int64{held[0].Position, held[1].Position}, []int64{first, last})
 
 	// Once a queue takes it, the stream flows again. (The probe queue may
 	// have seen version 2 already: pipelined publishing sends it before the
@@ -577,11 +587,13 @@ func TestRelayVacuumsTheOutbox(t *testing.T) {
 	rec := consume(t, e.amqpURL)
 	startRelay(t, e, outbox.Config{VacuumAfter: 100}, nil)
 
+	// One event per transaction, as 300 uploads: 300 outbox rows.
 	var events []eventstore.Event
 	for range 300 {
-		events = append(events, newEvent(t, uuid.New(), 1, "file.uploaded"))
+		ev := newEvent(t, uuid.New(), 1, "file.uploaded")
+		write(t, ctx, e.pool, []eventstore.Event{ev})
+		events = append(events, ev)
 	}
-	write(t, ctx, e.pool, events)
 	rec.waitAll(t, events, 30*time.Second)
 	requireOutboxEmpty(t, e.pool)
 	require.Eventually(t, func() bool {
@@ -589,4 +601,36 @@ func TestRelayVacuumsTheOutbox(t *testing.T) {
 		err := e.pool.QueryRow(ctx, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'").Scan(&vacuums)
 		return err == nil && vacuums > 0
 	}, 30*time.Second, 100*time.Millisecond, "the relay never vacuumed the outbox")
+}
+
+// A command's events in one partition are one outbox row, however many:
+// the relay takes such a row whole even when it holds more events than a
+// batch, keeps each stream in order, and empties the outbox.
+func TestRelayTakesLargeRowsWhole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, testbroker.New(t), "file.uploaded", "job.file_linked")
+	ctx := context.Background()
+	rec := consume(t, e.amqpURL)
+	startRelay(t, e, outbox.Config{BatchSize: 10}, nil)
+
+	job := uuid.New()
+	var all []eventstore.Event
+	for v := range int32(250) {
+		all = append(all, newEvent(t, job, v+1, "job.file_linked"))
+	}
+	// Small commands on the same partition, before and after the large one.
+	before, after := streamInPartition(outbox.PartitionOf(job)), streamInPartition(outbox.PartitionOf(job))
+	first := []eventstore.Event{newEvent(t, before, 1, "file.uploaded")}
+	last := []eventstore.Event{newEvent(t, after, 1, "file.uploaded")}
+	write(t, ctx, e.pool, first)
+	write(t, ctx, e.pool, all)
+	write(t, ctx, e.pool, last)
+	var rows int
+	require.NoError(t, e.pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE last_position - position + 1 = 250").Scan(&rows))
+	require.Equal(t, 1, rows, "the 250 events of one command and stream are one row")
+
+	all = append(append(all, first...), last...)
+	rec.waitAll(t, all, 30*time.Second)
+	rec.requireStreamOrder(t)
+	requireOutboxEmpty(t, e.pool)
 }

@@ -6,7 +6,6 @@ package projection
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -55,8 +54,8 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 	case domain.FileUploaded:
 		p := &dbsqlc.ProjectionFilesUploadedParams{}
 		for _, e := range run {
-			var d domain.FileUploadedData
-			if err := json.Unmarshal(e.Data, &d); err != nil {
+			d, err := eventstore.Decode[domain.FileUploadedData](e)
+			if err != nil {
 				return err
 			}
 			p.Ids = append(p.Ids, e.StreamID)
@@ -74,8 +73,8 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 	case domain.JobCreated:
 		p := &dbsqlc.ProjectionJobsCreatedParams{}
 		for _, e := range run {
-			var d domain.JobCreatedData
-			if err := json.Unmarshal(e.Data, &d); err != nil {
+			d, err := eventstore.Decode[domain.JobCreatedData](e)
+			if err != nil {
 				return err
 			}
 			p.Ids = append(p.Ids, e.StreamID)
@@ -107,15 +106,24 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 // linkColumns reads job.file_linked and job.file_unlinked events, whose data
 // is the same shape, into unnest columns.
 func linkColumns(run []eventstore.Event) (jobs, files []uuid.UUID, versions []int32, positions []int64, err error) {
-	for _, e := range run {
-		var d domain.JobFileLinkedData
-		if err := json.Unmarshal(e.Data, &d); err != nil {
-			return nil, nil, nil, nil, err
+	jobs, files = make([]uuid.UUID, len(run)), make([]uuid.UUID, len(run))
+	versions, positions = make([]int32, len(run)), make([]int64, len(run))
+	for i, e := range run {
+		var file uuid.UUID
+		if e.Type == domain.JobFileLinked {
+			d, err := eventstore.Decode[domain.JobFileLinkedData](e)
+			if err != nil {
+				return nil, nil, nil, nil, err
+			}
+			file = d.FileID
+		} else {
+			d, err := eventstore.Decode[domain.JobFileUnlinkedData](e)
+			if err != nil {
+				return nil, nil, nil, nil, err
+			}
+			file = d.FileID
 		}
-		jobs = append(jobs, e.StreamID)
-		files = append(files, d.FileID)
-		versions = append(versions, e.Version)
-		positions = append(positions, e.Position)
+		jobs[i], files[i], versions[i], positions[i] = e.StreamID, file, e.Version, e.Position
 	}
 	return jobs, files, versions, positions, nil
 }
