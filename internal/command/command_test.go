@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -325,4 +326,59 @@ func TestSetJobFiles(t *testing.T) {
 	require.Empty(t, *preview.Files)
 	require.EqualValues(t, "0", preview.TotalBytes)
 	require.Equal(t, before+2, f.count(t, "events"))
+}
+
+// A file deletion and the job commands that name the file serialise on the
+// owner's file lock, whichever comes first: a deletion waits for a link in
+// flight and then unlinks it; a link that starts during a deletion waits and
+// then finds the file gone. No job keeps a deleted file.
+func TestDeleteFileAndLinkSerialise(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	job := f.createJob(t, owner, "job")
+	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
+	deleteFile := func(id uuid.UUID) error {
+		return f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, id); return err })
+	}
+	// waitBlocked waits until a session waits for an advisory lock.
+	waitBlocked := func() {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			var waiting int
+			err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&waiting)
+			return err == nil && waiting > 0
+		}, 10*time.Second, 10*time.Millisecond, "nobody waits for the owner's file lock")
+	}
+
+	// A link in flight, then a deletion: the deletion waits, then unlinks.
+	first := f.upload(t, owner, "first", 10)
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, _, err = f.svc.LinkFile(ctx, tx, ref, first.ID)
+	require.NoError(t, err)
+	deleted := make(chan error, 1)
+	go func() { deleted <- deleteFile(first.ID) }()
+	waitBlocked()
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-deleted)
+	preview, err := readmodel.GetJob(ctx, f.pool, owner, job.ID)
+	require.NoError(t, err)
+	require.Empty(t, *preview.Files)
+	require.EqualValues(t, 0, preview.FileCount)
+	require.EqualValues(t, 3, preview.Version, "created, linked, unlinked by the deletion")
+
+	// A deletion in flight, then a link: the link waits, then is not found.
+	second := f.upload(t, owner, "second", 20)
+	tx, err = f.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = f.svc.DeleteFile(ctx, tx, owner, second.ID)
+	require.NoError(t, err)
+	linked := make(chan error, 1)
+	go func() { _, _, err := f.link(ctx, ref, second.ID); linked <- err }()
+	waitBlocked()
+	require.NoError(t, tx.Commit(ctx))
+	require.ErrorIs(t, <-linked, command.ErrNotFound)
+	require.Equal(t, 0, f.count(t, "job_files"))
 }
