@@ -61,7 +61,15 @@ CROSS JOIN LATERAL (
     ) AS head
     WHERE head.before < @per_partition::integer
 ) AS o
-JOIN events AS e ON e.position BETWEEN o.position AND o.last_position
+CROSS JOIN LATERAL (
+    -- A range scan of events_pkey per row. OFFSET 0 keeps the planner from
+    -- flattening this into a join, where it may read the whole events
+    -- table in position order to save a sort of a few hundred rows.
+    SELECT ev.position, ev.id, ev.stream_type, ev.stream_id, ev.version, ev.type, ev.data, ev.occurred_at
+    FROM events AS ev
+    WHERE ev.position BETWEEN o.position AND o.last_position
+    OFFSET 0
+) AS e
 ORDER BY e.position;
 
 -- name: OutboxDelete :execrows
