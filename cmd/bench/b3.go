@@ -38,6 +38,10 @@ func (b *bench) b3(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	phasesBefore, err := relayPhases(ctx, worker)
+	if err != nil {
+		return err
+	}
 	answers := newAnswerLog()
 	user.answers = answers
 	load := &fileLoad{user: user, rate: float64(b.sz.b3Rate), maxInFlight: 256}
@@ -61,6 +65,10 @@ func (b *bench) b3(ctx context.Context) error {
 	stopRTT()
 	busy := <-rttDone
 	limited := cpuSince(cpu, b.pids(worker))
+	phasesAfter, err := relayPhases(ctx, worker)
+	if err != nil {
+		return err
+	}
 	if err := errors.Join(loadErr, busy.err); err != nil {
 		return err
 	}
@@ -119,6 +127,7 @@ func (b *bench) b3(ctx context.Context) error {
 		"idle_round_trip_p50_ms":  round3(percentile(idle, 50)),
 		"from_occurred_at_p50_ms": round3(percentile(fromOccurred, 50)), "from_occurred_at_p99_ms": round3(percentile(fromOccurred, 99)), "idle_round_trip_p99_ms": round3(percentile(idle, 99)),
 		"ceiling_is": "raw broker round trip during the same load",
+		"relay_cycles": relayPhaseDetail(phasesBefore, phasesAfter),
 	}
 	p50 := (&figure{Figure: "B3", Name: "commit_to_billing_p50", Value: percentile(lat, 50), Unit: "ms", LimitedBy: limited, Detail: detail}).withCeiling(rttP50)
 	b.r.add(p50.judge("ratio<=3", *p50.Ratio <= 3))
@@ -245,4 +254,41 @@ func (r *roundTripper) measureUntil(ctx context.Context, every time.Duration) ([
 		return nil, errors.New("no round trip finished during the load")
 	}
 	return ms, nil
+}
+
+// relayPhaseNames are the phases of a relay cycle the worker times.
+var relayPhaseNames = []string{"lock", "claim", "publish", "settle"}
+
+// phaseTotals is the worker's running time and count of each relay phase.
+type phaseTotals map[string][2]float64
+
+func relayPhases(ctx context.Context, worker *proc) (phaseTotals, error) {
+	out := phaseTotals{}
+	for _, ph := range relayPhaseNames {
+		sum, ok, err := worker.metric(ctx, `epoch_relay_cycle_phase_seconds_sum{phase="`+ph+`"}`)
+		if err != nil {
+			return nil, err
+		}
+		count, _, err := worker.metric(ctx, `epoch_relay_cycle_phase_seconds_count{phase="`+ph+`"}`)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[ph] = [2]float64{sum, count}
+		}
+	}
+	return out, nil
+}
+
+// relayPhaseDetail is the mean time of each phase between two readings,
+// with the number of cycles and of those that found nothing.
+func relayPhaseDetail(before, after phaseTotals) map[string]any {
+	means := map[string]any{}
+	for _, ph := range relayPhaseNames {
+		if n := after[ph][1] - before[ph][1]; n > 0 {
+			means[ph] = round3((after[ph][0] - before[ph][0]) / n * 1000)
+		}
+	}
+	cycles := after["lock"][1] - before["lock"][1]
+	return map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - (after["claim"][1] - before["claim"][1])}
 }

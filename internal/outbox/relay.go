@@ -226,6 +226,13 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	// the broker already confirmed; publishing itself stops with ctx.
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ConfirmTimeout+30*time.Second)
 	defer cancel()
+	began := time.Now()
+	phaseDone := func(phase string) {
+		now := time.Now()
+		r.metrics.phase.WithLabelValues(phase).Observe(now.Sub(began).Seconds())
+		began = now
+	}
+	claimed := false
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
 		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
 			StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
@@ -233,6 +240,7 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		if err != nil {
 			return fmt.Errorf("lock partitions: %w", err)
 		}
+		phaseDone(cyclePhaseLock)
 		if len(locked) == 0 {
 			return nil
 		}
@@ -244,7 +252,10 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		if err != nil {
 			return fmt.Errorf("read outbox rows: %w", err)
 		}
+		phaseDone(cyclePhaseClaim)
+		claimed = true
 		done := r.publish(ctx, l.pub, rows)
+		phaseDone(cyclePhasePublish)
 		if r.cfg.AfterConfirm != nil && len(done) > 0 {
 			r.cfg.AfterConfirm()
 		}
@@ -271,6 +282,9 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	})
 	if err != nil {
 		return cycleResult{}, err
+	}
+	if claimed {
+		phaseDone(cyclePhaseSettle)
 	}
 	if res.relayed > 0 {
 		r.lastProgress.Store(time.Now().UnixNano())

@@ -12,7 +12,18 @@ type metrics struct {
 	published, confirmed, failed prometheus.Counter
 	pending, oldestAge           prometheus.Gauge
 	openTxPID, openTxAge         prometheus.Gauge
+	// phase times each step of a cycle (see cyclePhase*), so what holds
+	// the relay's latency up can be read off /metrics.
+	phase *prometheus.HistogramVec
 }
+
+// The phases of a relay cycle, as labels of epoch_relay_cycle_phase_seconds.
+const (
+	cyclePhaseLock    = "lock"    // BEGIN and the partition locks (every cycle)
+	cyclePhaseClaim   = "claim"   // reading the rows of the locked partitions
+	cyclePhasePublish = "publish" // sending them until the last confirm
+	cyclePhaseSettle  = "settle"  // deleting or trimming the rows, and COMMIT
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -37,11 +48,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		openTxAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "epoch_outbox_oldest_open_transaction_age_seconds", Help: "Age of the oldest open writing transaction (0: none).",
 		}),
+		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "epoch_relay_cycle_phase_seconds", Help: "Time of each phase of a relay cycle: lock (every cycle), then claim, publish and settle (cycles that found rows).",
+			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1},
+		}, []string{"phase"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.pending, m.oldestAge, m.openTxPID, m.openTxAge} {
+	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.pending, m.oldestAge, m.openTxPID, m.openTxAge, m.phase} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}

@@ -539,6 +539,10 @@ func TestUnroutableMessageStays(t *testing.T) {
 	rec.waitAll(t, routed, 30*time.Second)
 	require.Eventually(t, func() bool { return counter(t, reg, "epoch_relay_failed_total") >= 3 },
 		30*time.Second, 20*time.Millisecond, "the relay keeps retrying the returned message")
+	// Every cycle that found rows went through each timed phase.
+	for _, phase := range []string{"lock", "claim", "publish", "settle"} {
+		require.Positive(t, phaseCount(t, reg, phase), "cycles timed in phase %s", phase)
+	}
 
 	// Neither the returned event nor the later one of its stream is gone:
 	// the row now starts at the returned one.
@@ -561,6 +565,26 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	for _, f := range families {
 		if f.GetName() == name {
 			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// phaseCount is how many relay cycles were timed in phase.
+func phaseCount(t *testing.T, reg *prometheus.Registry, phase string) uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != "epoch_relay_cycle_phase_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "phase" && l.GetValue() == phase {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
 		}
 	}
 	return 0
