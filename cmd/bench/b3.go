@@ -126,7 +126,7 @@ func (b *bench) b3(ctx context.Context) error {
 		"missed_slots": load.missed.Load(), "round_trips": len(busy.ms),
 		"idle_round_trip_p50_ms":  round3(percentile(idle, 50)),
 		"from_occurred_at_p50_ms": round3(percentile(fromOccurred, 50)), "from_occurred_at_p99_ms": round3(percentile(fromOccurred, 99)), "idle_round_trip_p99_ms": round3(percentile(idle, 99)),
-		"ceiling_is": "raw broker round trip during the same load",
+		"ceiling_is":   "raw broker round trip during the same load",
 		"relay_cycles": relayPhaseDetail(phasesBefore, phasesAfter),
 	}
 	p50 := (&figure{Figure: "B3", Name: "commit_to_billing_p50", Value: percentile(lat, 50), Unit: "ms", LimitedBy: limited, Detail: detail}).withCeiling(rttP50)
