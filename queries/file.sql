@@ -4,21 +4,21 @@ FROM files
 WHERE id = @id AND owner_id = @owner_id;
 
 -- name: FileLockForUpdate :one
--- Locks a file before deleting it. First it takes the owner's file lock
--- exclusive (the InitPlan runs before the row is locked): every job command
--- of the owner holds it shared from its start (JobLockForUpdate), so a
--- deletion waits for the links in flight, whose rows it then sees, and a
--- link that starts meanwhile waits and then finds the file gone.
+-- Locks a file before deleting it. First it takes the file's lock (one of
+-- 64, see JobLockForUpdate) exclusive; the InitPlan runs before the row is
+-- locked. A job command that names the file holds that lock shared from its
+-- start, so a deletion waits for the links in flight, whose rows it then
+-- sees, and a link that starts meanwhile waits and then finds the file gone.
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
 WHERE id = @id AND owner_id = @owner_id
-  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, hashtext(@owner_id::text)) IS NOT NULL)
+  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, hashtext(@id::text) & 63) IS NOT NULL)
 FOR UPDATE;
 
 -- name: FilesForLink :many
 -- The owner's files a job command is about to link or unlink. No row lock:
--- the owner's file lock, held shared since the job was locked, keeps them
--- from being deleted before the command commits.
+-- their file locks, held shared since the job was locked, keep them from
+-- being deleted before the command commits.
 -- The ids are joined, not filtered with = ANY: against a parameter array
 -- that is a linear search per row, a million comparisons for 1,000 files.
 SELECT f.id, f.size_bytes, f.position

@@ -94,9 +94,8 @@ func (b *bench) b1(ctx context.Context) error {
 			LimitedBy: limited, Detail: map[string]any{"raw_cpu": rawLimited, "jobs": "one job and one file per worker (no lock contention)"}}).withCeiling(rawRate)
 		if c == maxC {
 			f.judge(">=0.6", f.Ratio != nil && *f.Ratio >= 0.6)
-			b.bestRate = apiRate
 		}
-		b.bestRate = max(b.bestRate, apiRate)
+		b.bestRate = max(b.bestRate, apiRate) // over every concurrency: B7's drive rate
 		b.r.add(f)
 	}
 	rss, err := e.api.peakRSS()
@@ -193,7 +192,7 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
 			createdPos, position, count int64
 			version                     int32
 		)
-		if err := tx.QueryRow(ctx, q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner})...).
+		if err := tx.QueryRow(ctx, q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner, "file_ids": []uuid.UUID{file}})...).
 			Scan(&id, &ownerID, &name, &createdAt, &createdPos, &version, &position, &count, &totalBytes); err != nil {
 			return fmt.Errorf("lock job: %w", err)
 		}

@@ -329,9 +329,9 @@ func TestSetJobFiles(t *testing.T) {
 }
 
 // A file deletion and the job commands that name the file serialise on the
-// owner's file lock, whichever comes first: a deletion waits for a link in
-// flight and then unlinks it; a link that starts during a deletion waits and
-// then finds the file gone. No job keeps a deleted file.
+// file's lock, whichever comes first: a deletion waits for a link in flight
+// and then unlinks it; a link that starts during a deletion waits and then
+// finds the file gone. No job keeps a deleted file.
 func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -381,4 +381,39 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	require.ErrorIs(t, <-linked, command.ErrNotFound)
 	require.Equal(t, 0, f.count(t, "job_files"))
+}
+
+// Deletions of files under different file locks do not wait for each
+// other, even of one owner: the locks are per file (one of 64), not per
+// owner.
+func TestDeletionsOfOtherFilesDoNotWait(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	bucket := func(id uuid.UUID) int {
+		var n int
+		require.NoError(t, f.pool.QueryRow(ctx, "SELECT hashtext($1::text) & 63", id).Scan(&n))
+		return n
+	}
+	first := f.upload(t, owner, "first", 1)
+	var second readmodel.File
+	for i := 0; ; i++ {
+		second = f.upload(t, owner, fmt.Sprintf("second-%d", i), 1)
+		if bucket(second.ID) != bucket(first.ID) {
+			break
+		}
+	}
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = f.svc.DeleteFile(ctx, tx, owner, first.ID)
+	require.NoError(t, err)
+
+	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = f.svc.Run(waitCtx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(waitCtx, tx, owner, second.ID); return err })
+	require.NoError(t, err, "the second deletion waited for the first")
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, 0, f.count(t, "files"))
 }

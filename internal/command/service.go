@@ -117,7 +117,7 @@ func (s *Service) CreateJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, nam
 
 // DeleteJob deletes a job; its files stay.
 func (s *Service) DeleteJob(ctx context.Context, tx pgx.Tx, ref JobRef) (Outcome, error) {
-	job, err := lockJob(ctx, tx, ref)
+	job, err := lockJob(ctx, tx, ref, nil)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -139,7 +139,7 @@ func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID 
 // setFilesDelta links (link true) or unlinks the given files of the owner,
 // skipping those already in the wanted state.
 func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
-	job, err := lockJob(ctx, tx, ref)
+	job, err := lockJob(ctx, tx, ref, fileIDs)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
@@ -174,7 +174,7 @@ func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileID
 	if len(fileIDs) > MaxSetFiles {
 		return readmodel.Job{}, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
 	}
-	job, err := lockJob(ctx, tx, ref)
+	job, err := lockJob(ctx, tx, ref, fileIDs)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
@@ -232,12 +232,12 @@ func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change,
 }
 
 // lockJob locks the owner's job for the rest of the transaction, so commands
-// on one job run one after another, and checks If-Match. It first takes the
-// owner's file lock shared, which file deletion takes exclusive: that, not a
-// lock per file, keeps a command's files from being deleted under it. A mismatch fails
-// even a command that would change nothing.
-func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef) (*dbsqlc.JobLockForUpdateRow, error) {
-	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID})
+// on one job run one after another, and checks If-Match: a mismatch fails
+// even a command that would change nothing. First it takes the file locks
+// of fileIDs shared, which file deletion takes exclusive: they, not a row
+// lock per file, keep the command's files from being deleted under it.
+func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (*dbsqlc.JobLockForUpdateRow, error) {
+	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileIds: fileIDs})
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -250,8 +250,8 @@ func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef) (*dbsqlc.JobLockForUpda
 // readFiles reads the owner's files a job command names and returns the
 // highest position among them. A file that is missing, deleted or another
 // user's makes the command not found. It takes no row locks: lockJob took
-// the owner's file lock, which keeps the files from being deleted until the
-// command commits.
+// the files' locks, which keep them from being deleted until the command
+// commits.
 func readFiles(ctx context.Context, tx pgx.Tx, owner uuid.UUID, ids []uuid.UUID) (int64, error) {
 	if len(ids) == 0 {
 		return 0, nil

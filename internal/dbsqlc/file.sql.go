@@ -88,7 +88,7 @@ const fileLockForUpdate = `-- name: FileLockForUpdate :one
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
 WHERE id = $1 AND owner_id = $2
-  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, hashtext($2::text)) IS NOT NULL)
+  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, hashtext($1::text) & 63) IS NOT NULL)
 FOR UPDATE
 `
 
@@ -97,11 +97,11 @@ type FileLockForUpdateParams struct {
 	OwnerID uuid.UUID
 }
 
-// Locks a file before deleting it. First it takes the owner's file lock
-// exclusive (the InitPlan runs before the row is locked): every job command
-// of the owner holds it shared from its start (JobLockForUpdate), so a
-// deletion waits for the links in flight, whose rows it then sees, and a
-// link that starts meanwhile waits and then finds the file gone.
+// Locks a file before deleting it. First it takes the file's lock (one of
+// 64, see JobLockForUpdate) exclusive; the InitPlan runs before the row is
+// locked. A job command that names the file holds that lock shared from its
+// start, so a deletion waits for the links in flight, whose rows it then
+// sees, and a link that starts meanwhile waits and then finds the file gone.
 func (q *Queries) FileLockForUpdate(ctx context.Context, db DBTX, arg *FileLockForUpdateParams) (*File, error) {
 	row := db.QueryRow(ctx, fileLockForUpdate, arg.ID, arg.OwnerID)
 	var i File
@@ -138,8 +138,8 @@ type FilesForLinkRow struct {
 }
 
 // The owner's files a job command is about to link or unlink. No row lock:
-// the owner's file lock, held shared since the job was locked, keeps them
-// from being deleted before the command commits.
+// their file locks, held shared since the job was locked, keep them from
+// being deleted before the command commits.
 // The ids are joined, not filtered with = ANY: against a parameter array
 // that is a linear search per row, a million comparisons for 1,000 files.
 func (q *Queries) FilesForLink(ctx context.Context, db DBTX, arg *FilesForLinkParams) ([]*FilesForLinkRow, error) {

@@ -223,13 +223,21 @@ const jobLockForUpdate = `-- name: JobLockForUpdate :one
 SELECT id, owner_id, name, created_at, created_position, version, position, file_count, total_bytes::text AS total_bytes
 FROM jobs
 WHERE id = $1 AND owner_id = $2
-  AND (SELECT pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, hashtext($2::text)) IS NOT NULL)
+  AND (
+    SELECT count(pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, bucket.n))
+    FROM (
+        SELECT DISTINCT hashtext(f::text) & 63 AS n
+        FROM unnest($3::uuid[]) AS f
+        ORDER BY n
+    ) AS bucket
+  ) IS NOT NULL
 FOR UPDATE
 `
 
 type JobLockForUpdateParams struct {
 	ID      uuid.UUID
 	OwnerID uuid.UUID
+	FileIds []uuid.UUID
 }
 
 type JobLockForUpdateRow struct {
@@ -245,13 +253,16 @@ type JobLockForUpdateRow struct {
 }
 
 // Serialises the commands on one job: the second waits for the first to
-// commit, then reads its version. Before the row it takes the owner's file
-// lock shared (the InitPlan runs before the row is locked, so the order is
-// always owner lock, then job): files are only ever deleted under that lock
-// held exclusive (FileLockForUpdate), so no file the command reads can be
-// deleted before it commits. One lock per command, not one per file.
+// commit, then reads its version. Before the row it takes, shared, the file
+// locks of file_ids (the files the command reads): a file is only ever
+// deleted under its lock held exclusive (FileLockForUpdate), so none of
+// them can be deleted before the command commits. A file's lock is one of
+// 64 (a hash of its id), so a command takes at most 64 locks however many
+// files it names, and deletions of different files rarely wait for each
+// other. The InitPlan runs before the row is locked: the order is always
+// file locks, then rows.
 func (q *Queries) JobLockForUpdate(ctx context.Context, db DBTX, arg *JobLockForUpdateParams) (*JobLockForUpdateRow, error) {
-	row := db.QueryRow(ctx, jobLockForUpdate, arg.ID, arg.OwnerID)
+	row := db.QueryRow(ctx, jobLockForUpdate, arg.ID, arg.OwnerID, arg.FileIds)
 	var i JobLockForUpdateRow
 	err := row.Scan(
 		&i.ID,
