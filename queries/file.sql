@@ -4,15 +4,15 @@ FROM files
 WHERE id = @id AND owner_id = @owner_id;
 
 -- name: FileLockForUpdate :one
--- Locks a file before deleting it. First it takes the file's lock (one of
--- 64, see JobLockForUpdate) exclusive; the InitPlan runs before the row is
--- locked. A job command that names the file holds that lock shared from its
--- start, so a deletion waits for the links in flight, whose rows it then
--- sees, and a link that starts meanwhile waits and then finds the file gone.
+-- Locks a file before deleting it. First it takes the file's lock
+-- (command.FileLock) exclusive; the InitPlan runs before the row is locked.
+-- A job command that names the file holds that lock shared from its start,
+-- so a deletion waits for the links in flight, whose rows it then sees, and
+-- a link that starts meanwhile waits and then finds the file gone.
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
 WHERE id = @id AND owner_id = @owner_id
-  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, hashtext(@id::text) & 63) IS NOT NULL)
+  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, @file_lock::integer) IS NOT NULL)
 FOR UPDATE;
 
 -- name: FilesForLink :many

@@ -6,23 +6,17 @@ WHERE id = @id AND owner_id = @owner_id;
 -- name: JobLockForUpdate :one
 -- Serialises the commands on one job: the second waits for the first to
 -- commit, then reads its version. Before the row it takes, shared, the file
--- locks of file_ids (the files the command reads): a file is only ever
--- deleted under its lock held exclusive (FileLockForUpdate), so none of
--- them can be deleted before the command commits. A file's lock is one of
--- 64 (a hash of its id), so a command takes at most 64 locks however many
--- files it names, and deletions of different files rarely wait for each
--- other. The InitPlan runs before the row is locked: the order is always
--- file locks, then rows.
+-- locks of the files the command reads (command.FileLock: one of 64 per
+-- file, so at most 64 however many files): a file is only ever deleted
+-- under its lock held exclusive (FileLockForUpdate), so none of them can be
+-- deleted before the command commits. The InitPlan runs before the row is
+-- locked: the order is always file locks, then rows.
 SELECT id, owner_id, name, created_at, created_position, version, position, file_count, total_bytes::text AS total_bytes
 FROM jobs
 WHERE id = @id AND owner_id = @owner_id
   AND (
-    SELECT count(pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, bucket.n))
-    FROM (
-        SELECT DISTINCT hashtext(f::text) & 63 AS n
-        FROM unnest(@file_ids::uuid[]) AS f
-        ORDER BY n
-    ) AS bucket
+    SELECT count(pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, file_lock))
+    FROM unnest(@file_locks::integer[]) AS file_lock
   ) IS NOT NULL
 FOR UPDATE;
 

@@ -192,7 +192,7 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
 			createdPos, position, count int64
 			version                     int32
 		)
-		if err := tx.QueryRow(ctx, q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner, "file_ids": []uuid.UUID{file}})...).
+		if err := tx.QueryRow(ctx, q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner, "file_locks": []int32{fileLock(file)}})...).
 			Scan(&id, &ownerID, &name, &createdAt, &createdPos, &version, &position, &count, &totalBytes); err != nil {
 			return fmt.Errorf("lock job: %w", err)
 		}
@@ -255,6 +255,10 @@ func partitionOf(id uuid.UUID) int16 {
 	_, _ = h.Write(id[:])
 	return int16(h.Sum32() % 64)
 }
+
+// fileLock is command.FileLock, the same hash over the same 64 values,
+// repeated here for the same reason.
+func fileLock(id uuid.UUID) int32 { return int32(partitionOf(id)) }
 
 // drain reads every row (the work a caller reading them would do) and
 // closes the result.

@@ -391,16 +391,11 @@ func TestDeletionsOfOtherFilesDoNotWait(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	owner := uuid.New()
-	bucket := func(id uuid.UUID) int {
-		var n int
-		require.NoError(t, f.pool.QueryRow(ctx, "SELECT hashtext($1::text) & 63", id).Scan(&n))
-		return n
-	}
 	first := f.upload(t, owner, "first", 1)
 	var second readmodel.File
 	for i := 0; ; i++ {
 		second = f.upload(t, owner, fmt.Sprintf("second-%d", i), 1)
-		if bucket(second.ID) != bucket(first.ID) {
+		if command.FileLock(second.ID) != command.FileLock(first.ID) {
 			break
 		}
 	}

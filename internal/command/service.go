@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,7 +81,7 @@ func (s *Service) UploadFile(ctx context.Context, tx pgx.Tx, owner uuid.UUID, in
 // it, in one transaction.
 func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.UUID) (Outcome, error) {
 	q := dbsqlc.New()
-	file, err := q.FileLockForUpdate(ctx, tx, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner})
+	file, err := q.FileLockForUpdate(ctx, tx, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner, FileLock: FileLock(fileID)})
 	if err != nil {
 		return Outcome{}, notFound(err)
 	}
@@ -237,7 +239,7 @@ func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change,
 // of fileIDs shared, which file deletion takes exclusive: they, not a row
 // lock per file, keep the command's files from being deleted under it.
 func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (*dbsqlc.JobLockForUpdateRow, error) {
-	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileIds: fileIDs})
+	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileLocks: fileLocks(fileIDs)})
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -268,6 +270,34 @@ func readFiles(ctx context.Context, tx pgx.Tx, owner uuid.UUID, ids []uuid.UUID)
 		highest = max(highest, r.Position)
 	}
 	return highest, nil
+}
+
+// fileLockCount is how many file locks there are. Enough that deletions of
+// different files rarely wait for each other; few enough that a command
+// naming thousands of files takes them all cheaply.
+const fileLockCount = 64
+
+// FileLock is the advisory lock (second key; the first is fixed in the
+// queries) that guards file id against deletion: taken exclusive to delete
+// it, shared by job commands that name it.
+func FileLock(id uuid.UUID) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write(id[:])
+	return int32(h.Sum32() % fileLockCount)
+}
+
+// fileLocks is the set of file locks of ids, ascending.
+func fileLocks(ids []uuid.UUID) []int32 {
+	var taken [fileLockCount]bool
+	var locks []int32
+	for _, id := range ids {
+		if l := FileLock(id); !taken[l] {
+			taken[l] = true
+			locks = append(locks, l)
+		}
+	}
+	slices.Sort(locks)
+	return locks
 }
 
 func notFound(err error) error {

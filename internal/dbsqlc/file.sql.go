@@ -88,22 +88,23 @@ const fileLockForUpdate = `-- name: FileLockForUpdate :one
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
 WHERE id = $1 AND owner_id = $2
-  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, hashtext($1::text) & 63) IS NOT NULL)
+  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, $3::integer) IS NOT NULL)
 FOR UPDATE
 `
 
 type FileLockForUpdateParams struct {
-	ID      uuid.UUID
-	OwnerID uuid.UUID
+	ID       uuid.UUID
+	OwnerID  uuid.UUID
+	FileLock int32
 }
 
-// Locks a file before deleting it. First it takes the file's lock (one of
-// 64, see JobLockForUpdate) exclusive; the InitPlan runs before the row is
-// locked. A job command that names the file holds that lock shared from its
-// start, so a deletion waits for the links in flight, whose rows it then
-// sees, and a link that starts meanwhile waits and then finds the file gone.
+// Locks a file before deleting it. First it takes the file's lock
+// (command.FileLock) exclusive; the InitPlan runs before the row is locked.
+// A job command that names the file holds that lock shared from its start,
+// so a deletion waits for the links in flight, whose rows it then sees, and
+// a link that starts meanwhile waits and then finds the file gone.
 func (q *Queries) FileLockForUpdate(ctx context.Context, db DBTX, arg *FileLockForUpdateParams) (*File, error) {
-	row := db.QueryRow(ctx, fileLockForUpdate, arg.ID, arg.OwnerID)
+	row := db.QueryRow(ctx, fileLockForUpdate, arg.ID, arg.OwnerID, arg.FileLock)
 	var i File
 	err := row.Scan(
 		&i.ID,

@@ -224,20 +224,16 @@ SELECT id, owner_id, name, created_at, created_position, version, position, file
 FROM jobs
 WHERE id = $1 AND owner_id = $2
   AND (
-    SELECT count(pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, bucket.n))
-    FROM (
-        SELECT DISTINCT hashtext(f::text) & 63 AS n
-        FROM unnest($3::uuid[]) AS f
-        ORDER BY n
-    ) AS bucket
+    SELECT count(pg_advisory_xact_lock_shared(x'0e0c0b02'::integer, file_lock))
+    FROM unnest($3::integer[]) AS file_lock
   ) IS NOT NULL
 FOR UPDATE
 `
 
 type JobLockForUpdateParams struct {
-	ID      uuid.UUID
-	OwnerID uuid.UUID
-	FileIds []uuid.UUID
+	ID        uuid.UUID
+	OwnerID   uuid.UUID
+	FileLocks []int32
 }
 
 type JobLockForUpdateRow struct {
@@ -254,15 +250,13 @@ type JobLockForUpdateRow struct {
 
 // Serialises the commands on one job: the second waits for the first to
 // commit, then reads its version. Before the row it takes, shared, the file
-// locks of file_ids (the files the command reads): a file is only ever
-// deleted under its lock held exclusive (FileLockForUpdate), so none of
-// them can be deleted before the command commits. A file's lock is one of
-// 64 (a hash of its id), so a command takes at most 64 locks however many
-// files it names, and deletions of different files rarely wait for each
-// other. The InitPlan runs before the row is locked: the order is always
-// file locks, then rows.
+// locks of the files the command reads (command.FileLock: one of 64 per
+// file, so at most 64 however many files): a file is only ever deleted
+// under its lock held exclusive (FileLockForUpdate), so none of them can be
+// deleted before the command commits. The InitPlan runs before the row is
+// locked: the order is always file locks, then rows.
 func (q *Queries) JobLockForUpdate(ctx context.Context, db DBTX, arg *JobLockForUpdateParams) (*JobLockForUpdateRow, error) {
-	row := db.QueryRow(ctx, jobLockForUpdate, arg.ID, arg.OwnerID, arg.FileIds)
+	row := db.QueryRow(ctx, jobLockForUpdate, arg.ID, arg.OwnerID, arg.FileLocks)
 	var i JobLockForUpdateRow
 	err := row.Scan(
 		&i.ID,
