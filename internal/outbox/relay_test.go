@@ -657,4 +657,14 @@ func TestRelayTakesLargeRowsWhole(t *testing.T) {
 	rec.waitAll(t, all, 30*time.Second)
 	rec.requireStreamOrder(t)
 	requireOutboxEmpty(t, e.pool)
+
+	// Waiting for work, the relay holds no partition: another relay could
+	// take any of them at once.
+	require.Eventually(t, func() bool {
+		var held int
+		err := e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+			uint32(0x0e0c0b01)).Scan(&held)
+		return err == nil && held == 0
+	}, 10*time.Second, 20*time.Millisecond, "an idle relay still holds partitions")
 }
