@@ -412,3 +412,40 @@ func TestDeletionsOfOtherFilesDoNotWait(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	require.Equal(t, 0, f.count(t, "files"))
 }
+
+// A set that drops a file (without naming it) and the file's deletion, at
+// once: the deletion waits for the job, then unlinks the file only from the
+// jobs that still have it. The job's stream never unlinks a file twice.
+func TestDeleteFileAfterASetDroppedIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := uuid.New()
+	job := f.createJob(t, owner, "job")
+	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
+	doomed := f.upload(t, owner, "doomed", 10)
+	_, _, err := f.link(ctx, ref, doomed.ID)
+	require.NoError(t, err)
+
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, _, err = f.svc.SetJobFiles(ctx, tx, ref, []uuid.UUID{})
+	require.NoError(t, err)
+	deleted := make(chan error, 1)
+	go func() {
+		deleted <- f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
+	}()
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting)
+		return err == nil && waiting > 0
+	}, 10*time.Second, 10*time.Millisecond, "the deletion does not wait for the job")
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-deleted)
+
+	rows, err := f.pool.Query(ctx, "SELECT type FROM events WHERE stream_id = $1 ORDER BY version", job.ID)
+	require.NoError(t, err)
+	types, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"job.created", "job.file_linked", "job.file_unlinked"}, types)
+}

@@ -98,6 +98,13 @@ func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.
 		for _, j := range jobs {
 			versions[j.ID] = j.Version
 		}
+		// Read again now that the jobs are locked: a set that dropped the
+		// file without naming it (so without its file lock) may have
+		// committed while this waited for its job. No job can gain the file
+		// meanwhile: linking it needs the file lock this holds.
+		if jobIDs, err = q.JobIDsWithFile(ctx, tx, fileID); err != nil {
+			return Outcome{}, err
+		}
 	}
 	return s.write(ctx, tx, domain.DeleteFile(fileID, owner, jobIDs), versions)
 }
