@@ -81,6 +81,12 @@ func Up(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return Apply(ctx, pool, migrations)
+}
+
+// Apply is Up for the given migrations only (in the order given): tests
+// use it to build an older schema and upgrade it.
+func Apply(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) (int, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("migrate: %w", err)

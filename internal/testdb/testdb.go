@@ -69,6 +69,36 @@ func New(t testing.TB) (*pgxpool.Pool, string) {
 	if err != nil {
 		t.Fatalf("testdb: connect: %v", err)
 	}
+	dropWhenDone(t, pool, name)
+	return pool, url
+}
+
+// Empty creates a database for t with no schema at all (for migration
+// tests) and drops it when t ends.
+func Empty(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		t.Fatalf("testdb: Postgres is not reachable at %s: %v", ServerURL(), err)
+	}
+	defer admin.Close(ctx)
+	name := "epoch_test_" + randomHex(6)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("testdb: create database: %v", err)
+	}
+	url := withDatabase(t, ServerURL(), name)
+	pool, err := database.Connect(ctx, url, 0, nil)
+	if err != nil {
+		t.Fatalf("testdb: connect: %v", err)
+	}
+	dropWhenDone(t, pool, name)
+	return pool, url
+}
+
+// dropWhenDone closes pool and drops database name when t ends.
+func dropWhenDone(t testing.TB, pool *pgxpool.Pool, name string) {
 	t.Cleanup(func() {
 		pool.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -83,7 +113,6 @@ func New(t testing.TB) (*pgxpool.Pool, string) {
 			t.Logf("testdb: drop %s: %v", name, err)
 		}
 	})
-	return pool, url
 }
 
 // ensureTemplate makes, once per schema version, a migrated template
