@@ -38,6 +38,20 @@ func ServerURL() string {
 // pool).
 func New(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
+	return create(t, true)
+}
+
+// Empty creates a database for t with no schema at all (for migration
+// tests) and drops it when t ends.
+func Empty(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	return create(t, false)
+}
+
+// create makes t's database, a copy of the migrated template when migrated
+// is true, and connects to it as the binaries do.
+func create(t testing.TB, migrated bool) (*pgxpool.Pool, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -47,15 +61,19 @@ func New(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	defer admin.Close(ctx)
 
-	template, err := ensureTemplate(ctx, admin)
-	if err != nil {
-		t.Fatalf("testdb: template: %v", err)
-	}
 	name := "epoch_test_" + randomHex(6)
+	statement := "CREATE DATABASE " + name
+	if migrated {
+		template, err := ensureTemplate(ctx, admin)
+		if err != nil {
+			t.Fatalf("testdb: template: %v", err)
+		}
+		statement += " TEMPLATE " + template
+	}
 	// CREATE DATABASE ... TEMPLATE fails while another session is connected
 	// to the template; ours only ever is for an instant, so retry briefly.
 	for attempt := 0; ; attempt++ {
-		_, err = admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template))
+		_, err = admin.Exec(ctx, statement)
 		if err == nil || attempt == 50 {
 			break
 		}
@@ -66,30 +84,6 @@ func New(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	url := withDatabase(t, ServerURL(), name)
 	pool, err := database.Connect(ctx, url, 0, nil) // as the binaries connect
-	if err != nil {
-		t.Fatalf("testdb: connect: %v", err)
-	}
-	dropWhenDone(t, pool, name)
-	return pool, url
-}
-
-// Empty creates a database for t with no schema at all (for migration
-// tests) and drops it when t ends.
-func Empty(t testing.TB) (*pgxpool.Pool, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, ServerURL())
-	if err != nil {
-		t.Fatalf("testdb: Postgres is not reachable at %s: %v", ServerURL(), err)
-	}
-	defer admin.Close(ctx)
-	name := "epoch_test_" + randomHex(6)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("testdb: create database: %v", err)
-	}
-	url := withDatabase(t, ServerURL(), name)
-	pool, err := database.Connect(ctx, url, 0, nil)
 	if err != nil {
 		t.Fatalf("testdb: connect: %v", err)
 	}
