@@ -44,7 +44,7 @@ type sizes struct {
 var fullSizes = sizes{
 	b1Duration: 10 * time.Second, b1Conc: []int{1, 8, 32},
 	b2Events: 100000, b3Rate: 500, b3Duration: 20 * time.Second, rttCount: 300,
-	b4Pairs: 10000, b6Files: 1000, b6Runs: 7, b7Duration: 60 * time.Second,
+	b4Pairs: 10000, b6Files: 1000, b6Runs: 11, b7Duration: 60 * time.Second,
 	drainBudget: 10 * time.Minute,
 }
 

@@ -24,9 +24,10 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
 - **B5** — peak RSS (VmHWM) of the api during B1 and of the relay worker
   during B2. Target: < 100 MiB each.
 - **B6** — PUT /v1/jobs/{id}/files with many files: median latency against
-  a one-file set (ratio ≤ 5), and the statements the api sent for one
-  request (epoch_db_statements_total on the api's /metrics) against a
-  one-file set (equal).
+  a one-file set (ratio ≤ 5), the two sizes taking turns on an emptied job,
+  and the statements the api sent for one request
+  (epoch_db_statements_total on the api's /metrics) against a one-file set
+  (equal).
 - **B7** — uploads and deletes at B1's best rate with relay and both
   subscribers running; least-squares slope of the outbox backlog and of each
   subscriber's lag (positions behind the newest file event), sampled every
