@@ -347,7 +347,8 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 		t.Helper()
 		require.Eventually(t, func() bool {
 			var waiting int
-			err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&waiting)
+			err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+				WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()`).Scan(&waiting)
 			return err == nil && waiting > 0
 		}, 10*time.Second, 10*time.Millisecond, "nobody waits for the owner's file lock")
 	}
@@ -437,7 +438,8 @@ func TestDeleteFileAfterASetDroppedIt(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool {
 		var waiting int
-		err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting)
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+			WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting)
 		return err == nil && waiting > 0
 	}, 10*time.Second, 10*time.Millisecond, "the deletion does not wait for the job")
 	require.NoError(t, tx.Commit(ctx))

@@ -7,8 +7,9 @@
 //
 // A few tests must restart the whole broker. They call NewExclusive: it waits
 // until no other broker test runs (in any test binary on this machine: the
-// lock is a file lock), and holds new ones back until it ends. Call New or
-// NewExclusive at most once per test.
+// lock is a file lock), and holds new ones back until it ends. A test may
+// call New more than once (it holds the lock once); NewExclusive must be its
+// only call.
 package testbroker
 
 import (
@@ -216,11 +217,35 @@ func (a *api) try(method, path string, body []byte) error {
 	return nil
 }
 
+// locked records the tests that hold the broker test lock in this process.
+var locked = struct {
+	sync.Mutex
+	tests map[testing.TB]bool
+}{tests: map[testing.TB]bool{}}
+
 // lock takes the machine-wide broker test lock, shared or exclusive, until
 // t ends. A gate file gives a waiting exclusive test priority over shared
-// ones that arrive after it, so it is not starved.
+// ones that arrive after it, so it is not starved. A test takes it once:
+// asking again while holding it would queue behind a waiting exclusive test
+// that in turn waits for this one, a deadlock across test binaries, so a
+// second New of the same test goes straight through.
 func lock(t testing.TB, how int) {
 	t.Helper()
+	locked.Lock()
+	already := locked.tests[t]
+	locked.tests[t] = true
+	locked.Unlock()
+	if already {
+		if how == syscall.LOCK_EX {
+			t.Fatal("testbroker: NewExclusive in a test that already called New")
+		}
+		return
+	}
+	t.Cleanup(func() {
+		locked.Lock()
+		delete(locked.tests, t)
+		locked.Unlock()
+	})
 	dir := os.TempDir()
 	gate := openLock(t, filepath.Join(dir, "epoch-testbroker.gate"))
 	main := openLock(t, filepath.Join(dir, "epoch-testbroker.lock"))
