@@ -350,7 +350,7 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 			err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
 				WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()`).Scan(&waiting)
 			return err == nil && waiting > 0
-		}, 10*time.Second, 10*time.Millisecond, "nobody waits for the owner's file lock")
+		}, 10*time.Second, 10*time.Millisecond, "nobody waits for the file lock")
 	}
 
 	// A link in flight, then a deletion: the deletion waits, then unlinks.
