@@ -10,13 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/kelseyhightower/envconfig"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -27,6 +23,7 @@ import (
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/janitor"
 	"github.com/catacloud/epoch/internal/migrate"
+	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/storage"
 )
@@ -47,36 +44,11 @@ type config struct {
 	Pprof             bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too (no token: keep it off where the port is public)"`
 }
 
-const envPrefix = "epoch"
-
 // janitorInterval is how often expired idempotency keys are deleted.
 const janitorInterval = 10 * time.Minute
 
 func main() {
-	var cfg config
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "-h", "-help", "--help", "help":
-			fmt.Println("api serves Epoch's HTTP API. It is configured by the environment:")
-			_ = envconfig.Usage(envPrefix, &cfg)
-			return
-		default:
-			fmt.Fprintf(os.Stderr, "api takes no arguments (try --help); got %q\n", os.Args[1])
-			os.Exit(2)
-		}
-	}
-	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	if err := envconfig.Process(envPrefix, &cfg); err != nil {
-		logger.Error("bad configuration", "error", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
-		logger.Error("api stopped", "error", err)
-		os.Exit(1)
-	}
-	logger.Info("api stopped")
+	process.Main("api", "api serves Epoch's HTTP API.", nil, run)
 }
 
 // run starts the api and serves until ctx ends.

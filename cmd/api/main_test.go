@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -26,7 +27,7 @@ func TestRun(t *testing.T) {
 	require.NoError(t, err)
 
 	var cfg config
-	require.NoError(t, envconfig.Process(envPrefix, &cfg))
+	require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
 	cfg.DatabaseURL = dbURL
 	cfg.HTTPAddr = freeAddr(t)
 	cfg.AdminToken = "admin"
@@ -94,7 +95,7 @@ func TestRunUnknownInlineSubscriber(t *testing.T) {
 	t.Parallel()
 	_, dbURL := testdb.New(t)
 	var cfg config
-	require.NoError(t, envconfig.Process(envPrefix, &cfg))
+	require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
 	cfg.DatabaseURL = dbURL
 	cfg.HTTPAddr = freeAddr(t)
 	cfg.InlineSubscribers = []string{"storgae"}

@@ -2,14 +2,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +22,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/rabbitadmin"
 )
 
 const (
@@ -46,7 +45,7 @@ type env struct {
 
 	amqpURL string // the bench's own vhost
 	vhost   string
-	mgmt    *mgmt
+	mgmt    *rabbitadmin.Client
 
 	apiBin, workerBin string
 	workerErr         error // why there is no worker binary
@@ -160,32 +159,14 @@ func (e *env) createVhost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("EPOCH_AMQP_URL: %w", err)
 	}
-	e.mgmt = newMgmt(base)
-	if err := e.mgmt.ready(ctx); err != nil {
+	e.mgmt = rabbitadmin.New(base)
+	if err := e.mgmt.Ready(ctx); err != nil {
 		return err
 	}
 	name := "epoch_bench_" + randomHex(6)
-	if err := e.mgmt.do(ctx, http.MethodPut, "/api/vhosts/"+url.PathEscape(name), nil, nil); err != nil {
-		return err
-	}
-	e.vhost = name
-	perm := []byte(`{"configure":".*","write":".*","read":".*"}`)
-	if err := e.mgmt.do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(name)+"/"+url.PathEscape(base.Username), perm, nil); err != nil {
-		return err
-	}
-	base.Vhost = name
-	e.amqpURL = base.String()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		conn, err := amqp.Dial(e.amqpURL)
-		if err == nil {
-			return conn.Close()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("RabbitMQ is not reachable at %s: %w", e.amqpURL, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	e.vhost = name // set first: close deletes it even if it came up only in part
+	e.amqpURL, err = e.mgmt.CreateVhost(ctx, base, name)
+	return err
 }
 
 // close stops the processes and drops the database and the vhost.
@@ -207,7 +188,7 @@ func (e *env) close() {
 		}
 	}
 	if e.vhost != "" {
-		if err := e.mgmt.do(ctx, http.MethodDelete, "/api/vhosts/"+url.PathEscape(e.vhost), nil, nil); err != nil {
+		if err := e.mgmt.DeleteVhost(ctx, e.vhost); err != nil {
 			e.log.Error("delete vhost", "error", err)
 		}
 	}
@@ -408,73 +389,13 @@ func (p *proc) metric(ctx context.Context, name string) (value float64, found bo
 	return value, found, s.Err()
 }
 
-// mgmt talks to the RabbitMQ management HTTP API.
-type mgmt struct {
-	base, user, password string
-	client               *http.Client
-}
-
-func newMgmt(u amqp.URI) *mgmt {
-	base := os.Getenv("EPOCH_RABBITMQ_MANAGEMENT_URL")
-	if base == "" {
-		base = "http://" + net.JoinHostPort(u.Host, "15672")
-	}
-	return &mgmt{base: base, user: u.Username, password: u.Password, client: &http.Client{Timeout: 30 * time.Second}}
-}
-
-// ready waits for the management API, enabling the plugin once on a local
-// broker when nothing listens (as internal/testbroker does).
-func (m *mgmt) ready(ctx context.Context) error {
-	deadline := time.Now().Add(60 * time.Second)
-	enabled := false
-	for {
-		err := m.do(ctx, http.MethodGet, "/api/overview", nil, nil)
-		if err == nil {
-			return nil
-		}
-		var opErr *net.OpError
-		if errors.As(err, &opErr) && !enabled {
-			enabled = true
-			if out, err := exec.CommandContext(ctx, "rabbitmq-plugins", "enable", "rabbitmq_management").CombinedOutput(); err != nil {
-				return fmt.Errorf("rabbitmq-plugins enable rabbitmq_management: %w\n%s", err, out)
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("RabbitMQ management API is not reachable at %s: %w", m.base, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func (m *mgmt) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, m.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(m.user, m.password)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := m.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
-	}
-	if out != nil {
-		return json.Unmarshal(msg, out)
-	}
-	return nil
-}
-
 // queueDepth is the number of messages in a queue of the bench's vhost
 // (ready plus unacked), as the management API last sampled it.
 func (e *env) queueDepth(ctx context.Context, queue string) (int64, error) {
 	var q struct {
 		Messages int64 `json:"messages"`
 	}
-	err := e.mgmt.do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(e.vhost)+"/"+url.PathEscape(queue), nil, &q)
+	err := e.mgmt.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(e.vhost)+"/"+url.PathEscape(queue), nil, &q)
 	return q.Messages, err
 }
 
@@ -484,7 +405,7 @@ func (e *env) versions(ctx context.Context) (postgres, rabbitmq string) {
 	var o struct {
 		RabbitMQ string `json:"rabbitmq_version"`
 	}
-	_ = e.mgmt.do(ctx, http.MethodGet, "/api/overview", nil, &o)
+	_ = e.mgmt.Do(ctx, http.MethodGet, "/api/overview", nil, &o)
 	return postgres, o.RabbitMQ
 }
 

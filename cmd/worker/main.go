@@ -7,16 +7,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
+	"github.com/catacloud/epoch/internal/process"
 )
 
 // config is the worker's environment (prefix EPOCH_). `worker --help` lists it.
@@ -26,7 +21,7 @@ type config struct {
 	AMQPURL                string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL"`
 	HTTPAddr               string        `envconfig:"HTTP_ADDR" default:":8081" desc:"address of /healthz, /readyz and /metrics"`
 	WorkerRoles            []string      `envconfig:"WORKER_ROLES" default:"relay,storage,billing" desc:"comma-separated roles to run: relay, storage, billing"`
-	RelayBatchSize         int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"most outbox rows the relay publishes per cycle"`
+	RelayBatchSize         int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"about the most events the relay publishes per cycle (it takes whole outbox rows, at least one per partition)"`
 	RelayPollInterval      time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"how often an idle relay looks at the outbox when no NOTIFY woke it"`
 	RelayLanes             int           `envconfig:"RELAY_LANES" default:"2" desc:"publishing loops of the relay, each with its own RabbitMQ connection, working on disjoint partitions at once"`
 	RelayPartitionShare    float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
@@ -38,8 +33,6 @@ type config struct {
 	FaultCrashAfterConfirm float64       `envconfig:"FAULT_CRASH_AFTER_CONFIRM" default:"0" desc:"tests only: probability that the relay kills its own process (SIGKILL) after a batch is confirmed and before its rows are deleted"`
 }
 
-const envPrefix = "epoch"
-
 // Roles a worker can run.
 const (
 	roleRelay   = "relay"
@@ -50,34 +43,7 @@ const (
 var knownRoles = []string{roleRelay, roleStorage, roleBilling}
 
 func main() {
-	var cfg config
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "-h", "-help", "--help", "help":
-			fmt.Println("worker relays Epoch's outbox to RabbitMQ and runs the remote subscribers. It is configured by the environment:")
-			_ = envconfig.Usage(envPrefix, &cfg)
-			return
-		default:
-			fmt.Fprintf(os.Stderr, "worker takes no arguments (try --help); got %q\n", os.Args[1])
-			os.Exit(2)
-		}
-	}
-	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	if err := envconfig.Process(envPrefix, &cfg); err != nil {
-		logger.Error("bad configuration", "error", err)
-		os.Exit(2)
-	}
-	if err := cfg.validate(); err != nil {
-		logger.Error("bad configuration", "error", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
-		logger.Error("worker stopped", "error", err)
-		os.Exit(1)
-	}
-	logger.Info("worker stopped")
+	process.Main("worker", "worker relays Epoch's outbox to RabbitMQ and runs the remote subscribers.", (*config).validate, run)
 }
 
 func (c *config) validate() error {

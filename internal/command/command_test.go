@@ -81,6 +81,18 @@ func (f fixture) count(t *testing.T, table string) int {
 	return n
 }
 
+// waitForLock waits until a session of this test's database waits for a
+// lock (of locktype, when not empty).
+func (f fixture) waitForLock(t *testing.T, locktype, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+			WHERE NOT l.granted AND a.datname = current_database() AND ($1 = '' OR l.locktype = $1)`, locktype).Scan(&waiting)
+		return err == nil && waiting > 0
+	}, 10*time.Second, 10*time.Millisecond, msg)
+}
+
 func fileIDs(job readmodel.Job) []uuid.UUID {
 	ids := make([]uuid.UUID, len(*job.Files))
 	for i, f := range *job.Files {
@@ -342,16 +354,6 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	deleteFile := func(id uuid.UUID) error {
 		return f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, id); return err })
 	}
-	// waitBlocked waits until a session waits for an advisory lock.
-	waitBlocked := func() {
-		t.Helper()
-		require.Eventually(t, func() bool {
-			var waiting int
-			err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-				WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()`).Scan(&waiting)
-			return err == nil && waiting > 0
-		}, 10*time.Second, 10*time.Millisecond, "nobody waits for the file lock")
-	}
 
 	// A link in flight, then a deletion: the deletion waits, then unlinks.
 	first := f.upload(t, owner, "first", 10)
@@ -361,7 +363,7 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	require.NoError(t, err)
 	deleted := make(chan error, 1)
 	go func() { deleted <- deleteFile(first.ID) }()
-	waitBlocked()
+	f.waitForLock(t, "advisory", "nobody waits for the file lock")
 	require.NoError(t, tx.Commit(ctx))
 	require.NoError(t, <-deleted)
 	preview, err := readmodel.GetJob(ctx, f.pool, owner, job.ID)
@@ -378,7 +380,7 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	require.NoError(t, err)
 	linked := make(chan error, 1)
 	go func() { _, _, err := f.link(ctx, ref, second.ID); linked <- err }()
-	waitBlocked()
+	f.waitForLock(t, "advisory", "nobody waits for the file lock")
 	require.NoError(t, tx.Commit(ctx))
 	require.ErrorIs(t, <-linked, command.ErrNotFound)
 	require.Equal(t, 0, f.count(t, "job_files"))
@@ -436,12 +438,7 @@ func TestDeleteFileAfterASetDroppedIt(t *testing.T) {
 	go func() {
 		deleted <- f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
 	}()
-	require.Eventually(t, func() bool {
-		var waiting int
-		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-			WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting)
-		return err == nil && waiting > 0
-	}, 10*time.Second, 10*time.Millisecond, "the deletion does not wait for the job")
+	f.waitForLock(t, "", "the deletion does not wait for the job")
 	require.NoError(t, tx.Commit(ctx))
 	require.NoError(t, <-deleted)
 

@@ -87,13 +87,8 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errUnauthorized)
 		return
 	}
-	body, err := readBody(w, r)
+	_, in, err := readJSON[userInput](w, r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var in userInput
-	if err := decodeJSON(body, &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -81,13 +81,8 @@ func jobRef(r *http.Request, user uuid.UUID) (command.JobRef, error) {
 
 // POST /v1/files
 func (s *server) uploadFile(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
-	body, err := readBody(w, r)
+	body, in, err := readJSON[fileInput](w, r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var in fileInput
-	if err := decodeJSON(body, &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -126,13 +121,8 @@ func (s *server) deleteFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 
 // POST /v1/jobs
 func (s *server) createJob(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
-	body, err := readBody(w, r)
+	body, in, err := readJSON[jobInput](w, r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var in jobInput
-	if err := decodeJSON(body, &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -204,13 +194,8 @@ func (s *server) setJobFiles(w http.ResponseWriter, r *http.Request, user uuid.U
 		s.fail(w, r, err)
 		return
 	}
-	body, err := readBody(w, r)
+	body, in, err := readJSON[setFilesInput](w, r)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var in setFilesInput
-	if err := decodeJSON(body, &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -30,6 +30,19 @@ const (
 	maxLimit            = 1000
 )
 
+// readJSON reads the body (at most MaxBodyBytes, 413 past it) and decodes
+// it strictly into a T. The raw body comes back too: an idempotency key is
+// checked against it.
+func readJSON[T any](w http.ResponseWriter, r *http.Request) (body []byte, in T, err error) {
+	if body, err = readBody(w, r); err != nil {
+		return nil, in, err
+	}
+	if err = decodeJSON(body, &in); err != nil {
+		return nil, in, err
+	}
+	return body, in, nil
+}
+
 // readBody reads the whole body, at most MaxBodyBytes (413 past it).
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))

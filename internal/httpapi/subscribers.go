@@ -33,11 +33,15 @@ func parseMinPosition(r *http.Request) (int64, error) {
 }
 
 // catchUp waits until subscriber applied the caller's events up to
-// ?min_position=.
-func (s *server) catchUp(r *http.Request, user uuid.UUID, subscriber string, minPosition int64) error {
+// ?min_position= (absent: no wait).
+func (s *server) catchUp(r *http.Request, user uuid.UUID, subscriber string) error {
+	minPosition, err := parseMinPosition(r)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout+s.cfg.CatchUpTimeout)
 	defer cancel()
-	err := catchup.Wait(ctx, s.cfg.Pool, subscriber, user, minPosition, s.cfg.CatchUpTimeout)
+	err = catchup.Wait(ctx, s.cfg.Pool, subscriber, user, minPosition, s.cfg.CatchUpTimeout)
 	switch {
 	case errors.Is(err, catchup.ErrBeyondHead):
 		return errInvalid(fmt.Sprintf("min_position %d is beyond every committed position", minPosition))
@@ -49,12 +53,7 @@ func (s *server) catchUp(r *http.Request, user uuid.UUID, subscriber string, min
 
 // GET /v1/storage
 func (s *server) getStorage(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
-	minPosition, err := parseMinPosition(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.catchUp(r, user, storage.Name, minPosition); err != nil {
+	if err := s.catchUp(r, user, storage.Name); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -77,12 +76,7 @@ func (s *server) getUsage(w http.ResponseWriter, r *http.Request, user uuid.UUID
 		s.fail(w, r, errInvalid(err.Error()))
 		return
 	}
-	minPosition, err := parseMinPosition(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.catchUp(r, user, billing.Name, minPosition); err != nil {
+	if err := s.catchUp(r, user, billing.Name); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
@@ -558,14 +559,31 @@ func TestUnroutableMessageStays(t *testing.T) {
 	requireOutboxEmpty(t, e.pool)
 }
 
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// series returns the series of the metric called name (none if absent).
+func series(t *testing.T, reg *prometheus.Registry, name string) []*dto.Metric {
 	t.Helper()
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range families {
 		if f.GetName() == name {
-			return f.GetMetric()[0].GetGauge().GetValue()
+			return f.GetMetric()
 		}
+	}
+	return nil
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	if s := series(t, reg, name); len(s) > 0 {
+		return s[0].GetGauge().GetValue()
+	}
+	return 0
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	if s := series(t, reg, name); len(s) > 0 {
+		return s[0].GetCounter().GetValue()
 	}
 	return 0
 }
@@ -573,30 +591,11 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // phaseCount is how many relay cycles were timed in phase.
 func phaseCount(t *testing.T, reg *prometheus.Registry, phase string) uint64 {
 	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != "epoch_relay_cycle_phase_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "phase" && l.GetValue() == phase {
-					return m.GetHistogram().GetSampleCount()
-				}
+	for _, m := range series(t, reg, "epoch_relay_cycle_phase_seconds") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "phase" && l.GetValue() == phase {
+				return m.GetHistogram().GetSampleCount()
 			}
-		}
-	}
-	return 0
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
 	return 0

@@ -13,16 +13,10 @@
 package testbroker
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +26,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/rabbitadmin"
 )
 
 // DefaultURL is the broker tests use when EPOCH_AMQP_URL is not set.
@@ -106,115 +102,34 @@ func newVhost(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("testbroker: EPOCH_AMQP_URL: %v", err)
 	}
-	api := newAPI(t, base)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := rabbitadmin.New(base)
+	if err := admin.Ready(ctx); err != nil {
+		t.Fatalf("testbroker: %v", err)
+	}
 	name := "epoch_test_" + randomHex(6)
-	api.do(t, http.MethodPut, "/api/vhosts/"+url.PathEscape(name), nil)
-	perm := []byte(`{"configure":".*","write":".*","read":".*"}`)
-	api.do(t, http.MethodPut, "/api/permissions/"+url.PathEscape(name)+"/"+url.PathEscape(base.Username), perm)
+	amqpURL, err := admin.CreateVhost(ctx, base, name)
 	t.Cleanup(func() {
 		// The vhost goes with its queues and connections.
-		if err := api.try(http.MethodDelete, "/api/vhosts/"+url.PathEscape(name), nil); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := admin.DeleteVhost(ctx, name); err != nil {
 			t.Logf("testbroker: delete vhost %s: %v", name, err)
 		}
 	})
-	u := base
-	u.Vhost = name
-	amqpURL := u.String()
-	waitAMQP(t, amqpURL, 30*time.Second)
+	if err != nil {
+		t.Fatalf("testbroker: %v", err)
+	}
 	return amqpURL
 }
 
 // waitAMQP fails t unless the vhost accepts an AMQP connection within d.
 func waitAMQP(t testing.TB, amqpURL string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		conn, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
-		if err == nil {
-			_ = conn.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testbroker: RabbitMQ is not reachable at %s: %v", amqpURL, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-type api struct {
-	base     string
-	user     string
-	password string
-	client   *http.Client
-}
-
-func newAPI(t testing.TB, base amqp.URI) *api {
-	t.Helper()
-	a := &api{
-		base:     os.Getenv("EPOCH_RABBITMQ_MANAGEMENT_URL"),
-		user:     base.Username,
-		password: base.Password,
-		client:   &http.Client{Timeout: 30 * time.Second},
-	}
-	if a.base == "" {
-		a.base = "http://" + net.JoinHostPort(base.Host, "15672")
-	}
-	enableManagement(t, a)
-	return a
-}
-
-var enableOnce sync.Once
-
-// enableManagement makes sure the management API answers: when nothing
-// listens, it enables the plugin once (on a local broker) and waits. It also
-// rides out a broker restart by another test binary.
-func enableManagement(t testing.TB, a *api) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := a.try(http.MethodGet, "/api/overview", nil)
-		if err == nil {
-			return
-		}
-		var opErr *net.OpError
-		if errors.As(err, &opErr) {
-			enableOnce.Do(func() {
-				if out, err := exec.Command("rabbitmq-plugins", "enable", "rabbitmq_management").CombinedOutput(); err != nil {
-					t.Logf("testbroker: rabbitmq-plugins enable rabbitmq_management: %v\n%s", err, out)
-				}
-			})
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testbroker: RabbitMQ management API is not reachable at %s: %v", a.base, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func (a *api) do(t testing.TB, method, path string, body []byte) {
-	t.Helper()
-	if err := a.try(method, path, body); err != nil {
+	if err := rabbitadmin.WaitAMQP(context.Background(), amqpURL, d); err != nil {
 		t.Fatalf("testbroker: %v", err)
 	}
-}
-
-func (a *api) try(method, path string, body []byte) error {
-	req, err := http.NewRequest(method, a.base+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(a.user, a.password)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
-	}
-	return nil
 }
 
 // locked records the tests that hold the broker test lock in this process.

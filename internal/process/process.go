@@ -1,0 +1,54 @@
+// Package process is the life of a binary (cmd/api, cmd/worker): its
+// --help, its configuration from the environment, its JSON logger, and a
+// run that ends on SIGTERM or SIGINT.
+package process
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// EnvPrefix prefixes every setting: EPOCH_DATABASE_URL and so on.
+const EnvPrefix = "epoch"
+
+// Main runs binary name and exits. --help prints about and the settings of
+// C. The settings are read from the environment and, when check is not nil,
+// checked by it (a bad one exits 2). run then runs until SIGTERM or SIGINT
+// cancels its context; an error from it exits 1.
+func Main[C any](name, about string, check func(*C) error, run func(ctx context.Context, cfg C, logger *slog.Logger) error) {
+	var cfg C
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-h", "-help", "--help", "help":
+			fmt.Println(about + " It is configured by the environment:")
+			_ = envconfig.Usage(EnvPrefix, &cfg)
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "%s takes no arguments (try --help); got %q\n", name, os.Args[1])
+			os.Exit(2)
+		}
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	err := envconfig.Process(EnvPrefix, &cfg)
+	if err == nil && check != nil {
+		err = check(&cfg)
+	}
+	if err != nil {
+		logger.Error("bad configuration", "error", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, logger); err != nil {
+		logger.Error(name+" stopped", "error", err)
+		stop()
+		os.Exit(1)
+	}
+	logger.Info(name + " stopped")
+}

@@ -1,0 +1,134 @@
+// Package rabbitadmin drives RabbitMQ's management HTTP API for the tests
+// and the benchmark tool: vhosts of their own, and reads of what the broker
+// holds. The binaries do not use it.
+package rabbitadmin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Client calls the management API of the broker an AMQP URI points at, as
+// that URI's user.
+type Client struct {
+	base, user, password string
+	http                 *http.Client
+}
+
+// New is a client for the broker of u: the API at
+// EPOCH_RABBITMQ_MANAGEMENT_URL, or on port 15672 of u's host.
+func New(u amqp.URI) *Client {
+	base := os.Getenv("EPOCH_RABBITMQ_MANAGEMENT_URL")
+	if base == "" {
+		base = "http://" + net.JoinHostPort(u.Host, "15672")
+	}
+	return &Client{base: base, user: u.Username, password: u.Password, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+var enableOnce sync.Once
+
+// Ready waits (at most 60 s) until the API answers. When nothing listens,
+// it enables the management plugin, once per process, on the local broker.
+// It also rides out a broker restart by another process.
+func (c *Client) Ready(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	var enableErr error // kept for the final error: the API may come up anyway
+	for {
+		err := c.Do(ctx, http.MethodGet, "/api/overview", nil, nil)
+		if err == nil {
+			return nil
+		}
+		var opErr *net.OpError
+		if errors.As(err, &opErr) {
+			enableOnce.Do(func() {
+				if out, err := exec.CommandContext(ctx, "rabbitmq-plugins", "enable", "rabbitmq_management").CombinedOutput(); err != nil {
+					enableErr = fmt.Errorf("rabbitmq-plugins enable rabbitmq_management: %w\n%s", err, out)
+				}
+			})
+		}
+		if time.Now().After(deadline) {
+			return errors.Join(fmt.Errorf("RabbitMQ management API is not reachable at %s: %w", c.base, err), enableErr)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Do sends one request; a status of 300 or more is an error. out, when not
+// nil, receives the JSON answer.
+func (c *Client) Do(ctx context.Context, method, path string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(c.user, c.password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+	}
+	if out != nil {
+		return json.Unmarshal(msg, out)
+	}
+	return nil
+}
+
+// CreateVhost creates vhost name, gives base's user every permission on it,
+// and returns its AMQP URL once it accepts a connection (at most 30 s).
+func (c *Client) CreateVhost(ctx context.Context, base amqp.URI, name string) (string, error) {
+	if err := c.Do(ctx, http.MethodPut, "/api/vhosts/"+url.PathEscape(name), nil, nil); err != nil {
+		return "", err
+	}
+	perm := []byte(`{"configure":".*","write":".*","read":".*"}`)
+	if err := c.Do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(name)+"/"+url.PathEscape(base.Username), perm, nil); err != nil {
+		return "", err
+	}
+	base.Vhost = name
+	amqpURL := base.String()
+	return amqpURL, WaitAMQP(ctx, amqpURL, 30*time.Second)
+}
+
+// DeleteVhost deletes vhost name, with its queues and connections.
+func (c *Client) DeleteVhost(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/vhosts/"+url.PathEscape(name), nil, nil)
+}
+
+// WaitAMQP waits (at most d) until amqpURL accepts an AMQP connection.
+func WaitAMQP(ctx context.Context, amqpURL string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		conn, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+		if err == nil {
+			return conn.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("RabbitMQ is not reachable at %s: %w", amqpURL, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
