@@ -1,13 +1,19 @@
 -- name: OutboxInsert :exec
 -- Queues a command's events for the relay, one row per run (see
--- outbox.Enqueue), and wakes it. The NOTIFY is only a hint, delivered at
--- commit; the relay polls as well.
-WITH queued AS (
-    INSERT INTO outbox (position, last_position, partition)
-    SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[])
-    RETURNING 1
-)
-SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued;
+-- outbox.Enqueue). It does not wake the relay: see OutboxWake.
+INSERT INTO outbox (position, last_position, partition)
+SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[]);
+
+-- name: OutboxWake :exec
+-- Wakes the relays once commands have committed outbox rows, as a
+-- transaction of its own (outbox.Waker). A NOTIFY inside the commands'
+-- own transactions would take a database-wide lock at each commit and hold
+-- it through that commit's WAL flush, so every command's commit waited for
+-- the one before it. This one is only a hint, so it commits without waiting
+-- for its flush: a hint lost in a crash just leaves the rows to the
+-- relay's next poll.
+SELECT pg_notify('epoch_outbox', '')
+WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
 
 -- name: OutboxPartitionsLock :many
 -- Finds and locks a cycle's partitions in one round trip:
@@ -18,9 +24,10 @@ SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_
 --    for the rest of the transaction unless another relay holds it (the
 --    fenced, ordered subquery makes the lock calls run in that order, and
 --    the LIMIT stops them, so no more locks are taken than returned).
--- The rows are read by OutboxClaim, a later statement: its snapshot must
--- be taken after the locks, or it could still see rows another relay
--- deleted just before letting go of the partition, and send them again.
+-- The rows are read by OutboxClaim, the next statement of the same batch:
+-- its snapshot must be taken after the locks, or it could still see rows
+-- another relay deleted just before letting go of the partition, and send
+-- them again.
 WITH RECURSIVE pending(partition) AS (
     SELECT min(o.partition) FROM outbox AS o
   UNION ALL
@@ -40,14 +47,30 @@ WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::
 LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL);
 
 -- name: OutboxClaim :many
--- The oldest rows of each locked partition with their events, in position
--- (= per-stream version) order. Rows are taken whole, in key order, while
--- the events before them number fewer than per_partition (so at least one
--- row, however long): one short index range per partition, the work
--- bounded by the batch, not by the backlog.
+-- The oldest rows of each partition this transaction locked (with
+-- OutboxPartitionsLock, sent in the same batch: the locks are read back
+-- from pg_locks, so this statement needs nothing from that one's answer),
+-- with their events, in position (= per-stream version) order. Each
+-- partition gets an equal share of batch_size: rows are taken whole, in
+-- key order, while the events before them number fewer than that share
+-- (so at least one row, however long): one short index range per
+-- partition, the work bounded by the batch, not by the backlog.
+WITH held AS (
+    SELECT l.objid::bigint::smallint AS partition
+    FROM pg_catalog.pg_locks AS l
+    WHERE l.locktype = 'advisory'
+      AND l.pid = pg_backend_pid()
+      AND l.classid = sqlc.arg(lock_key)::integer::oid
+      AND l.objsubid = 2
+      AND l.granted
+), share AS (
+    SELECT greatest(1, ceil((sqlc.arg(batch_size)::integer)::float8 / nullif(count(*), 0)))::integer AS per_partition
+    FROM held
+)
 SELECT o.position AS row_position, o.partition, o.created_at,
        e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM unnest(@partitions::smallint[]) AS p(partition)
+FROM held AS p
+CROSS JOIN share
 CROSS JOIN LATERAL (
     SELECT head.position, head.last_position, head.partition, head.created_at
     FROM (
@@ -57,9 +80,9 @@ CROSS JOIN LATERAL (
         FROM outbox AS ob
         WHERE ob.partition = p.partition
         ORDER BY ob.position
-        LIMIT @per_partition::integer
+        LIMIT share.per_partition
     ) AS head
-    WHERE head.before < @per_partition::integer
+    WHERE head.before < share.per_partition
 ) AS o
 CROSS JOIN LATERAL (
     -- A range scan of events_pkey per row. OFFSET 0 keeps the planner from

@@ -23,6 +23,7 @@ import (
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/janitor"
 	"github.com/catacloud/epoch/internal/migrate"
+	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/storage"
@@ -74,9 +75,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The relays' wake-up after each command's commit (outbox.Waker).
+	waker := outbox.NewWaker(pool, logger)
+	go waker.Run(ctx)
+	commands := command.NewService(pool, dispatcher)
+	commands.AfterCommit(waker.Wake)
 	handler, err := httpapi.New(httpapi.Config{
 		Pool:           pool,
-		Commands:       command.NewService(pool, dispatcher),
+		Commands:       commands,
 		Logger:         logger,
 		Registry:       registry,
 		AdminToken:     cfg.AdminToken,

@@ -257,7 +257,7 @@ func (r *roundTripper) measureUntil(ctx context.Context, every time.Duration) ([
 }
 
 // relayPhaseNames are the phases of a relay cycle the worker times.
-var relayPhaseNames = []string{"lock", "claim", "publish", "settle"}
+var relayPhaseNames = []string{"claim", "publish", "settle"}
 
 // phaseTotals is the worker's running time and count of each relay phase.
 type phaseTotals map[string][2]float64
@@ -289,6 +289,7 @@ func relayPhaseDetail(before, after phaseTotals) map[string]any {
 			means[ph] = round3((after[ph][0] - before[ph][0]) / n * 1000)
 		}
 	}
-	cycles := after["lock"][1] - before["lock"][1]
-	return map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - (after["claim"][1] - before["claim"][1])}
+	// Every cycle claims; one that found rows publishes them.
+	cycles := after["claim"][1] - before["claim"][1]
+	return map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - (after["publish"][1] - before["publish"][1])}
 }

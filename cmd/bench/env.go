@@ -356,7 +356,7 @@ func (p *proc) resetPeakRSS() {
 
 // metric reads one counter or gauge (summed over its labels) from the
 // process's /metrics; found is false when the metric is not exposed. A
-// name with labels (`x{phase="lock"}`) reads just that series.
+// name with labels (`x{phase="claim"}`) reads just that series.
 func (p *proc) metric(ctx context.Context, name string) (value float64, found bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/metrics", nil)
 	if err != nil {

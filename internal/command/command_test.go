@@ -448,3 +448,19 @@ func TestDeleteFileAfterASetDroppedIt(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"job.created", "job.file_linked", "job.file_unlinked"}, types)
 }
+
+// AfterCommit (the relays' wake-up in the api) runs once per committed
+// command, after its commit, and never for a command that failed.
+func TestAfterCommitRunsOnlyAfterACommit(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	var calls []int // outbox rows visible from outside when each call ran
+	f.svc.AfterCommit(func() { calls = append(calls, f.count(t, "outbox")) })
+	owner := uuid.New()
+	f.upload(t, owner, "a.bin", 10)
+	require.Equal(t, []int{1}, calls, "the call came before the commit, or not at all")
+
+	_, _, err := f.link(context.Background(), command.JobRef{OwnerID: owner, JobID: uuid.New()}, uuid.New())
+	require.Error(t, err)
+	require.Equal(t, []int{1}, calls, "a failed command woke the relays")
+}

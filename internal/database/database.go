@@ -64,11 +64,20 @@ func (c StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pg
 // TraceQueryEnd implements pgx.QueryTracer.
 func (StatementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-// InTx runs fn in one transaction: committed when fn returns nil, rolled
-// back otherwise. It is the only place transactions begin and end.
-func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, pool, fn)
+// TraceBatchStart implements pgx.BatchTracer: a batch's statements are
+// counted one by one (TraceBatchQuery), BEGIN included when it rides with
+// a transaction's first statement.
+func (StatementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
 }
+
+// TraceBatchQuery implements pgx.BatchTracer.
+func (c StatementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
+	c.Counter.Inc()
+}
+
+// TraceBatchEnd implements pgx.BatchTracer.
+func (StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 const (
 	codeUniqueViolation      = "23505"

@@ -32,9 +32,22 @@ func (q *Queries) OutboxBacklog(ctx context.Context, db DBTX) (*OutboxBacklogRow
 }
 
 const outboxClaim = `-- name: OutboxClaim :many
+WITH held AS (
+    SELECT l.objid::bigint::smallint AS partition
+    FROM pg_catalog.pg_locks AS l
+    WHERE l.locktype = 'advisory'
+      AND l.pid = pg_backend_pid()
+      AND l.classid = $1::integer::oid
+      AND l.objsubid = 2
+      AND l.granted
+), share AS (
+    SELECT greatest(1, ceil(($2::integer)::float8 / nullif(count(*), 0)))::integer AS per_partition
+    FROM held
+)
 SELECT o.position AS row_position, o.partition, o.created_at,
        e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM unnest($1::smallint[]) AS p(partition)
+FROM held AS p
+CROSS JOIN share
 CROSS JOIN LATERAL (
     SELECT head.position, head.last_position, head.partition, head.created_at
     FROM (
@@ -44,9 +57,9 @@ CROSS JOIN LATERAL (
         FROM outbox AS ob
         WHERE ob.partition = p.partition
         ORDER BY ob.position
-        LIMIT $2::integer
+        LIMIT share.per_partition
     ) AS head
-    WHERE head.before < $2::integer
+    WHERE head.before < share.per_partition
 ) AS o
 CROSS JOIN LATERAL (
     -- A range scan of events_pkey per row. OFFSET 0 keeps the planner from
@@ -61,8 +74,8 @@ ORDER BY e.position
 `
 
 type OutboxClaimParams struct {
-	Partitions   []int16
-	PerPartition int32
+	LockKey   int32
+	BatchSize int32
 }
 
 type OutboxClaimRow struct {
@@ -79,13 +92,16 @@ type OutboxClaimRow struct {
 	OccurredAt  time.Time
 }
 
-// The oldest rows of each locked partition with their events, in position
-// (= per-stream version) order. Rows are taken whole, in key order, while
-// the events before them number fewer than per_partition (so at least one
-// row, however long): one short index range per partition, the work
-// bounded by the batch, not by the backlog.
+// The oldest rows of each partition this transaction locked (with
+// OutboxPartitionsLock, sent in the same batch: the locks are read back
+// from pg_locks, so this statement needs nothing from that one's answer),
+// with their events, in position (= per-stream version) order. Each
+// partition gets an equal share of batch_size: rows are taken whole, in
+// key order, while the events before them number fewer than that share
+// (so at least one row, however long): one short index range per
+// partition, the work bounded by the batch, not by the backlog.
 func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimParams) ([]*OutboxClaimRow, error) {
-	rows, err := db.Query(ctx, outboxClaim, arg.Partitions, arg.PerPartition)
+	rows, err := db.Query(ctx, outboxClaim, arg.LockKey, arg.BatchSize)
 	if err != nil {
 		return nil, err
 	}
@@ -136,12 +152,8 @@ func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, rowPositions []int6
 }
 
 const outboxInsert = `-- name: OutboxInsert :exec
-WITH queued AS (
-    INSERT INTO outbox (position, last_position, partition)
-    SELECT unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::smallint[])
-    RETURNING 1
-)
-SELECT pg_notify('epoch_outbox', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
+INSERT INTO outbox (position, last_position, partition)
+SELECT unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::smallint[])
 `
 
 type OutboxInsertParams struct {
@@ -151,8 +163,7 @@ type OutboxInsertParams struct {
 }
 
 // Queues a command's events for the relay, one row per run (see
-// outbox.Enqueue), and wakes it. The NOTIFY is only a hint, delivered at
-// commit; the relay polls as well.
+// outbox.Enqueue). It does not wake the relay: see OutboxWake.
 func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg *OutboxInsertParams) error {
 	_, err := db.Exec(ctx, outboxInsert, arg.FirstPositions, arg.LastPositions, arg.Partitions)
 	return err
@@ -259,9 +270,10 @@ type OutboxPartitionsLockParams struct {
 //     fenced, ordered subquery makes the lock calls run in that order, and
 //     the LIMIT stops them, so no more locks are taken than returned).
 //
-// The rows are read by OutboxClaim, a later statement: its snapshot must
-// be taken after the locks, or it could still see rows another relay
-// deleted just before letting go of the partition, and send them again.
+// The rows are read by OutboxClaim, the next statement of the same batch:
+// its snapshot must be taken after the locks, or it could still see rows
+// another relay deleted just before letting go of the partition, and send
+// them again.
 func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *OutboxPartitionsLockParams) ([]int16, error) {
 	rows, err := db.Query(ctx, outboxPartitionsLock,
 		arg.StartAt,
@@ -297,5 +309,22 @@ VACUUM (SKIP_LOCKED) outbox
 // each VacuumAfter deleted rows (SKIP_LOCKED: never wait for another).
 func (q *Queries) OutboxVacuum(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, outboxVacuum)
+	return err
+}
+
+const outboxWake = `-- name: OutboxWake :exec
+SELECT pg_notify('epoch_outbox', '')
+WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+`
+
+// Wakes the relays once commands have committed outbox rows, as a
+// transaction of its own (outbox.Waker). A NOTIFY inside the commands'
+// own transactions would take a database-wide lock at each commit and hold
+// it through that commit's WAL flush, so every command's commit waited for
+// the one before it. This one is only a hint, so it commits without waiting
+// for its flush: a hint lost in a crash just leaves the rows to the
+// relay's next poll.
+func (q *Queries) OutboxWake(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, outboxWake)
 	return err
 }

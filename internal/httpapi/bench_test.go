@@ -103,24 +103,44 @@ type started struct {
 
 var sqlcName = regexp.MustCompile(`^-- name: (\w+)`)
 
-func (s *statementTimer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	name := strings.ToUpper(strings.TrimSpace(data.SQL))
-	if m := sqlcName.FindStringSubmatch(data.SQL); m != nil {
-		name = m[1]
+func statementName(sql string) string {
+	if m := sqlcName.FindStringSubmatch(sql); m != nil {
+		return m[1]
 	}
-	return context.WithValue(ctx, startKey{}, started{name: name, at: time.Now()})
+	return strings.ToUpper(strings.TrimSpace(sql))
+}
+
+func (s *statementTimer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, startKey{}, &started{name: statementName(data.SQL), at: time.Now()})
 }
 
 func (s *statementTimer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
-	st, ok := ctx.Value(startKey{}).(started)
-	if !ok {
-		return
+	if st, ok := ctx.Value(startKey{}).(*started); ok {
+		s.add(st.name, time.Since(st.at))
 	}
-	d := time.Since(st.at)
+}
+
+// A batch's statements (BEGIN riding with a transaction's first statement)
+// are timed from the batch's start or the previous result to their own.
+func (s *statementTimer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return context.WithValue(ctx, startKey{}, &started{at: time.Now()})
+}
+
+func (s *statementTimer) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchQueryData) {
+	if st, ok := ctx.Value(startKey{}).(*started); ok {
+		now := time.Now()
+		s.add(statementName(data.SQL), now.Sub(st.at))
+		st.at = now
+	}
+}
+
+func (s *statementTimer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+func (s *statementTimer) add(name string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.enabled {
-		s.byName[st.name] += d
+		s.byName[name] += d
 		s.statements++
 	}
 }

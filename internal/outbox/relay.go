@@ -218,7 +218,8 @@ type cycleResult struct {
 }
 
 // cycle locks a share of the partitions that have rows, publishes their
-// oldest rows and deletes the confirmed ones, in one transaction.
+// oldest rows and deletes the confirmed ones, in one transaction of three
+// round trips: BEGIN with the locks and the rows, the delete, COMMIT.
 func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	q := dbsqlc.New()
 	var res cycleResult
@@ -234,25 +235,30 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	}
 	claimed := false
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		locked, err := q.OutboxPartitionsLock(txCtx, tx, &dbsqlc.OutboxPartitionsLockParams{
-			StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
-		})
+		// BEGIN, the locks and the rows of the locked partitions: one
+		// round trip (see database.Batch and OutboxClaim).
+		var locked []int16
+		var rows []*dbsqlc.OutboxClaimRow
+		err := database.Batch(txCtx, tx,
+			func(db database.DBTX) (err error) {
+				locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
+					StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
+				})
+				return err
+			},
+			func(db database.DBTX) (err error) {
+				rows, err = q.OutboxClaim(txCtx, db, &dbsqlc.OutboxClaimParams{LockKey: relayLockKey, BatchSize: int32(r.cfg.BatchSize)})
+				return err
+			},
+		)
 		if err != nil {
-			return fmt.Errorf("lock partitions: %w", err)
+			return fmt.Errorf("lock partitions and read their rows: %w", err)
 		}
-		phaseDone(cyclePhaseLock)
+		phaseDone(cyclePhaseClaim)
 		if len(locked) == 0 {
 			return nil
 		}
 		l.next = (locked[len(locked)-1] + 1) % Partitions
-		// A batch's worth spread over the partitions: a partition with a
-		// short backlog leaves room unused, and the next cycle comes soon.
-		perPartition := int32(max(1, (r.cfg.BatchSize+len(locked)-1)/len(locked)))
-		rows, err := q.OutboxClaim(txCtx, tx, &dbsqlc.OutboxClaimParams{Partitions: locked, PerPartition: perPartition})
-		if err != nil {
-			return fmt.Errorf("read outbox rows: %w", err)
-		}
-		phaseDone(cyclePhaseClaim)
 		claimed = true
 		done := r.publish(ctx, l.pub, rows)
 		phaseDone(cyclePhasePublish)

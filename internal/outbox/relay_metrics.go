@@ -19,8 +19,7 @@ type metrics struct {
 
 // The phases of a relay cycle, as labels of epoch_relay_cycle_phase_seconds.
 const (
-	cyclePhaseLock    = "lock"    // BEGIN and the partition locks (every cycle)
-	cyclePhaseClaim   = "claim"   // reading the rows of the locked partitions
+	cyclePhaseClaim   = "claim"   // BEGIN, the partition locks and their rows: one round trip, every cycle
 	cyclePhasePublish = "publish" // sending them until the last confirm
 	cyclePhaseSettle  = "settle"  // deleting or trimming the rows, and COMMIT
 )
