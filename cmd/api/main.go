@@ -34,6 +34,7 @@ type config struct {
 	DatabaseURL       string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
 	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"20" desc:"most Postgres connections the api opens"`
 	DBTimeout         time.Duration `envconfig:"DB_TIMEOUT" default:"10s" desc:"bound on one request's database work; past it the request answers 503"`
+	TokenCacheTTL     time.Duration `envconfig:"TOKEN_CACHE_TTL" default:"30s" desc:"how long the api remembers a bearer token's user instead of looking it up again; 0: looks it up on every request"`
 	StartupTimeout    time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for Postgres to answer before giving up"`
 	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL (shared configuration; the api does not publish itself: the worker's relay does)"`
 	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
@@ -49,7 +50,15 @@ type config struct {
 const janitorInterval = 10 * time.Minute
 
 func main() {
-	process.Main("api", "api serves Epoch's HTTP API.", nil, run)
+	process.Main("api", "api serves Epoch's HTTP API.", checkConfig, run)
+}
+
+// checkConfig refuses settings envconfig parses but the api cannot use.
+func checkConfig(c *config) error {
+	if c.TokenCacheTTL < 0 {
+		return fmt.Errorf("EPOCH_TOKEN_CACHE_TTL must not be negative, got %s", c.TokenCacheTTL)
+	}
+	return nil
 }
 
 // run starts the api and serves until ctx ends.
@@ -89,6 +98,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		PricePerGBHour: cfg.PricePerGBHour,
 		Currency:       cfg.Currency,
 		DBTimeout:      cfg.DBTimeout,
+		TokenCacheTTL:  tokenCacheTTL(cfg.TokenCacheTTL),
 	})
 	if err != nil {
 		return err
@@ -115,6 +125,15 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	go janitor.Run(ctx, pool, janitorInterval, logger)
 	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
 	return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout)
+}
+
+// tokenCacheTTL maps EPOCH_TOKEN_CACHE_TTL to httpapi's setting, where 0
+// means the default and a negative value no cache.
+func tokenCacheTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // subscribers lists what the dispatcher places: the projections the API

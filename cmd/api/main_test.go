@@ -110,3 +110,13 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, ln.Close())
 	return addr
 }
+
+func TestNegativeTokenCacheTTLIsRefused(t *testing.T) {
+	t.Setenv("EPOCH_TOKEN_CACHE_TTL", "-1s")
+	var cfg config
+	require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
+	require.ErrorContains(t, checkConfig(&cfg), "EPOCH_TOKEN_CACHE_TTL")
+	t.Setenv("EPOCH_TOKEN_CACHE_TTL", "0")
+	require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
+	require.NoError(t, checkConfig(&cfg))
+}

@@ -90,11 +90,20 @@ func (s *Service) UploadFile(ctx context.Context, tx pgx.Tx, owner uuid.UUID, in
 // it, in one transaction.
 func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.UUID) (Outcome, error) {
 	q := dbsqlc.New()
-	file, err := q.FileLockForUpdate(ctx, tx, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner, FileLock: FileLock(fileID)})
-	if err != nil {
-		return Outcome{}, notFound(err)
-	}
-	jobIDs, err := q.JobIDsWithFile(ctx, tx, fileID)
+	// The lock, then the jobs it keeps from gaining the file, in one round
+	// trip.
+	var file *dbsqlc.File
+	var jobIDs []uuid.UUID
+	err := database.Batch(ctx, tx,
+		func(db database.DBTX) (err error) {
+			file, err = q.FileLockForUpdate(ctx, db, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner, FileLock: FileLock(fileID)})
+			return notFound(err)
+		},
+		func(db database.DBTX) (err error) {
+			jobIDs, err = q.JobIDsWithFile(ctx, db, fileID)
+			return err
+		},
+	)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -135,8 +144,11 @@ func (s *Service) CreateJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, nam
 
 // DeleteJob deletes a job; its files stay.
 func (s *Service) DeleteJob(ctx context.Context, tx pgx.Tx, ref JobRef) (Outcome, error) {
-	job, err := lockJob(ctx, tx, ref, nil)
-	if err != nil {
+	var job *dbsqlc.JobLockForUpdateRow
+	if err := lockJob(ctx, ref, nil, &job)(tx); err != nil {
+		return Outcome{}, err
+	}
+	if err := checkIfMatch(ref, job); err != nil {
 		return Outcome{}, err
 	}
 	return s.write(ctx, tx, domain.DeleteJob(job.ID), map[uuid.UUID]int32{job.ID: job.Version})
@@ -157,15 +169,24 @@ func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID 
 // setFilesDelta links (link true) or unlinks the given files of the owner,
 // skipping those already in the wanted state.
 func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
-	job, err := lockJob(ctx, tx, ref, fileIDs)
+	// The lock, then the reads it guards, in one round trip.
+	var job *dbsqlc.JobLockForUpdateRow
+	var linkedIDs []uuid.UUID
+	files := readFiles(ctx, ref.OwnerID, fileIDs)
+	err := database.Batch(ctx, tx, append([]database.Statement{
+		lockJob(ctx, ref, fileIDs, &job),
+		func(db database.DBTX) (err error) {
+			linkedIDs, err = dbsqlc.New().JobFileLinkedIDs(ctx, db, &dbsqlc.JobFileLinkedIDsParams{JobID: ref.JobID, FileIds: fileIDs})
+			return err
+		},
+	}, files.statements()...)...)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
-	read, err := readFiles(ctx, tx, ref.OwnerID, fileIDs)
-	if err != nil {
+	if err := checkIfMatch(ref, job); err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
-	linkedIDs, err := dbsqlc.New().JobFileLinkedIDs(ctx, tx, &dbsqlc.JobFileLinkedIDsParams{JobID: job.ID, FileIds: fileIDs})
+	read, err := files.highest()
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
@@ -192,19 +213,28 @@ func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileID
 	if len(fileIDs) > MaxSetFiles {
 		return readmodel.Job{}, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
 	}
-	job, err := lockJob(ctx, tx, ref, fileIDs)
+	// The lock, then the reads it guards, in one round trip.
+	var job *dbsqlc.JobLockForUpdateRow
+	var linked []uuid.UUID
+	files := readFiles(ctx, ref.OwnerID, fileIDs)
+	err := database.Batch(ctx, tx, append([]database.Statement{
+		lockJob(ctx, ref, fileIDs, &job),
+		func(db database.DBTX) (err error) {
+			linked, err = dbsqlc.New().JobFileIDsInLinkOrder(ctx, db, ref.JobID)
+			return err
+		},
+	}, files.statements()...)...)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
-	linked, err := dbsqlc.New().JobFileIDsInLinkOrder(ctx, tx, job.ID)
-	if err != nil {
+	if err := checkIfMatch(ref, job); err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
 	changes, err := domain.SetFiles(job.ID, linked, fileIDs)
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
-	read, err := readFiles(ctx, tx, ref.OwnerID, fileIDs)
+	read, err := files.highest()
 	if err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
@@ -249,40 +279,61 @@ func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change,
 	return Outcome{Position: events[len(events)-1].Position, Events: len(events)}, nil
 }
 
-// lockJob locks the owner's job for the rest of the transaction, so commands
-// on one job run one after another, and checks If-Match: a mismatch fails
-// even a command that would change nothing. First it takes the file locks
+// lockJob is the statement that locks the owner's job for the rest of the
+// transaction (into *job), so commands on one job run one after another;
+// ErrNotFound when the owner has no such job. First it takes the file locks
 // of fileIDs shared, which file deletion takes exclusive: they, not a row
 // lock per file, keep the command's files from being deleted under it.
-func lockJob(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (*dbsqlc.JobLockForUpdateRow, error) {
-	job, err := dbsqlc.New().JobLockForUpdate(ctx, tx, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileLocks: fileLocks(fileIDs)})
-	if err != nil {
-		return nil, notFound(err)
+func lockJob(ctx context.Context, ref JobRef, fileIDs []uuid.UUID, job **dbsqlc.JobLockForUpdateRow) database.Statement {
+	return func(db database.DBTX) (err error) {
+		*job, err = dbsqlc.New().JobLockForUpdate(ctx, db, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileLocks: fileLocks(fileIDs)})
+		return notFound(err)
 	}
-	if ref.IfMatch != nil && *ref.IfMatch != job.Version {
-		return nil, ErrVersionMismatch
-	}
-	return job, nil
 }
 
-// readFiles reads the owner's files a job command names and returns the
-// highest position among them. A file that is missing, deleted or another
-// user's makes the command not found. It takes no row locks: lockJob took
-// the files' locks, which keep them from being deleted until the command
-// commits.
-func readFiles(ctx context.Context, tx pgx.Tx, owner uuid.UUID, ids []uuid.UUID) (int64, error) {
-	if len(ids) == 0 {
-		return 0, nil
+// checkIfMatch checks If-Match against the locked job: a mismatch fails
+// even a command that would change nothing.
+func checkIfMatch(ref JobRef, job *dbsqlc.JobLockForUpdateRow) error {
+	if ref.IfMatch != nil && *ref.IfMatch != job.Version {
+		return ErrVersionMismatch
 	}
-	rows, err := dbsqlc.New().FilesForLink(ctx, tx, &dbsqlc.FilesForLinkParams{Ids: ids, OwnerID: owner})
-	if err != nil {
-		return 0, err
+	return nil
+}
+
+// fileRead reads the owner's files a job command names. It takes no row
+// locks: lockJob took the files' locks, which keep them from being deleted
+// until the command commits.
+type fileRead struct {
+	ctx   context.Context
+	owner uuid.UUID
+	ids   []uuid.UUID
+	rows  []*dbsqlc.FilesForLinkRow
+}
+
+func readFiles(ctx context.Context, owner uuid.UUID, ids []uuid.UUID) *fileRead {
+	return &fileRead{ctx: ctx, owner: owner, ids: ids}
+}
+
+// statements is the read, to batch after lockJob; none when no file is
+// named.
+func (f *fileRead) statements() []database.Statement {
+	if len(f.ids) == 0 {
+		return nil
 	}
-	if len(rows) != len(ids) {
+	return []database.Statement{func(db database.DBTX) (err error) {
+		f.rows, err = dbsqlc.New().FilesForLink(f.ctx, db, &dbsqlc.FilesForLinkParams{Ids: f.ids, OwnerID: f.owner})
+		return err
+	}}
+}
+
+// highest is the highest position among the files read; ErrNotFound when
+// one is missing, deleted or another user's.
+func (f *fileRead) highest() (int64, error) {
+	if len(f.rows) != len(f.ids) {
 		return 0, ErrNotFound
 	}
 	var highest int64
-	for _, r := range rows {
+	for _, r := range f.rows {
 		highest = max(highest, r.Position)
 	}
 	return highest, nil

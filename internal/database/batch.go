@@ -17,6 +17,12 @@ import (
 // It must make exactly one call on db, the same one each time it runs.
 type Statement func(db DBTX) error
 
+// Sender is what Batch sends through: a pool, a connection or a
+// transaction.
+type Sender interface {
+	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+}
+
 // Batch sends statements in one round trip (a pgx batch) and lets each
 // read its own results, so sqlc's generated code both builds the SQL and
 // arguments and scans the rows: nothing of it is copied by hand. Each
@@ -27,18 +33,13 @@ type Statement func(db DBTX) error
 // later one cannot take an earlier one's results as arguments, but it
 // can read what that one wrote or locked. On a lazily begun transaction
 // (InTx), BEGIN rides along as well.
-func Batch(ctx context.Context, db interface {
-	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
-}, stmts ...Statement) error {
+func Batch(ctx context.Context, db Sender, stmts ...Statement) error {
 	b := &pgx.Batch{}
 	recorded := make([]*recorder, len(stmts))
 	for i, stmt := range stmts {
-		rec := &recorder{}
-		if err := stmt(rec); !errors.Is(err, errRecorded) || rec.sql == "" {
-			if err == nil {
-				err = errors.New("it returned nil")
-			}
-			return fmt.Errorf("batch statement %d made no call to record: %w", i, err)
+		rec, err := record(stmt)
+		if err != nil {
+			return fmt.Errorf("batch statement %d: %w", i, err)
 		}
 		recorded[i] = rec
 		b.Queue(rec.sql, rec.args...)
@@ -59,6 +60,18 @@ func Batch(ctx context.Context, db interface {
 }
 
 var errRecorded = errors.New("database: statement recorded, not sent")
+
+// record runs stmt against a recorder: the SQL and arguments of its call.
+func record(stmt Statement) (*recorder, error) {
+	rec := &recorder{}
+	if err := stmt(rec); !errors.Is(err, errRecorded) || rec.sql == "" {
+		if err == nil {
+			err = errors.New("it returned nil")
+		}
+		return nil, fmt.Errorf("statement made no call to record: %w", err)
+	}
+	return rec, nil
+}
 
 // recorder is the DBTX of Batch's first pass.
 type recorder struct {

@@ -38,45 +38,105 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) (er
 	return tx.Commit(ctx)
 }
 
-// lazyTx is a pgx.Tx that has not sent its BEGIN yet: the first Exec,
-// Query, QueryRow or SendBatch sends BEGIN in the same batch as itself, and
-// from then on every call goes to the transaction pgx began. The calls
-// that cannot share a batch (CopyFrom, Prepare, a nested Begin, large
-// objects) send a plain BEGIN first.
+// Defer queues stmt, a write whose result nobody reads, to go with the
+// transaction's next statement or its COMMIT: one round trip fewer for
+// each. Its error, if any, comes back from that next statement or from
+// Commit, and fails the transaction all the same; so defer only statements
+// whose errors no caller tells apart. What stmt passes (slices included)
+// must not change until then. Outside InTx's transactions stmt runs at
+// once.
+func Defer(tx pgx.Tx, stmt Statement) error {
+	lt, ok := tx.(*lazyTx)
+	if !ok {
+		return stmt(tx)
+	}
+	if lt.closed {
+		return pgx.ErrTxClosed
+	}
+	rec, err := record(stmt)
+	if err != nil {
+		return err
+	}
+	lt.pending = append(lt.pending, deferred{stmt: stmt, rec: rec})
+	return nil
+}
+
+// lazyTx is InTx's pgx.Tx. Until it has something to send, it sends
+// nothing: its BEGIN and its deferred statements (Defer) wait to go in one
+// batch with the next Exec, Query, QueryRow, SendBatch or COMMIT. Once
+// begun with nothing deferred, calls go straight to the transaction pgx
+// began. The calls that cannot share a batch (CopyFrom, Prepare, a nested
+// Begin, large objects) send a plain BEGIN and the deferred statements
+// first.
 type lazyTx struct {
-	conn   *pgx.Conn
-	tx     pgx.Tx // the transaction once begun; nil before
-	closed bool   // committed or rolled back
+	conn    *pgx.Conn
+	tx      pgx.Tx // the transaction once begun; nil before
+	pending []deferred
+	closed  bool // committed or rolled back
+}
+
+type deferred struct {
+	stmt Statement
+	rec  *recorder
 }
 
 var _ pgx.Tx = (*lazyTx)(nil)
 
-// beginWith sends b, which begins with BEGIN, and reads BEGIN's result.
-// The caller reads the rest and closes the results.
-func (t *lazyTx) beginWith(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+// direct reports whether a call can go straight to the begun transaction.
+func (t *lazyTx) direct() bool { return t.tx != nil && len(t.pending) == 0 }
+
+// send sends what waits (BEGIN, the deferred statements) with tail in one
+// batch and reads the results of what waited; the caller reads tail's and
+// closes the results.
+func (t *lazyTx) send(ctx context.Context, tail ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	begin := t.tx == nil
+	if begin {
+		b.BeginTx(pgx.TxOptions{})
+	}
+	pending := t.pending
+	t.pending = nil
+	for _, d := range pending {
+		b.Queue(d.rec.sql, d.rec.args...)
+	}
+	b.QueuedQueries = append(b.QueuedQueries, tail...)
 	br := t.conn.SendBatch(ctx, b)
-	t.tx = br.Tx()
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return nil, err
+	if begin {
+		t.tx = br.Tx()
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+	}
+	for _, d := range pending {
+		if err := d.stmt(&replayer{br: br, want: d.rec}); err != nil {
+			_ = br.Close()
+			return nil, err
+		}
 	}
 	return br, nil
 }
 
-func firstBatch(sql string, args []any) *pgx.Batch {
-	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
-	b.Queue(sql, args...)
-	return b
+func queued(sql string, args []any) *pgx.QueuedQuery {
+	return &pgx.QueuedQuery{SQL: sql, Arguments: args}
 }
 
-// begun returns the transaction, sending a plain BEGIN when nothing began
-// it yet.
+// begun returns the transaction with everything that waited sent, using
+// a plain BEGIN when nothing else is to go.
 func (t *lazyTx) begun(ctx context.Context) (pgx.Tx, error) {
 	if t.closed {
 		return nil, pgx.ErrTxClosed
 	}
-	if t.tx == nil {
+	switch {
+	case len(t.pending) > 0:
+		br, err := t.send(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := br.Close(); err != nil {
+			return nil, err
+		}
+	case t.tx == nil:
 		tx, err := t.conn.Begin(ctx)
 		if err != nil {
 			return nil, err
@@ -90,10 +150,10 @@ func (t *lazyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 	if t.closed {
 		return pgconn.CommandTag{}, pgx.ErrTxClosed
 	}
-	if t.tx != nil {
+	if t.direct() {
 		return t.tx.Exec(ctx, sql, args...)
 	}
-	br, err := t.beginWith(ctx, firstBatch(sql, args))
+	br, err := t.send(ctx, queued(sql, args))
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -108,10 +168,10 @@ func (t *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 	if t.closed {
 		return nil, pgx.ErrTxClosed
 	}
-	if t.tx != nil {
+	if t.direct() {
 		return t.tx.Query(ctx, sql, args...)
 	}
-	br, err := t.beginWith(ctx, firstBatch(sql, args))
+	br, err := t.send(ctx, queued(sql, args))
 	if err != nil {
 		return nil, err
 	}
@@ -124,48 +184,72 @@ func (t *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 }
 
 func (t *lazyTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if t.tx != nil && !t.closed {
+	if !t.closed && t.direct() {
 		return t.tx.QueryRow(ctx, sql, args...)
 	}
 	rows, err := t.Query(ctx, sql, args...)
 	return &firstRow{rows: rows, err: err}
 }
 
-// SendBatch sends b inside the transaction; a first batch carries BEGIN
-// ahead of b's queries, and its results start after BEGIN's.
+// SendBatch sends b inside the transaction; what waited goes ahead of b's
+// queries, and the results start at b's first.
 func (t *lazyTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if t.closed {
 		return pgx.FailedBatchResults(b, pgx.ErrTxClosed)
 	}
-	if t.tx != nil {
+	if t.direct() {
 		return t.tx.SendBatch(ctx, b)
 	}
-	withBegin := &pgx.Batch{}
-	withBegin.BeginTx(pgx.TxOptions{})
-	withBegin.QueuedQueries = append(withBegin.QueuedQueries, b.QueuedQueries...)
-	br, err := t.beginWith(ctx, withBegin)
+	br, err := t.send(ctx, b.QueuedQueries...)
 	if err != nil {
 		return pgx.FailedBatchResults(b, err)
 	}
 	return br
 }
 
+// Commit sends COMMIT, with what still waits in the same batch.
 func (t *lazyTx) Commit(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
 	t.closed = true
-	if t.tx == nil {
+	switch {
+	case len(t.pending) > 0:
+		err := t.commitWithPending(ctx)
+		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
+			// A deferred statement failed, so COMMIT was never run.
+			_, _ = t.conn.Exec(ctx, "rollback")
+		}
+		return err
+	case t.tx == nil:
 		return nil // nothing was sent: nothing to commit
+	default:
+		return t.tx.Commit(ctx)
 	}
-	return t.tx.Commit(ctx)
 }
 
+func (t *lazyTx) commitWithPending(ctx context.Context) error {
+	br, err := t.send(ctx, queued("commit", nil))
+	if err != nil {
+		return err
+	}
+	tag, err := br.Exec()
+	if closeErr := br.Close(); err == nil {
+		err = closeErr
+	}
+	if err == nil && tag.String() == "ROLLBACK" {
+		err = pgx.ErrTxCommitRollback
+	}
+	return err
+}
+
+// Rollback drops what waits and rolls back what was sent.
 func (t *lazyTx) Rollback(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
 	t.closed = true
+	t.pending = nil
 	if t.tx == nil {
 		return nil
 	}

@@ -299,6 +299,22 @@ func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *Outbox
 	return items, nil
 }
 
+const outboxPlanEachTime = `-- name: OutboxPlanEachTime :exec
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
+`
+
+// Makes the relay's next statements in this transaction plan for the
+// tables as they are now, each time (sent first in the claim's batch; the
+// setting ends with the transaction). A cached generic plan keeps the
+// estimates of when it was made: made while events was nearly empty, the
+// claim's per-row range lookup stays a sequential scan of the whole table
+// as it grows, until an ANALYZE invalidates it. On a new database that is
+// minutes of scans that grow with every event.
+func (q *Queries) OutboxPlanEachTime(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, outboxPlanEachTime)
+	return err
+}
+
 const outboxVacuum = `-- name: OutboxVacuum :exec
 VACUUM (SKIP_LOCKED) outbox
 `

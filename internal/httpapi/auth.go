@@ -20,7 +20,7 @@ import (
 type userHandler func(w http.ResponseWriter, r *http.Request, user uuid.UUID)
 
 // authed resolves the bearer token to its user (401 when missing or
-// unknown) before h runs.
+// unknown) before h runs, from the token cache when it can.
 func (s *server) authed(h userHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearer(r)
@@ -28,9 +28,14 @@ func (s *server) authed(h userHandler) http.HandlerFunc {
 			writeError(w, errUnauthorized)
 			return
 		}
+		hash := tokenHash(token)
+		if user, ok := s.tokens.get(hash); ok {
+			h(w, r, user)
+			return
+		}
 		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 		defer cancel()
-		user, err := dbsqlc.New().UserIDByTokenHash(ctx, s.cfg.Pool, tokenHash(token))
+		user, err := dbsqlc.New().UserIDByTokenHash(ctx, s.cfg.Pool, hash)
 		if errors.Is(err, pgx.ErrNoRows) {
 			writeError(w, errUnauthorized)
 			return
@@ -39,6 +44,7 @@ func (s *server) authed(h userHandler) http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
+		s.tokens.put(hash, user)
 		h(w, r, user)
 	}
 }

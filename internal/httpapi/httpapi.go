@@ -49,6 +49,10 @@ type Config struct {
 	// CatchUpTimeout is how long GET /v1/storage and GET /v1/usage wait for
 	// min_position before answering 504. Default DefaultCatchUpTimeout.
 	CatchUpTimeout time.Duration
+	// TokenCacheTTL is how long a bearer token's user is remembered
+	// instead of looked up again. Zero: DefaultTokenCacheTTL; negative:
+	// looked up on every request.
+	TokenCacheTTL time.Duration
 }
 
 // Defaults applied by New.
@@ -57,6 +61,7 @@ const (
 	DefaultReadyTimeout = time.Second
 	// DefaultCatchUpTimeout is DESIGN.md's 5 s wait for min_position.
 	DefaultCatchUpTimeout = 5 * time.Second
+	DefaultTokenCacheTTL  = 30 * time.Second
 	DefaultPricePerGBHour = "0.00003"
 	DefaultCurrency       = "USD"
 	// MaxBodyBytes is the largest request body accepted (413 past it).
@@ -69,6 +74,7 @@ type server struct {
 	mux     *http.ServeMux
 	metrics *metrics
 	price   billing.Price
+	tokens  *tokenCache
 }
 
 // New builds the API handler.
@@ -88,6 +94,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	if cfg.TokenCacheTTL == 0 {
+		cfg.TokenCacheTTL = DefaultTokenCacheTTL
+	}
 	if cfg.PricePerGBHour == "" {
 		cfg.PricePerGBHour = DefaultPricePerGBHour
 	}
@@ -102,7 +111,8 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price}
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price,
+		tokens: newTokenCache(cfg.TokenCacheTTL)}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)

@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -32,18 +33,23 @@ func PartitionOf(streamID uuid.UUID) int16 {
 }
 
 // Enqueue queues appended events (positions set) for the relay in the
-// caller's transaction, with the wake-up hint that fires at commit. It
-// writes one row per run: events of one partition whose positions follow
-// one another. A command's events on one stream are usually one run, so
-// linking 1,000 files queues one row.
-func Enqueue(ctx context.Context, db database.DBTX, events []eventstore.Event) error {
+// caller's transaction; the caller wakes the relays after its commit
+// (Waker). It writes one row per run: events of one partition whose
+// positions follow one another. A command's events on one stream are
+// usually one run, so linking 1,000 files queues one row. The insert is
+// deferred (database.Defer) to go with the transaction's next statement
+// or its COMMIT.
+func Enqueue(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if err := dbsqlc.New().OutboxInsert(ctx, db, runs(events)); err != nil {
-		return fmt.Errorf("enqueue outbox: %w", err)
-	}
-	return nil
+	p := runs(events)
+	return database.Defer(tx, func(db database.DBTX) error {
+		if err := dbsqlc.New().OutboxInsert(ctx, db, p); err != nil {
+			return fmt.Errorf("enqueue outbox: %w", err)
+		}
+		return nil
+	})
 }
 
 // runs splits events into outbox rows. A run breaks where the partition

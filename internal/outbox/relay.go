@@ -218,8 +218,8 @@ type cycleResult struct {
 }
 
 // cycle locks a share of the partitions that have rows, publishes their
-// oldest rows and deletes the confirmed ones, in one transaction of three
-// round trips: BEGIN with the locks and the rows, the delete, COMMIT.
+// oldest rows and deletes the confirmed ones, in one transaction of two
+// round trips: BEGIN with the locks and the rows; the delete with COMMIT.
 func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	q := dbsqlc.New()
 	var res cycleResult
@@ -234,12 +234,14 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		began = now
 	}
 	claimed := false
+	var settled int64 // outbox rows deleted or trimmed
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
 		// BEGIN, the locks and the rows of the locked partitions: one
 		// round trip (see database.Batch and OutboxClaim).
 		var locked []int16
 		var rows []*dbsqlc.OutboxClaimRow
 		err := database.Batch(txCtx, tx,
+			func(db database.DBTX) error { return q.OutboxPlanEachTime(txCtx, db) },
 			func(db database.DBTX) (err error) {
 				locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
 					StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
@@ -268,27 +270,34 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		if len(done) == 0 {
 			return nil
 		}
+		// Deleted and trimmed with the COMMIT, in one round trip. The rows
+		// were claimed under the partitions' locks, so each is there to
+		// delete or trim.
 		finished, partial := settle(rows, done)
 		if len(finished) > 0 {
-			n, err := q.OutboxDelete(txCtx, tx, finished)
-			if err != nil {
+			if err := database.Defer(tx, func(db database.DBTX) error {
+				_, err := q.OutboxDelete(txCtx, db, finished)
+				return err
+			}); err != nil {
 				return fmt.Errorf("delete relayed rows: %w", err)
 			}
-			r.unvacuumed.Add(n)
 		}
 		if len(partial.RowPositions) > 0 {
-			n, err := q.OutboxKeepUnconfirmed(txCtx, tx, partial)
-			if err != nil {
+			if err := database.Defer(tx, func(db database.DBTX) error {
+				_, err := q.OutboxKeepUnconfirmed(txCtx, db, partial)
+				return err
+			}); err != nil {
 				return fmt.Errorf("trim partly relayed rows: %w", err)
 			}
-			r.unvacuumed.Add(n)
 		}
+		settled = int64(len(finished) + len(partial.RowPositions))
 		res.relayed = len(done)
 		return nil
 	})
 	if err != nil {
 		return cycleResult{}, err
 	}
+	r.unvacuumed.Add(settled)
 	if claimed {
 		phaseDone(cyclePhaseSettle)
 	}

@@ -21,7 +21,7 @@ type metrics struct {
 const (
 	cyclePhaseClaim   = "claim"   // BEGIN, the partition locks and their rows: one round trip, every cycle
 	cyclePhasePublish = "publish" // sending them until the last confirm
-	cyclePhaseSettle  = "settle"  // deleting or trimming the rows, and COMMIT
+	cyclePhaseSettle  = "settle"  // deleting or trimming the rows with the COMMIT: one round trip
 )
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "epoch_outbox_oldest_open_transaction_age_seconds", Help: "Age of the oldest open writing transaction (0: none).",
 		}),
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "epoch_relay_cycle_phase_seconds", Help: "Time of each phase of a relay cycle: lock (every cycle), then claim, publish and settle (cycles that found rows).",
+			Name: "epoch_relay_cycle_phase_seconds", Help: "Time of each phase of a relay cycle: claim (every cycle), then publish and settle (cycles that found rows).",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1},
 		}, []string{"phase"}),
 	}

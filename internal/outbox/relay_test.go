@@ -667,3 +667,48 @@ func TestRelayTakesLargeRowsWhole(t *testing.T) {
 		return err == nil && held == 0
 	}, 10*time.Second, 20*time.Millisecond, "an idle relay still holds partitions")
 }
+
+// The claim reads each row's events by a range of positions. Planned
+// once on a nearly empty events table and cached, that read stays a
+// sequential scan of the whole table as it grows (until an ANALYZE): the
+// relay plans its statements each time instead (OutboxPlanEachTime).
+func TestClaimKeepsUsingTheIndexAsEventsGrow(t *testing.T) {
+	t.Parallel()
+	e := setup(t, testbroker.New(t), "file.uploaded")
+	ctx := context.Background()
+	rec := consume(t, e.amqpURL)
+	startRelay(t, e, outbox.Config{}, nil)
+	relayOne := func() {
+		events := []eventstore.Event{newEvent(t, uuid.New(), 1, "file.uploaded")}
+		write(t, ctx, e.pool, events)
+		rec.waitAll(t, events, 10*time.Second)
+	}
+	addEvents := func(n int) {
+		_, err := e.pool.Exec(ctx, `INSERT INTO events (id, stream_type, stream_id, version, type, data, occurred_at)
+			SELECT gen_random_uuid(), 'file', gen_random_uuid(), 1, 'file.uploaded', '{}', now() FROM generate_series(1, $1::int)`, n)
+		require.NoError(t, err)
+	}
+	// A new database's first rows, analyzed (autovacuum does it after 50):
+	// the planner now knows events as a table of one page.
+	addEvents(100)
+	_, err := e.pool.Exec(ctx, "ANALYZE events")
+	require.NoError(t, err)
+	for range 40 { // past the five runs (on each pooled connection) after which Postgres may cache a generic plan
+		relayOne()
+	}
+	addEvents(20000)
+	// Statistics reach pg_stat_user_tables within about a second of each
+	// backend's transaction; the relay's keep coming while it polls.
+	seqRead := func() int64 {
+		time.Sleep(1500 * time.Millisecond)
+		var n int64
+		require.NoError(t, e.pool.QueryRow(ctx, "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'events'").Scan(&n))
+		return n
+	}
+	before := seqRead()
+	for range 10 {
+		relayOne()
+	}
+	read := seqRead() - before
+	require.Less(t, read, int64(20000), "the relay scanned the whole events table (%d rows read)", read)
+}

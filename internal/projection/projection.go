@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
@@ -33,7 +34,9 @@ func (Subscriber) EventTypes() []string {
 }
 
 // Handle applies events in order, one statement per run of consecutive
-// events of the same type: a command's 1,000 links are one statement.
+// events of the same type: a command's 1,000 links are one statement. The
+// statements are deferred (database.Defer): they go to Postgres with the
+// command's next statement, a read of what they wrote, or its COMMIT.
 func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
 	for start := 0; start < len(events); {
 		end := start + 1
@@ -67,9 +70,10 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 			p.Positions = append(p.Positions, e.Position)
 			p.Versions = append(p.Versions, e.Version)
 		}
-		return q.ProjectionFilesUploaded(ctx, tx, p)
+		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionFilesUploaded(ctx, db, p) })
 	case domain.FileDeleted:
-		return q.ProjectionFilesDeleted(ctx, tx, streamIDs(run))
+		ids := streamIDs(run)
+		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionFilesDeleted(ctx, db, ids) })
 	case domain.JobCreated:
 		p := &dbsqlc.ProjectionJobsCreatedParams{}
 		for _, e := range run {
@@ -84,20 +88,21 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 			p.Positions = append(p.Positions, e.Position)
 			p.Versions = append(p.Versions, e.Version)
 		}
-		return q.ProjectionJobsCreated(ctx, tx, p)
+		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobsCreated(ctx, db, p) })
 	case domain.JobDeleted:
-		return q.ProjectionJobsDeleted(ctx, tx, streamIDs(run))
+		ids := streamIDs(run)
+		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobsDeleted(ctx, db, ids) })
 	case domain.JobFileLinked, domain.JobFileUnlinked:
 		jobs, files, versions, positions, err := linkColumns(run)
 		if err != nil {
 			return err
 		}
 		if run[0].Type == domain.JobFileLinked {
-			return q.ProjectionJobFilesLinked(ctx, tx, &dbsqlc.ProjectionJobFilesLinkedParams{
-				JobIds: jobs, FileIds: files, Versions: versions, Positions: positions})
+			p := &dbsqlc.ProjectionJobFilesLinkedParams{JobIds: jobs, FileIds: files, Versions: versions, Positions: positions}
+			return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobFilesLinked(ctx, db, p) })
 		}
-		return q.ProjectionJobFilesUnlinked(ctx, tx, &dbsqlc.ProjectionJobFilesUnlinkedParams{
-			JobIds: jobs, FileIds: files, Versions: versions, Positions: positions})
+		p := &dbsqlc.ProjectionJobFilesUnlinkedParams{JobIds: jobs, FileIds: files, Versions: versions, Positions: positions}
+		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobFilesUnlinked(ctx, db, p) })
 	default:
 		return fmt.Errorf("unknown event type %q", run[0].Type)
 	}

@@ -82,16 +82,28 @@ func ListFiles(ctx context.Context, db database.DBTX, owner uuid.UUID, cursor Cu
 	return page(items, limit, func(f File) int64 { return f.createdPosition }), nil
 }
 
-// GetJob reads owner's job preview with its files in link order.
-func GetJob(ctx context.Context, db database.DBTX, owner, id uuid.UUID) (Job, error) {
+// GetJob reads owner's job preview with its files in link order: two
+// statements, one round trip.
+func GetJob(ctx context.Context, db database.Sender, owner, id uuid.UUID) (Job, error) {
 	q := dbsqlc.New()
-	row, err := q.JobGet(ctx, db, &dbsqlc.JobGetParams{ID: id, OwnerID: owner})
+	var row *dbsqlc.JobGetRow
+	var files []*dbsqlc.JobFileListRow
+	err := database.Batch(ctx, db,
+		func(db database.DBTX) (err error) {
+			if row, err = q.JobGet(ctx, db, &dbsqlc.JobGetParams{ID: id, OwnerID: owner}); err != nil {
+				return notFound(err, "get job")
+			}
+			return nil
+		},
+		func(db database.DBTX) (err error) {
+			if files, err = q.JobFileList(ctx, db, id); err != nil {
+				return fmt.Errorf("get job files: %w", err)
+			}
+			return nil
+		},
+	)
 	if err != nil {
-		return Job{}, notFound(err, "get job")
-	}
-	files, err := q.JobFileList(ctx, db, id)
-	if err != nil {
-		return Job{}, fmt.Errorf("get job files: %w", err)
+		return Job{}, err
 	}
 	list := make([]JobFile, len(files))
 	for i, f := range files {

@@ -1,0 +1,44 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/httpapi"
+)
+
+// A token's user is remembered for TokenCacheTTL: a user removed by hand
+// keeps access that long, and loses it after. A wrong token is never
+// remembered.
+func TestTokenCacheKeepsAUserForItsTTL(t *testing.T) {
+	t.Parallel()
+	const ttl = 500 * time.Millisecond
+	e := setup(t, func(c *httpapi.Config) { c.TokenCacheTTL = ttl })
+	token := e.newUser(t, "ada")
+	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: token})
+	removed := time.Now()
+	_, err := e.pool.Exec(t.Context(), "DELETE FROM users")
+	require.NoError(t, err)
+	got := e.do(t, req{Method: "GET", Path: "/v1/files", Token: token})
+	if time.Since(removed) < ttl/2 { // a slow machine may already be past it
+		require.Equal(t, http.StatusOK, got.Status, "the token was looked up again at once")
+	}
+	require.Eventually(t, func() bool {
+		return e.do(t, req{Method: "GET", Path: "/v1/files", Token: token}).Status == http.StatusUnauthorized
+	}, 10*ttl, 20*time.Millisecond, "a removed user kept access past the TTL")
+	e.must(t, http.StatusUnauthorized, req{Method: "GET", Path: "/v1/files", Token: "wrong"})
+}
+
+// With the cache off, a removed user's token fails at once.
+func TestTokenCacheOff(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *httpapi.Config) { c.TokenCacheTTL = -1 })
+	token := e.newUser(t, "ada")
+	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: token})
+	_, err := e.pool.Exec(t.Context(), "DELETE FROM users")
+	require.NoError(t, err)
+	e.must(t, http.StatusUnauthorized, req{Method: "GET", Path: "/v1/files", Token: token})
+}
