@@ -32,7 +32,7 @@ import (
 // config is the api's environment (prefix EPOCH_). `api --help` lists it.
 type config struct {
 	DatabaseURL       string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
-	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"20" desc:"most Postgres connections the api opens"`
+	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"8" desc:"most Postgres connections the api opens (commands beyond it wait for one)"`
 	DBTimeout         time.Duration `envconfig:"DB_TIMEOUT" default:"10s" desc:"bound on one request's database work; past it the request answers 503"`
 	TokenCacheTTL     time.Duration `envconfig:"TOKEN_CACHE_TTL" default:"30s" desc:"how long the api remembers a bearer token's user instead of looking it up again; 0: looks it up on every request"`
 	StartupTimeout    time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for Postgres to answer before giving up"`

@@ -18,7 +18,7 @@ import (
 
 // apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the
 // raw ceiling gets the same number of connections.
-const apiDBMaxConns = 20
+const apiDBMaxConns = 8
 
 // slot is one B1 worker's own job and file: no two workers touch the same
 // rows, so B1 measures the command path, not lock waits.

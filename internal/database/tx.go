@@ -292,8 +292,9 @@ func (t *lazyTx) LargeObjects() pgx.LargeObjects {
 
 func (t *lazyTx) Conn() *pgx.Conn { return t.conn }
 
-// batchRows are the rows of the statement that rode with BEGIN: closing
-// them closes the batch as well, and an error there is theirs.
+// batchRows are the rows of a statement that went in one batch with what
+// waited (BEGIN, deferred statements): closing them closes the batch as
+// well, and an error there is theirs.
 type batchRows struct {
 	pgx.Rows
 	br     pgx.BatchResults
@@ -325,8 +326,8 @@ func (r *batchRows) Err() error {
 	return r.err
 }
 
-// firstRow is QueryRow's row for the statement that rode with BEGIN; it
-// scans as pgx's own row does.
+// firstRow is QueryRow's row for a statement that went in one batch with
+// what waited; it scans as pgx's own row does.
 type firstRow struct {
 	rows pgx.Rows
 	err  error

@@ -236,8 +236,8 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	claimed := false
 	var settled int64 // outbox rows deleted or trimmed
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		// BEGIN, the locks and the rows of the locked partitions: one
-		// round trip (see database.Batch and OutboxClaim).
+		// BEGIN, the plan setting (OutboxPlanEachTime), the locks and the
+		// rows of the locked partitions: one round trip (database.Batch).
 		var locked []int16
 		var rows []*dbsqlc.OutboxClaimRow
 		err := database.Batch(txCtx, tx,
