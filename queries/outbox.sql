@@ -152,3 +152,11 @@ LIMIT 1;
 -- relay query would wade through them. The relay vacuums it itself after
 -- each VacuumAfter deleted rows (SKIP_LOCKED: never wait for another).
 VACUUM (SKIP_LOCKED) outbox;
+
+-- name: OutboxHead :one
+-- What the api's backpressure gate reads, with bounded work however large
+-- the backlog: the oldest row (it moves when a relay deletes it) and the
+-- events waiting in the first max_rows rows.
+SELECT coalesce((SELECT min(position) FROM outbox), 0)::bigint AS oldest,
+       (SELECT coalesce(sum(o.last_position - o.position + 1), 0)
+        FROM (SELECT position, last_position FROM outbox LIMIT @max_rows::integer) AS o)::bigint AS pending;

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
@@ -34,6 +35,7 @@ type config struct {
 	DatabaseURL       string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
 	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"8" desc:"most Postgres connections the api opens (commands beyond it wait for one)"`
 	DBTimeout         time.Duration `envconfig:"DB_TIMEOUT" default:"10s" desc:"bound on one request's database work; past it the request answers 503"`
+	OutboxMaxBacklog  int64         `envconfig:"OUTBOX_MAX_BACKLOG" default:"500" desc:"events waiting in the outbox past which, while a relay works through them, commands run a quarter of DB_MAX_CONNS at a time (backpressure); 0: never"`
 	TokenCacheTTL     time.Duration `envconfig:"TOKEN_CACHE_TTL" default:"30s" desc:"how long the api remembers a bearer token's user instead of looking it up again; 0: looks it up on every request"`
 	StartupTimeout    time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for Postgres to answer before giving up"`
 	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL (shared configuration; the api does not publish itself: the worker's relay does)"`
@@ -55,6 +57,9 @@ func main() {
 
 // checkConfig refuses settings envconfig parses but the api cannot use.
 func checkConfig(c *config) error {
+	if c.OutboxMaxBacklog < 0 {
+		return fmt.Errorf("EPOCH_OUTBOX_MAX_BACKLOG must not be negative, got %d", c.OutboxMaxBacklog)
+	}
 	if c.TokenCacheTTL < 0 {
 		return fmt.Errorf("EPOCH_TOKEN_CACHE_TTL must not be negative, got %s", c.TokenCacheTTL)
 	}
@@ -89,6 +94,16 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	go waker.Run(ctx)
 	commands := command.NewService(pool, dispatcher)
 	commands.AfterCommit(waker.Wake)
+	if cfg.OutboxMaxBacklog > 0 {
+		gate, err := backpressure.New(pool, backpressure.Config{
+			MaxBacklog: cfg.OutboxMaxBacklog, Concurrency: max(1, int(cfg.DBMaxConns)/4),
+		}, logger, registry)
+		if err != nil {
+			return err
+		}
+		go gate.Run(ctx)
+		commands.HoldBackWith(gate)
+	}
 	handler, err := httpapi.New(httpapi.Config{
 		Pool:           pool,
 		Commands:       commands,

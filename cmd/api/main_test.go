@@ -111,12 +111,16 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-func TestNegativeTokenCacheTTLIsRefused(t *testing.T) {
-	t.Setenv("EPOCH_TOKEN_CACHE_TTL", "-1s")
-	var cfg config
-	require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
-	require.ErrorContains(t, checkConfig(&cfg), "EPOCH_TOKEN_CACHE_TTL")
-	t.Setenv("EPOCH_TOKEN_CACHE_TTL", "0")
-	require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
-	require.NoError(t, checkConfig(&cfg))
+func TestNegativeSettingsAreRefused(t *testing.T) {
+	for name, bad := range map[string]string{"EPOCH_TOKEN_CACHE_TTL": "-1s", "EPOCH_OUTBOX_MAX_BACKLOG": "-1"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, bad)
+			var cfg config
+			require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
+			require.ErrorContains(t, checkConfig(&cfg), name)
+			t.Setenv(name, "0") // off, not refused
+			require.NoError(t, envconfig.Process(process.EnvPrefix, &cfg))
+			require.NoError(t, checkConfig(&cfg))
+		})
+	}
 }

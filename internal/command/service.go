@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
@@ -35,6 +36,7 @@ type Service struct {
 	dispatcher  *dispatch.Dispatcher
 	now         func() time.Time
 	afterCommit func()
+	gate        *backpressure.Gate
 }
 
 // NewService makes a Service writing through pool and dispatching to d.
@@ -47,12 +49,20 @@ func NewService(pool *pgxpool.Pool, d *dispatch.Dispatcher) *Service {
 // the transaction (see queries/outbox.sql, OutboxWake).
 func (s *Service) AfterCommit(f func()) { s.afterCommit = f }
 
+// HoldBackWith makes Run wait at gate before each command (nil: never):
+// in the api, the gate that holds commands back while the relay is behind.
+func (s *Service) HoldBackWith(gate *backpressure.Gate) { s.gate = gate }
+
 // Run runs fn in a transaction and commits it; on a version conflict,
 // deadlock or serialization failure it runs fn again in a new transaction,
 // so concurrent commands on one job all land. fn may therefore run more
 // than once and must not have effects outside the transaction.
 func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	var err error
+	release, err := s.gate.Enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = database.InTx(ctx, s.pool, fn)
 		if err == nil && s.afterCommit != nil {

@@ -151,6 +151,27 @@ func (q *Queries) OutboxDelete(ctx context.Context, db DBTX, rowPositions []int6
 	return result.RowsAffected(), nil
 }
 
+const outboxHead = `-- name: OutboxHead :one
+SELECT coalesce((SELECT min(position) FROM outbox), 0)::bigint AS oldest,
+       (SELECT coalesce(sum(o.last_position - o.position + 1), 0)
+        FROM (SELECT position, last_position FROM outbox LIMIT $1::integer) AS o)::bigint AS pending
+`
+
+type OutboxHeadRow struct {
+	Oldest  int64
+	Pending int64
+}
+
+// What the api's backpressure gate reads, with bounded work however large
+// the backlog: the oldest row (it moves when a relay deletes it) and the
+// events waiting in the first max_rows rows.
+func (q *Queries) OutboxHead(ctx context.Context, db DBTX, maxRows int32) (*OutboxHeadRow, error) {
+	row := db.QueryRow(ctx, outboxHead, maxRows)
+	var i OutboxHeadRow
+	err := row.Scan(&i.Oldest, &i.Pending)
+	return &i, err
+}
+
 const outboxInsert = `-- name: OutboxInsert :exec
 INSERT INTO outbox (position, last_position, partition)
 SELECT unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::smallint[])
