@@ -72,7 +72,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	statements := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "epoch_db_statements_total",
-		Help: "Statements the api sent to Postgres.",
+		Help: "Statements the api sent to Postgres for requests (background work has a pool of its own, not counted).",
 	})
 	registry.MustRegister(statements)
 	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns, database.StatementCounter{Counter: statements})
@@ -80,6 +80,15 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
+	// Background work (the relays' wake-up, the backpressure gate, the
+	// janitor) has a small pool of its own: it never waits behind commands
+	// for a connection, and epoch_db_statements_total counts only what
+	// requests send.
+	background, err := database.Connect(ctx, cfg.DatabaseURL, 3, nil)
+	if err != nil {
+		return err
+	}
+	defer background.Close()
 
 	if err := migrateWhenReady(ctx, pool, logger, cfg.StartupTimeout); err != nil {
 		return err
@@ -90,12 +99,12 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return err
 	}
 	// The relays' wake-up after each command's commit (outbox.Waker).
-	waker := outbox.NewWaker(pool, logger)
+	waker := outbox.NewWaker(background, logger)
 	go waker.Run(ctx)
 	commands := command.NewService(pool, dispatcher)
 	commands.AfterCommit(waker.Wake)
 	if cfg.OutboxMaxBacklog > 0 {
-		gate, err := backpressure.New(pool, backpressure.Config{
+		gate, err := backpressure.New(background, backpressure.Config{
 			MaxBacklog: cfg.OutboxMaxBacklog, Concurrency: max(1, int(cfg.DBMaxConns)/4),
 		}, logger, registry)
 		if err != nil {
@@ -137,7 +146,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if cfg.AdminToken == "" {
 		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")
 	}
-	go janitor.Run(ctx, pool, janitorInterval, logger)
+	go janitor.Run(ctx, background, janitorInterval, logger)
 	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
 	return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout)
 }
