@@ -61,3 +61,16 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }
+
+// A failed figure's process logs outlive the bench's temp dir.
+func TestSaveLogsKeepsTheProcessLogs(t *testing.T) {
+	t.Parallel()
+	e := &env{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), dir: t.TempDir()}
+	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "api-abc.log"), []byte("the api said"), 0o644))
+	kept := e.saveLogs()
+	require.NotEmpty(t, kept)
+	t.Cleanup(func() { _ = os.RemoveAll(kept) })
+	b, err := os.ReadFile(filepath.Join(kept, "api-abc.log"))
+	require.NoError(t, err)
+	require.Equal(t, "the api said", string(b))
+}

@@ -55,6 +55,8 @@ type env struct {
 	adminToken string
 	api        *proc
 	apiURL     string
+
+	keepLogs bool // a figure failed: close keeps the processes' logs
 }
 
 func getenv(key, def string) string {
@@ -196,8 +198,32 @@ func (e *env) close() {
 		_ = e.brokerLock.Close()
 	}
 	if e.dir != "" {
+		if e.keepLogs {
+			e.saveLogs()
+		}
 		_ = os.RemoveAll(e.dir)
 	}
+}
+
+// saveLogs copies the api's and workers' logs out of the temp dir before
+// it goes, so a failed figure can be looked into, and returns where.
+func (e *env) saveLogs() string {
+	logs, _ := filepath.Glob(filepath.Join(e.dir, "*.log"))
+	if len(logs) == 0 {
+		return ""
+	}
+	dir, err := os.MkdirTemp("", "epoch-bench-logs-")
+	if err != nil {
+		e.log.Error("keep process logs", "error", err)
+		return ""
+	}
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, filepath.Base(l)), b, 0o644)
+		}
+	}
+	e.log.Info("a figure failed: the processes' logs are kept", "dir", dir)
+	return dir
 }
 
 // startAPI starts the api on a free port and waits until it is ready.

@@ -135,6 +135,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		if err := p.fn(ctx); err != nil {
 			log.Error("figure failed", "figure", p.fig, "error", err)
 			r.fail(p.fig, "error", err)
+			e.keepLogs = true
 		}
 	}
 	if write != "" {
