@@ -15,15 +15,17 @@ SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), un
 SELECT pg_notify('epoch_outbox', '')
 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
 
--- name: OutboxPlanEachTime :exec
--- Makes the relay's next statements in this transaction plan for the
--- tables as they are now, each time (sent first in the claim's batch; the
--- setting ends with the transaction). A cached generic plan keeps the
--- estimates of when it was made: made while events was nearly empty, the
--- claim's per-row range lookup stays a sequential scan of the whole table
--- as it grows, until an ANALYZE invalidates it. On a new database that is
--- minutes of scans that grow with every event.
-SELECT set_config('plan_cache_mode', 'force_custom_plan', true);
+-- name: OutboxPreferIndexes :exec
+-- Keeps the relay's statements in this transaction off sequential scans
+-- (sent first in the claim's batch; the setting ends with the
+-- transaction). Postgres caches a generic plan after five runs, with the
+-- estimates of that moment: made while events was a page or two, the
+-- claim's per-row range read was a sequential scan, and stayed one as the
+-- table grew, until an ANALYZE invalidated it; on a new database that is
+-- minutes of scans that grow with every event. Planned with sequential
+-- scans off, every plan the relay caches reads by index, and is not made
+-- again each cycle.
+SELECT set_config('enable_seqscan', 'off', true);
 
 -- name: OutboxPartitionsLock :many
 -- Finds and locks a cycle's partitions in one round trip:

@@ -320,19 +320,21 @@ func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *Outbox
 	return items, nil
 }
 
-const outboxPlanEachTime = `-- name: OutboxPlanEachTime :exec
-SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
+const outboxPreferIndexes = `-- name: OutboxPreferIndexes :exec
+SELECT set_config('enable_seqscan', 'off', true)
 `
 
-// Makes the relay's next statements in this transaction plan for the
-// tables as they are now, each time (sent first in the claim's batch; the
-// setting ends with the transaction). A cached generic plan keeps the
-// estimates of when it was made: made while events was nearly empty, the
-// claim's per-row range lookup stays a sequential scan of the whole table
-// as it grows, until an ANALYZE invalidates it. On a new database that is
-// minutes of scans that grow with every event.
-func (q *Queries) OutboxPlanEachTime(ctx context.Context, db DBTX) error {
-	_, err := db.Exec(ctx, outboxPlanEachTime)
+// Keeps the relay's statements in this transaction off sequential scans
+// (sent first in the claim's batch; the setting ends with the
+// transaction). Postgres caches a generic plan after five runs, with the
+// estimates of that moment: made while events was a page or two, the
+// claim's per-row range read was a sequential scan, and stayed one as the
+// table grew, until an ANALYZE invalidated it; on a new database that is
+// minutes of scans that grow with every event. Planned with sequential
+// scans off, every plan the relay caches reads by index, and is not made
+// again each cycle.
+func (q *Queries) OutboxPreferIndexes(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, outboxPreferIndexes)
 	return err
 }
 

@@ -236,12 +236,12 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	claimed := false
 	var settled int64 // outbox rows deleted or trimmed
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		// BEGIN, the plan setting (OutboxPlanEachTime), the locks and the
+		// BEGIN, the plan setting (OutboxPreferIndexes), the locks and the
 		// rows of the locked partitions: one round trip (database.Batch).
 		var locked []int16
 		var rows []*dbsqlc.OutboxClaimRow
 		err := database.Batch(txCtx, tx,
-			func(db database.DBTX) error { return q.OutboxPlanEachTime(txCtx, db) },
+			func(db database.DBTX) error { return q.OutboxPreferIndexes(txCtx, db) },
 			func(db database.DBTX) (err error) {
 				locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
 					StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,

@@ -671,7 +671,8 @@ func TestRelayTakesLargeRowsWhole(t *testing.T) {
 // The claim reads each row's events by a range of positions. Planned
 // once on a nearly empty events table and cached, that read stays a
 // sequential scan of the whole table as it grows (until an ANALYZE): the
-// relay plans its statements each time instead (OutboxPlanEachTime).
+// relay plans its statements with sequential scans off
+// (OutboxPreferIndexes).
 func TestClaimKeepsUsingTheIndexAsEventsGrow(t *testing.T) {
 	t.Parallel()
 	e := setup(t, testbroker.New(t), "file.uploaded")
