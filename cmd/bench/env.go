@@ -415,16 +415,6 @@ func (p *proc) metric(ctx context.Context, name string) (value float64, found bo
 	return value, found, s.Err()
 }
 
-// queueDepth is the number of messages in a queue of the bench's vhost
-// (ready plus unacked), as the management API last sampled it.
-func (e *env) queueDepth(ctx context.Context, queue string) (int64, error) {
-	var q struct {
-		Messages int64 `json:"messages"`
-	}
-	err := e.mgmt.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(e.vhost)+"/"+url.PathEscape(queue), nil, &q)
-	return q.Messages, err
-}
-
 // versions names the services, for the report.
 func (e *env) versions(ctx context.Context) (postgres, rabbitmq string) {
 	_ = e.pool.QueryRow(ctx, "SHOW server_version").Scan(&postgres)

@@ -46,6 +46,26 @@ func start(t *testing.T, pool *pgxpool.Pool, reg prometheus.Registerer) *backpre
 	return g
 }
 
+// holding waits until g holds commands back (want true) or lets them go.
+func holding(t *testing.T, g *backpressure.Gate, want bool, msgAndArgs ...any) {
+	t.Helper()
+	v := 0.0
+	if want {
+		v = 1
+	}
+	require.Eventually(t, func() bool { return testutil.ToFloat64(g.Holding()) == v }, 5*time.Second, 10*time.Millisecond, msgAndArgs...)
+}
+
+// fallBehind queues 300 events and has a relay delete the oldest ten: a
+// working relay, behind.
+func fallBehind(t *testing.T, pool *pgxpool.Pool, g *backpressure.Gate) {
+	t.Helper()
+	queue(t, pool, 1, 300)
+	time.Sleep(50 * time.Millisecond)
+	relay(t, pool, 10)
+	holding(t, g, true)
+}
+
 // most runs n commands through g at once, each taking a moment, and
 // returns how many were inside together at most.
 func most(t *testing.T, g *backpressure.Gate, n int) int {
@@ -82,17 +102,14 @@ func TestGateHoldsCommandsBackWhileAWorkingRelayIsBehind(t *testing.T) {
 	g := start(t, pool, reg)
 	require.Equal(t, 6, most(t, g, 6), "an empty outbox held commands back")
 
-	queue(t, pool, 1, 300)
-	time.Sleep(50 * time.Millisecond)
-	relay(t, pool, 10) // the relay works: the oldest row goes
-	require.Eventually(t, func() bool { return testutil.ToFloat64(g.Holding()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	fallBehind(t, pool, g)
 	require.Equal(t, 2, most(t, g, 6))
 
 	relay(t, pool, 200) // 90 left: under MaxBacklog, not yet under half of it
 	time.Sleep(100 * time.Millisecond)
 	require.Equal(t, 2, most(t, g, 6), "let go above half the backlog")
 	relay(t, pool, 50) // 40 left
-	require.Eventually(t, func() bool { return testutil.ToFloat64(g.Holding()) == 0 }, 5*time.Second, 10*time.Millisecond)
+	holding(t, g, false)
 	require.Equal(t, 6, most(t, g, 6))
 }
 
@@ -109,9 +126,8 @@ func TestGateDoesNotWaitForARelayThatDoesNothing(t *testing.T) {
 
 	// A relay that stops: held back while it worked, free a window later.
 	relay(t, pool, 10)
-	require.Eventually(t, func() bool { return testutil.ToFloat64(g.Holding()) == 1 }, 5*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return testutil.ToFloat64(g.Holding()) == 0 }, 5*time.Second, 10*time.Millisecond,
-		"still held back a window after the relay stopped")
+	holding(t, g, true)
+	holding(t, g, false, "still held back a window after the relay stopped")
 }
 
 // A command waiting for its turn gives up with its context.
@@ -119,10 +135,7 @@ func TestEnterGivesUpWithItsContext(t *testing.T) {
 	t.Parallel()
 	pool, _ := testdb.New(t)
 	g := start(t, pool, nil)
-	queue(t, pool, 1, 300)
-	time.Sleep(50 * time.Millisecond)
-	relay(t, pool, 10)
-	require.Eventually(t, func() bool { return testutil.ToFloat64(g.Holding()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	fallBehind(t, pool, g)
 	r1, err := g.Enter(context.Background())
 	require.NoError(t, err)
 	defer r1()

@@ -179,21 +179,12 @@ func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID 
 // setFilesDelta links (link true) or unlinks the given files of the owner,
 // skipping those already in the wanted state.
 func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
-	// The lock, then the reads it guards, in one round trip.
-	var job *dbsqlc.JobLockForUpdateRow
 	var linkedIDs []uuid.UUID
-	files := readFiles(ctx, ref.OwnerID, fileIDs)
-	err := database.Batch(ctx, tx, append([]database.Statement{
-		lockJob(ctx, ref, fileIDs, &job),
-		func(db database.DBTX) (err error) {
-			linkedIDs, err = dbsqlc.New().JobFileLinkedIDs(ctx, db, &dbsqlc.JobFileLinkedIDsParams{JobID: ref.JobID, FileIds: fileIDs})
-			return err
-		},
-	}, files.statements()...)...)
+	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
+		linkedIDs, err = dbsqlc.New().JobFileLinkedIDs(ctx, db, &dbsqlc.JobFileLinkedIDsParams{JobID: ref.JobID, FileIds: fileIDs})
+		return err
+	})
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
-	}
-	if err := checkIfMatch(ref, job); err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
 	read, err := files.highest()
@@ -223,21 +214,12 @@ func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileID
 	if len(fileIDs) > MaxSetFiles {
 		return readmodel.Job{}, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
 	}
-	// The lock, then the reads it guards, in one round trip.
-	var job *dbsqlc.JobLockForUpdateRow
 	var linked []uuid.UUID
-	files := readFiles(ctx, ref.OwnerID, fileIDs)
-	err := database.Batch(ctx, tx, append([]database.Statement{
-		lockJob(ctx, ref, fileIDs, &job),
-		func(db database.DBTX) (err error) {
-			linked, err = dbsqlc.New().JobFileIDsInLinkOrder(ctx, db, ref.JobID)
-			return err
-		},
-	}, files.statements()...)...)
+	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
+		linked, err = dbsqlc.New().JobFileIDsInLinkOrder(ctx, db, ref.JobID)
+		return err
+	})
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
-	}
-	if err := checkIfMatch(ref, job); err != nil {
 		return readmodel.Job{}, Outcome{}, err
 	}
 	changes, err := domain.SetFiles(job.ID, linked, fileIDs)
@@ -310,30 +292,33 @@ func checkIfMatch(ref JobRef, job *dbsqlc.JobLockForUpdateRow) error {
 	return nil
 }
 
-// fileRead reads the owner's files a job command names. It takes no row
-// locks: lockJob took the files' locks, which keep them from being deleted
-// until the command commits.
-type fileRead struct {
-	ctx   context.Context
-	owner uuid.UUID
-	ids   []uuid.UUID
-	rows  []*dbsqlc.FilesForLinkRow
-}
-
-func readFiles(ctx context.Context, owner uuid.UUID, ids []uuid.UUID) *fileRead {
-	return &fileRead{ctx: ctx, owner: owner, ids: ids}
-}
-
-// statements is the read, to batch after lockJob; none when no file is
-// named.
-func (f *fileRead) statements() []database.Statement {
-	if len(f.ids) == 0 {
-		return nil
+// lockJobAndRead locks the owner's job (lockJob), then reads its links
+// (links) and the owner's files named, all in one round trip, and checks
+// If-Match. The files are read without row locks: the file locks lockJob
+// took keep them from being deleted until the command commits.
+func lockJobAndRead(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, links database.Statement) (*dbsqlc.JobLockForUpdateRow, *fileRead, error) {
+	var job *dbsqlc.JobLockForUpdateRow
+	files := &fileRead{ids: fileIDs}
+	stmts := []database.Statement{lockJob(ctx, ref, fileIDs, &job), links}
+	if len(fileIDs) > 0 {
+		stmts = append(stmts, func(db database.DBTX) (err error) {
+			files.rows, err = dbsqlc.New().FilesForLink(ctx, db, &dbsqlc.FilesForLinkParams{Ids: fileIDs, OwnerID: ref.OwnerID})
+			return err
+		})
 	}
-	return []database.Statement{func(db database.DBTX) (err error) {
-		f.rows, err = dbsqlc.New().FilesForLink(f.ctx, db, &dbsqlc.FilesForLinkParams{Ids: f.ids, OwnerID: f.owner})
-		return err
-	}}
+	if err := database.Batch(ctx, tx, stmts...); err != nil {
+		return nil, nil, err
+	}
+	if err := checkIfMatch(ref, job); err != nil {
+		return nil, nil, err
+	}
+	return job, files, nil
+}
+
+// fileRead is what lockJobAndRead read of the files a command names.
+type fileRead struct {
+	ids  []uuid.UUID
+	rows []*dbsqlc.FilesForLinkRow
 }
 
 // highest is the highest position among the files read; ErrNotFound when

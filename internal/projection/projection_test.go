@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"pgregory.net/rapid"
 
@@ -122,34 +123,12 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 	})
 }
 
-// statementCounter counts the statements a pool sends.
-type statementCounter struct{ n atomic.Int64 }
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	return ctx
-}
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-// Batches (BEGIN riding with a transaction's first statement) count each
-// of their statements.
-func (c *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (c *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
-	c.n.Add(1)
-}
-func (c *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-
 // Setting 1,000 files on a job costs as many statements as setting one.
 func TestSetJobFilesStatementCountIsConstant(t *testing.T) {
 	t.Parallel()
 	_, url := testdb.New(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	require.NoError(t, err)
-	counter := &statementCounter{}
-	cfg.ConnConfig.Tracer = counter
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	counter := prometheus.NewCounter(prometheus.CounterOpts{Name: "statements"})
+	pool, err := database.Connect(context.Background(), url, 0, database.StatementCounter{Counter: counter})
 	require.NoError(t, err)
 	defer pool.Close()
 	svc := newService(t, pool)
@@ -171,13 +150,13 @@ func TestSetJobFilesStatementCountIsConstant(t *testing.T) {
 			job, _, err = svc.CreateJob(ctx, tx, owner, "fan-in")
 			return err
 		}))
-		before := counter.n.Load()
+		before := testutil.ToFloat64(counter)
 		var preview readmodel.Job
 		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
 			preview, _, err = svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, fileIDs)
 			return err
 		}))
-		return counter.n.Load() - before, preview
+		return int64(testutil.ToFloat64(counter) - before), preview
 	}
 	one, _ := measure(ids[:1])
 	thousand, preview := measure(ids)
