@@ -58,9 +58,13 @@ func (b *bench) b3(ctx context.Context) error {
 	}()
 	cpu := sampleCPU(b.pids(worker))
 	waitProfile := b.profile(ctx, worker, "B3", b.sz.b3Duration)
+	waitAPIProfile := b.profile(ctx, e.api, "B3", b.sz.b3Duration)
+	stopSelfProfile := b.profileSelf("B3")
 	start := time.Now()
 	loadErr := load.run(ctx, b.sz.b3Duration)
+	stopSelfProfile()
 	waitProfile()
+	waitAPIProfile()
 	elapsed := time.Since(start)
 	stopRTT()
 	busy := <-rttDone

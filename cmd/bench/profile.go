@@ -7,8 +7,35 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 )
+
+// profileSelf takes a CPU profile of the bench itself until stop is called:
+// the load generator shares the machine, and its share is part of what a
+// figure's "limited by" reports. Without a directory it does nothing.
+func (b *bench) profileSelf(name string) (stop func()) {
+	if b.pprofDir == "" {
+		return func() {}
+	}
+	path := filepath.Join(b.pprofDir, name+"-bench.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		b.note("pprof of the bench (%s): %v", name, err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		b.note("pprof of the bench (%s): %v", name, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err == nil {
+			b.note("pprof: %s (`go tool pprof -top %s`)", path, path)
+		}
+	}
+}
 
 // profile takes a CPU profile of p for d in the background (pprof, served
 // when EPOCH_PPROF is set) into the -pprof directory; wait blocks until it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/readmodel"
@@ -44,33 +46,41 @@ func newService(t *testing.T, pool *pgxpool.Pool) *command.Service {
 
 func (f fixture) upload(t *testing.T, owner uuid.UUID, name string, size int64) readmodel.File {
 	t.Helper()
-	var file readmodel.File
+	var later *readmodel.Later[readmodel.File]
 	err := f.svc.Run(context.Background(), func(tx pgx.Tx) (err error) {
-		file, _, err = f.svc.UploadFile(context.Background(), tx, owner, command.UploadFile{Name: name, SizeBytes: size})
+		later, _, err = f.svc.UploadFile(context.Background(), tx, owner, command.UploadFile{Name: name, SizeBytes: size})
 		return err
 	})
+	require.NoError(t, err)
+	file, err := later.Value()
 	require.NoError(t, err)
 	return file
 }
 
 func (f fixture) createJob(t *testing.T, owner uuid.UUID, name string) readmodel.Job {
 	t.Helper()
-	var job readmodel.Job
+	var later *readmodel.Later[readmodel.Job]
 	err := f.svc.Run(context.Background(), func(tx pgx.Tx) (err error) {
-		job, _, err = f.svc.CreateJob(context.Background(), tx, owner, name)
+		later, _, err = f.svc.CreateJob(context.Background(), tx, owner, name)
 		return err
 	})
+	require.NoError(t, err)
+	job, err := later.Value()
 	require.NoError(t, err)
 	return job
 }
 
 func (f fixture) link(ctx context.Context, ref command.JobRef, file uuid.UUID) (readmodel.Job, command.Outcome, error) {
-	var job readmodel.Job
+	var later *readmodel.Later[readmodel.Job]
 	var out command.Outcome
 	err := f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		job, out, err = f.svc.LinkFile(ctx, tx, ref, file)
+		later, out, err = f.svc.LinkFile(ctx, tx, ref, file)
 		return err
 	})
+	if err != nil {
+		return readmodel.Job{}, out, err
+	}
+	job, err := later.Value()
 	return job, out, err
 }
 
@@ -273,11 +283,13 @@ func TestNoOpCommandsWriteNothing(t *testing.T) {
 
 	other := f.upload(t, owner, "b", 1)
 	before = f.count(t, "events")
-	var unlinked readmodel.Job
+	var later *readmodel.Later[readmodel.Job]
 	require.NoError(t, f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		unlinked, out2, err = f.svc.UnlinkFile(ctx, tx, ref, other.ID)
+		later, out2, err = f.svc.UnlinkFile(ctx, tx, ref, other.ID)
 		return err
 	}))
+	unlinked, err := later.Value()
+	require.NoError(t, err)
 	require.Zero(t, out2.Events)
 	require.Equal(t, []uuid.UUID{file.ID}, fileIDs(unlinked))
 	require.Equal(t, before, f.count(t, "events"))
@@ -308,12 +320,16 @@ func TestSetJobFiles(t *testing.T) {
 	job := f.createJob(t, owner, "j")
 	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
 	set := func(ids ...uuid.UUID) (readmodel.Job, command.Outcome, error) {
-		var preview readmodel.Job
+		var later *readmodel.Later[readmodel.Job]
 		var out command.Outcome
 		err := f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
-			preview, out, err = f.svc.SetJobFiles(ctx, tx, ref, ids)
+			later, out, err = f.svc.SetJobFiles(ctx, tx, ref, ids)
 			return err
 		})
+		if err != nil {
+			return readmodel.Job{}, out, err
+		}
+		preview, err := later.Value()
 		return preview, out, err
 	}
 	preview, out, err := set(c.ID, a.ID)
@@ -463,4 +479,103 @@ func TestAfterCommitRunsOnlyAfterACommit(t *testing.T) {
 	_, _, err := f.link(context.Background(), command.JobRef{OwnerID: owner, JobID: uuid.New()}, uuid.New())
 	require.Error(t, err)
 	require.Equal(t, []int{1}, calls, "a failed command woke the relays")
+}
+
+// trips records the generated statements (by sqlc name) each round trip
+// to Postgres carried: a batch's together, a lone statement alone.
+type trips struct {
+	mu   sync.Mutex
+	sent [][]string
+}
+
+func statementName(sql string) string {
+	if name, ok := strings.CutPrefix(sql, "-- name: "); ok {
+		return strings.Fields(name)[0]
+	}
+	return strings.ToUpper(strings.TrimSpace(sql))
+}
+
+func (r *trips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, []string{statementName(d.SQL)})
+	return ctx
+}
+func (r *trips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *trips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var batch []string
+	for _, q := range d.Batch.QueuedQueries {
+		batch = append(batch, statementName(q.SQL))
+	}
+	r.sent = append(r.sent, batch)
+	return ctx
+}
+func (r *trips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *trips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+func (r *trips) take() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sent
+	r.sent = nil
+	return s
+}
+
+// A command's answer is read back with its COMMIT: an upload is two round
+// trips and a link three, and the answer still shows the command's writes.
+func TestAnswersAreReadWithTheCommit(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	rec := &trips{}
+	cfg, err := pgxpool.ParseConfig(f.url)
+	require.NoError(t, err)
+	cfg.ConnConfig.Tracer = rec
+	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error { database.RegisterTypes(conn); return nil }
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	svc := newService(t, pool)
+	owner := uuid.New()
+	job := f.createJob(t, owner, "j")
+
+	var uploaded *readmodel.Later[readmodel.File]
+	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
+		uploaded, _, err = svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: "a.bin", SizeBytes: 7})
+		return err
+	}))
+	file, err := uploaded.Value()
+	require.NoError(t, err)
+	require.Equal(t, "a.bin", file.Name)
+	require.Equal(t, [][]string{
+		{"BEGIN", "EventAppend"},
+		{"ProjectionFilesUploaded", "OutboxInsert", "FileGet", "COMMIT"},
+	}, rec.take())
+
+	var linked *readmodel.Later[readmodel.Job]
+	var out command.Outcome
+	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
+		linked, out, err = svc.LinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
+		return err
+	}))
+	preview, err := linked.Value()
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{file.ID}, fileIDs(preview))
+	require.Equal(t, out.Position, preview.Position)
+	require.Equal(t, [][]string{
+		{"BEGIN", "JobLockForUpdate", "JobFileLinkedIDs", "FilesForLink"},
+		{"EventAppend"},
+		{"ProjectionJobFilesLinked", "OutboxInsert", "JobGet", "JobFileList", "COMMIT"},
+	}, rec.take())
+
+	// Asked for before the COMMIT, the answer is not there yet.
+	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
+		later, _, err := svc.UnlinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
+		require.NoError(t, err)
+		_, err = later.Value()
+		require.ErrorIs(t, err, readmodel.ErrNotRead)
+		return nil
+	}))
 }

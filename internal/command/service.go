@@ -82,17 +82,18 @@ func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
 }
 
 // UploadFile stores a new file of owner.
-func (s *Service) UploadFile(ctx context.Context, tx pgx.Tx, owner uuid.UUID, in UploadFile) (readmodel.File, Outcome, error) {
+// The file comes back Later: read with the COMMIT.
+func (s *Service) UploadFile(ctx context.Context, tx pgx.Tx, owner uuid.UUID, in UploadFile) (*readmodel.Later[readmodel.File], Outcome, error) {
 	id := uuid.Must(uuid.NewV7())
 	changes, err := domain.NewFile(id, owner, in.Name, in.SizeBytes, in.ContentType)
 	if err != nil {
-		return readmodel.File{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	out, err := s.write(ctx, tx, changes, map[uuid.UUID]int32{id: 0})
 	if err != nil {
-		return readmodel.File{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
-	file, err := readmodel.GetFile(ctx, tx, owner, id)
+	file, err := readmodel.GetFileLater(ctx, tx, owner, id)
 	return file, out, err
 }
 
@@ -137,18 +138,19 @@ func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.
 	return s.write(ctx, tx, domain.DeleteFile(fileID, owner, jobIDs), versions)
 }
 
-// CreateJob creates an empty job of owner.
-func (s *Service) CreateJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, name string) (readmodel.Job, Outcome, error) {
+// CreateJob creates an empty job of owner; its preview comes back Later,
+// read with the COMMIT.
+func (s *Service) CreateJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, name string) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	id := uuid.Must(uuid.NewV7())
 	changes, err := domain.NewJob(id, owner, name)
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	out, err := s.write(ctx, tx, changes, map[uuid.UUID]int32{id: 0})
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
-	job, err := readmodel.GetJob(ctx, tx, owner, id)
+	job, err := readmodel.GetJobLater(ctx, tx, owner, id)
 	return job, out, err
 }
 
@@ -166,30 +168,30 @@ func (s *Service) DeleteJob(ctx context.Context, tx pgx.Tx, ref JobRef) (Outcome
 
 // LinkFile attaches one of the owner's files to the job; linking a linked
 // file writes nothing.
-func (s *Service) LinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (readmodel.Job, Outcome, error) {
+func (s *Service) LinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	return s.setFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, true)
 }
 
 // UnlinkFile detaches one of the owner's files from the job; unlinking a
 // file that is not linked writes nothing.
-func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (readmodel.Job, Outcome, error) {
+func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	return s.setFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, false)
 }
 
 // setFilesDelta links (link true) or unlinks the given files of the owner,
 // skipping those already in the wanted state.
-func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (readmodel.Job, Outcome, error) {
+func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	var linkedIDs []uuid.UUID
 	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
 		linkedIDs, err = dbsqlc.New().JobFileLinkedIDs(ctx, db, &dbsqlc.JobFileLinkedIDsParams{JobID: ref.JobID, FileIds: fileIDs})
 		return err
 	})
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	read, err := files.highest()
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	isLinked := make(map[uuid.UUID]bool, len(linkedIDs))
 	for _, id := range linkedIDs {
@@ -210,9 +212,9 @@ func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, file
 // no duplicates): it unlinks the files not listed, then links the new ones
 // in the order given. The number of statements does not grow with the
 // number of files.
-func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (readmodel.Job, Outcome, error) {
+func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	if len(fileIDs) > MaxSetFiles {
-		return readmodel.Job{}, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
+		return nil, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
 	}
 	var linked []uuid.UUID
 	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
@@ -220,31 +222,32 @@ func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileID
 		return err
 	})
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	changes, err := domain.SetFiles(job.ID, linked, fileIDs)
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	read, err := files.highest()
 	if err != nil {
-		return readmodel.Job{}, Outcome{}, err
+		return nil, Outcome{}, err
 	}
 	return s.writeJob(ctx, tx, ref.OwnerID, job, changes, max(read, job.Position))
 }
 
 // writeJob writes a job command's changes (if any) and reads the preview
-// back in the same transaction. readPosition is the answer's position when
+// back in the same transaction, with its COMMIT (readmodel.Later).
+// readPosition is the answer's position when
 // nothing was written.
-func (s *Service) writeJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, job *dbsqlc.JobLockForUpdateRow, changes []domain.Change, readPosition int64) (readmodel.Job, Outcome, error) {
+func (s *Service) writeJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, job *dbsqlc.JobLockForUpdateRow, changes []domain.Change, readPosition int64) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	out := Outcome{Position: readPosition}
 	if len(changes) > 0 {
 		var err error
 		if out, err = s.write(ctx, tx, changes, map[uuid.UUID]int32{job.ID: job.Version}); err != nil {
-			return readmodel.Job{}, Outcome{}, err
+			return nil, Outcome{}, err
 		}
 	}
-	preview, err := readmodel.GetJob(ctx, tx, owner, job.ID)
+	preview, err := readmodel.GetJobLater(ctx, tx, owner, job.ID)
 	return preview, out, err
 }
 

@@ -61,6 +61,10 @@ func Batch(ctx context.Context, db Sender, stmts ...Statement) error {
 
 var errRecorded = errors.New("database: statement recorded, not sent")
 
+// IsRecorded reports whether err is what a Statement got on its first,
+// recording run (Batch, Defer): not a result yet, to be returned as it is.
+func IsRecorded(err error) bool { return errors.Is(err, errRecorded) }
+
 // record runs stmt against a recorder: the SQL and arguments of its call.
 func record(stmt Statement) (*recorder, error) {
 	rec := &recorder{}

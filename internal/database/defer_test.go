@@ -135,3 +135,51 @@ func TestDeferOutsideInTxRunsAtOnce(t *testing.T) {
 	}))
 	require.Equal(t, []int{1}, ids(t, pool))
 }
+
+// A deferred read goes with the COMMIT and has its results once Commit
+// returned: it sees the transaction's own writes.
+func TestDeferredReadGoesWithTheCommit(t *testing.T) {
+	t.Parallel()
+	pool, rec := setup(t)
+	ctx := context.Background()
+	n := -1
+	require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+			return err
+		}
+		require.NoError(t, database.Defer(tx, insert(ctx, 2)))
+		return database.Defer(tx, func(db database.DBTX) error {
+			return db.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n)
+		})
+	}))
+	require.Equal(t, 2, n, "the deferred read did not see the transaction's writes")
+	require.Equal(t, [][]string{
+		{"begin", "insert into t values (1)"},
+		{"insert into t values ($1)", "select count(*) from t", "commit"},
+	}, rec.take())
+}
+
+// Flush sends what waits now, so a deferred read has its results before
+// the transaction goes on; with nothing waiting it sends nothing.
+func TestFlushSendsWhatWaits(t *testing.T) {
+	t.Parallel()
+	pool, rec := setup(t)
+	ctx := context.Background()
+	require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		require.NoError(t, database.Flush(ctx, tx))
+		n := -1
+		require.NoError(t, database.Defer(tx, insert(ctx, 1)))
+		require.NoError(t, database.Defer(tx, func(db database.DBTX) error {
+			return db.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n)
+		}))
+		require.Equal(t, -1, n)
+		require.NoError(t, database.Flush(ctx, tx))
+		require.Equal(t, 1, n, "Flush did not run the deferred read")
+		require.NoError(t, database.Flush(ctx, tx))
+		return database.Defer(tx, insert(ctx, 2))
+	}))
+	require.Equal(t, [][]string{
+		{"begin", "insert into t values ($1)", "select count(*) from t"},
+		{"insert into t values ($1)", "commit"},
+	}, rec.take())
+}

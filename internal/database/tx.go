@@ -38,13 +38,15 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) (er
 	return tx.Commit(ctx)
 }
 
-// Defer queues stmt, a write whose result nobody reads, to go with the
-// transaction's next statement or its COMMIT: one round trip fewer for
-// each. Its error, if any, comes back from that next statement or from
-// Commit, and fails the transaction all the same; so defer only statements
-// whose errors no caller tells apart. What stmt passes (slices included)
-// must not change until then. Outside InTx's transactions stmt runs at
-// once.
+// Defer queues stmt to go with the transaction's next statement or its
+// COMMIT: one round trip fewer for each. stmt is a write whose result
+// nobody reads, or a read whose results are wanted only once that has
+// been sent (a command's answer, read back with the COMMIT): stmt runs
+// again then, with its results. Its error, if any, comes back from that
+// next statement or from Commit, and fails the transaction all the same;
+// so defer only statements whose errors no caller tells apart. What stmt
+// passes (slices included) must not change until then. Outside InTx's
+// transactions stmt runs at once.
 func Defer(tx pgx.Tx, stmt Statement) error {
 	lt, ok := tx.(*lazyTx)
 	if !ok {
@@ -59,6 +61,17 @@ func Defer(tx pgx.Tx, stmt Statement) error {
 	}
 	lt.pending = append(lt.pending, deferred{stmt: stmt, rec: rec})
 	return nil
+}
+
+// Flush sends what Defer queued on tx now (with BEGIN, if not sent yet),
+// so that deferred reads have their results; nothing when nothing waits.
+func Flush(ctx context.Context, tx pgx.Tx) error {
+	lt, ok := tx.(*lazyTx)
+	if !ok || len(lt.pending) == 0 {
+		return nil
+	}
+	_, err := lt.begun(ctx)
+	return err
 }
 
 // lazyTx is InTx's pgx.Tx. Until it has something to send, it sends

@@ -328,15 +328,23 @@ func (p *producer) runUpTo(ctx context.Context, g int, final int64) error {
 				var err error
 				switch o.kind {
 				case "upload":
-					var f readmodel.File
-					f, out, err = p.svc.UploadFile(ctx, tx, o.owner.id, command.UploadFile{Name: fmt.Sprintf("f-%d-%d", g, i), SizeBytes: o.size})
-					newFiles = append(newFiles, f.ID)
+					var later *readmodel.Later[readmodel.File]
+					later, out, err = p.svc.UploadFile(ctx, tx, o.owner.id, command.UploadFile{Name: fmt.Sprintf("f-%d-%d", g, i), SizeBytes: o.size})
+					if err == nil {
+						var f readmodel.File
+						f, err = later.ValueNow(ctx, tx)
+						newFiles = append(newFiles, f.ID)
+					}
 				case "delete":
 					out, err = p.svc.DeleteFile(ctx, tx, o.owner.id, o.file)
 				case "job":
-					var j readmodel.Job
-					j, out, err = p.svc.CreateJob(ctx, tx, o.owner.id, fmt.Sprintf("j-%d-%d", g, i))
-					newJobs = append(newJobs, j.ID)
+					var later *readmodel.Later[readmodel.Job]
+					later, out, err = p.svc.CreateJob(ctx, tx, o.owner.id, fmt.Sprintf("j-%d-%d", g, i))
+					if err == nil {
+						var j readmodel.Job
+						j, err = later.ValueNow(ctx, tx)
+						newJobs = append(newJobs, j.ID)
+					}
 				case "link":
 					_, out, err = p.svc.LinkFile(ctx, tx, command.JobRef{OwnerID: o.owner.id, JobID: o.job}, o.file)
 				}

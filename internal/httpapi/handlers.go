@@ -54,12 +54,18 @@ func position(p int64) string { return strconv.FormatInt(p, 10) }
 func etag(version int32) string { return `"` + strconv.FormatInt(int64(version), 10) + `"` }
 
 // jobAnswer is a job preview with its ETag and the command's position.
-func jobAnswer(status int, job readmodel.Job, out command.Outcome, location bool) (answer, error) {
-	h := map[string]string{headerPosition: position(out.Position), "ETag": etag(job.Version)}
-	if location {
-		h["Location"] = "/v1/jobs/" + job.ID.String()
+func jobAnswer(status int, later *readmodel.Later[readmodel.Job], out command.Outcome, location bool) pendingAnswer {
+	return func() (answer, error) {
+		job, err := later.Value()
+		if err != nil {
+			return answer{}, err
+		}
+		h := map[string]string{headerPosition: position(out.Position), "ETag": etag(job.Version)}
+		if location {
+			h["Location"] = "/v1/jobs/" + job.ID.String()
+		}
+		return jsonAnswer(status, job, h)
 	}
-	return jsonAnswer(status, job, h)
 }
 
 func deletedAnswer(out command.Outcome) answer {
@@ -91,15 +97,21 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (answer, error) {
-		file, out, err := s.cfg.Commands.UploadFile(ctx, tx, user, upload)
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
+		later, out, err := s.cfg.Commands.UploadFile(ctx, tx, user, upload)
 		if err != nil {
-			return answer{}, err
+			return nil, err
 		}
-		return jsonAnswer(http.StatusCreated, file, map[string]string{
-			headerPosition: position(out.Position),
-			"Location":     "/v1/files/" + file.ID.String(),
-		})
+		return func() (answer, error) {
+			file, err := later.Value()
+			if err != nil {
+				return answer{}, err
+			}
+			return jsonAnswer(http.StatusCreated, file, map[string]string{
+				headerPosition: position(out.Position),
+				"Location":     "/v1/files/" + file.ID.String(),
+			})
+		}, nil
 	})
 }
 
@@ -110,12 +122,12 @@ func (s *server) deleteFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
 		out, err := s.cfg.Commands.DeleteFile(ctx, tx, user, id)
 		if err != nil {
-			return answer{}, err
+			return nil, err
 		}
-		return deletedAnswer(out), nil
+		return ready(deletedAnswer(out)), nil
 	})
 }
 
@@ -131,12 +143,12 @@ func (s *server) createJob(w http.ResponseWriter, r *http.Request, user uuid.UUI
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
 		job, out, err := s.cfg.Commands.CreateJob(ctx, tx, user, name)
 		if err != nil {
-			return answer{}, err
+			return nil, err
 		}
-		return jobAnswer(http.StatusCreated, job, out, true)
+		return jobAnswer(http.StatusCreated, job, out, true), nil
 	})
 }
 
@@ -147,12 +159,12 @@ func (s *server) deleteJob(w http.ResponseWriter, r *http.Request, user uuid.UUI
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
 		out, err := s.cfg.Commands.DeleteJob(ctx, tx, ref)
 		if err != nil {
-			return answer{}, err
+			return nil, err
 		}
-		return deletedAnswer(out), nil
+		return ready(deletedAnswer(out)), nil
 	})
 }
 
@@ -167,7 +179,7 @@ func (s *server) unlinkFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 }
 
 func (s *server) jobFileCommand(w http.ResponseWriter, r *http.Request, user uuid.UUID,
-	cmd func(context.Context, pgx.Tx, command.JobRef, uuid.UUID) (readmodel.Job, command.Outcome, error)) {
+	cmd func(context.Context, pgx.Tx, command.JobRef, uuid.UUID) (*readmodel.Later[readmodel.Job], command.Outcome, error)) {
 	ref, err := jobRef(r, user)
 	if err != nil {
 		s.fail(w, r, err)
@@ -178,12 +190,12 @@ func (s *server) jobFileCommand(w http.ResponseWriter, r *http.Request, user uui
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
 		job, out, err := cmd(ctx, tx, ref, fileID)
 		if err != nil {
-			return answer{}, err
+			return nil, err
 		}
-		return jobAnswer(http.StatusOK, job, out, false)
+		return jobAnswer(http.StatusOK, job, out, false), nil
 	})
 }
 
@@ -204,12 +216,12 @@ func (s *server) setJobFiles(w http.ResponseWriter, r *http.Request, user uuid.U
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (answer, error) {
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
 		job, out, err := s.cfg.Commands.SetJobFiles(ctx, tx, ref, ids)
 		if err != nil {
-			return answer{}, err
+			return nil, err
 		}
-		return jobAnswer(http.StatusOK, job, out, false)
+		return jobAnswer(http.StatusOK, job, out, false), nil
 	})
 }
 

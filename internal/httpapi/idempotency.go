@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
 
@@ -46,7 +47,15 @@ func jsonAnswer(status int, v any, header map[string]string) (answer, error) {
 
 // commandFunc runs one command in tx. It may run more than once (Run
 // retries on conflicts), so it must not keep state between runs.
-type commandFunc func(ctx context.Context, tx pgx.Tx) (answer, error)
+type commandFunc func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error)
+
+// pendingAnswer builds a command's answer once what the command read back
+// for it has arrived: the read goes with the COMMIT (readmodel.Later), so
+// it is called after the transaction committed, or after database.Flush.
+type pendingAnswer func() (answer, error)
+
+// ready is the pendingAnswer of an answer already in hand.
+func ready(a answer) pendingAnswer { return func() (answer, error) { return a, nil } }
 
 // errKeyTaken: a concurrent request stored the same key first (possible
 // only if the lock below did not serialise us); run again to replay it.
@@ -67,17 +76,21 @@ func (s *server) runCommand(w http.ResponseWriter, r *http.Request, user uuid.UU
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
 
-	var ans answer
+	var pending pendingAnswer
 	for attempt := 0; ; attempt++ {
 		err = s.cfg.Commands.Run(ctx, func(tx pgx.Tx) error {
 			var err error
-			ans, err = s.commandOnce(ctx, tx, user, key, hash, fn)
+			pending, err = s.commandOnce(ctx, tx, user, key, hash, fn)
 			return err
 		})
 		if errors.Is(err, errKeyTaken) && attempt < 3 {
 			continue
 		}
 		break
+	}
+	var ans answer
+	if err == nil {
+		ans, err = pending()
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -86,36 +99,46 @@ func (s *server) runCommand(w http.ResponseWriter, r *http.Request, user uuid.UU
 	ans.write(w)
 }
 
-func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key string, hash []byte, fn commandFunc) (answer, error) {
+// commandOnce runs fn once in tx. Without a key its answer is read back
+// with the COMMIT; with one the answer is read first (database.Flush), to
+// be stored before the COMMIT.
+func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key string, hash []byte, fn commandFunc) (pendingAnswer, error) {
 	if key == "" {
 		return fn(ctx, tx)
 	}
 	q := dbsqlc.New()
 	if err := q.IdempotencyLock(ctx, tx, user.String()+"/"+key); err != nil {
-		return answer{}, fmt.Errorf("idempotency lock: %w", err)
+		return nil, fmt.Errorf("idempotency lock: %w", err)
 	}
 	stored, err := q.IdempotencyGet(ctx, tx, &dbsqlc.IdempotencyGetParams{UserID: user, Key: key})
 	switch {
 	case err == nil:
 		if !bytes.Equal(stored.RequestHash, hash) {
-			return answer{}, errKeyReused
+			return nil, errKeyReused
 		}
 		ans := answer{Status: int(stored.Status), Body: stored.Body}
 		if err := json.Unmarshal(stored.Headers, &ans.Header); err != nil {
-			return answer{}, fmt.Errorf("idempotency headers: %w", err)
+			return nil, fmt.Errorf("idempotency headers: %w", err)
 		}
-		return ans, nil
+		return ready(ans), nil
 	case !errors.Is(err, pgx.ErrNoRows):
-		return answer{}, fmt.Errorf("idempotency get: %w", err)
+		return nil, fmt.Errorf("idempotency get: %w", err)
 	}
 
-	ans, err := fn(ctx, tx)
+	pending, err := fn(ctx, tx)
 	if err != nil {
-		return answer{}, err
+		return nil, err
+	}
+	if err := database.Flush(ctx, tx); err != nil {
+		return nil, err
+	}
+	ans, err := pending()
+	if err != nil {
+		return nil, err
 	}
 	headers, err := json.Marshal(ans.Header)
 	if err != nil {
-		return answer{}, fmt.Errorf("idempotency headers: %w", err)
+		return nil, fmt.Errorf("idempotency headers: %w", err)
 	}
 	if ans.Body == nil {
 		ans.Body = []byte{} // body is NOT NULL; a 204 has none
@@ -124,12 +147,12 @@ func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key
 		UserID: user, Key: key, RequestHash: hash, Status: int32(ans.Status), Headers: headers, Body: ans.Body,
 	})
 	if err != nil {
-		return answer{}, fmt.Errorf("idempotency store: %w", err)
+		return nil, fmt.Errorf("idempotency store: %w", err)
 	}
 	if n == 0 {
-		return answer{}, errKeyTaken
+		return nil, errKeyTaken
 	}
-	return ans, nil
+	return ready(ans), nil
 }
 
 // requestHash identifies a request for its key: method, path and body.

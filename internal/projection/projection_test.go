@@ -71,14 +71,22 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 			err := svc.Run(ctx, func(tx pgx.Tx) error {
 				switch rapid.IntRange(0, 6).Draw(rt, "command") {
 				case 0:
-					f, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{
+					later, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{
 						Name: rapid.StringMatching(`[a-z]{1,8}\.bin`).Draw(rt, "name"), SizeBytes: rapid.Int64Range(0, 1<<40).Draw(rt, "size")})
+					if err != nil {
+						return err
+					}
+					f, err := later.ValueNow(ctx, tx)
 					if err == nil {
 						files, ownerOf[f.ID] = append(files, f.ID), owner
 					}
 					return err
 				case 1:
-					j, _, err := svc.CreateJob(ctx, tx, owner, "job")
+					later, _, err := svc.CreateJob(ctx, tx, owner, "job")
+					if err != nil {
+						return err
+					}
+					j, err := later.ValueNow(ctx, tx)
 					if err == nil {
 						jobs, ownerOf[j.ID] = append(jobs, j.ID), owner
 					}
@@ -139,23 +147,31 @@ func TestSetJobFilesStatementCountIsConstant(t *testing.T) {
 	ids := make([]uuid.UUID, 1000)
 	for i := range ids {
 		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
-			f, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i)})
+			later, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i)})
+			if err != nil {
+				return err
+			}
+			f, err := later.ValueNow(ctx, tx)
 			ids[i] = f.ID
 			return err
 		}))
 	}
 	measure := func(fileIDs []uuid.UUID) (int64, readmodel.Job) {
-		var job readmodel.Job
+		var newJob *readmodel.Later[readmodel.Job]
 		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-			job, _, err = svc.CreateJob(ctx, tx, owner, "fan-in")
+			newJob, _, err = svc.CreateJob(ctx, tx, owner, "fan-in")
 			return err
 		}))
+		job, err := newJob.Value()
+		require.NoError(t, err)
 		before := testutil.ToFloat64(counter)
-		var preview readmodel.Job
+		var later *readmodel.Later[readmodel.Job]
 		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-			preview, _, err = svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, fileIDs)
+			later, _, err = svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, fileIDs)
 			return err
 		}))
+		preview, err := later.Value()
+		require.NoError(t, err)
 		return int64(testutil.ToFloat64(counter) - before), preview
 	}
 	one, _ := measure(ids[:1])
