@@ -34,6 +34,7 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 			os.Exit(2)
 		}
 	}
+	tuneGC()
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	err := envconfig.Process(EnvPrefix, &cfg)
 	if err == nil && check != nil {
