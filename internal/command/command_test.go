@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -481,55 +480,13 @@ func TestAfterCommitRunsOnlyAfterACommit(t *testing.T) {
 	require.Equal(t, []int{1}, calls, "a failed command woke the relays")
 }
 
-// trips records the generated statements (by sqlc name) each round trip
-// to Postgres carried: a batch's together, a lone statement alone.
-type trips struct {
-	mu   sync.Mutex
-	sent [][]string
-}
-
-func statementName(sql string) string {
-	if name, ok := strings.CutPrefix(sql, "-- name: "); ok {
-		return strings.Fields(name)[0]
-	}
-	return strings.ToUpper(strings.TrimSpace(sql))
-}
-
-func (r *trips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sent = append(r.sent, []string{statementName(d.SQL)})
-	return ctx
-}
-func (r *trips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (r *trips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var batch []string
-	for _, q := range d.Batch.QueuedQueries {
-		batch = append(batch, statementName(q.SQL))
-	}
-	r.sent = append(r.sent, batch)
-	return ctx
-}
-func (r *trips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (r *trips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-
-func (r *trips) take() [][]string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := r.sent
-	r.sent = nil
-	return s
-}
-
 // A command's answer is read back with its COMMIT: an upload is two round
 // trips and a link three, and the answer still shows the command's writes.
 func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
-	rec := &trips{}
+	rec := &testdb.Trips{Name: testdb.StatementName}
 	cfg, err := pgxpool.ParseConfig(f.url)
 	require.NoError(t, err)
 	cfg.ConnConfig.Tracer = rec
@@ -552,7 +509,7 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	require.Equal(t, [][]string{
 		{"BEGIN", "EventAppend"},
 		{"ProjectionFilesUploaded", "OutboxInsert", "FileGet", "COMMIT"},
-	}, rec.take())
+	}, rec.Take())
 
 	var linked *readmodel.Later[readmodel.Job]
 	var out command.Outcome
@@ -568,7 +525,7 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 		{"BEGIN", "JobLockForUpdate", "JobFileLinkedIDs", "FilesForLink"},
 		{"EventAppend"},
 		{"ProjectionJobFilesLinked", "OutboxInsert", "JobGet", "JobFileList", "COMMIT"},
-	}, rec.take())
+	}, rec.Take())
 
 	// Asked for before the COMMIT, the answer is not there yet.
 	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {

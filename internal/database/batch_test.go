@@ -49,7 +49,7 @@ func TestBatchSendsStatementsInOneRoundTrip(t *testing.T) {
 		"insert into t select generate_series(1, $1::int)",
 		"select count(*) from t where id >= $1",
 		"select id from t order by id desc",
-	}, {"commit"}}, rec.take())
+	}, {"commit"}}, rec.Take())
 }
 
 func TestBatchStatementErrorRollsBack(t *testing.T) {
@@ -88,6 +88,6 @@ func TestBatchRefusesAStatementThatMakesNoCall(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "made no call")
 	require.ErrorIs(t, err, bad)
-	require.Empty(t, rec.take())
+	require.Empty(t, rec.Take())
 	require.Empty(t, ids(t, pool))
 }

@@ -36,7 +36,7 @@ func TestDeferredStatementsGoWithTheNextOne(t *testing.T) {
 	require.Equal(t, [][]string{
 		{"begin", "insert into t values ($1)", "insert into t values ($1)", "select count(*) from t"},
 		{"insert into t values ($1)", "commit"},
-	}, rec.take())
+	}, rec.Take())
 	require.Equal(t, []int{1, 2, 3}, ids(t, pool))
 }
 
@@ -48,7 +48,7 @@ func TestDeferredWritesAndCommitInOneRoundTrip(t *testing.T) {
 	require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
 		return errors.Join(database.Defer(tx, insert(ctx, 1)), database.Defer(tx, insert(ctx, 2)))
 	}))
-	require.Equal(t, [][]string{{"begin", "insert into t values ($1)", "insert into t values ($1)", "commit"}}, rec.take())
+	require.Equal(t, [][]string{{"begin", "insert into t values ($1)", "insert into t values ($1)", "commit"}}, rec.Take())
 	require.Equal(t, []int{1, 2}, ids(t, pool))
 }
 
@@ -99,7 +99,7 @@ func TestRolledBackDeferredWritesAreNeverSent(t *testing.T) {
 		return boom
 	})
 	require.ErrorIs(t, err, boom)
-	require.Empty(t, rec.take())
+	require.Empty(t, rec.Take())
 	require.Empty(t, ids(t, pool))
 }
 
@@ -156,7 +156,7 @@ func TestDeferredReadGoesWithTheCommit(t *testing.T) {
 	require.Equal(t, [][]string{
 		{"begin", "insert into t values (1)"},
 		{"insert into t values ($1)", "select count(*) from t", "commit"},
-	}, rec.take())
+	}, rec.Take())
 }
 
 // Flush sends what waits now, so a deferred read has its results before
@@ -181,5 +181,5 @@ func TestFlushSendsWhatWaits(t *testing.T) {
 	require.Equal(t, [][]string{
 		{"begin", "insert into t values ($1)", "select count(*) from t"},
 		{"insert into t values ($1)", "commit"},
-	}, rec.take())
+	}, rec.Take())
 }

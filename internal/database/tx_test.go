@@ -3,8 +3,6 @@ package database_test
 import (
 	"context"
 	"errors"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -15,54 +13,19 @@ import (
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
-// trips records what each round trip to Postgres carried: a batch's
-// statements together, a lone statement alone.
-type trips struct {
-	mu   sync.Mutex
-	sent [][]string
-}
-
-func (r *trips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sent = append(r.sent, []string{strings.ToLower(strings.TrimSpace(d.SQL))})
-	return ctx
-}
-func (r *trips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (r *trips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var batch []string
-	for _, q := range d.Batch.QueuedQueries {
-		batch = append(batch, strings.ToLower(strings.TrimSpace(q.SQL)))
-	}
-	r.sent = append(r.sent, batch)
-	return ctx
-}
-func (r *trips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (r *trips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
-
-func (r *trips) take() [][]string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := r.sent
-	r.sent = nil
-	return s
-}
-
 // setup gives a pool of one connection (so a connection left in a bad
 // state would show in the next test step) with a table t(id int primary
 // key), and the recorder of its round trips.
-func setup(t *testing.T) (*pgxpool.Pool, *trips) {
+func setup(t *testing.T) (*pgxpool.Pool, *testdb.Trips) {
 	t.Helper()
 	_, url := testdb.Empty(t)
-	rec := &trips{}
+	rec := &testdb.Trips{}
 	pool, err := database.Connect(context.Background(), url, 1, rec)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	_, err = pool.Exec(context.Background(), "CREATE TABLE t (id int PRIMARY KEY)")
 	require.NoError(t, err)
-	rec.take()
+	rec.Take()
 	return pool, rec
 }
 
@@ -92,7 +55,7 @@ func TestBeginRidesWithTheFirstStatement(t *testing.T) {
 		{"begin", "insert into t values (1) returning id"},
 		{"insert into t values (2)"},
 		{"commit"},
-	}, rec.take())
+	}, rec.Take())
 	require.Equal(t, []int{1, 2}, ids(t, pool))
 }
 
@@ -141,7 +104,7 @@ func TestEachFirstCallRidesWithBegin(t *testing.T) {
 			t.Parallel()
 			pool, rec := setup(t)
 			require.NoError(t, database.InTx(ctx, pool, fn))
-			sent := rec.take()
+			sent := rec.Take()
 			require.Len(t, sent, 2, "%q", sent)
 			require.Equal(t, "begin", sent[0][0])
 			require.Greater(t, len(sent[0]), 1, "BEGIN went alone")
@@ -221,7 +184,7 @@ func TestTransactionThatSendsNothingSendsNothing(t *testing.T) {
 	t.Parallel()
 	pool, rec := setup(t)
 	require.NoError(t, database.InTx(context.Background(), pool, func(pgx.Tx) error { return nil }))
-	require.Empty(t, rec.take())
+	require.Empty(t, rec.Take())
 }
 
 // CopyFrom cannot share a batch: it begins the transaction on its own,
@@ -239,7 +202,7 @@ func TestCopyFromBeginsFirst(t *testing.T) {
 		return boom
 	})
 	require.ErrorIs(t, err, boom)
-	require.Equal(t, []string{"begin"}, rec.take()[0])
+	require.Equal(t, []string{"begin"}, rec.Take()[0])
 	require.Empty(t, ids(t, pool))
 }
 
