@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -281,8 +282,58 @@ func relayPhases(ctx context.Context, worker *proc) (phaseTotals, error) {
 			out[ph] = [2]float64{sum, count}
 		}
 	}
+	// How long rows waited to be claimed, under the key claimWaitKey.
+	sum, ok, err := worker.metric(ctx, `epoch_relay_claim_wait_seconds_sum`)
+	if err != nil {
+		return nil, err
+	}
+	count, _, err := worker.metric(ctx, `epoch_relay_claim_wait_seconds_count`)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		out[claimWaitKey] = [2]float64{sum, count}
+	}
+	for _, le := range claimWaitBounds {
+		n, _, err := worker.metric(ctx, `epoch_relay_claim_wait_seconds_bucket{le="`+le+`"}`)
+		if err != nil {
+			return nil, err
+		}
+		out[claimWaitKey+le] = [2]float64{0, n}
+	}
 	return out, nil
 }
+
+// claimWaitBounds are the upper bounds of epoch_relay_claim_wait_seconds'
+// buckets, as the worker's /metrics writes them.
+var claimWaitBounds = []string{"0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.5", "1", "5"}
+
+// claimWaitQuantile estimates quantile q of the claim wait between two
+// readings in ms, interpolating within the histogram's bucket (so it is
+// as coarse as the buckets); -1 when no row was claimed.
+func claimWaitQuantile(before, after phaseTotals, q float64) float64 {
+	total := after[claimWaitKey][1] - before[claimWaitKey][1]
+	if total <= 0 {
+		return -1
+	}
+	want := q * total
+	prevBound, prevCount := 0.0, 0.0
+	for _, le := range claimWaitBounds {
+		bound, _ := strconv.ParseFloat(le, 64)
+		count := after[claimWaitKey+le][1] - before[claimWaitKey+le][1]
+		if count >= want {
+			if count == prevCount {
+				return round3(bound * 1000)
+			}
+			return round3((prevBound + (bound-prevBound)*(want-prevCount)/(count-prevCount)) * 1000)
+		}
+		prevBound, prevCount = bound, count
+	}
+	return round3(prevBound * 1000) // beyond the last bound
+}
+
+// claimWaitKey holds epoch_relay_claim_wait_seconds in phaseTotals.
+const claimWaitKey = "claim_wait"
 
 // relayPhaseDetail is the mean time of each phase between two readings,
 // with the number of cycles and of those that found nothing.
@@ -295,5 +346,12 @@ func relayPhaseDetail(before, after phaseTotals) map[string]any {
 	}
 	// Every cycle claims; one that found rows publishes them.
 	cycles := after["claim"][1] - before["claim"][1]
-	return map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - (after["publish"][1] - before["publish"][1])}
+	detail := map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - (after["publish"][1] - before["publish"][1])}
+	if n := after[claimWaitKey][1] - before[claimWaitKey][1]; n > 0 {
+		// From a row's insert, just before its command's commit, to its
+		// claim: the part of the latency spent waiting for a cycle.
+		detail["claim_wait_mean_ms"] = round3((after[claimWaitKey][0] - before[claimWaitKey][0]) / n * 1000)
+		detail["claim_wait_p50_ms"] = claimWaitQuantile(before, after, 0.5)
+	}
+	return detail
 }

@@ -15,6 +15,9 @@ type metrics struct {
 	// phase times each step of a cycle (see cyclePhase*), so what holds
 	// the relay's latency up can be read off /metrics.
 	phase *prometheus.HistogramVec
+	// claimWait is how long rows waited to be claimed: with the phases,
+	// it splits a commit's way to the broker into waiting and working.
+	claimWait prometheus.Histogram
 }
 
 // The phases of a relay cycle, as labels of epoch_relay_cycle_phase_seconds.
@@ -51,11 +54,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "epoch_relay_cycle_phase_seconds", Help: "Time of each phase of a relay cycle: claim (every cycle), then publish and settle (cycles that found rows).",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1},
 		}, []string{"phase"}),
+		claimWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "epoch_relay_claim_wait_seconds", Help: "Time from an outbox row's insert (in its command's transaction, just before the commit) to its claim by a relay cycle.",
+			Buckets: []float64{0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5},
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.pending, m.oldestAge, m.openTxPID, m.openTxAge, m.phase} {
+	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.pending, m.oldestAge, m.openTxPID, m.openTxAge, m.phase, m.claimWait} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}
