@@ -62,9 +62,7 @@ LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHE
 -- The oldest rows of each partition this transaction locked (with
 -- OutboxPartitionsLock, sent in the same batch: the locks are read back
 -- from pg_locks, so this statement needs nothing from that one's answer),
--- with their events, in position (= per-stream version) order, leaving
--- out the rows in_flight (claimed earlier in the same transaction and not
--- yet deleted: the relay claims again while their confirms are due). Each
+-- with their events, in position (= per-stream version) order. Each
 -- partition gets an equal share of batch_size: rows are taken whole, in
 -- key order, while the events before them number fewer than that share
 -- (so at least one row, however long): one short index range per
@@ -93,7 +91,6 @@ CROSS JOIN LATERAL (
                  - (ob.last_position - ob.position + 1) AS before
         FROM outbox AS ob
         WHERE ob.partition = p.partition
-          AND ob.position <> ALL(sqlc.arg(in_flight)::bigint[])
         ORDER BY ob.position
         LIMIT share.per_partition
     ) AS head

@@ -71,25 +71,20 @@ type Publisher struct {
 	cfg    PublisherConfig
 	logger *slog.Logger
 
-	publishMu sync.Mutex // sending and waiting for confirms, one caller at a time
+	publishMu sync.Mutex // one batch at a time owns the channel
 
 	mu    sync.Mutex
 	sess  *session
 	ready chan struct{} // closed while sess is set
 }
 
-// session is one connection and its confirm channel. The fields after
-// once belong to publishMu.
+// session is one connection and its confirm channel.
 type session struct {
 	conn    *amqp.Connection
 	ch      *amqp.Channel
 	returns chan amqp.Return
 	broken  chan struct{} // closed by Publish to force a fresh session
 	once    sync.Once
-
-	flights     []*Flight              // sent and not yet waited for, oldest first
-	unconfirmed int                    // their messages still awaiting a confirm
-	returned    map[string]amqp.Return // returns taken off the channel, by message id, not yet matched
 }
 
 func (s *session) breakOff() { s.once.Do(func() { close(s.broken) }) }
@@ -178,7 +173,7 @@ func (p *Publisher) dial() (*session, error) {
 	// never blocks on it, and a return is in the buffer before the ack of
 	// its message is processed (the broker sends basic.return first).
 	returns := ch.NotifyReturn(make(chan amqp.Return, p.cfg.MaxInFlight))
-	return &session{conn: conn, ch: ch, returns: returns, broken: make(chan struct{}), returned: make(map[string]amqp.Return)}, nil
+	return &session{conn: conn, ch: ch, returns: returns, broken: make(chan struct{})}, nil
 }
 
 func (p *Publisher) setSession(s *session) {
@@ -221,162 +216,80 @@ func (p *Publisher) WaitConnected(ctx context.Context) error {
 // It returns one error per message: nil only for a message the broker
 // confirmed (acked) and did not return as unroutable.
 func (p *Publisher) Publish(ctx context.Context, exchange string, msgs []Message, confirmTimeout time.Duration) []error {
-	return p.Send(ctx, exchange, msgs, confirmTimeout).Wait(ctx, confirmTimeout)
-}
-
-// Flight is a batch Send sent: its messages are on their way, their
-// confirms may still be to come.
-type Flight struct {
-	p        *Publisher
-	sess     *session
-	msgs     []Message
-	errs     []error
-	confirms []*amqp.DeferredConfirmation
-	last     <-chan struct{} // closed once the last message's confirm came
-	waited   bool
-}
-
-// Send sends msgs to exchange, persistent and mandatory, and returns
-// without waiting for their confirms, so the caller can send the next
-// batch meanwhile: flights of one Publisher go out in the order sent, on
-// one channel, so a queue receives them in that order. Every flight must
-// be waited for (Wait), in the order sent. At most MaxInFlight messages
-// await confirms at once: Send first waits for older flights when msgs
-// would exceed that, and sends a larger batch in chunks, waiting for each
-// but the last (confirmTimeout bounds those waits).
-func (p *Publisher) Send(ctx context.Context, exchange string, msgs []Message, confirmTimeout time.Duration) *Flight {
 	p.publishMu.Lock()
 	defer p.publishMu.Unlock()
-	f := &Flight{p: p, msgs: msgs, errs: make([]error, len(msgs)), confirms: make([]*amqp.DeferredConfirmation, len(msgs))}
+	errs := make([]error, len(msgs))
 	sess, _ := p.current()
 	if sess == nil {
-		for i := range f.errs {
-			f.errs[i] = ErrNotConnected
+		for i := range errs {
+			errs[i] = ErrNotConnected
 		}
-		return f
+		return errs
 	}
-	f.sess = sess
 	for start := 0; start < len(msgs); start += p.cfg.MaxInFlight {
 		end := min(start+p.cfg.MaxInFlight, len(msgs))
-		// Room for this chunk's returns (see dial): wait for older flights,
-		// and for this one's earlier chunks, until it fits.
-		for len(sess.flights) > 0 && sess.unconfirmed+(end-start) > p.cfg.MaxInFlight {
-			sess.flights[0].waitLocked(ctx, confirmTimeout)
-		}
-		if start > 0 {
-			f.settleChunk(ctx, 0, start, confirmTimeout)
-		}
-		f.sendChunk(ctx, exchange, start, end)
+		p.publishChunk(ctx, sess, exchange, msgs[start:end], errs[start:end], confirmTimeout)
 	}
-	sess.flights = append(sess.flights, f)
-	return f
+	return errs
 }
 
-// sendChunk publishes msgs[start:end] with deferred confirms.
-func (f *Flight) sendChunk(ctx context.Context, exchange string, start, end int) {
-	sess := f.sess
-	for i := start; i < end; i++ {
-		pub := f.msgs[i].Publishing
+func (p *Publisher) publishChunk(ctx context.Context, sess *session, exchange string, msgs []Message, errs []error, confirmTimeout time.Duration) {
+	drainReturns(sess.returns) // leftovers of an earlier batch say nothing about this one
+
+	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
+	for i, m := range msgs {
+		pub := m.Publishing
 		pub.DeliveryMode = amqp.Persistent
-		dc, err := sess.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, f.msgs[i].RoutingKey, true, false, pub)
+		dc, err := sess.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.RoutingKey, true, false, pub)
 		if err != nil {
-			for j := i; j < len(f.msgs); j++ {
-				f.errs[j] = fmt.Errorf("publish: %w", err)
+			for j := i; j < len(msgs); j++ {
+				errs[j] = fmt.Errorf("publish: %w", err)
 			}
 			sess.breakOff()
 			break
 		}
-		f.confirms[i] = dc
-		sess.unconfirmed++
-		f.last = dc.Done()
+		confirms[i] = dc
 	}
-}
 
-// Confirmed is closed once the broker answered the flight's last message
-// (messages are confirmed in order, so usually the others too); for a
-// flight that sent nothing, at once.
-func (f *Flight) Confirmed() <-chan struct{} {
-	if f.last == nil {
-		closed := make(chan struct{})
-		close(closed)
-		return closed
-	}
-	return f.last
-}
-
-// Wait waits up to confirmTimeout for the flight's confirms and returns one
-// error per message: nil only for a message the broker confirmed (acked)
-// and did not return as unroutable. Waiting again returns the same.
-func (f *Flight) Wait(ctx context.Context, confirmTimeout time.Duration) []error {
-	f.p.publishMu.Lock()
-	defer f.p.publishMu.Unlock()
-	// Older flights first: their returns must be taken before this
-	// flight's are read.
-	if f.sess != nil {
-		for len(f.sess.flights) > 0 && !f.waited {
-			f.sess.flights[0].waitLocked(ctx, confirmTimeout)
-		}
-	}
-	return f.errs
-}
-
-// waitLocked waits for f's confirms (publishMu held) and takes f off its
-// session's flights.
-func (f *Flight) waitLocked(ctx context.Context, confirmTimeout time.Duration) {
-	if f.waited {
-		return
-	}
-	f.waited = true
-	if f.sess == nil {
-		return
-	}
-	f.settleChunk(ctx, 0, len(f.msgs), confirmTimeout)
-	sess := f.sess
-	for i, g := range sess.flights {
-		if g == f {
-			sess.flights = append(sess.flights[:i], sess.flights[i+1:]...)
-			break
-		}
-	}
-}
-
-// settleChunk waits for the confirms of msgs[start:end] not yet settled
-// and matches the broker's returns to them.
-func (f *Flight) settleChunk(ctx context.Context, start, end int, confirmTimeout time.Duration) {
-	sess := f.sess
 	waitCtx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
-	for i := start; i < end; i++ {
-		dc := f.confirms[i]
+	for i, dc := range confirms {
 		if dc == nil {
 			continue
 		}
-		f.confirms[i] = nil
-		sess.unconfirmed--
 		acked, err := dc.WaitContext(waitCtx)
 		switch {
 		case err != nil:
-			f.errs[i] = fmt.Errorf("%w: %w", ErrConfirmTimeout, err)
+			errs[i] = fmt.Errorf("%w: %w", ErrConfirmTimeout, err)
 		case !acked:
 			// A nack, or the channel closed before the confirm: either
 			// way the broker did not take responsibility.
-			f.errs[i] = ErrNacked
+			errs[i] = ErrNacked
 		}
 	}
 
-	// A message's return comes before its confirm, so every return of
-	// these messages is in the channel now, or in returned already.
-	for _, r := range drainReturns(sess.returns) {
-		sess.returned[r.MessageId] = r
-	}
-	for i := start; i < end; i++ {
-		id := f.msgs[i].Publishing.MessageId
-		if r, ok := sess.returned[id]; ok {
-			delete(sess.returned, id)
-			f.errs[i] = fmt.Errorf("%w: %d %s (routing key %s)", ErrReturned, r.ReplyCode, r.ReplyText, r.RoutingKey)
+	returned := drainReturns(sess.returns)
+	if len(returned) > 0 {
+		index := make(map[string]int, len(msgs))
+		for i, m := range msgs {
+			index[m.Publishing.MessageId] = i
+		}
+		for _, r := range returned {
+			i, ok := index[r.MessageId]
+			if !ok {
+				// A return we cannot place: fail the whole chunk rather
+				// than risk calling an unroutable message delivered.
+				for j := range errs {
+					if errs[j] == nil {
+						errs[j] = fmt.Errorf("%w: unmatched return %q", ErrReturned, r.MessageId)
+					}
+				}
+				continue
+			}
+			errs[i] = fmt.Errorf("%w: %d %s (routing key %s)", ErrReturned, r.ReplyCode, r.ReplyText, r.RoutingKey)
 		}
 	}
-	for _, err := range f.errs[start:end] {
+	for _, err := range errs {
 		if errors.Is(err, ErrConfirmTimeout) {
 			// Confirms of this session are in doubt; a fresh session keeps
 			// late returns from being matched to a later batch.

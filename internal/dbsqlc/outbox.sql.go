@@ -37,11 +37,11 @@ WITH held AS (
     FROM pg_catalog.pg_locks AS l
     WHERE l.locktype = 'advisory'
       AND l.pid = pg_backend_pid()
-      AND l.classid = $2::integer::oid
+      AND l.classid = $1::integer::oid
       AND l.objsubid = 2
       AND l.granted
 ), share AS (
-    SELECT greatest(1, ceil(($3::integer)::float8 / nullif(count(*), 0)))::integer AS per_partition
+    SELECT greatest(1, ceil(($2::integer)::float8 / nullif(count(*), 0)))::integer AS per_partition
     FROM held
 )
 SELECT o.position AS row_position, o.partition, o.created_at,
@@ -56,7 +56,6 @@ CROSS JOIN LATERAL (
                  - (ob.last_position - ob.position + 1) AS before
         FROM outbox AS ob
         WHERE ob.partition = p.partition
-          AND ob.position <> ALL($1::bigint[])
         ORDER BY ob.position
         LIMIT share.per_partition
     ) AS head
@@ -75,7 +74,6 @@ ORDER BY e.position
 `
 
 type OutboxClaimParams struct {
-	InFlight  []int64
 	LockKey   int32
 	BatchSize int32
 }
@@ -97,15 +95,13 @@ type OutboxClaimRow struct {
 // The oldest rows of each partition this transaction locked (with
 // OutboxPartitionsLock, sent in the same batch: the locks are read back
 // from pg_locks, so this statement needs nothing from that one's answer),
-// with their events, in position (= per-stream version) order, leaving
-// out the rows in_flight (claimed earlier in the same transaction and not
-// yet deleted: the relay claims again while their confirms are due). Each
+// with their events, in position (= per-stream version) order. Each
 // partition gets an equal share of batch_size: rows are taken whole, in
 // key order, while the events before them number fewer than that share
 // (so at least one row, however long): one short index range per
 // partition, the work bounded by the batch, not by the backlog.
 func (q *Queries) OutboxClaim(ctx context.Context, db DBTX, arg *OutboxClaimParams) ([]*OutboxClaimRow, error) {
-	rows, err := db.Query(ctx, outboxClaim, arg.InFlight, arg.LockKey, arg.BatchSize)
+	rows, err := db.Query(ctx, outboxClaim, arg.LockKey, arg.BatchSize)
 	if err != nil {
 		return nil, err
 	}

@@ -218,14 +218,8 @@ type cycleResult struct {
 }
 
 // cycle locks a share of the partitions that have rows, publishes their
-// oldest rows and deletes the confirmed ones, in one transaction: BEGIN
-// with the locks and the rows in one round trip; the delete with COMMIT in
-// another. While the broker's confirms are due, a wake-up (a commit) makes
-// it claim again in the same transaction, from the partitions it holds and
-// any more it can lock, leaving out the rows in flight, and send those
-// too: a commit need not wait for the cycle in progress to end. Flights
-// go out on one channel, so a stream's events still reach a queue in
-// order.
+// oldest rows and deletes the confirmed ones, in one transaction of two
+// round trips: BEGIN with the locks and the rows; the delete with COMMIT.
 func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	q := dbsqlc.New()
 	var res cycleResult
@@ -242,71 +236,45 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	claimed := false
 	var settled int64 // outbox rows deleted or trimmed
 	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
-		// The plan setting (OutboxPreferIndexes), the locks and the rows of
-		// the locked partitions, with BEGIN the first time: one round trip
-		// (database.Batch).
-		claim := func(inFlight []int64) (locked []int16, rows []*dbsqlc.OutboxClaimRow, err error) {
-			err = database.Batch(txCtx, tx,
-				func(db database.DBTX) error { return q.OutboxPreferIndexes(txCtx, db) },
-				func(db database.DBTX) (err error) {
-					locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
-						StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
-					})
-					return err
-				},
-				func(db database.DBTX) (err error) {
-					rows, err = q.OutboxClaim(txCtx, db, &dbsqlc.OutboxClaimParams{InFlight: inFlight, LockKey: relayLockKey, BatchSize: int32(r.cfg.BatchSize)})
-					return err
-				},
-			)
-			if err != nil {
-				return nil, nil, fmt.Errorf("lock partitions and read their rows: %w", err)
-			}
-			r.observeClaimWait(rows)
-			if len(locked) > 0 {
-				l.next = (locked[len(locked)-1] + 1) % Partitions
-			}
-			return locked, rows, nil
+		// BEGIN, the plan setting (OutboxPreferIndexes), the locks and the
+		// rows of the locked partitions: one round trip (database.Batch).
+		var locked []int16
+		var rows []*dbsqlc.OutboxClaimRow
+		err := database.Batch(txCtx, tx,
+			func(db database.DBTX) error { return q.OutboxPreferIndexes(txCtx, db) },
+			func(db database.DBTX) (err error) {
+				locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
+					StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
+				})
+				return err
+			},
+			func(db database.DBTX) (err error) {
+				rows, err = q.OutboxClaim(txCtx, db, &dbsqlc.OutboxClaimParams{LockKey: relayLockKey, BatchSize: int32(r.cfg.BatchSize)})
+				return err
+			},
+		)
+		if err != nil {
+			return fmt.Errorf("lock partitions and read their rows: %w", err)
 		}
-		locked, rows, err := claim([]int64{})
 		phaseDone(cyclePhaseClaim)
-		if err != nil || len(locked) == 0 {
-			return err
+		r.observeClaimWait(rows)
+		if len(locked) == 0 {
+			return nil
 		}
+		l.next = (locked[len(locked)-1] + 1) % Partitions
 		claimed = true
-		p := &pipeline{relay: r, pub: l.pub, blocked: make(map[uuid.UUID]bool)}
-		p.send(ctx, rows)
-		for len(p.flights) > 0 {
-			var wake <-chan struct{}
-			if p.roomForMore(began) {
-				wake = l.wake
-			}
-			select {
-			case <-p.flights[0].flight.Confirmed():
-				p.collect(ctx)
-			case <-ctx.Done():
-				p.collect(ctx) // its confirms or, soon, a timeout
-			case <-wake:
-				_, more, err := claim(p.inFlight())
-				if err != nil {
-					// Settle nothing: the rows stay, and the broker may
-					// get their events again (at least once).
-					return err
-				}
-				p.send(ctx, more)
-			}
-		}
+		done := r.publish(ctx, l.pub, rows)
 		phaseDone(cyclePhasePublish)
-		if r.cfg.AfterConfirm != nil && len(p.done) > 0 {
+		if r.cfg.AfterConfirm != nil && len(done) > 0 {
 			r.cfg.AfterConfirm()
 		}
-		if len(p.done) == 0 {
+		if len(done) == 0 {
 			return nil
 		}
 		// Deleted and trimmed with the COMMIT, in one round trip. The rows
 		// were claimed under the partitions' locks, so each is there to
 		// delete or trim.
-		finished, partial := settle(p.rows, p.done)
+		finished, partial := settle(rows, done)
 		if len(finished) > 0 {
 			if err := database.Defer(tx, func(db database.DBTX) error {
 				_, err := q.OutboxDelete(txCtx, db, finished)
@@ -324,7 +292,7 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 			}
 		}
 		settled = int64(len(finished) + len(partial.RowPositions))
-		res.relayed = len(p.done)
+		res.relayed = len(done)
 		return nil
 	})
 	if err != nil {
@@ -338,114 +306,6 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		r.lastProgress.Store(time.Now().UnixNano())
 	}
 	return res, nil
-}
-
-// A cycle claims again while confirms are due at most this many times,
-// and only this long after its first claim: its transaction holds its
-// partitions, which no other relay may take meanwhile.
-const (
-	maxFlights    = 8
-	maxCycleClaim = 250 * time.Millisecond
-)
-
-// pipeline is a cycle's flights: the rows it claimed, the batches on
-// their way to the broker, and what came back confirmed.
-type pipeline struct {
-	relay   *Relay
-	pub     *broker.Publisher
-	flights []sentRows               // oldest first
-	rows    []*dbsqlc.OutboxClaimRow // every row claimed, in claim order
-	done    []int64                  // positions that may be deleted
-	blocked map[uuid.UUID]bool       // streams with a failed event: their later events are not done
-	sent    int                      // flights sent so far
-}
-
-// sentRows is one flight and the claimed rows it carries, message i
-// being rows[i].
-type sentRows struct {
-	rows   []*dbsqlc.OutboxClaimRow
-	flight *broker.Flight
-}
-
-func (p *pipeline) roomForMore(firstClaim time.Time) bool {
-	return p.sent < maxFlights && time.Since(firstClaim) < maxCycleClaim
-}
-
-// inFlight lists the outbox rows claimed so far, for the next claim to
-// leave out.
-func (p *pipeline) inFlight() []int64 {
-	keys := make([]int64, 0, len(p.rows))
-	for i, row := range p.rows {
-		if i == 0 || row.RowPosition != p.rows[i-1].RowPosition {
-			keys = append(keys, row.RowPosition)
-		}
-	}
-	return keys
-}
-
-// send encodes rows (in position order) and sends them as one flight. A
-// row that cannot be encoded is not sent, and blocks its stream.
-func (p *pipeline) send(ctx context.Context, rows []*dbsqlc.OutboxClaimRow) {
-	if len(rows) == 0 {
-		return
-	}
-	r := p.relay
-	p.rows = append(p.rows, rows...)
-	msgs := make([]broker.Message, 0, len(rows))
-	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
-	for _, row := range rows {
-		m, err := Message(eventstore.Event{
-			ID: row.ID, StreamType: row.StreamType, StreamID: row.StreamID, Version: row.Version,
-			Type: row.Type, Data: row.Data, OccurredAt: row.OccurredAt, Position: row.Position,
-		})
-		if err != nil {
-			r.logger.ErrorContext(ctx, "outbox relay: cannot encode event", "error", err,
-				"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
-			r.metrics.failed.Inc()
-			p.blocked[row.StreamID] = true
-			continue
-		}
-		msgs = append(msgs, m)
-		sent = append(sent, row)
-	}
-	if len(msgs) == 0 {
-		return
-	}
-	p.flights = append(p.flights, sentRows{rows: sent, flight: p.pub.Send(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)})
-	p.sent++
-	r.metrics.published.Add(float64(len(msgs)))
-}
-
-// collect waits for the oldest flight's confirms and adds the positions
-// that may be deleted: confirmed, and no earlier event of the same stream
-// failed (in this flight or an earlier one), so a stream's later events
-// are never relayed past a missing one for good.
-func (p *pipeline) collect(ctx context.Context) {
-	r := p.relay
-	f := p.flights[0]
-	p.flights = p.flights[1:]
-	errs := f.flight.Wait(ctx, r.cfg.ConfirmTimeout)
-	failed := 0
-	for i, row := range f.rows {
-		if errs[i] != nil {
-			failed++
-			if failed == 1 || errors.Is(errs[i], broker.ErrReturned) {
-				r.logger.WarnContext(ctx, "outbox relay: message not confirmed; its row stays", "error", errs[i],
-					"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
-			}
-			p.blocked[row.StreamID] = true
-			continue
-		}
-		r.metrics.confirmed.Inc()
-		if p.blocked[row.StreamID] {
-			continue
-		}
-		p.done = append(p.done, row.Position)
-	}
-	r.metrics.failed.Add(float64(failed))
-	if failed > 0 {
-		r.logger.WarnContext(ctx, "outbox relay: batch partly failed", "failed", failed, "published", len(f.rows))
-	}
 }
 
 // observeClaimWait records how long each claimed outbox row waited since
@@ -500,6 +360,59 @@ func settle(claimed []*dbsqlc.OutboxClaimRow, done []int64) (finished []int64, p
 		}
 	}
 	return finished, partial
+}
+
+// publish sends rows (in position order) and returns the positions that may
+// be deleted: confirmed, and no earlier row of the same stream failed, so a
+// stream's later events are never relayed past a missing one for good.
+func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxClaimRow) []int64 {
+	msgs := make([]broker.Message, 0, len(rows))
+	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
+	blocked := make(map[uuid.UUID]bool)
+	for _, row := range rows {
+		m, err := Message(eventstore.Event{
+			ID: row.ID, StreamType: row.StreamType, StreamID: row.StreamID, Version: row.Version,
+			Type: row.Type, Data: row.Data, OccurredAt: row.OccurredAt, Position: row.Position,
+		})
+		if err != nil {
+			r.logger.ErrorContext(ctx, "outbox relay: cannot encode event", "error", err,
+				"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
+			r.metrics.failed.Inc()
+			blocked[row.StreamID] = true
+			continue
+		}
+		msgs = append(msgs, m)
+		sent = append(sent, row)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	errs := pub.Publish(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)
+	r.metrics.published.Add(float64(len(msgs)))
+
+	done := make([]int64, 0, len(sent))
+	failed := 0
+	for i, row := range sent {
+		if errs[i] != nil {
+			failed++
+			if failed == 1 || errors.Is(errs[i], broker.ErrReturned) {
+				r.logger.WarnContext(ctx, "outbox relay: message not confirmed; its row stays", "error", errs[i],
+					"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
+			}
+			blocked[row.StreamID] = true
+			continue
+		}
+		r.metrics.confirmed.Inc()
+		if blocked[row.StreamID] {
+			continue
+		}
+		done = append(done, row.Position)
+	}
+	r.metrics.failed.Add(float64(failed))
+	if failed > 0 {
+		r.logger.WarnContext(ctx, "outbox relay: batch partly failed", "failed", failed, "published", len(msgs))
+	}
+	return done
 }
 
 // listen turns NOTIFYs on NotifyChannel into wake-ups, on a connection of

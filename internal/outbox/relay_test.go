@@ -544,6 +544,13 @@ func TestUnroutableMessageStays(t *testing.T) {
 	for _, phase := range []string{"claim", "publish", "settle"} {
 		require.Positive(t, phaseCount(t, reg, phase), "cycles timed in phase %s", phase)
 	}
+	// Each of them recorded how long its row had waited to be claimed
+	// (counted first: a cycle records the wait before it publishes).
+	published := phaseCount(t, reg, "publish")
+	waits := series(t, reg, "epoch_relay_claim_wait_seconds")
+	require.Len(t, waits, 1)
+	require.GreaterOrEqual(t, waits[0].GetHistogram().GetSampleCount(), published)
+	require.Positive(t, waits[0].GetHistogram().GetSampleSum())
 
 	// Neither the returned event nor the later one of its stream is gone:
 	// the row now starts at the returned one.
