@@ -5,13 +5,14 @@ INSERT INTO outbox (position, last_position, partition)
 SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[]);
 
 -- name: OutboxWake :exec
--- Wakes the relays once commands have committed outbox rows, as a
--- transaction of its own (outbox.Waker). A NOTIFY inside the commands'
--- own transactions would take a database-wide lock at each commit and hold
--- it through that commit's WAL flush, so every command's commit waited for
--- the one before it. This one is only a hint, so it commits without waiting
--- for its flush: a hint lost in a crash just leaves the rows to the
--- relay's next poll.
+-- Wakes the relays once a command has committed outbox rows: sent right
+-- after its COMMIT, in the same round trip, as a transaction of its own
+-- (database.AfterCommit, from outbox.Enqueue). A NOTIFY inside the
+-- command's own transaction would take a database-wide lock at its commit
+-- and hold it through that commit's WAL flush, so every command's commit
+-- waited for the one before it. This one is only a hint, so it commits
+-- without waiting for its flush: a hint lost in a crash just leaves the
+-- rows to the relay's next poll.
 SELECT pg_notify('epoch_outbox', '')
 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
 

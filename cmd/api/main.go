@@ -24,7 +24,6 @@ import (
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/janitor"
 	"github.com/catacloud/epoch/internal/migrate"
-	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/storage"
@@ -80,11 +79,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	// Background work (the relays' wake-up, the backpressure gate, the
-	// janitor) has a small pool of its own: it never waits behind commands
-	// for a connection, and epoch_db_statements_total counts only what
-	// requests send.
-	background, err := database.Connect(ctx, cfg.DatabaseURL, 3, nil)
+	// Background work (the backpressure gate, the janitor) has a small
+	// pool of its own: it never waits behind commands for a connection,
+	// and epoch_db_statements_total counts only what requests send.
+	background, err := database.Connect(ctx, cfg.DatabaseURL, 2, nil)
 	if err != nil {
 		return err
 	}
@@ -98,11 +96,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// The relays' wake-up after each command's commit (outbox.Waker).
-	waker := outbox.NewWaker(background, logger)
-	go waker.Run(ctx)
 	commands := command.NewService(pool, dispatcher)
-	commands.AfterCommit(waker.Wake)
 	if cfg.OutboxMaxBacklog > 0 {
 		gate, err := backpressure.New(background, backpressure.Config{
 			MaxBacklog: cfg.OutboxMaxBacklog, Concurrency: max(1, int(cfg.DBMaxConns)/4),

@@ -464,24 +464,9 @@ func TestDeleteFileAfterASetDroppedIt(t *testing.T) {
 	require.Equal(t, []string{"job.created", "job.file_linked", "job.file_unlinked"}, types)
 }
 
-// AfterCommit (the relays' wake-up in the api) runs once per committed
-// command, after its commit, and never for a command that failed.
-func TestAfterCommitRunsOnlyAfterACommit(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
-	var calls []int // outbox rows visible from outside when each call ran
-	f.svc.AfterCommit(func() { calls = append(calls, f.count(t, "outbox")) })
-	owner := uuid.New()
-	f.upload(t, owner, "a.bin", 10)
-	require.Equal(t, []int{1}, calls, "the call came before the commit, or not at all")
-
-	_, _, err := f.link(context.Background(), command.JobRef{OwnerID: owner, JobID: uuid.New()}, uuid.New())
-	require.Error(t, err)
-	require.Equal(t, []int{1}, calls, "a failed command woke the relays")
-}
-
 // A command's answer is read back with its COMMIT: an upload is two round
-// trips and a link three, and the answer still shows the command's writes.
+// trips and a link three (the relays' wake-up follows the COMMIT in its
+// round trip), and the answer still shows the command's writes.
 func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -508,7 +493,7 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	require.Equal(t, "a.bin", file.Name)
 	require.Equal(t, [][]string{
 		{"BEGIN", "EventAppend"},
-		{"ProjectionFilesUploaded", "OutboxInsert", "FileGet", "COMMIT"},
+		{"ProjectionFilesUploaded", "OutboxInsert", "FileGet", "COMMIT", "OutboxWake"},
 	}, rec.Take())
 
 	var linked *readmodel.Later[readmodel.Job]
@@ -524,7 +509,7 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	require.Equal(t, [][]string{
 		{"BEGIN", "JobLockForUpdate", "JobFileLinkedIDs", "FilesForLink"},
 		{"EventAppend"},
-		{"ProjectionJobFilesLinked", "OutboxInsert", "JobGet", "JobFileList", "COMMIT"},
+		{"ProjectionJobFilesLinked", "OutboxInsert", "JobGet", "JobFileList", "COMMIT", "OutboxWake"},
 	}, rec.Take())
 
 	// Asked for before the COMMIT, the answer is not there yet.

@@ -32,22 +32,16 @@ const maxAttempts = 10
 // Service runs commands. Each method takes the caller's transaction; Run
 // supplies one and retries it on conflicts.
 type Service struct {
-	pool        *pgxpool.Pool
-	dispatcher  *dispatch.Dispatcher
-	now         func() time.Time
-	afterCommit func()
-	gate        *backpressure.Gate
+	pool       *pgxpool.Pool
+	dispatcher *dispatch.Dispatcher
+	now        func() time.Time
+	gate       *backpressure.Gate
 }
 
 // NewService makes a Service writing through pool and dispatching to d.
 func NewService(pool *pgxpool.Pool, d *dispatch.Dispatcher) *Service {
 	return &Service{pool: pool, dispatcher: d, now: time.Now}
 }
-
-// AfterCommit sets what runs after each transaction Run committed: in the
-// api, outbox.Waker.Wake, the relays' wake-up, which must not go inside
-// the transaction (see queries/outbox.sql, OutboxWake).
-func (s *Service) AfterCommit(f func()) { s.afterCommit = f }
 
 // HoldBackWith makes Run wait at gate before each command (nil: never):
 // in the api, the gate that holds commands back while the relay is behind.
@@ -65,9 +59,6 @@ func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	defer release()
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = database.InTx(ctx, s.pool, fn)
-		if err == nil && s.afterCommit != nil {
-			s.afterCommit()
-		}
 		if err == nil || !(errors.Is(err, eventstore.ErrConcurrency) || database.IsTransient(err)) {
 			return err
 		}

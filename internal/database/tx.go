@@ -63,6 +63,30 @@ func Defer(tx pgx.Tx, stmt Statement) error {
 	return nil
 }
 
+// AfterCommit queues stmt to run just after the transaction's COMMIT, in
+// the COMMIT's round trip, as a transaction of its own: for work that must
+// not be part of the transaction but should follow it at once (the
+// relays' wake-up NOTIFY: see queries/outbox.sql, OutboxWake). It runs
+// only if the COMMIT succeeded. Its error is not the transaction's, which
+// has committed by then: stmt gets it on its second run and must deal
+// with it there. Outside InTx's transactions it does nothing: nothing
+// rides with a COMMIT the caller sends itself.
+func AfterCommit(tx pgx.Tx, stmt Statement) error {
+	lt, ok := tx.(*lazyTx)
+	if !ok {
+		return nil
+	}
+	if lt.closed {
+		return pgx.ErrTxClosed
+	}
+	rec, err := record(stmt)
+	if err != nil {
+		return err
+	}
+	lt.trailers = append(lt.trailers, deferred{stmt: stmt, rec: rec})
+	return nil
+}
+
 // Flush sends what Defer queued on tx now (with BEGIN, if not sent yet),
 // so that deferred reads have their results; nothing when nothing waits.
 func Flush(ctx context.Context, tx pgx.Tx) error {
@@ -82,10 +106,11 @@ func Flush(ctx context.Context, tx pgx.Tx) error {
 // Begin, large objects) send a plain BEGIN and the deferred statements
 // first.
 type lazyTx struct {
-	conn    *pgx.Conn
-	tx      pgx.Tx // the transaction once begun; nil before
-	pending []deferred
-	closed  bool // committed or rolled back
+	conn     *pgx.Conn
+	tx       pgx.Tx // the transaction once begun; nil before
+	pending  []deferred
+	trailers []deferred // to follow the COMMIT (AfterCommit)
+	closed   bool       // committed or rolled back
 }
 
 type deferred struct {
@@ -227,7 +252,7 @@ func (t *lazyTx) Commit(ctx context.Context) error {
 	}
 	t.closed = true
 	switch {
-	case len(t.pending) > 0:
+	case len(t.pending) > 0 || (t.tx != nil && len(t.trailers) > 0):
 		err := t.commitWithPending(ctx)
 		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
 			// A deferred statement failed, so COMMIT was never run.
@@ -241,18 +266,32 @@ func (t *lazyTx) Commit(ctx context.Context) error {
 	}
 }
 
+// commitWithPending sends what waits, COMMIT and the trailers in one
+// batch. The trailers' results go to their statements; their errors are
+// theirs, not the commit's.
 func (t *lazyTx) commitWithPending(ctx context.Context) error {
-	br, err := t.send(ctx, queued("commit", nil))
+	tail := []*pgx.QueuedQuery{queued("commit", nil)}
+	for _, d := range t.trailers {
+		tail = append(tail, queued(d.rec.sql, d.rec.args))
+	}
+	br, err := t.send(ctx, tail...)
 	if err != nil {
 		return err
 	}
 	tag, err := br.Exec()
-	if closeErr := br.Close(); err == nil {
-		err = closeErr
-	}
 	if err == nil && tag.String() == "ROLLBACK" {
 		err = pgx.ErrTxCommitRollback
 	}
+	if err == nil {
+		for _, d := range t.trailers {
+			_ = d.stmt(&replayer{br: br, want: d.rec})
+		}
+		// The batch's own error now could only be a trailer's: the
+		// transaction committed.
+		_ = br.Close()
+		return nil
+	}
+	_ = br.Close()
 	return err
 }
 
@@ -262,7 +301,7 @@ func (t *lazyTx) Rollback(ctx context.Context) error {
 		return pgx.ErrTxClosed
 	}
 	t.closed = true
-	t.pending = nil
+	t.pending, t.trailers = nil, nil
 	if t.tx == nil {
 		return nil
 	}

@@ -8,7 +8,10 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -33,23 +36,51 @@ func PartitionOf(streamID uuid.UUID) int16 {
 }
 
 // Enqueue queues appended events (positions set) for the relay in the
-// caller's transaction; the caller wakes the relays after its commit
-// (Waker). It writes one row per run: events of one partition whose
-// positions follow one another. A command's events on one stream are
-// usually one run, so linking 1,000 files queues one row. The insert is
-// deferred (database.Defer) to go with the transaction's next statement
-// or its COMMIT.
+// caller's transaction, and the relays' wake-up to follow its commit. It
+// writes one row per run: events of one partition whose positions follow
+// one another. A command's events on one stream are usually one run, so
+// linking 1,000 files queues one row. The insert is deferred
+// (database.Defer) to go with the transaction's next statement or its
+// COMMIT; the wake-up NOTIFY goes right after that COMMIT, in the same
+// round trip, as a transaction of its own (database.AfterCommit;
+// OutboxWake says why not inside).
 func Enqueue(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	p := runs(events)
-	return database.Defer(tx, func(db database.DBTX) error {
+	err := database.Defer(tx, func(db database.DBTX) error {
 		if err := dbsqlc.New().OutboxInsert(ctx, db, p); err != nil {
 			return fmt.Errorf("enqueue outbox: %w", err)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return database.AfterCommit(tx, func(db database.DBTX) error {
+		err := dbsqlc.New().OutboxWake(ctx, db)
+		if err != nil && !database.IsRecorded(err) {
+			wakeLost(err)
+			return nil
+		}
+		return err
+	})
+}
+
+// lastWakeLostLog is when wakeLost last logged (unix nanoseconds).
+var lastWakeLostLog atomic.Int64
+
+// wakeLost logs a wake-up that could not be sent, once a minute at most:
+// during an outage every command loses its own. It is only a hint: the
+// relays find the rows when they poll.
+func wakeLost(err error) {
+	now := time.Now().UnixNano()
+	last := lastWakeLostLog.Load()
+	if now-last < int64(time.Minute) || !lastWakeLostLog.CompareAndSwap(last, now) {
+		return
+	}
+	slog.Warn("outbox: could not wake the relays; they will find the rows when they poll", "error", err)
 }
 
 // runs splits events into outbox rows. A run breaks where the partition

@@ -36,6 +36,9 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 	}
 	tuneGC()
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	// Code without a logger of its own (a lost wake-up: outbox.Enqueue)
+	// logs through slog's default, the same JSON to stdout.
+	slog.SetDefault(logger)
 	err := envconfig.Process(EnvPrefix, &cfg)
 	if err == nil && check != nil {
 		err = check(&cfg)
