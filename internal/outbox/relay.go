@@ -126,9 +126,6 @@ type lane struct {
 	pub  *broker.Publisher
 	wake chan struct{}
 	next int16 // round robin: the partition the next cycle tries first
-	// idle is set while the lane waits for a wake-up: poke prefers such a
-	// lane, which claims at once, to one in the middle of a cycle.
-	idle atomic.Bool
 }
 
 // NewRelay makes a relay with one lane per publisher. Run runs the
@@ -208,13 +205,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		// Nothing moved: the rows left are failing, or other lanes and
 		// relays hold their partitions. Wait rather than spin.
-		l.idle.Store(true)
 		select {
 		case <-ctx.Done():
 		case <-l.wake:
 		case <-time.After(r.cfg.PollInterval):
 		}
-		l.idle.Store(false)
 	}
 }
 
@@ -460,25 +455,18 @@ func (r *Relay) listenOnce(ctx context.Context) (listening bool, err error) {
 	}
 }
 
-// poke wakes one lane that has no wake-up pending yet, taking turns, and
-// an idle lane before a busy one: a lane in the middle of a cycle would
-// claim the new rows only after that cycle. One is enough: a lane that
-// finds work goes straight on to its next cycle, and waking every lane
-// for each commit would have them race for the same partitions, all but
-// one for nothing.
+// poke wakes one lane that has no wake-up pending yet, taking turns. One is
+// enough: a lane that finds work goes straight on to its next cycle, and
+// waking every lane for each commit would have them race for the same
+// partitions, all but one for nothing.
 func (r *Relay) poke() {
 	start := int(r.pokes.Add(1))
-	for _, idleOnly := range []bool{true, false} {
-		for i := range r.lanes {
-			l := r.lanes[(start+i)%len(r.lanes)]
-			if idleOnly && !l.idle.Load() {
-				continue
-			}
-			select {
-			case l.wake <- struct{}{}:
-				return
-			default:
-			}
+	for i := range r.lanes {
+		l := r.lanes[(start+i)%len(r.lanes)]
+		select {
+		case l.wake <- struct{}{}:
+			return
+		default:
 		}
 	}
 }
