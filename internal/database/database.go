@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
@@ -44,9 +43,10 @@ func Connect(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTr
 // RegisterTypes teaches a connection google/uuid's UUID as a native uuid:
 // without it pgx encodes each one through database/sql's Valuer (a string,
 // and an error value made and dropped per element on the way), which made
-// a 1,000-id array parameter cost more CPU than the statement itself.
+// a 1,000-id array parameter cost more CPU than the statement itself; and
+// it decoded each one through database/sql's Scanner (see uuidCodec).
 func RegisterTypes(conn *pgx.Conn) {
-	pgxuuid.Register(conn.TypeMap())
+	registerUUID(conn.TypeMap())
 }
 
 // StatementCounter is a pgx tracer that counts the statements a pool
