@@ -228,8 +228,7 @@ func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileID
 
 // writeJob writes a job command's changes (if any) and reads the preview
 // back in the same transaction, with its COMMIT (readmodel.Later).
-// readPosition is the answer's position when
-// nothing was written.
+// readPosition is the answer's position when nothing was written.
 func (s *Service) writeJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, job *dbsqlc.JobLockForUpdateRow, changes []domain.Change, readPosition int64) (*readmodel.Later[readmodel.Job], Outcome, error) {
 	out := Outcome{Position: readPosition}
 	if len(changes) > 0 {
