@@ -52,15 +52,7 @@ func Defer(tx pgx.Tx, stmt Statement) error {
 	if !ok {
 		return stmt(tx)
 	}
-	if lt.closed {
-		return pgx.ErrTxClosed
-	}
-	rec, err := record(stmt)
-	if err != nil {
-		return err
-	}
-	lt.pending = append(lt.pending, deferred{stmt: stmt, rec: rec})
-	return nil
+	return lt.queue(&lt.pending, stmt)
 }
 
 // AfterCommit queues stmt to run just after the transaction's COMMIT, in
@@ -76,15 +68,7 @@ func AfterCommit(tx pgx.Tx, stmt Statement) error {
 	if !ok {
 		return nil
 	}
-	if lt.closed {
-		return pgx.ErrTxClosed
-	}
-	rec, err := record(stmt)
-	if err != nil {
-		return err
-	}
-	lt.trailers = append(lt.trailers, deferred{stmt: stmt, rec: rec})
-	return nil
+	return lt.queue(&lt.trailers, stmt)
 }
 
 // Flush sends what Defer queued on tx now (with BEGIN, if not sent yet),
@@ -119,6 +103,19 @@ type deferred struct {
 }
 
 var _ pgx.Tx = (*lazyTx)(nil)
+
+// queue records stmt (its SQL and arguments) onto list, to be sent later.
+func (t *lazyTx) queue(list *[]deferred, stmt Statement) error {
+	if t.closed {
+		return pgx.ErrTxClosed
+	}
+	rec, err := record(stmt)
+	if err != nil {
+		return err
+	}
+	*list = append(*list, deferred{stmt: stmt, rec: rec})
+	return nil
+}
 
 // direct reports whether a call can go straight to the begun transaction.
 func (t *lazyTx) direct() bool { return t.tx != nil && len(t.pending) == 0 }
