@@ -39,7 +39,7 @@ func (b *bench) b3(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	phasesBefore, err := relayPhases(ctx, worker)
+	phasesBefore, err := worker.metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (b *bench) b3(ctx context.Context) error {
 	stopRTT()
 	busy := <-rttDone
 	limited := cpuSince(cpu, b.pids(worker))
-	phasesAfter, err := relayPhases(ctx, worker)
+	phasesAfter, err := worker.metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -264,94 +264,54 @@ func (r *roundTripper) measureUntil(ctx context.Context, every time.Duration) ([
 // relayPhaseNames are the phases of a relay cycle the worker times.
 var relayPhaseNames = []string{"claim", "publish", "settle"}
 
-// phaseTotals is the worker's running time and count of each relay phase.
-type phaseTotals map[string][2]float64
-
-func relayPhases(ctx context.Context, worker *proc) (phaseTotals, error) {
-	out := phaseTotals{}
-	for _, ph := range relayPhaseNames {
-		sum, ok, err := worker.metric(ctx, `epoch_relay_cycle_phase_seconds_sum{phase="`+ph+`"}`)
-		if err != nil {
-			return nil, err
-		}
-		count, _, err := worker.metric(ctx, `epoch_relay_cycle_phase_seconds_count{phase="`+ph+`"}`)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out[ph] = [2]float64{sum, count}
-		}
-	}
-	// How long rows waited to be claimed, under the key claimWaitKey.
-	sum, ok, err := worker.metric(ctx, `epoch_relay_claim_wait_seconds_sum`)
-	if err != nil {
-		return nil, err
-	}
-	count, _, err := worker.metric(ctx, `epoch_relay_claim_wait_seconds_count`)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		out[claimWaitKey] = [2]float64{sum, count}
-	}
-	for _, le := range claimWaitBounds {
-		n, _, err := worker.metric(ctx, `epoch_relay_claim_wait_seconds_bucket{le="`+le+`"}`)
-		if err != nil {
-			return nil, err
-		}
-		out[claimWaitKey+le] = [2]float64{0, n}
-	}
-	return out, nil
-}
-
 // claimWaitBounds are the upper bounds of epoch_relay_claim_wait_seconds'
 // buckets, as the worker's /metrics writes them.
 var claimWaitBounds = []string{"0.001", "0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.5", "1", "5"}
 
-// claimWaitQuantile estimates quantile q of the claim wait between two
-// readings in ms, interpolating within the histogram's bucket (so it is
-// as coarse as the buckets); -1 when no row was claimed.
-func claimWaitQuantile(before, after phaseTotals, q float64) float64 {
-	total := after[claimWaitKey][1] - before[claimWaitKey][1]
-	if total <= 0 {
-		return -1
+// relayPhaseDetail is, between two readings of the worker's /metrics, the
+// mean time of each relay phase, the number of cycles and of those that
+// found nothing, and how long rows waited to be claimed.
+func relayPhaseDetail(before, after metricSnapshot) map[string]any {
+	delta := func(series string) float64 { return after[series] - before[series] }
+	phase := func(part, ph string) float64 {
+		return delta(`epoch_relay_cycle_phase_seconds_` + part + `{phase="` + ph + `"}`)
 	}
-	want := q * total
-	prevBound, prevCount := 0.0, 0.0
-	for _, le := range claimWaitBounds {
-		bound, _ := strconv.ParseFloat(le, 64)
-		count := after[claimWaitKey+le][1] - before[claimWaitKey+le][1]
-		if count >= want {
-			if count == prevCount {
-				return round3(bound * 1000)
-			}
-			return round3((prevBound + (bound-prevBound)*(want-prevCount)/(count-prevCount)) * 1000)
-		}
-		prevBound, prevCount = bound, count
-	}
-	return round3(prevBound * 1000) // beyond the last bound
-}
-
-// claimWaitKey holds epoch_relay_claim_wait_seconds in phaseTotals.
-const claimWaitKey = "claim_wait"
-
-// relayPhaseDetail is the mean time of each phase between two readings,
-// with the number of cycles and of those that found nothing.
-func relayPhaseDetail(before, after phaseTotals) map[string]any {
 	means := map[string]any{}
 	for _, ph := range relayPhaseNames {
-		if n := after[ph][1] - before[ph][1]; n > 0 {
-			means[ph] = round3((after[ph][0] - before[ph][0]) / n * 1000)
+		if n := phase("count", ph); n > 0 {
+			means[ph] = round3(phase("sum", ph) / n * 1000)
 		}
 	}
 	// Every cycle claims; one that found rows publishes them.
-	cycles := after["claim"][1] - before["claim"][1]
-	detail := map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - (after["publish"][1] - before["publish"][1])}
-	if n := after[claimWaitKey][1] - before[claimWaitKey][1]; n > 0 {
+	cycles := phase("count", "claim")
+	detail := map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - phase("count", "publish")}
+	if n := delta("epoch_relay_claim_wait_seconds_count"); n > 0 {
 		// From a row's insert, just before its command's commit, to its
 		// claim: the part of the latency spent waiting for a cycle.
-		detail["claim_wait_mean_ms"] = round3((after[claimWaitKey][0] - before[claimWaitKey][0]) / n * 1000)
-		detail["claim_wait_p50_ms"] = claimWaitQuantile(before, after, 0.5)
+		detail["claim_wait_mean_ms"] = round3(delta("epoch_relay_claim_wait_seconds_sum") / n * 1000)
+		detail["claim_wait_p50_ms"] = histogramQuantile(0.5, n, claimWaitBounds, func(le string) float64 {
+			return delta(`epoch_relay_claim_wait_seconds_bucket{le="` + le + `"}`)
+		})
 	}
 	return detail
+}
+
+// histogramQuantile estimates quantile q, in ms, of total observations
+// from a histogram's cumulative bucket counts (count(le) for each bound, in
+// seconds), interpolating within a bucket: as coarse as the buckets.
+func histogramQuantile(q, total float64, bounds []string, count func(le string) float64) float64 {
+	want := q * total
+	prevBound, prevCount := 0.0, 0.0
+	for _, le := range bounds {
+		bound, _ := strconv.ParseFloat(le, 64)
+		n := count(le)
+		if n >= want {
+			if n == prevCount {
+				return round3(bound * 1000)
+			}
+			return round3((prevBound + (bound-prevBound)*(want-prevCount)/(n-prevCount)) * 1000)
+		}
+		prevBound, prevCount = bound, n
+	}
+	return round3(prevBound * 1000) // beyond the last bound
 }

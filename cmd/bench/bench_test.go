@@ -5,10 +5,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,4 +78,59 @@ func TestSaveLogsKeepsTheProcessLogs(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(kept, "api-abc.log"))
 	require.NoError(t, err)
 	require.Equal(t, "the api said", string(b))
+}
+
+// One reading of /metrics gives each series and each name summed over its
+// labels; the relay detail reads the phases and the claim wait from two.
+func TestMetricSnapshotAndRelayDetail(t *testing.T) {
+	t.Parallel()
+	reading := func(claimCount, publishCount, waitSum float64, buckets [3]float64) string {
+		return fmt.Sprintf(`# HELP epoch_relay_cycle_phase_seconds x
+# TYPE epoch_relay_cycle_phase_seconds histogram
+epoch_relay_cycle_phase_seconds_sum{phase="claim"} %g
+epoch_relay_cycle_phase_seconds_count{phase="claim"} %g
+epoch_relay_cycle_phase_seconds_sum{phase="publish"} %g
+epoch_relay_cycle_phase_seconds_count{phase="publish"} %g
+epoch_relay_claim_wait_seconds_bucket{le="0.001"} %g
+epoch_relay_claim_wait_seconds_bucket{le="0.002"} %g
+epoch_relay_claim_wait_seconds_bucket{le="0.005"} %g
+epoch_relay_claim_wait_seconds_sum %g
+epoch_relay_claim_wait_seconds_count %g
+epoch_db_statements_total 42
+`, claimCount/100, claimCount, publishCount/50, publishCount, buckets[0], buckets[1], buckets[2], waitSum, buckets[2])
+	}
+	var body atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, body.Load())
+	}))
+	t.Cleanup(srv.Close)
+	p := &proc{addr: strings.TrimPrefix(srv.URL, "http://")}
+	ctx := context.Background()
+
+	body.Store(reading(0, 0, 0, [3]float64{0, 0, 0}))
+	before, err := p.metrics(ctx)
+	require.NoError(t, err)
+	v, found, err := p.metric(ctx, "epoch_db_statements_total")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, 42.0, v)
+	_, found, err = p.metric(ctx, "epoch_nothing_total")
+	require.NoError(t, err)
+	require.False(t, found)
+
+	// 10 cycles claiming for 10 ms each, 4 of them publishing for 20 ms;
+	// 10 rows waited: 2 under 1 ms, 6 in (1, 2] ms, 2 in (2, 5] ms, 30 ms
+	// in all.
+	body.Store(reading(10, 4, 0.03, [3]float64{2, 8, 10}))
+	after, err := p.metrics(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 10.0, after[`epoch_relay_cycle_phase_seconds_count{phase="claim"}`])
+	require.Equal(t, 14.0, after["epoch_relay_cycle_phase_seconds_count"], "a name alone sums its series")
+
+	detail := relayPhaseDetail(before, after)
+	require.Equal(t, 10.0, detail["cycles"])
+	require.Equal(t, 6.0, detail["empty_cycles"], "10 claims, 4 publishes")
+	require.Equal(t, map[string]any{"claim": 10.0, "publish": 20.0}, detail["mean_ms"], "settle never ran")
+	require.Equal(t, 3.0, detail["claim_wait_mean_ms"])
+	require.Equal(t, 1.5, detail["claim_wait_p50_ms"], "the 5th of 10 lies half way through (1, 2] ms")
 }

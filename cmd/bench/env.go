@@ -380,39 +380,54 @@ func (p *proc) resetPeakRSS() {
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.pid()), []byte("5"), 0)
 }
 
-// metric reads one counter or gauge (summed over its labels) from the
-// process's /metrics; found is false when the metric is not exposed. A
-// name with labels (`x{phase="claim"}`) reads just that series.
-func (p *proc) metric(ctx context.Context, name string) (value float64, found bool, err error) {
+// metricSnapshot is one reading of a process's /metrics: each series by
+// its name and labels as written there (`x{phase="claim"}`), and each name
+// alone, summed over its labels.
+type metricSnapshot map[string]float64
+
+// metrics reads the process's /metrics once.
+func (p *proc) metrics(ctx context.Context) (metricSnapshot, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+"/metrics", nil)
 	if err != nil {
-		return 0, false, err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, false, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	snap := metricSnapshot{}
 	s := bufio.NewScanner(resp.Body)
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
 		line := s.Text()
-		if !strings.HasPrefix(line, name) {
+		cut := strings.LastIndexByte(line, ' ')
+		if line == "" || line[0] == '#' || cut < 0 {
 			continue
 		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && (rest[0] != '{' || strings.HasSuffix(name, "}"))) {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		series := line[:cut]
+		v, err := strconv.ParseFloat(line[cut+1:], 64)
 		if err != nil {
-			return 0, false, fmt.Errorf("metric %s: %w", name, err)
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
-		value += v
-		found = true
+		snap[series] = v
+		if name, _, labelled := strings.Cut(series, "{"); labelled {
+			snap[name] += v
+		}
 	}
-	return value, found, s.Err()
+	return snap, s.Err()
+}
+
+// metric reads one counter or gauge (summed over its labels) from the
+// process's /metrics; found is false when the metric is not exposed. A
+// name with labels (`x{phase="claim"}`) reads just that series.
+func (p *proc) metric(ctx context.Context, name string) (value float64, found bool, err error) {
+	snap, err := p.metrics(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	value, found = snap[name]
+	return value, found, nil
 }
 
 // versions names the services, for the report.

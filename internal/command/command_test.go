@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/readmodel"
@@ -472,14 +471,7 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	rec := &testdb.Trips{Name: testdb.StatementName}
-	cfg, err := pgxpool.ParseConfig(f.url)
-	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = rec
-	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error { database.RegisterTypes(conn); return nil }
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	svc := newService(t, pool)
+	svc := newService(t, testdb.Traced(t, f.pool, rec))
 	owner := uuid.New()
 	job := f.createJob(t, owner, "j")
 

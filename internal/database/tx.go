@@ -250,7 +250,7 @@ func (t *lazyTx) Commit(ctx context.Context) error {
 	t.closed = true
 	switch {
 	case len(t.pending) > 0 || (t.tx != nil && len(t.trailers) > 0):
-		err := t.commitWithPending(ctx)
+		err := t.commitInBatch(ctx)
 		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
 			// A deferred statement failed, so COMMIT was never run.
 			_, _ = t.conn.Exec(ctx, "rollback")
@@ -263,10 +263,10 @@ func (t *lazyTx) Commit(ctx context.Context) error {
 	}
 }
 
-// commitWithPending sends what waits, COMMIT and the trailers in one
-// batch. The trailers' results go to their statements; their errors are
-// theirs, not the commit's.
-func (t *lazyTx) commitWithPending(ctx context.Context) error {
+// commitInBatch sends what waits, COMMIT and the trailers (AfterCommit)
+// in one batch. The trailers run only after a COMMIT that went through;
+// their results and errors are theirs, not the commit's.
+func (t *lazyTx) commitInBatch(ctx context.Context) error {
 	tail := []*pgx.QueuedQuery{queued("commit", nil)}
 	for _, d := range t.trailers {
 		tail = append(tail, queued(d.rec.sql, d.rec.args))
@@ -283,11 +283,8 @@ func (t *lazyTx) commitWithPending(ctx context.Context) error {
 		for _, d := range t.trailers {
 			_ = d.stmt(&replayer{br: br, want: d.rec})
 		}
-		// The batch's own error now could only be a trailer's: the
-		// transaction committed.
-		_ = br.Close()
-		return nil
 	}
+	// Close's own error is the COMMIT's, already in err, or a trailer's.
 	_ = br.Close()
 	return err
 }

@@ -29,7 +29,7 @@ type cachedUser struct {
 	lookedUp time.Time
 }
 
-// newTokenCache makes a cache keeping entries for ttl; ttl 0 keeps none.
+// newTokenCache makes a cache keeping entries for ttl; ttl ≤ 0 keeps none.
 func newTokenCache(ttl time.Duration) *tokenCache {
 	return &tokenCache{ttl: ttl, now: time.Now, entries: map[[32]byte]cachedUser{}}
 }

@@ -53,11 +53,7 @@ func TestEnqueueWakesTheRelaysAfterTheCommit(t *testing.T) {
 	startRelay(t, e, outbox.Config{PollInterval: time.Hour}, nil)
 	notified := listenForWakeUps(t, e.pool)
 	trips := &testdb.Trips{Name: testdb.StatementName}
-	cfg := e.pool.Config()
-	cfg.ConnConfig.Tracer = trips
-	traced, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(traced.Close)
+	traced := testdb.Traced(t, e.pool, trips)
 
 	// Let the relay's first cycle (it wakes once on start) pass.
 	time.Sleep(300 * time.Millisecond)

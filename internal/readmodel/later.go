@@ -63,33 +63,19 @@ func GetJobLater(ctx context.Context, tx pgx.Tx, owner, id uuid.UUID) (*Later[Jo
 	q := dbsqlc.New()
 	l := &Later[Job]{}
 	var row *dbsqlc.JobGetRow
-	var rowErr error
 	err := database.Defer(tx, func(db database.DBTX) (err error) {
 		row, err = q.JobGet(ctx, db, &dbsqlc.JobGetParams{ID: id, OwnerID: owner})
-		if errors.Is(err, pgx.ErrNoRows) {
-			// Kept for Value, not returned: a read that found nothing
-			// must not fail the COMMIT it travelled with.
-			rowErr, err = err, nil
-		}
-		return err
+		return l.settle(err, nil) // the value waits for the files
 	})
 	if err != nil {
 		return nil, err
 	}
 	err = database.Defer(tx, func(db database.DBTX) error {
 		files, err := q.JobFileList(ctx, db, id)
-		if err == nil && rowErr != nil {
-			err = rowErr
+		if err == nil && l.read { // the job was not found
+			return nil
 		}
-		return l.settle(err, func() Job {
-			list := make([]JobFile, len(files))
-			for i, f := range files {
-				list[i] = JobFile{ID: f.FileID, Name: f.Name, SizeBytes: f.SizeBytes}
-			}
-			job := jobFrom(row.ID, row.Name, row.Version, row.FileCount, row.TotalBytes, row.Position, row.CreatedPosition)
-			job.Files = &list
-			return job
-		})
+		return l.settle(err, func() Job { return previewFrom(row, files) })
 	})
 	return l, err
 }
@@ -97,7 +83,8 @@ func GetJobLater(ctx context.Context, tx pgx.Tx, owner, id uuid.UUID) (*Later[Jo
 // settle records a deferred read's outcome. The statement runs twice
 // (database.Defer): first only recorded, when err is the recorder's and
 // goes back to it; then with its results. Not found is kept for Value, not
-// returned, so it does not fail the COMMIT the read went with.
+// returned, so it does not fail the COMMIT the read went with. A nil value
+// leaves the Later unread: a later statement of the same read sets it.
 func (l *Later[T]) settle(err error, value func() T) error {
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -108,6 +95,8 @@ func (l *Later[T]) settle(err error, value func() T) error {
 	case err != nil:
 		return fmt.Errorf("read back: %w", err)
 	}
-	l.value, l.read = value(), true
+	if value != nil {
+		l.value, l.read = value(), true
+	}
 	return nil
 }

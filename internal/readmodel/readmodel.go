@@ -105,13 +105,18 @@ func GetJob(ctx context.Context, db database.Sender, owner, id uuid.UUID) (Job, 
 	if err != nil {
 		return Job{}, err
 	}
+	return previewFrom(row, files), nil
+}
+
+// previewFrom makes a job preview of its row and its files.
+func previewFrom(row *dbsqlc.JobGetRow, files []*dbsqlc.JobFileListRow) Job {
 	list := make([]JobFile, len(files))
 	for i, f := range files {
 		list[i] = JobFile{ID: f.FileID, Name: f.Name, SizeBytes: f.SizeBytes}
 	}
 	job := jobFrom(row.ID, row.Name, row.Version, row.FileCount, row.TotalBytes, row.Position, row.CreatedPosition)
 	job.Files = &list
-	return job, nil
+	return job
 }
 
 // ListJobs reads a page of owner's jobs, previews without files.

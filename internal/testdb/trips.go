@@ -4,8 +4,10 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Trips is a pgx tracer (QueryTracer and BatchTracer) that records what
@@ -71,4 +73,18 @@ func (r *Trips) Take() [][]string {
 	s := r.sent
 	r.sent = nil
 	return s
+}
+
+// Traced is a second pool on pool's database, configured as pool is but
+// with tracer (a Trips, say) seeing its statements; closed when t ends.
+func Traced(t testing.TB, pool *pgxpool.Pool, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
+	cfg := pool.Config()
+	cfg.ConnConfig.Tracer = tracer
+	traced, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("traced pool: %v", err)
+	}
+	t.Cleanup(traced.Close)
+	return traced
 }
