@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
 
 // apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the
@@ -152,7 +155,7 @@ func newRawLinker(ctx context.Context, e *env, token string) (*rawLinker, error)
 		return nil, err
 	}
 	for _, name := range []string{"UserIDByTokenHash", "JobLockForUpdate", "FilesForLink", "JobFileLinkedIDs",
-		"EventAppend", "ProjectionJobFilesLinked", "ProjectionJobFilesUnlinked", "OutboxInsert", "JobGet", "JobFileList", "OutboxWake"} {
+		"JobFileIDsInLinkOrder", "EventAppend", "ProjectionJobFilesLinked", "ProjectionJobFilesUnlinked", "OutboxInsert", "JobGet", "JobFileList", "OutboxWake"} {
 		if q[name] == nil {
 			return nil, fmt.Errorf("raw ceiling: query %s not found in queries/", name)
 		}
@@ -162,6 +165,13 @@ func newRawLinker(ctx context.Context, e *env, token string) (*rawLinker, error)
 		return nil, err
 	}
 	cfg.MaxConns = apiDBMaxConns
+	// google/uuid's UUID is a driver.Valuer: without its codec pgx would
+	// format every uuid of an array as text and parse it back, which the
+	// api does not pay for either (database.Connect registers the codec).
+	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+		pgxuuid.Register(conn.TypeMap())
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -176,17 +186,30 @@ func newRawLinker(ctx context.Context, e *env, token string) (*rawLinker, error)
 }
 
 // toggle links the slot's file when it is not linked and unlinks it when
-// it is, exactly as the api's command does, and reads the preview back. It
-// sends the statements in the same round trips as the api (database.InTx,
-// Batch and Defer there; pgx batches here), and like the api's token cache
-// it looked the token up once, in newRawLinker:
-//  1. BEGIN, JobLockForUpdate, JobFileLinkedIDs, FilesForLink;
-//  2. EventAppend;
+// it is, exactly as the api's link and unlink commands do (their links
+// read is JobFileLinkedIDs), and reads the preview back.
+func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
+	linked, _, err := r.command(ctx, uuid.MustParse(s.job), []uuid.UUID{uuid.MustParse(s.file)}, "JobFileLinkedIDs")
+	if err == nil {
+		s.linked = !linked
+	}
+	return err
+}
+
+// command runs one command's statements on job for files: when the job
+// has none of them it links them all, in order, otherwise it unlinks the
+// ones it has; linked reports the latter, and fileCount is the job's
+// file_count read back with the COMMIT. links names the read of the
+// job's links the command makes (JobFileLinkedIDs for a link or an unlink,
+// JobFileIDsInLinkOrder for a set). It sends them in the same round trips
+// as the api (database.InTx, Batch and Defer there; pgx batches here), and
+// like the api's token cache it looked the token up once, in newRawLinker:
+//  1. BEGIN, JobLockForUpdate, the links read, FilesForLink;
+//  2. EventAppend, one event per file;
 //  3. ProjectionJobFilesLinked/Unlinked, OutboxInsert, JobGet, JobFileList,
 //     COMMIT (the api reads its answer back with the COMMIT), OutboxWake
 //     (the relays' wake-up, after the COMMIT).
-func (r *rawLinker) toggle(ctx context.Context, s *slot) (err error) {
-	job, file := uuid.MustParse(s.job), uuid.MustParse(s.file)
+func (r *rawLinker) command(ctx context.Context, job uuid.UUID, files []uuid.UUID, links string) (linked bool, fileCount int64, err error) {
 	q, owner := r.q, r.owner
 	var (
 		id, ownerID                 uuid.UUID
@@ -200,7 +223,7 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) (err error) {
 	}
 	pooled, err := r.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return false, 0, err
 	}
 	defer pooled.Release()
 	conn := pooled.Conn()
@@ -210,13 +233,18 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) (err error) {
 			_, _ = conn.Exec(ctx, "rollback")
 		}
 	}()
+	locks := map[int32]bool{}
+	for _, f := range files {
+		locks[fileLock(f)] = true
+	}
+	fileLocks := slices.Sorted(maps.Keys(locks))
 	b := &pgx.Batch{}
 	b.Queue("begin")
-	b.Queue(q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner, "file_locks": []int32{fileLock(file)}})...)
-	b.Queue(q["JobFileLinkedIDs"].sql, q["JobFileLinkedIDs"].args(map[string]any{"job_id": job, "file_ids": []uuid.UUID{file}})...)
-	b.Queue(q["FilesForLink"].sql, q["FilesForLink"].args(map[string]any{"ids": []uuid.UUID{file}, "owner_id": owner})...)
+	b.Queue(q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner, "file_locks": fileLocks})...)
+	b.Queue(q[links].sql, q[links].args(map[string]any{"job_id": job, "file_ids": files})...)
+	b.Queue(q["FilesForLink"].sql, q["FilesForLink"].args(map[string]any{"ids": files, "owner_id": owner})...)
 	br := conn.SendBatch(ctx, b)
-	linked := false
+	has := map[uuid.UUID]bool{}
 	err = errors.Join(
 		func() error { _, err := br.Exec(); return err }(),
 		scanJob(br.QueryRow()),
@@ -226,7 +254,12 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) (err error) {
 				return err
 			}
 			for rows.Next() {
-				linked = true
+				var f uuid.UUID
+				if err := rows.Scan(&f); err != nil {
+					rows.Close()
+					return err
+				}
+				has[f] = true
 			}
 			rows.Close()
 			return rows.Err()
@@ -235,31 +268,73 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) (err error) {
 		br.Close(),
 	)
 	if err != nil {
-		return fmt.Errorf("lock job and read: %w", err)
+		return false, 0, fmt.Errorf("lock job and read: %w", err)
 	}
 
-	eventType, project := "job.file_linked", "ProjectionJobFilesLinked"
+	linked = len(has) > 0
+	eventType, project, changed := "job.file_linked", "ProjectionJobFilesLinked", files
 	if linked {
-		eventType, project = "job.file_unlinked", "ProjectionJobFilesUnlinked"
+		eventType, project, changed = "job.file_unlinked", "ProjectionJobFilesUnlinked", nil
+		for _, f := range files {
+			if has[f] {
+				changed = append(changed, f)
+			}
+		}
 	}
-	data, _ := json.Marshal(map[string]uuid.UUID{"file_id": file})
-	eventID := uuid.Must(uuid.NewV7())
-	var pos int64
-	var gotID uuid.UUID
-	if err := conn.QueryRow(ctx, q["EventAppend"].sql, q["EventAppend"].args(map[string]any{
-		"ids": []uuid.UUID{eventID}, "stream_types": []string{"job"}, "stream_ids": []uuid.UUID{job},
-		"versions": []int32{version + 1}, "types": []string{eventType}, "datas": [][]byte{data},
-		"occurred_ats": []time.Time{time.Now().UTC().Truncate(time.Microsecond)},
-	})...).Scan(&gotID, &pos); err != nil {
-		return fmt.Errorf("append: %w", err)
+	n := len(changed)
+	ev := struct {
+		ids, streamIDs   []uuid.UUID
+		streamTypes, typ []string
+		versions         []int32
+		datas            [][]byte
+		at               []time.Time
+	}{}
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	for i, f := range changed {
+		data, _ := json.Marshal(map[string]uuid.UUID{"file_id": f})
+		ev.ids = append(ev.ids, uuid.Must(uuid.NewV7()))
+		ev.streamIDs = append(ev.streamIDs, job)
+		ev.streamTypes = append(ev.streamTypes, "job")
+		ev.typ = append(ev.typ, eventType)
+		ev.versions = append(ev.versions, version+int32(i)+1)
+		ev.datas = append(ev.datas, data)
+		ev.at = append(ev.at, at)
+	}
+	rows, err := conn.Query(ctx, q["EventAppend"].sql, q["EventAppend"].args(map[string]any{
+		"ids": ev.ids, "stream_types": ev.streamTypes, "stream_ids": ev.streamIDs,
+		"versions": ev.versions, "types": ev.typ, "datas": ev.datas, "occurred_ats": ev.at,
+	})...)
+	if err != nil {
+		return false, 0, fmt.Errorf("append: %w", err)
+	}
+	positions := make([]int64, 0, n)
+	for rows.Next() {
+		var pos int64
+		if err := rows.Scan(nil, &pos); err != nil { // the id is ours already
+			rows.Close()
+			return false, 0, fmt.Errorf("append: %w", err)
+		}
+		positions = append(positions, pos)
+	}
+	if rows.Close(); rows.Err() != nil {
+		return false, 0, fmt.Errorf("append: %w", rows.Err())
+	}
+	jobIDs := make([]uuid.UUID, n)
+	for i := range jobIDs {
+		jobIDs[i] = job
+	}
+	first, last := positionRuns(positions)
+	partitions := make([]int16, len(first))
+	for i := range partitions {
+		partitions[i] = partitionOf(job)
 	}
 
 	b = &pgx.Batch{}
 	b.Queue(q[project].sql, q[project].args(map[string]any{
-		"job_ids": []uuid.UUID{job}, "file_ids": []uuid.UUID{file}, "versions": []int32{version + 1}, "positions": []int64{pos},
+		"job_ids": jobIDs, "file_ids": changed, "versions": ev.versions, "positions": positions,
 	})...)
 	b.Queue(q["OutboxInsert"].sql, q["OutboxInsert"].args(map[string]any{
-		"first_positions": []int64{pos}, "last_positions": []int64{pos}, "partitions": []int16{partitionOf(job)},
+		"first_positions": first, "last_positions": last, "partitions": partitions,
 	})...)
 	b.Queue(q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": owner})...)
 	b.Queue(q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job})...)
@@ -276,11 +351,23 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) (err error) {
 		br.Close(),
 	)
 	if err != nil {
-		return fmt.Errorf("project, queue, read back and commit: %w", err)
+		return false, 0, fmt.Errorf("project, queue, read back and commit: %w", err)
 	}
 	committed = true
-	s.linked = !linked
-	return nil
+	return linked, count, nil
+}
+
+// positionRuns splits ascending positions into runs of consecutive ones,
+// as the api's outbox rows cover them (one row per run).
+func positionRuns(positions []int64) (first, last []int64) {
+	for i, p := range positions {
+		if i > 0 && p == positions[i-1]+1 {
+			last[len(last)-1] = p
+			continue
+		}
+		first, last = append(first, p), append(last, p)
+	}
+	return first, last
 }
 
 // partitionOf is the outbox partition of a stream (FNV-1a of its bytes

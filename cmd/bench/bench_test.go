@@ -134,3 +134,15 @@ epoch_db_statements_total 42
 	require.Equal(t, 3.0, detail["claim_wait_mean_ms"])
 	require.Equal(t, 1.5, detail["claim_wait_p50_ms"], "the 5th of 10 lies half way through (1, 2] ms")
 }
+
+// The raw ceiling queues one outbox row per run of consecutive positions,
+// as the api does.
+func TestPositionRuns(t *testing.T) {
+	t.Parallel()
+	first, last := positionRuns([]int64{4, 5, 6, 9, 11, 12})
+	require.Equal(t, []int64{4, 9, 11}, first)
+	require.Equal(t, []int64{6, 9, 12}, last)
+	first, last = positionRuns(nil)
+	require.Empty(t, first)
+	require.Empty(t, last)
+}

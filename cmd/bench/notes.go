@@ -27,7 +27,10 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   a one-file set (ratio ≤ 5), the two sizes taking turns on an emptied job,
   and the statements the api sent for one request
   (epoch_db_statements_total on the api's /metrics) against a one-file set
-  (equal).
+  (equal). Beside it, for what the database alone takes: the same
+  statements sent raw through pgx (B1's raw path, JobFileIDsInLinkOrder
+  for the links read), 1,000 files against one, taking turns with the
+  api's sets (no target; the detail gives api ÷ raw for each size).
 - **B7** — uploads and deletes at B1's best rate with relay and both
   subscribers running; least-squares slope of the outbox backlog and of each
   subscriber's lag (positions behind the newest file event), sampled every
