@@ -210,17 +210,6 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
 //     COMMIT (the api reads its answer back with the COMMIT), OutboxWake
 //     (the relays' wake-up, after the COMMIT).
 func (r *rawLinker) command(ctx context.Context, job uuid.UUID, files []uuid.UUID, links string) (linked bool, fileCount int64, err error) {
-	q, owner := r.q, r.owner
-	var (
-		id, ownerID                 uuid.UUID
-		name, totalBytes            string
-		createdAt                   time.Time
-		createdPos, position, count int64
-		version                     int32
-	)
-	scanJob := func(row pgx.Row) error {
-		return row.Scan(&id, &ownerID, &name, &createdAt, &createdPos, &version, &position, &count, &totalBytes)
-	}
 	pooled, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return false, 0, err
@@ -233,21 +222,68 @@ func (r *rawLinker) command(ctx context.Context, job uuid.UUID, files []uuid.UUI
 			_, _ = conn.Exec(ctx, "rollback")
 		}
 	}()
+	j, has, err := r.lockAndRead(ctx, conn, job, files, links)
+	if err != nil {
+		return false, 0, fmt.Errorf("lock job and read: %w", err)
+	}
+	linked = len(has) > 0
+	eventType, project, changed := "job.file_linked", "ProjectionJobFilesLinked", files
+	if linked {
+		eventType, project, changed = "job.file_unlinked", "ProjectionJobFilesUnlinked", nil
+		for _, f := range files {
+			if has[f] {
+				changed = append(changed, f)
+			}
+		}
+	}
+	versions, positions, err := r.appendEvents(ctx, conn, job, j.version, eventType, changed)
+	if err != nil {
+		return false, 0, fmt.Errorf("append: %w", err)
+	}
+	if j, err = r.projectAndCommit(ctx, conn, job, project, changed, versions, positions); err != nil {
+		return false, 0, fmt.Errorf("project, queue, read back and commit: %w", err)
+	}
+	committed = true
+	return linked, j.fileCount, nil
+}
+
+// rawJob is the part of a job row the raw commands use; scanJob reads all
+// of JobLockForUpdate's or JobGet's columns, as the api does.
+type rawJob struct {
+	version   int32
+	fileCount int64
+}
+
+func scanJob(row pgx.Row) (rawJob, error) {
+	var (
+		id, ownerID          uuid.UUID
+		name, totalBytes     string
+		createdAt            time.Time
+		createdPos, position int64
+		j                    rawJob
+	)
+	err := row.Scan(&id, &ownerID, &name, &createdAt, &createdPos, &j.version, &position, &j.fileCount, &totalBytes)
+	return j, err
+}
+
+// lockAndRead is the first round trip: BEGIN, the job's lock, its links
+// among files (has) and the owner's files.
+func (r *rawLinker) lockAndRead(ctx context.Context, conn *pgx.Conn, job uuid.UUID, files []uuid.UUID, links string) (j rawJob, has map[uuid.UUID]bool, err error) {
+	q := r.q
 	locks := map[int32]bool{}
 	for _, f := range files {
 		locks[fileLock(f)] = true
 	}
-	fileLocks := slices.Sorted(maps.Keys(locks))
 	b := &pgx.Batch{}
 	b.Queue("begin")
-	b.Queue(q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": owner, "file_locks": fileLocks})...)
+	b.Queue(q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": r.owner, "file_locks": slices.Sorted(maps.Keys(locks))})...)
 	b.Queue(q[links].sql, q[links].args(map[string]any{"job_id": job, "file_ids": files})...)
-	b.Queue(q["FilesForLink"].sql, q["FilesForLink"].args(map[string]any{"ids": files, "owner_id": owner})...)
+	b.Queue(q["FilesForLink"].sql, q["FilesForLink"].args(map[string]any{"ids": files, "owner_id": r.owner})...)
 	br := conn.SendBatch(ctx, b)
-	has := map[uuid.UUID]bool{}
+	has = map[uuid.UUID]bool{}
 	err = errors.Join(
 		func() error { _, err := br.Exec(); return err }(),
-		scanJob(br.QueryRow()),
+		func() (err error) { j, err = scanJob(br.QueryRow()); return err }(),
 		func() error {
 			rows, err := br.Query()
 			if err != nil {
@@ -267,59 +303,51 @@ func (r *rawLinker) command(ctx context.Context, job uuid.UUID, files []uuid.UUI
 		drain(br.Query()),
 		br.Close(),
 	)
-	if err != nil {
-		return false, 0, fmt.Errorf("lock job and read: %w", err)
-	}
+	return j, has, err
+}
 
-	linked = len(has) > 0
-	eventType, project, changed := "job.file_linked", "ProjectionJobFilesLinked", files
-	if linked {
-		eventType, project, changed = "job.file_unlinked", "ProjectionJobFilesUnlinked", nil
-		for _, f := range files {
-			if has[f] {
-				changed = append(changed, f)
-			}
+// appendEvents is the second round trip: one event of eventType per file,
+// the job's next versions, in order; it returns their versions and
+// positions.
+func (r *rawLinker) appendEvents(ctx context.Context, conn *pgx.Conn, job uuid.UUID, version int32, eventType string, files []uuid.UUID) (versions []int32, positions []int64, err error) {
+	n := len(files)
+	ids, streamIDs := make([]uuid.UUID, n), make([]uuid.UUID, n)
+	streamTypes, types := make([]string, n), make([]string, n)
+	versions, datas, at := make([]int32, n), make([][]byte, n), make([]time.Time, n)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	for i, f := range files {
+		data, err := json.Marshal(map[string]uuid.UUID{"file_id": f})
+		if err != nil {
+			return nil, nil, err
 		}
+		ids[i], streamIDs[i], streamTypes[i], types[i] = uuid.Must(uuid.NewV7()), job, "job", eventType
+		versions[i], datas[i], at[i] = version+int32(i)+1, data, now
 	}
-	n := len(changed)
-	ev := struct {
-		ids, streamIDs   []uuid.UUID
-		streamTypes, typ []string
-		versions         []int32
-		datas            [][]byte
-		at               []time.Time
-	}{}
-	at := time.Now().UTC().Truncate(time.Microsecond)
-	for i, f := range changed {
-		data, _ := json.Marshal(map[string]uuid.UUID{"file_id": f})
-		ev.ids = append(ev.ids, uuid.Must(uuid.NewV7()))
-		ev.streamIDs = append(ev.streamIDs, job)
-		ev.streamTypes = append(ev.streamTypes, "job")
-		ev.typ = append(ev.typ, eventType)
-		ev.versions = append(ev.versions, version+int32(i)+1)
-		ev.datas = append(ev.datas, data)
-		ev.at = append(ev.at, at)
-	}
-	rows, err := conn.Query(ctx, q["EventAppend"].sql, q["EventAppend"].args(map[string]any{
-		"ids": ev.ids, "stream_types": ev.streamTypes, "stream_ids": ev.streamIDs,
-		"versions": ev.versions, "types": ev.typ, "datas": ev.datas, "occurred_ats": ev.at,
+	rows, err := conn.Query(ctx, r.q["EventAppend"].sql, r.q["EventAppend"].args(map[string]any{
+		"ids": ids, "stream_types": streamTypes, "stream_ids": streamIDs,
+		"versions": versions, "types": types, "datas": datas, "occurred_ats": at,
 	})...)
 	if err != nil {
-		return false, 0, fmt.Errorf("append: %w", err)
+		return nil, nil, err
 	}
-	positions := make([]int64, 0, n)
+	defer rows.Close()
+	positions = make([]int64, 0, n)
 	for rows.Next() {
 		var pos int64
 		if err := rows.Scan(nil, &pos); err != nil { // the id is ours already
-			rows.Close()
-			return false, 0, fmt.Errorf("append: %w", err)
+			return nil, nil, err
 		}
 		positions = append(positions, pos)
 	}
-	if rows.Close(); rows.Err() != nil {
-		return false, 0, fmt.Errorf("append: %w", rows.Err())
-	}
-	jobIDs := make([]uuid.UUID, n)
+	return versions, positions, rows.Err()
+}
+
+// projectAndCommit is the third round trip: the projection, the outbox
+// rows (one per run of consecutive positions), the preview read back, the
+// COMMIT and the relays' wake-up. It returns the job read back.
+func (r *rawLinker) projectAndCommit(ctx context.Context, conn *pgx.Conn, job uuid.UUID, project string, files []uuid.UUID, versions []int32, positions []int64) (j rawJob, err error) {
+	q := r.q
+	jobIDs := make([]uuid.UUID, len(files))
 	for i := range jobIDs {
 		jobIDs[i] = job
 	}
@@ -328,33 +356,28 @@ func (r *rawLinker) command(ctx context.Context, job uuid.UUID, files []uuid.UUI
 	for i := range partitions {
 		partitions[i] = partitionOf(job)
 	}
-
-	b = &pgx.Batch{}
+	b := &pgx.Batch{}
 	b.Queue(q[project].sql, q[project].args(map[string]any{
-		"job_ids": jobIDs, "file_ids": changed, "versions": ev.versions, "positions": positions,
+		"job_ids": jobIDs, "file_ids": files, "versions": versions, "positions": positions,
 	})...)
 	b.Queue(q["OutboxInsert"].sql, q["OutboxInsert"].args(map[string]any{
 		"first_positions": first, "last_positions": last, "partitions": partitions,
 	})...)
-	b.Queue(q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": owner})...)
+	b.Queue(q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": r.owner})...)
 	b.Queue(q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job})...)
 	b.Queue("commit")
 	b.Queue(q["OutboxWake"].sql, q["OutboxWake"].args(nil)...)
-	br = conn.SendBatch(ctx, b)
+	br := conn.SendBatch(ctx, b)
 	err = errors.Join(
 		func() error { _, err := br.Exec(); return err }(),
 		func() error { _, err := br.Exec(); return err }(),
-		scanJob(br.QueryRow()),
+		func() (err error) { j, err = scanJob(br.QueryRow()); return err }(),
 		drain(br.Query()),
 		func() error { _, err := br.Exec(); return err }(),
 		func() error { _, err := br.Exec(); return err }(),
 		br.Close(),
 	)
-	if err != nil {
-		return false, 0, fmt.Errorf("project, queue, read back and commit: %w", err)
-	}
-	committed = true
-	return linked, count, nil
+	return j, err
 }
 
 // positionRuns splits ascending positions into runs of consecutive ones,

@@ -92,8 +92,12 @@ func (b *bench) b6(ctx context.Context) error {
 		start := time.Now()
 		linked, count, err := raw.command(ctx, job, set, "JobFileIDsInLinkOrder")
 		ms = float64(time.Since(start).Microseconds()) / 1000
-		if err == nil && (linked || count != int64(len(set))) {
-			err = fmt.Errorf("raw set of %d files onto an empty job: unlinked instead %v, file_count %d", len(set), linked, count)
+		switch {
+		case err != nil:
+		case linked:
+			err = fmt.Errorf("raw set of %d files: the job was not empty", len(set))
+		case count != int64(len(set)):
+			err = fmt.Errorf("raw set of %d files: file_count %d read back", len(set), count)
 		}
 		if err == nil {
 			_, _, err = raw.command(ctx, job, set, "JobFileIDsInLinkOrder")
