@@ -96,8 +96,10 @@ epoch_relay_claim_wait_seconds_bucket{le="0.002"} %g
 epoch_relay_claim_wait_seconds_bucket{le="0.005"} %g
 epoch_relay_claim_wait_seconds_sum %g
 epoch_relay_claim_wait_seconds_count %g
+epoch_consumer_batch_seconds_sum{subscriber="billing"} %g
+epoch_consumer_batch_seconds_count{subscriber="billing"} %g
 epoch_db_statements_total 42
-`, claimCount/100, claimCount, publishCount/50, publishCount, buckets[0], buckets[1], buckets[2], waitSum, buckets[2])
+`, claimCount/100, claimCount, publishCount/50, publishCount, buckets[0], buckets[1], buckets[2], waitSum, buckets[2], waitSum/10, buckets[2])
 	}
 	var body atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -133,6 +135,13 @@ epoch_db_statements_total 42
 	require.Equal(t, map[string]any{"claim": 10.0, "publish": 20.0}, detail["mean_ms"], "settle never ran")
 	require.Equal(t, 3.0, detail["claim_wait_mean_ms"])
 	require.Equal(t, 1.5, detail["claim_wait_p50_ms"], "the 5th of 10 lies half way through (1, 2] ms")
+
+	// 10 billing batches in 3 ms.
+	ms, ok := batchMeanMs(before, after, "billing")
+	require.True(t, ok)
+	require.Equal(t, 0.3, ms)
+	_, ok = batchMeanMs(before, after, "storage")
+	require.False(t, ok, "no storage batches")
 }
 
 // The raw ceiling queues one outbox row per run of consecutive positions,

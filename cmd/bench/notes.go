@@ -15,7 +15,10 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   subscriber billing − the moment the command's answer reached the bench
   (just after its commit; matched by Epoch-Position), at a steady command
   rate; the same from events.occurred_at (an upper bound: it is set before
-  the command's transaction begins) is in the detail.
+  the command's transaction begins) is in the detail. handled_at is stamped
+  in the first of billing's two round trips, before its COMMIT; the mean
+  time of billing's transactions (billing_tx_mean_ms, from the worker's
+  epoch_consumer_batch_seconds) bounds that gap.
   **Ceiling**: the raw broker round trip (persistent publish with a confirm
   to a quorum queue, consumed on another connection). Targets: p50 ≤ 3×,
   p99 ≤ 10×.

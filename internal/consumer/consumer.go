@@ -348,11 +348,15 @@ func (c *Consumer) applyOnce(ctx context.Context, events []eventstore.Event) (in
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TxTimeout)
 	defer cancel()
 	var fresh int
+	began := time.Now()
 	err := database.InTx(txCtx, c.pool, func(tx pgx.Tx) error {
 		var err error
 		fresh, err = dispatch.DeliverCount(txCtx, tx, c.sub, events)
 		return err
 	})
+	if err == nil {
+		c.metrics.batch.Observe(time.Since(began).Seconds())
+	}
 	return fresh, err
 }
 

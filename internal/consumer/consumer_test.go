@@ -237,6 +237,12 @@ func TestConsumerAppliesShuffledDuplicatedDeliveries(t *testing.T) {
 		require.Zero(t, ready)
 		require.Empty(t, e.deadLetters(t, name))
 	}
+	// Each committed batch is timed once: billing's hold at most 37
+	// deliveries, and at least one.
+	batches, seconds := histogram(t, e.reg, "epoch_consumer_batch_seconds", billing.Name)
+	require.GreaterOrEqual(t, batches, uint64((len(sends)+36)/37))
+	require.LessOrEqual(t, batches, uint64(len(sends)))
+	require.Greater(t, seconds, 0.0)
 
 	// A whole redelivery later, reversed, changes nothing.
 	reversed := append([]eventstore.Event(nil), evs...)
@@ -421,6 +427,27 @@ func metric(t *testing.T, reg *prometheus.Registry, name, subscriber, reason str
 		}
 	}
 	return 0
+}
+
+// histogram reads one subscriber's series of a histogram: its count and
+// sum.
+func histogram(t *testing.T, reg *prometheus.Registry, name, subscriber string) (count uint64, sum float64) {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "subscriber" && l.GetValue() == subscriber {
+					return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return 0, 0
 }
 
 // proxy forwards TCP to Postgres and can be taken down: it then closes

@@ -14,6 +14,7 @@ type metrics struct {
 	processed, duplicates prometheus.Counter
 	deadLettered          *prometheus.CounterVec // by reason, curried on subscriber
 	position, lag         prometheus.Gauge
+	batch                 prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer, subscriber string) (*metrics, error) {
@@ -49,6 +50,14 @@ func newMetrics(reg prometheus.Registerer, subscriber string) (*metrics, error) 
 	if err != nil {
 		return nil, err
 	}
+	batch, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "epoch_consumer_batch_seconds",
+		Help:    "Time of a batch's committed transaction, from BEGIN to the COMMIT's answer. The inbox rows' handled_at is stamped in its first round trip.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+	}, []string{"subscriber"}))
+	if err != nil {
+		return nil, err
+	}
 	l := prometheus.Labels{"subscriber": subscriber}
 	deadBy, err := dead.CurryWith(l)
 	if err != nil {
@@ -56,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, subscriber string) (*metrics, error) 
 	}
 	return &metrics{
 		processed: processed.With(l), duplicates: duplicates.With(l), deadLettered: deadBy,
-		position: position.With(l), lag: lag.With(l),
+		position: position.With(l), lag: lag.With(l), batch: batch.With(l),
 	}, nil
 }
 
