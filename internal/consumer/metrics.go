@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, subscriber string) (*metrics, error) 
 	}
 	batch, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "epoch_consumer_batch_seconds",
-		Help:    "Time of a batch's committed transaction, from BEGIN to the COMMIT's answer. The inbox rows' handled_at is stamped in its first round trip.",
+		Help:    "Time of a batch's committed transaction, from taking a connection to the COMMIT's answer. The inbox rows' handled_at is stamped in its first round trip.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 	}, []string{"subscriber"}))
 	if err != nil {
