@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
@@ -410,6 +411,21 @@ func ownerOf(t *testing.T, ev eventstore.Event) uuid.UUID {
 // metric reads one counter series of the registry.
 func metric(t *testing.T, reg *prometheus.Registry, name, subscriber, reason string) float64 {
 	t.Helper()
+	return series(t, reg, name, subscriber, reason).GetCounter().GetValue()
+}
+
+// histogram reads one subscriber's series of a histogram: its count and
+// sum.
+func histogram(t *testing.T, reg *prometheus.Registry, name, subscriber string) (count uint64, sum float64) {
+	t.Helper()
+	h := series(t, reg, name, subscriber, "").GetHistogram()
+	return h.GetSampleCount(), h.GetSampleSum()
+}
+
+// series finds the series of name for subscriber (and reason, when not
+// empty); nil when there is none, which reads as zero.
+func series(t *testing.T, reg *prometheus.Registry, name, subscriber, reason string) *dto.Metric {
+	t.Helper()
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range families {
@@ -422,32 +438,11 @@ func metric(t *testing.T, reg *prometheus.Registry, name, subscriber, reason str
 				labels[l.GetName()] = l.GetValue()
 			}
 			if labels["subscriber"] == subscriber && (reason == "" || labels["reason"] == reason) {
-				return m.GetCounter().GetValue()
+				return m
 			}
 		}
 	}
-	return 0
-}
-
-// histogram reads one subscriber's series of a histogram: its count and
-// sum.
-func histogram(t *testing.T, reg *prometheus.Registry, name, subscriber string) (count uint64, sum float64) {
-	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "subscriber" && l.GetValue() == subscriber {
-					return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-				}
-			}
-		}
-	}
-	return 0, 0
+	return nil
 }
 
 // proxy forwards TCP to Postgres and can be taken down: it then closes
