@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -101,17 +100,8 @@ type started struct {
 	at   time.Time
 }
 
-var sqlcName = regexp.MustCompile(`^-- name: (\w+)`)
-
-func statementName(sql string) string {
-	if m := sqlcName.FindStringSubmatch(sql); m != nil {
-		return m[1]
-	}
-	return strings.ToUpper(strings.TrimSpace(sql))
-}
-
 func (s *statementTimer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
-	return context.WithValue(ctx, startKey{}, &started{name: statementName(data.SQL), at: time.Now()})
+	return context.WithValue(ctx, startKey{}, &started{name: testdb.StatementName(data.SQL), at: time.Now()})
 }
 
 func (s *statementTimer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
@@ -129,7 +119,7 @@ func (s *statementTimer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx
 func (s *statementTimer) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchQueryData) {
 	if st, ok := ctx.Value(startKey{}).(*started); ok {
 		now := time.Now()
-		s.add(statementName(data.SQL), now.Sub(st.at))
+		s.add(testdb.StatementName(data.SQL), now.Sub(st.at))
 		st.at = now
 	}
 }

@@ -68,6 +68,20 @@ func jobAnswer(status int, later *readmodel.Later[readmodel.Job], out command.Ou
 	}
 }
 
+// fileAnswer is a new file with its Location and the command's position.
+func fileAnswer(later *readmodel.Later[readmodel.File], out command.Outcome) pendingAnswer {
+	return func() (answer, error) {
+		file, err := later.Value()
+		if err != nil {
+			return answer{}, err
+		}
+		return jsonAnswer(http.StatusCreated, file, map[string]string{
+			headerPosition: position(out.Position),
+			"Location":     "/v1/files/" + file.ID.String(),
+		})
+	}
+}
+
 func deletedAnswer(out command.Outcome) answer {
 	return answer{Status: http.StatusNoContent, Header: map[string]string{headerPosition: position(out.Position)}}
 }
@@ -102,16 +116,7 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 		if err != nil {
 			return nil, err
 		}
-		return func() (answer, error) {
-			file, err := later.Value()
-			if err != nil {
-				return answer{}, err
-			}
-			return jsonAnswer(http.StatusCreated, file, map[string]string{
-				headerPosition: position(out.Position),
-				"Location":     "/v1/files/" + file.ID.String(),
-			})
-		}, nil
+		return fileAnswer(later, out), nil
 	})
 }
 
