@@ -155,3 +155,26 @@ func TestPositionRuns(t *testing.T) {
 	require.Empty(t, first)
 	require.Empty(t, last)
 }
+
+// A figure that does not exist, or a -write into no directory, is refused
+// before anything starts; B5 and B8 bring the figures they are measured in.
+func TestBadOptionsAreRefusedUpFront(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	var out bytes.Buffer
+	err := run(context.Background(), log, &out, options{only: "B1,B9"})
+	require.ErrorContains(t, err, `"B9" is not a figure`)
+	err = run(context.Background(), log, &out, options{only: "B1", write: filepath.Join(t.TempDir(), "missing", "BENCHMARKS.md")})
+	require.ErrorContains(t, err, "no directory")
+	require.Empty(t, out.String(), "no figure ran")
+
+	want, err := figuresWanted(" b5 ")
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"B1": true, "B2": true, "B5": true}, want)
+	want, err = figuresWanted("B8")
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"B2": true, "B8": true}, want)
+	want, err = figuresWanted("")
+	require.NoError(t, err)
+	require.Len(t, want, 8)
+}

@@ -20,6 +20,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -76,6 +78,18 @@ func main() {
 // lines on out and, when write is not empty, rewrites that markdown file.
 func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error {
 	quick, write, only := o.quick, o.write, o.only
+	want, err := figuresWanted(only)
+	if err != nil {
+		return err
+	}
+	if write != "" {
+		// Refused before minutes of measuring, not after.
+		if dir := filepath.Dir(write); dir != "." {
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("-write %s: no directory %s", write, dir)
+			}
+		}
+	}
 	started := time.Now()
 	sz := fullSizes
 	if quick {
@@ -101,9 +115,6 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 			b.worker.stop()
 		}
 	}()
-	want := func(fig string) bool {
-		return only == "" || strings.Contains(","+strings.ToUpper(only)+",", ","+fig+",")
-	}
 	// The order matters: B2 leaves its backlog in the subscriber queues for
 	// B8 to drain, and B3 and B7 need both empty before they start.
 	phases := []struct {
@@ -119,7 +130,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		{"B7", b.b7},
 	}
 	for _, p := range phases {
-		if !want(p.fig) && !(p.fig == "B2" && want("B8")) {
+		if !want[p.fig] {
 			continue
 		}
 		if ctx.Err() != nil {
@@ -210,4 +221,32 @@ func settle(ctx context.Context, e *env) error {
 		}
 	}
 	return nil
+}
+
+// figuresWanted is the set of figures to run for -only: all when empty.
+// B5 is measured during B1 and B2, and B8 drains what B2 leaves, so naming
+// either runs what it needs. A name that is no figure is refused.
+func figuresWanted(only string) (map[string]bool, error) {
+	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"}
+	want := map[string]bool{}
+	if strings.TrimSpace(only) == "" {
+		for _, f := range all {
+			want[f] = true
+		}
+		return want, nil
+	}
+	for _, f := range strings.Split(only, ",") {
+		f = strings.ToUpper(strings.TrimSpace(f))
+		if !slices.Contains(all, f) {
+			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B8)", f)
+		}
+		want[f] = true
+	}
+	if want["B5"] {
+		want["B1"], want["B2"] = true, true
+	}
+	if want["B8"] {
+		want["B2"] = true
+	}
+	return want, nil
 }
