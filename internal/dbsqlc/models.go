@@ -20,6 +20,17 @@ type BillingFile struct {
 	Position   int64
 }
 
+type DeadLetter struct {
+	Subscriber  string
+	EventID     string
+	Position    pgtype.Int8
+	Reason      string
+	Deaths      int32
+	FirstDeadAt time.Time
+	LastDeadAt  time.Time
+	Body        []byte
+}
+
 type Event struct {
 	Position   int64
 	ID         uuid.UUID

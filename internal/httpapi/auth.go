@@ -81,18 +81,26 @@ type userOutput struct {
 	Token string    `json:"token"`
 }
 
+// admin guards the calls for the admin token only: 403 while none is
+// configured, 401 for any other token (a user's included).
+func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.AdminToken == "" {
+			writeError(w, errForbidden)
+			return
+		}
+		token, ok := bearer(r)
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
+			writeError(w, errUnauthorized)
+			return
+		}
+		h(w, r)
+	}
+}
+
 // createUser is POST /v1/users, for the admin token only. It takes no
 // Idempotency-Key: its answer holds the token, which is never stored.
 func (s *server) createUser(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.AdminToken == "" {
-		writeError(w, errForbidden)
-		return
-	}
-	token, ok := bearer(r)
-	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
-		writeError(w, errUnauthorized)
-		return
-	}
 	_, in, err := readJSON[userInput](w, r)
 	if err != nil {
 		s.fail(w, r, err)

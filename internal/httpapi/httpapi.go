@@ -118,7 +118,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.handle("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
 
-	s.handle("POST /v1/users", s.createUser)
+	s.handle("POST /v1/users", s.admin(s.createUser))
 
 	s.handle("POST /v1/files", s.authed(s.uploadFile))
 	s.handle("GET /v1/files", s.authed(s.listFiles))
@@ -135,6 +135,8 @@ func New(cfg Config) (http.Handler, error) {
 
 	s.handle("GET /v1/storage", s.authed(s.getStorage))
 	s.handle("GET /v1/usage", s.authed(s.getUsage))
+
+	s.adminRoutes()
 	return s, nil
 }
 

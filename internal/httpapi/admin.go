@@ -1,0 +1,6 @@
+package httpapi
+
+// adminRoutes registers the operations API (DESIGN.md, "Operations"): every
+// call takes the admin token (s.admin).
+func (s *server) adminRoutes() {
+}
