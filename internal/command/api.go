@@ -7,6 +7,7 @@ package command
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/google/uuid"
 
@@ -19,7 +20,22 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrVersionMismatch: If-Match named another version of the job (412).
 	ErrVersionMismatch = errors.New("version does not match")
+	// ErrJobFileLimit: the command would take the job past
+	// domain.MaxJobFiles files (409).
+	ErrJobFileLimit = fmt.Errorf("a job holds at most %d files", domain.MaxJobFiles)
 )
+
+// NotFoundError is ErrNotFound naming what was not found: the first of a
+// command's files that is missing, deleted or another user's.
+type NotFoundError struct {
+	What string // "file"
+	ID   uuid.UUID
+}
+
+func (e *NotFoundError) Error() string { return fmt.Sprintf("%s %s not found", e.What, e.ID) }
+
+// Is makes a NotFoundError match ErrNotFound.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 
 // InvalidError is bad input found by the domain rules (400).
 type InvalidError = domain.RuleError

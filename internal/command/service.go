@@ -21,9 +21,6 @@ import (
 	"github.com/catacloud/epoch/internal/readmodel"
 )
 
-// MaxSetFiles is the most file ids one SetJobFiles takes.
-const MaxSetFiles = 10000
-
 // maxAttempts bounds Run's retries. Commands on one job are serialised by a
 // row lock, so a retry is needed only after a deadlock with a file deletion
 // or a version taken by a writer that did not lock.
@@ -196,16 +193,23 @@ func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, file
 			changes = append(changes, domain.Unlink(job.ID, id, isLinked[id])...)
 		}
 	}
+	// Only new links count: a link that changes nothing answers as usual,
+	// even on a full job.
+	if link && len(changes) > 0 && job.FileCount+int64(len(changes)) > domain.MaxJobFiles {
+		return nil, Outcome{}, ErrJobFileLimit
+	}
 	return s.writeJob(ctx, tx, ref.OwnerID, job, changes, max(read, job.Position))
 }
 
-// SetJobFiles makes the job's files exactly fileIDs (at most MaxSetFiles,
-// no duplicates): it unlinks the files not listed, then links the new ones
-// in the order given. The number of statements does not grow with the
-// number of files.
+// SetJobFiles makes the job's files exactly fileIDs (at most
+// domain.MaxJobFiles, no duplicates): it unlinks the files not listed, then
+// links the new ones in the order given. The number of statements does not
+// grow with the number of files.
 func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
-	if len(fileIDs) > MaxSetFiles {
-		return nil, Outcome{}, &InvalidError{Field: "file_ids", Message: fmt.Sprintf("must list at most %d files", MaxSetFiles)}
+	// The job ends up with exactly these files, whatever it holds now, so
+	// too many is known before anything is read or locked.
+	if len(fileIDs) > domain.MaxJobFiles {
+		return nil, Outcome{}, ErrJobFileLimit
 	}
 	var linked []uuid.UUID
 	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
@@ -314,11 +318,21 @@ type fileRead struct {
 	rows []*dbsqlc.FilesForLinkRow
 }
 
-// highest is the highest position among the files read; ErrNotFound when
-// one is missing, deleted or another user's.
+// highest is the highest position among the files read; a NotFoundError
+// naming the first id (in the order given) that is missing, deleted or
+// another user's.
 func (f *fileRead) highest() (int64, error) {
 	if len(f.rows) != len(f.ids) {
-		return 0, ErrNotFound
+		found := make(map[uuid.UUID]bool, len(f.rows))
+		for _, r := range f.rows {
+			found[r.ID] = true
+		}
+		for _, id := range f.ids {
+			if !found[id] {
+				return 0, &NotFoundError{What: "file", ID: id}
+			}
+		}
+		return 0, ErrNotFound // unreachable: the read gives one row per id named
 	}
 	var highest int64
 	for _, r := range f.rows {

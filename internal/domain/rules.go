@@ -12,6 +12,10 @@ const DefaultContentType = "application/octet-stream"
 // MaxTextLength is the longest name or content type, in characters.
 const MaxTextLength = 255
 
+// MaxJobFiles is the most files one job holds: its preview lists them all,
+// so this bounds the preview.
+const MaxJobFiles = 10000
+
 // RuleError is input that breaks a rule; Field names the input.
 type RuleError struct {
 	Field   string

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/readmodel"
 )
 
@@ -30,6 +32,7 @@ var (
 	errBodyTooLarge = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "the body is larger than 1 MiB"}
 	errKeyReused    = &apiError{http.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for another request"}
 	errPrecondition = &apiError{http.StatusPreconditionFailed, "precondition_failed", "the job has another version than If-Match names"}
+	errFileLimit    = &apiError{http.StatusConflict, "job_file_limit", fmt.Sprintf("a job holds at most %d files; this would take it past that", domain.MaxJobFiles)}
 )
 
 func errInvalid(msg string) *apiError {
@@ -50,15 +53,20 @@ func (s *server) classify(r *http.Request, err error) *apiError {
 	var apiErr *apiError
 	var invalid *command.InvalidError
 	var tooLarge *http.MaxBytesError
+	var missing *command.NotFoundError
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr
 	case errors.As(err, &tooLarge):
 		return errBodyTooLarge
+	case errors.As(err, &missing):
+		return errNotFound(missing.Error())
 	case errors.Is(err, command.ErrNotFound), errors.Is(err, readmodel.ErrNotFound):
 		return errNotFound("not found")
 	case errors.Is(err, command.ErrVersionMismatch):
 		return errPrecondition
+	case errors.Is(err, command.ErrJobFileLimit):
+		return errFileLimit
 	case errors.As(err, &invalid):
 		return errInvalid(invalid.Error())
 	case r.Context().Err() != nil:

@@ -111,7 +111,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"file_ids non-UUID", req{Method: "PUT", Path: "/v1/jobs/" + jobA + "/files", Body: ids(fileA, "x")}, 400, "invalid_input"},
 		{"file_ids null element", req{Method: "PUT", Path: "/v1/jobs/" + jobA + "/files", Body: `{"file_ids":[null]}`}, 400, "invalid_input"},
 		{"file_ids duplicate", req{Method: "PUT", Path: "/v1/jobs/" + jobA + "/files", Body: ids(fileA, fileA)}, 400, "invalid_input"},
-		{"file_ids over 10,000", req{Method: "PUT", Path: "/v1/jobs/" + jobA + "/files", Body: ids(many...)}, 400, "invalid_input"},
+		{"file_ids over 10,000", req{Method: "PUT", Path: "/v1/jobs/" + jobA + "/files", Body: ids(many...)}, 409, "job_file_limit"},
 
 		// Headers and query.
 		{"If-Match garbage", req{Method: "PUT", Path: "/v1/jobs/" + jobA + "/files/" + fileA, Header: map[string]string{"If-Match": `W/"x"`}}, 400, "invalid_input"},
