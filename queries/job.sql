@@ -36,10 +36,14 @@ ORDER BY created_position DESC
 LIMIT @max_count;
 
 -- name: JobFileList :many
-SELECT file_id, name, size_bytes
-FROM job_files
-WHERE job_id = @job_id
-ORDER BY linked_position;
+-- Scoped to the owner like JobGet: another user's job costs one probe of
+-- jobs' primary key, as a missing one does; with no job row to join, none
+-- of its job_files rows is read.
+SELECT jf.file_id, jf.name, jf.size_bytes
+FROM jobs AS j
+JOIN job_files AS jf ON jf.job_id = j.id
+WHERE j.id = @job_id AND j.owner_id = @owner_id
+ORDER BY jf.linked_position;
 
 -- name: JobFileIDsInLinkOrder :many
 SELECT file_id FROM job_files WHERE job_id = @job_id ORDER BY linked_position;

@@ -364,7 +364,7 @@ func (r *rawLinker) projectAndCommit(ctx context.Context, conn *pgx.Conn, job uu
 		"first_positions": first, "last_positions": last, "partitions": partitions,
 	})...)
 	b.Queue(q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": r.owner})...)
-	b.Queue(q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job})...)
+	b.Queue(q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job, "owner_id": r.owner})...)
 	b.Queue("commit")
 	b.Queue(q["OutboxWake"].sql, q["OutboxWake"].args(nil)...)
 	br := conn.SendBatch(ctx, b)

@@ -67,11 +67,17 @@ func (q *Queries) JobFileLinkedIDs(ctx context.Context, db DBTX, arg *JobFileLin
 }
 
 const jobFileList = `-- name: JobFileList :many
-SELECT file_id, name, size_bytes
-FROM job_files
-WHERE job_id = $1
-ORDER BY linked_position
+SELECT jf.file_id, jf.name, jf.size_bytes
+FROM jobs AS j
+JOIN job_files AS jf ON jf.job_id = j.id
+WHERE j.id = $1 AND j.owner_id = $2
+ORDER BY jf.linked_position
 `
+
+type JobFileListParams struct {
+	JobID   uuid.UUID
+	OwnerID uuid.UUID
+}
 
 type JobFileListRow struct {
 	FileID    uuid.UUID
@@ -79,8 +85,11 @@ type JobFileListRow struct {
 	SizeBytes int64
 }
 
-func (q *Queries) JobFileList(ctx context.Context, db DBTX, jobID uuid.UUID) ([]*JobFileListRow, error) {
-	rows, err := db.Query(ctx, jobFileList, jobID)
+// Scoped to the owner like JobGet: another user's job costs one probe of
+// jobs' primary key, as a missing one does; with no job row to join, none
+// of its job_files rows is read.
+func (q *Queries) JobFileList(ctx context.Context, db DBTX, arg *JobFileListParams) ([]*JobFileListRow, error) {
+	rows, err := db.Query(ctx, jobFileList, arg.JobID, arg.OwnerID)
 	if err != nil {
 		return nil, err
 	}

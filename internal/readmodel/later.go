@@ -71,7 +71,7 @@ func GetJobLater(ctx context.Context, tx pgx.Tx, owner, id uuid.UUID) (*Later[Jo
 		return nil, err
 	}
 	err = database.Defer(tx, func(db database.DBTX) error {
-		files, err := q.JobFileList(ctx, db, id)
+		files, err := q.JobFileList(ctx, db, &dbsqlc.JobFileListParams{JobID: id, OwnerID: owner})
 		if err == nil && l.read { // the job was not found
 			return nil
 		}

@@ -96,7 +96,7 @@ func GetJob(ctx context.Context, db database.Sender, owner, id uuid.UUID) (Job, 
 			return nil
 		},
 		func(db database.DBTX) (err error) {
-			if files, err = q.JobFileList(ctx, db, id); err != nil {
+			if files, err = q.JobFileList(ctx, db, &dbsqlc.JobFileListParams{JobID: id, OwnerID: owner}); err != nil {
 				return fmt.Errorf("get job files: %w", err)
 			}
 			return nil
