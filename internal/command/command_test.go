@@ -16,6 +16,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/readmodel"
 	"github.com/catacloud/epoch/internal/testdb"
@@ -308,7 +309,7 @@ func TestNoOpCommandsWriteNothing(t *testing.T) {
 }
 
 // SetJobFiles keeps the order of links, unlinks what is left out, and
-// rejects duplicates and missing files without writing.
+// rejects duplicates, missing files and too many files without writing.
 func TestSetJobFiles(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -345,8 +346,18 @@ func TestSetJobFiles(t *testing.T) {
 	_, _, err = set(a.ID, a.ID)
 	var invalid *command.InvalidError
 	require.ErrorAs(t, err, &invalid)
-	_, _, err = set(a.ID, uuid.New())
+	first, second := uuid.New(), uuid.New()
+	_, _, err = set(a.ID, first, b.ID, second)
 	require.ErrorIs(t, err, command.ErrNotFound)
+	var missing *command.NotFoundError
+	require.ErrorAs(t, err, &missing)
+	require.Equal(t, first, missing.ID, "the first missing id in the order given")
+	tooMany := make([]uuid.UUID, domain.MaxJobFiles+1)
+	for i := range tooMany {
+		tooMany[i] = uuid.New()
+	}
+	_, _, err = set(tooMany...)
+	require.ErrorIs(t, err, command.ErrJobFileLimit)
 	preview, out, err = set()
 	require.NoError(t, err)
 	require.Empty(t, *preview.Files)
