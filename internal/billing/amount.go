@@ -106,8 +106,8 @@ var ErrInvalidPeriod = errors.New("invalid period")
 // ParsePeriod reads the from and to query parameters of GET /v1/usage.
 // Both are required RFC 3339 times (any offset, fractional seconds
 // allowed), and from must not be after to; from == to is an empty period.
-// The times are returned in UTC, cut to microseconds, the precision of the
-// events.
+// Both must lie within years 0001–9999 in UTC. The times are returned in
+// UTC, cut to microseconds, the precision of the events.
 func ParsePeriod(from, to string) (time.Time, time.Time, error) {
 	f, err := parseBound("from", from)
 	if err != nil {
@@ -131,5 +131,12 @@ func parseBound(name, s string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: %s is not an RFC 3339 time: %q", ErrInvalidPeriod, name, s)
 	}
-	return t.UTC().Truncate(time.Microsecond), nil
+	t = t.UTC().Truncate(time.Microsecond)
+	// An offset can carry a bound written in year 0000 or 9999 out of
+	// 0001–9999 in UTC, where neither the database nor the answer's JSON
+	// can hold it.
+	if y := t.Year(); y < 1 || y > 9999 {
+		return time.Time{}, fmt.Errorf("%w: %s must lie within years 0001–9999 in UTC, not %q (year %d in UTC)", ErrInvalidPeriod, name, s, y)
+	}
+	return t, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -209,8 +210,22 @@ func TestMetrics(t *testing.T) {
 	a := e.newUser(t, "a")
 	e.upload(t, a, "x", 1)
 	e.do(t, req{Method: "POST", Path: "/v1/files", Token: a, Body: `{}`})
+	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
+	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
+	e.must(t, http.StatusNotFound, req{Method: "GET", Path: "/v1/files/" + uuid.NewString(), Token: a})
+	e.must(t, http.StatusNotFound, req{Method: "GET", Path: "/v1/nothing", Token: a})
+	e.must(t, http.StatusMethodNotAllowed, req{Method: "PATCH", Path: "/v1/files", Token: a})
+	e.must(t, http.StatusMethodNotAllowed, req{Method: "BREW", Path: "/v1/files", Token: a})
 	got := e.must(t, http.StatusOK, req{Method: "GET", Path: "/metrics"})
 	text := string(got.Raw)
+	require.Contains(t, text, `epoch_api_requests_total{method="GET",route="/v1/files",status="200"} 2`)
+	require.Contains(t, text, `epoch_api_requests_total{method="GET",route="/v1/files/{id}",status="404"} 1`)
+	require.Contains(t, text, `epoch_api_requests_total{method="POST",route="/v1/files",status="201"} 1`)
+	require.Contains(t, text, `epoch_api_requests_total{method="POST",route="/v1/files",status="400"} 1`)
+	require.Contains(t, text, `epoch_api_requests_total{method="GET",route="unmatched",status="404"} 1`)
+	require.Contains(t, text, `epoch_api_requests_total{method="PATCH",route="unmatched",status="405"} 1`)
+	require.Contains(t, text, `epoch_api_requests_total{method="other",route="unmatched",status="405"} 1`)
+	require.NotContains(t, text, `epoch_api_commands_total{route="GET`, "reads are no commands")
 	require.Contains(t, text, `epoch_api_commands_total{route="POST /v1/files",status="201"} 1`)
 	require.Contains(t, text, `epoch_api_commands_total{route="POST /v1/files",status="400"} 1`)
 	require.Contains(t, text, `epoch_api_request_duration_seconds_count{route="POST /v1/files"} 2`)

@@ -145,6 +145,9 @@ func New(cfg Config) (http.Handler, error) {
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() { s.metrics.observeUnmatched(r.Method, rec.code()) }()
+		w = rec
 		probe := &statusProbe{header: w.Header()}
 		h.ServeHTTP(probe, r)
 		switch probe.status {
@@ -163,7 +166,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // handle registers h under pattern with metrics and panic recovery.
 func (s *server) handle(pattern string, h http.HandlerFunc) {
-	command := isCommand(pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -174,7 +176,7 @@ func (s *server) handle(pattern string, h http.HandlerFunc) {
 					writeError(rec, errInternal)
 				}
 			}
-			s.metrics.observe(pattern, command, rec.code(), time.Since(start))
+			s.metrics.observe(pattern, r.Method, rec.code(), time.Since(start))
 		}()
 		h(rec, r)
 	})

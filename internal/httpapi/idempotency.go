@@ -155,10 +155,34 @@ func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key
 	return ready(ans), nil
 }
 
-// requestHash identifies a request for its key: method, path and body.
+// requestHash identifies a request for its key: method, path and the body
+// as canonical JSON, so a retry that spaces or orders the same JSON
+// otherwise is the same request.
 func requestHash(r *http.Request, body []byte) []byte {
+	body = canonicalJSON(body)
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%d\n", r.Method, r.URL.EscapedPath(), len(body))
 	h.Write(body)
 	return h.Sum(nil)
+}
+
+// canonicalJSON is body decoded and encoded again: object keys sorted, no
+// whitespace, numbers as their literal text (1.0 stays apart from 1). An
+// empty body stays empty. A body that does not decode is kept as it is; a
+// command's body has been decoded strictly before, so that does not happen.
+func canonicalJSON(body []byte) []byte {
+	if len(body) == 0 {
+		return body
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return body
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return body
+	}
+	return out
 }

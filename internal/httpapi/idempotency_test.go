@@ -155,3 +155,36 @@ func TestIdempotencyExpiry(t *testing.T) {
 	r.Body = `{"name":"y","size_bytes":2}`
 	e.must(t, http.StatusCreated, r)
 }
+
+// A retry whose body is the same JSON with other whitespace or key order is
+// the same request: it replays the first answer. Another value is a 409.
+func TestIdempotencyCanonicalBody(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	a := e.newUser(t, "a")
+	key := map[string]string{"Idempotency-Key": "canonical-1"}
+
+	first := e.must(t, http.StatusCreated, req{Method: "POST", Path: "/v1/files", Token: a, Header: key,
+		Body: `{"name":"x","size_bytes":5,"content_type":"text/plain"}`})
+	before := e.counts(t)
+	for _, body := range []string{
+		"{\n  \"content_type\" : \"text/plain\",\n\t\"size_bytes\": 5,  \"name\":\"x\"\n}\n",
+		` {"size_bytes":5,"name":"\u0078","content_type":"text\/plain"} `,
+	} {
+		requireSameAnswer(t, first, e.do(t, req{Method: "POST", Path: "/v1/files", Token: a, Header: key, Body: body}))
+	}
+	require.Equal(t, before, e.counts(t), "a replay writes nothing")
+	list := e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
+	require.Len(t, list.JSON["items"], 1)
+
+	for _, body := range []string{
+		`{"content_type":"text/plain","size_bytes":6,"name":"x"}`,
+		`{"content_type":"text/plain","size_bytes":5,"name":"y"}`,
+		`{"size_bytes":5,"name":"x"}`,
+	} {
+		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/files", Token: a, Header: key, Body: body}), 409, "idempotency_key_reused")
+	}
+	require.Equal(t, before, e.counts(t))
+	list = e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
+	require.Len(t, list.JSON["items"], 1)
+}

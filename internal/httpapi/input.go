@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -56,7 +57,8 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 }
 
 // decodeJSON decodes body into dst strictly: valid UTF-8, one JSON value, no
-// unknown fields, no wrong types, nothing after it.
+// unknown fields, no wrong types, nothing after it, no duplicate key and no
+// lone surrogate.
 func decodeJSON(body []byte, dst any) error {
 	if !utf8.Valid(body) {
 		return errInvalid("the body is not valid UTF-8")
@@ -69,7 +71,92 @@ func decodeJSON(body []byte, dst any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errInvalid("unexpected data after the JSON object")
 	}
+	return checkKeysAndStrings(body)
+}
+
+// checkKeysAndStrings finds what encoding/json lets through: a key repeated
+// in an object (the last one would win, silently) and a \u escape of a lone
+// surrogate (it would become U+FFFD). body must be one valid JSON value, so
+// one pass over its bytes needs to follow only strings and brackets.
+func checkKeysAndStrings(body []byte) error {
+	// One frame per open bracket; an object's keys so far, to find a repeat.
+	type frame struct {
+		object bool
+		keys   map[string]struct{}
+	}
+	var stack []frame
+	expectKey := false
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '{', '[':
+			expectKey = body[i] == '{'
+			stack = append(stack, frame{object: expectKey})
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+		case ',':
+			expectKey = stack[len(stack)-1].object
+		case ':':
+			expectKey = false
+		case '"':
+			end, escaped, err := scanString(body, i)
+			if err != nil {
+				return err
+			}
+			if expectKey {
+				key := string(body[i+1 : end])
+				if escaped {
+					// Valid JSON, so this cannot fail.
+					_ = json.Unmarshal(body[i:end+1], &key)
+				}
+				top := &stack[len(stack)-1]
+				if _, dup := top.keys[key]; dup {
+					return errInvalid(fmt.Sprintf("duplicate key %q", truncate(key, 40)))
+				}
+				if top.keys == nil {
+					top.keys = map[string]struct{}{}
+				}
+				top.keys[key] = struct{}{}
+			}
+			i = end
+		}
+	}
 	return nil
+}
+
+// scanString reads the string literal that opens at body[start]: the index
+// of its closing quote, whether it holds an escape, and an error for a
+// \u escape of a surrogate that is not a high one followed by a low one.
+func scanString(body []byte, start int) (end int, escaped bool, err error) {
+	for i := start + 1; i < len(body); i++ {
+		switch body[i] {
+		case '"':
+			return i, escaped, nil
+		case '\\':
+			escaped = true
+			if body[i+1] != 'u' {
+				i++
+				continue
+			}
+			r := hexRune(body[i+2 : i+6])
+			if !utf16.IsSurrogate(r) {
+				i += 5
+				continue
+			}
+			if r < 0xdc00 && i+12 <= len(body) && string(body[i+6:i+8]) == `\u` &&
+				utf16.DecodeRune(r, hexRune(body[i+8:i+12])) != unicode.ReplacementChar {
+				i += 11 // a high surrogate and its low one
+				continue
+			}
+			return 0, false, errInvalid(fmt.Sprintf("lone surrogate %s in a string", body[i:i+6]))
+		}
+	}
+	return len(body), escaped, nil // not reached: body is valid JSON
+}
+
+// hexRune reads the four hex digits of a \u escape (valid JSON has them).
+func hexRune(h []byte) rune {
+	n, _ := strconv.ParseUint(string(h), 16, 16)
+	return rune(n)
 }
 
 func describeJSONError(err error) string {

@@ -148,3 +148,42 @@ func TestBadInputWritesNothing(t *testing.T) {
 	require.Equal(t, `"1"`, got.Header.Get("ETag"))
 	require.Equal(t, fmt.Sprint([]any{}), fmt.Sprint(got.JSON["files"]))
 }
+
+// JSON with a duplicate key, a lone surrogate or invalid UTF-8 is a 400 that
+// says what was wrong and writes nothing; a surrogate pair is a character.
+func TestJSONDuplicateKeysAndSurrogates(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	a := e.newUser(t, "a")
+	job := e.createJob(t, a, "j")
+	before := e.counts(t)
+
+	for _, c := range []struct {
+		method, path, body, message string
+	}{
+		{"POST", "/v1/files", `{"name":"a","name":"b","size_bytes":1}`, `duplicate key "name"`},
+		{"POST", "/v1/files", `{"name":"a","size_bytes":1,"size_bytes":1}`, `duplicate key "size_bytes"`},
+		{"POST", "/v1/files", `{"name":"a","size_bytes":{"n":1,"n":2}}`, `duplicate key "n"`},
+		{"POST", "/v1/jobs", `{"name":"a","\u006eame":"b"}`, `duplicate key "name"`},
+		{"PUT", "/v1/jobs/" + job + "/files", `{"file_ids":[],"file_ids":[]}`, `duplicate key "file_ids"`},
+		{"POST", "/v1/files", `{"name":"\ud800","size_bytes":1}`, `lone surrogate \ud800 in a string`},
+		{"POST", "/v1/files", `{"name":"\udc00","size_bytes":1}`, `lone surrogate \udc00 in a string`},
+		{"POST", "/v1/files", `{"name":"\ud800\u0041","size_bytes":1}`, `lone surrogate \ud800 in a string`},
+		{"POST", "/v1/files", `{"name":"x","size_bytes":1,"content_type":"text/\udfff"}`, `lone surrogate \udfff in a string`},
+		{"POST", "/v1/jobs", `{"name":"ok \ud83d"}`, `lone surrogate \ud83d in a string`},
+		{"POST", "/v1/files", "{\"name\":\"a\xff\",\"size_bytes\":1}", "the body is not valid UTF-8"},
+		{"POST", "/v1/files", "{\"name\":\"\xed\xa0\x80\",\"size_bytes\":1}", "the body is not valid UTF-8"}, // U+D800 in UTF-8
+	} {
+		got := e.do(t, req{Method: c.method, Path: c.path, Token: a, Body: c.body})
+		requireError(t, got, 400, "invalid_input")
+		require.Equal(t, c.message, got.JSON["error"].(map[string]any)["message"], c.body)
+	}
+	require.Equal(t, before, e.counts(t), "rows written by a rejected request")
+	list := e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
+	require.Empty(t, list.JSON["items"])
+
+	got := e.must(t, http.StatusCreated, req{Method: "POST", Path: "/v1/files", Token: a, Body: `{"name":"\ud83d\ude00","size_bytes":1}`})
+	require.Equal(t, "😀", got.JSON["name"])
+	got = e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files/" + got.JSON["id"].(string), Token: a})
+	require.Equal(t, "😀", got.JSON["name"])
+}

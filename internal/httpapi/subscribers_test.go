@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -45,4 +46,33 @@ func TestStorageAndUsageReads(t *testing.T) {
 		requireError(t, e.do(t, req{Method: "GET", Path: path, Token: a}), 400, "invalid_input")
 	}
 	requireError(t, e.do(t, req{Method: "GET", Path: "/v1/storage"}), 401, "unauthorized")
+}
+
+// Usage bounds must lie within years 0001–9999 in UTC: an offset that
+// carries one out of them is a 400, the edges themselves are a 200.
+func TestUsageBoundsYears(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	a := e.newUser(t, "a")
+	usage := func(from, to string) req {
+		q := url.Values{"from": {from}, "to": {to}}
+		return req{Method: "GET", Path: "/v1/usage?" + q.Encode(), Token: a}
+	}
+
+	got := e.must(t, http.StatusOK, usage("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"))
+	require.Equal(t, "0001-01-01T00:00:00Z", got.JSON["from"])
+	require.Equal(t, "9999-12-31T23:59:59.999999Z", got.JSON["to"])
+
+	before := e.counts(t)
+	for _, c := range [][2]string{
+		{"0000-01-01T00:00:00+01:00", "2026-01-01T00:00:00Z"}, // year -1 in UTC
+		{"0000-12-31T23:59:59Z", "2026-01-01T00:00:00Z"},      // year 0
+		{"0001-01-01T00:00:00+00:01", "2026-01-01T00:00:00Z"}, // year 0 in UTC
+		{"2026-01-01T00:00:00Z", "9999-12-31T23:00:00-05:00"}, // year 10000 in UTC
+	} {
+		got := e.do(t, usage(c[0], c[1]))
+		requireError(t, got, 400, "invalid_input")
+		require.Contains(t, got.JSON["error"].(map[string]any)["message"], "0001–9999", "%q", c)
+	}
+	require.Equal(t, before, e.counts(t))
 }
