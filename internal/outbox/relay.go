@@ -19,6 +19,7 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/pglisten"
 )
 
 // relayLockKey is the first key of the relay's partition advisory locks
@@ -416,43 +417,18 @@ func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsq
 }
 
 // listen turns NOTIFYs on NotifyChannel into wake-ups, on a connection of
-// its own, reconnecting after errors. It wakes the relay after every
-// (re)connect, since hints sent meanwhile are lost.
+// its own. It wakes the relay after every (re)connect too, since hints sent
+// meanwhile are lost.
 func (r *Relay) listen(ctx context.Context) {
-	backoff := r.cfg.MinBackoff
-	for ctx.Err() == nil {
-		listening, err := r.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if listening {
-			backoff = r.cfg.MinBackoff
-		}
-		r.logger.WarnContext(ctx, "outbox relay: listen connection lost", "error", err, "retry_in", backoff)
-		sleep(ctx, backoff)
-		backoff = min(backoff*2, r.cfg.MaxBackoff)
-	}
-}
-
-// listenOnce listens until the connection breaks; listening reports
-// whether LISTEN had succeeded.
-func (r *Relay) listenOnce(ctx context.Context) (listening bool, err error) {
-	pooled, err := r.pool.Acquire(ctx)
-	if err != nil {
-		return false, err
-	}
-	conn := pooled.Hijack() // LISTEN state must not go back to the pool
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
-		return false, err
-	}
-	r.poke()
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return true, err
-		}
-		r.poke()
-	}
+	_ = pglisten.Run(ctx, pglisten.Config{
+		Pool:       r.pool,
+		Channels:   []string{NotifyChannel},
+		Logger:     r.logger.With("role", "outbox relay"),
+		OnNotify:   func(string, string) { r.poke() },
+		OnConnect:  r.poke,
+		MinBackoff: r.cfg.MinBackoff,
+		MaxBackoff: r.cfg.MaxBackoff,
+	})
 }
 
 // poke wakes one lane that has no wake-up pending yet, taking turns. One is
