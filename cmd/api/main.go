@@ -47,7 +47,8 @@ type config struct {
 	Pprof             bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too (no token: keep it off where the port is public)"`
 }
 
-// janitorInterval is how often expired idempotency keys are deleted.
+// janitorInterval is how often expired idempotency keys and pruned inbox
+// rows are deleted.
 const janitorInterval = 10 * time.Minute
 
 func main() {
@@ -117,10 +118,16 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Currency:       cfg.Currency,
 		DBTimeout:      cfg.DBTimeout,
 		TokenCacheTTL:  tokenCacheTTL(cfg.TokenCacheTTL),
+		Background:     background,
 	})
 	if err != nil {
 		return err
 	}
+	go func() {
+		if err := handler.Run(ctx); err != nil {
+			logger.Error("api background work stopped", "error", err)
+		}
+	}()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -140,7 +147,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if cfg.AdminToken == "" {
 		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")
 	}
-	go janitor.Run(ctx, background, janitorInterval, logger)
+	go janitor.Run(ctx, background, janitorInterval, logger, movable)
 	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
 	return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout)
 }

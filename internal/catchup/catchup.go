@@ -27,10 +27,13 @@ var (
 // over the caller's not yet confirmed events only, so polling is cheap.
 const PollInterval = 15 * time.Millisecond
 
-// Wait returns nil once subscriber has applied (has inbox rows for) every
-// committed file event of owner's with a position ≤ minPosition. It returns
-// ErrBeyondHead when minPosition is past the highest committed position, and
-// ErrTimeout when timeout passes first. A minPosition ≤ 0 asks for nothing.
+// Wait returns nil once subscriber has applied (has inbox rows for, or a
+// watermark above) every committed file event of owner's with a position ≤
+// minPosition. It returns ErrBeyondHead when minPosition is past the
+// highest committed position, and ErrTimeout when timeout passes first. A
+// minPosition ≤ 0 asks for nothing. It polls every PollInterval, holding a
+// connection of db for each look only; the api waits through a Watcher,
+// which looks for all its waits at once and only when woken.
 //
 // The owner's file events are found through events_file_owner_idx (the owner
 // is in the event data). Wait does not keep bookkeeping of its own: the
@@ -43,28 +46,13 @@ func Wait(ctx context.Context, db database.DBTX, subscriber string, owner uuid.U
 	if minPosition <= 0 {
 		return nil
 	}
-	q := dbsqlc.New()
-	head, err := q.EventMaxPosition(ctx, db)
-	if err != nil {
-		return fmt.Errorf("catchup: head position: %w", err)
-	}
-	if minPosition > head {
-		return ErrBeyondHead
+	from, err := firstLook(ctx, db, subscriber, owner, minPosition)
+	if err != nil || from == 0 {
+		return err
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	from := int64(0)
 	for {
-		missing, err := q.InboxFileEventMissing(ctx, db, &dbsqlc.InboxFileEventMissingParams{
-			OwnerID: owner.String(), FromPosition: from, MaxPosition: minPosition, Subscriber: subscriber,
-		})
-		if err != nil {
-			return fmt.Errorf("catchup: %s: %w", subscriber, err)
-		}
-		if missing == 0 {
-			return nil
-		}
-		from = missing
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -72,5 +60,31 @@ func Wait(ctx context.Context, db database.DBTX, subscriber string, owner uuid.U
 			return ErrTimeout
 		case <-time.After(PollInterval):
 		}
+		if from, err = missing(ctx, db, subscriber, owner, from, minPosition); err != nil || from == 0 {
+			return err
+		}
 	}
+}
+
+// firstLook checks minPosition against the head and returns the lowest
+// position still missing (0: none).
+func firstLook(ctx context.Context, db database.DBTX, subscriber string, owner uuid.UUID, minPosition int64) (int64, error) {
+	head, err := dbsqlc.New().EventMaxPosition(ctx, db)
+	if err != nil {
+		return 0, fmt.Errorf("catchup: head position: %w", err)
+	}
+	if minPosition > head {
+		return 0, ErrBeyondHead
+	}
+	return missing(ctx, db, subscriber, owner, 0, minPosition)
+}
+
+func missing(ctx context.Context, db database.DBTX, subscriber string, owner uuid.UUID, from, minPosition int64) (int64, error) {
+	pos, err := dbsqlc.New().InboxFileEventMissing(ctx, db, &dbsqlc.InboxFileEventMissingParams{
+		OwnerID: owner.String(), FromPosition: from, MaxPosition: minPosition, Subscriber: subscriber,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("catchup: %s: %w", subscriber, err)
+	}
+	return pos, nil
 }

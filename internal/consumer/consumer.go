@@ -352,7 +352,10 @@ func (c *Consumer) applyOnce(ctx context.Context, events []eventstore.Event) (in
 	err := database.InTx(txCtx, c.pool, func(tx pgx.Tx) error {
 		var err error
 		fresh, err = dispatch.DeliverCount(txCtx, tx, c.sub, events)
-		return err
+		if err != nil || fresh == 0 {
+			return err
+		}
+		return dispatch.Announce(txCtx, tx, c.sub.Name())
 	})
 	if err == nil {
 		c.metrics.batch.Observe(time.Since(began).Seconds())

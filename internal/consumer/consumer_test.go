@@ -535,3 +535,33 @@ func TestConsumerReportsWhetherItConsumes(t *testing.T) {
 	require.NoError(t, <-done)
 	require.False(t, c.Connected())
 }
+
+// A batch that applied events is announced on dispatch.AppliedChannel after
+// its commit, with the subscriber's name: the api's waits wake on it. A
+// batch of duplicates only announces nothing new.
+func TestConsumerAnnouncesAppliedBatches(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := t.Context()
+	conn, err := e.pool.Acquire(ctx)
+	require.NoError(t, err)
+	listener := conn.Hijack()
+	defer listener.Close(context.Background())
+	_, err = listener.Exec(ctx, "LISTEN "+dispatch.AppliedChannel)
+	require.NoError(t, err)
+
+	owner := uuid.New()
+	evs := e.history(t, owner, 5)
+	e.publish(t, evs...)
+	e.run(t, e.pool, storage.Subscriber{}, consumer.Config{})
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := listener.WaitForNotification(waitCtx)
+	require.NoError(t, err)
+	require.Equal(t, dispatch.AppliedChannel, n.Channel)
+	require.Equal(t, storage.Name, n.Payload)
+	// By the time it is heard, the batch it announces is visible.
+	var applied int
+	require.NoError(t, e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", storage.Name).Scan(&applied))
+	require.Positive(t, applied)
+}

@@ -14,30 +14,92 @@ SELECT coalesce(min(e.position), 0)::bigint AS position
 FROM events e
 WHERE e.stream_type = 'file'
   AND e.data->>'owner_id' = $1::text
-  AND e.position BETWEEN $2::bigint AND $3::bigint
+  AND e.position BETWEEN greatest($2::bigint,
+        coalesce((SELECT w.applied_through + 1 FROM inbox_watermarks w WHERE w.subscriber = $3::text), 0))
+      AND $4::bigint
   AND NOT EXISTS (
-      SELECT 1 FROM inbox i WHERE i.subscriber = $4::text AND i.event_id = e.id
+      SELECT 1 FROM inbox i WHERE i.subscriber = $3::text AND i.event_id = e.id
   )
 `
 
 type InboxFileEventMissingParams struct {
 	OwnerID      string
 	FromPosition int64
-	MaxPosition  int64
 	Subscriber   string
+	MaxPosition  int64
 }
 
 // The lowest position in [from_position, max_position] of an owner's
 // committed file event that the subscriber has not applied yet, or 0 when
 // it applied them all. Served by events_file_owner_idx and the inbox key.
+// Positions at or below the subscriber's watermark are applied (their
+// inbox rows may be pruned).
 func (q *Queries) InboxFileEventMissing(ctx context.Context, db DBTX, arg *InboxFileEventMissingParams) (int64, error) {
 	row := db.QueryRow(ctx, inboxFileEventMissing,
 		arg.OwnerID,
 		arg.FromPosition,
-		arg.MaxPosition,
 		arg.Subscriber,
+		arg.MaxPosition,
 	)
 	var position int64
 	err := row.Scan(&position)
 	return position, err
+}
+
+const inboxFileEventMissingMany = `-- name: InboxFileEventMissingMany :many
+SELECT w.n::bigint AS n, coalesce((
+    SELECT min(e.position)
+    FROM events e
+    WHERE e.stream_type = 'file'
+      AND e.data->>'owner_id' = w.owner_id
+      AND e.position BETWEEN greatest(w.from_position, m.applied_through + 1) AND w.max_position
+      AND NOT EXISTS (
+          SELECT 1 FROM inbox i WHERE i.subscriber = $1::text AND i.event_id = e.id
+      )), 0)::bigint AS position
+FROM (
+    SELECT unnest($2::text[]) AS owner_id,
+           unnest($3::bigint[]) AS from_position,
+           unnest($4::bigint[]) AS max_position,
+           generate_series(1, cardinality($2::text[])) AS n
+) w
+CROSS JOIN (SELECT coalesce((SELECT applied_through FROM inbox_watermarks WHERE subscriber = $1::text), 0) AS applied_through) m
+`
+
+type InboxFileEventMissingManyParams struct {
+	Subscriber    string
+	OwnerIds      []string
+	FromPositions []int64
+	MaxPositions  []int64
+}
+
+type InboxFileEventMissingManyRow struct {
+	N        int64
+	Position int64
+}
+
+// InboxFileEventMissing for many waits at once, in one statement: row n
+// answers the n-th (owner_id, from_position, max_position).
+func (q *Queries) InboxFileEventMissingMany(ctx context.Context, db DBTX, arg *InboxFileEventMissingManyParams) ([]*InboxFileEventMissingManyRow, error) {
+	rows, err := db.Query(ctx, inboxFileEventMissingMany,
+		arg.Subscriber,
+		arg.OwnerIds,
+		arg.FromPositions,
+		arg.MaxPositions,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*InboxFileEventMissingManyRow{}
+	for rows.Next() {
+		var i InboxFileEventMissingManyRow
+		if err := rows.Scan(&i.N, &i.Position); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

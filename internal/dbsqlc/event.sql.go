@@ -22,6 +22,7 @@ SELECT
     unnest($5::text[]),
     unnest($6::jsonb[]),
     unnest($7::timestamptz[])
+WHERE pg_current_xact_id() IS NOT NULL
 RETURNING id, position
 `
 
@@ -44,6 +45,9 @@ type EventAppendRow struct {
 // rows in array order and identity values are drawn in that order, so
 // positions grow in version order within a stream. A (stream_id, version)
 // that exists already fails with 23505: the expected-version check.
+// The one-time filter gives the transaction its id before the first
+// position is drawn, so a snapshot's xmax bounds every position handed out
+// before it (inbox watermarks rely on it; see InboxWatermarkPropose).
 func (q *Queries) EventAppend(ctx context.Context, db DBTX, arg *EventAppendParams) ([]*EventAppendRow, error) {
 	rows, err := db.Query(ctx, eventAppend,
 		arg.Ids,

@@ -11,9 +11,27 @@ import (
 	"github.com/google/uuid"
 )
 
+const inboxAnnounce = `-- name: InboxAnnounce :exec
+SELECT pg_notify('epoch_applied', $1::text)
+WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+`
+
+// Announces that a subscriber committed applied events (channel
+// dispatch.AppliedChannel, the subscriber's name as payload): the api's
+// min_position waits look again on it instead of polling. Sent right after
+// the subscriber's COMMIT, as a transaction of its own, for the reasons
+// OutboxWake gives: only a hint, so it need not wait for its flush either.
+func (q *Queries) InboxAnnounce(ctx context.Context, db DBTX, subscriber string) error {
+	_, err := db.Exec(ctx, inboxAnnounce, subscriber)
+	return err
+}
+
 const inboxClaim = `-- name: InboxClaim :many
 INSERT INTO inbox (subscriber, event_id, position)
-SELECT $1::text, unnest($2::uuid[]), unnest($3::bigint[])
+SELECT $1::text, c.event_id, c.position
+FROM (SELECT unnest($2::uuid[]) AS event_id, unnest($3::bigint[]) AS position) c
+WHERE c.position > coalesce(
+    (SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = $1::text FOR SHARE), 0)
 ON CONFLICT (subscriber, event_id) DO NOTHING
 RETURNING event_id
 `
@@ -25,7 +43,12 @@ type InboxClaimParams struct {
 }
 
 // Records events as handled by a subscriber and returns the ids that were
-// new: the ones it must apply now. Ids already present were applied before.
+// new: the ones it must apply now. Ids already present were applied before;
+// so were positions at or below the subscriber's watermark, whose inbox rows
+// may be pruned. The watermark row is read FOR SHARE: a watermark that moves
+// (InboxWatermarkAdopt updates the row) waits for the claims that read the
+// old one, and later claims read the new one, so rows are only ever pruned
+// (InboxPrune, after the move) below what every claim treats as applied.
 func (q *Queries) InboxClaim(ctx context.Context, db DBTX, arg *InboxClaimParams) ([]uuid.UUID, error) {
 	rows, err := db.Query(ctx, inboxClaim, arg.Subscriber, arg.EventIds, arg.Positions)
 	if err != nil {
@@ -44,4 +67,108 @@ func (q *Queries) InboxClaim(ctx context.Context, db DBTX, arg *InboxClaimParams
 		return nil, err
 	}
 	return items, nil
+}
+
+const inboxPrune = `-- name: InboxPrune :execrows
+DELETE FROM inbox
+WHERE ctid = ANY(ARRAY(
+    SELECT i.ctid FROM inbox i
+    WHERE i.subscriber = $1::text AND i.position <= $2::bigint
+    LIMIT $3::int))
+`
+
+type InboxPruneParams struct {
+	Subscriber     string
+	AppliedThrough int64
+	MaxCount       int32
+}
+
+// Deletes up to max_count of a subscriber's inbox rows at or below its
+// watermark: claims treat those positions as applied without them.
+func (q *Queries) InboxPrune(ctx context.Context, db DBTX, arg *InboxPruneParams) (int64, error) {
+	result, err := db.Exec(ctx, inboxPrune, arg.Subscriber, arg.AppliedThrough, arg.MaxCount)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const inboxWatermarkAdopt = `-- name: InboxWatermarkAdopt :one
+UPDATE inbox_watermarks w
+SET applied_through = CASE
+        WHEN w.candidate > w.applied_through
+         AND pg_snapshot_xmin(pg_current_snapshot()) >= w.candidate_xmax
+         AND NOT EXISTS (
+             SELECT 1 FROM events e
+             WHERE e.position > w.applied_through AND e.position <= w.candidate
+               AND e.type = ANY($1::text[])
+               AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.subscriber = w.subscriber AND i.event_id = e.id))
+        THEN w.candidate ELSE w.applied_through END,
+    adopted_at = clock_timestamp()
+WHERE w.subscriber = $2::text
+RETURNING w.applied_through
+`
+
+type InboxWatermarkAdoptParams struct {
+	Types      []string
+	Subscriber string
+}
+
+// Moves the watermark to its proposal once that is safe: every transaction
+// that was running when it was proposed has ended (so no event at or below
+// it can still commit), and the subscriber has applied every event of its
+// types up to it. Returns the watermark, moved or not.
+func (q *Queries) InboxWatermarkAdopt(ctx context.Context, db DBTX, arg *InboxWatermarkAdoptParams) (int64, error) {
+	row := db.QueryRow(ctx, inboxWatermarkAdopt, arg.Types, arg.Subscriber)
+	var applied_through int64
+	err := row.Scan(&applied_through)
+	return applied_through, err
+}
+
+const inboxWatermarkPropose = `-- name: InboxWatermarkPropose :one
+INSERT INTO inbox_watermarks AS w (subscriber, candidate, candidate_xmax)
+SELECT $1::text, p.candidate, pg_snapshot_xmax(pg_current_snapshot())
+FROM (
+    SELECT coalesce(
+        (SELECT min(e.position) - 1
+         FROM events e
+         WHERE e.position > b.applied_through AND e.position <= b.upper
+           AND e.type = ANY($2::text[])
+           AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.subscriber = $1::text AND i.event_id = e.id)),
+        b.upper) AS candidate
+    FROM (
+        SELECT cur.applied_through,
+               least((SELECT coalesce(max(position), 0) FROM events), cur.applied_through + $3::bigint) AS upper
+        FROM (SELECT coalesce((SELECT applied_through FROM inbox_watermarks WHERE subscriber = $1::text), 0) AS applied_through) cur
+    ) b
+) p
+ON CONFLICT (subscriber) DO UPDATE
+SET candidate = excluded.candidate, candidate_xmax = excluded.candidate_xmax
+RETURNING w.applied_through, w.candidate::bigint AS candidate
+`
+
+type InboxWatermarkProposeParams struct {
+	Subscriber string
+	Types      []string
+	Span       int64
+}
+
+type InboxWatermarkProposeRow struct {
+	AppliedThrough int64
+	Candidate      int64
+}
+
+// Proposes a new watermark for a subscriber: the position just below the
+// lowest event of its types above the current watermark that it has not
+// applied (or the head, when it applied them all), looking at most span
+// positions ahead so one sweep reads a bounded range. Saved with the
+// snapshot's xmax: a transaction still running now may hold a lower
+// position, so the proposal waits for all of them to end (Adopt). Events
+// take their transaction id before their position (EventAppend), which is
+// what makes the xmax a bound for every position handed out so far.
+func (q *Queries) InboxWatermarkPropose(ctx context.Context, db DBTX, arg *InboxWatermarkProposeParams) (*InboxWatermarkProposeRow, error) {
+	row := db.QueryRow(ctx, inboxWatermarkPropose, arg.Subscriber, arg.Types, arg.Span)
+	var i InboxWatermarkProposeRow
+	err := row.Scan(&i.AppliedThrough, &i.Candidate)
+	return &i, err
 }

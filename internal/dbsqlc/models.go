@@ -71,6 +71,14 @@ type Inbox struct {
 	HandledAt  time.Time
 }
 
+type InboxWatermark struct {
+	Subscriber     string
+	AppliedThrough int64
+	Candidate      pgtype.Int8
+	CandidateXmax  pgtype.Uint64
+	AdoptedAt      time.Time
+}
+
 type Job struct {
 	ID              uuid.UUID
 	OwnerID         uuid.UUID

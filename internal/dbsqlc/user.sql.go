@@ -37,3 +37,33 @@ func (q *Queries) UserInsert(ctx context.Context, db DBTX, arg *UserInsertParams
 	_, err := db.Exec(ctx, userInsert, arg.ID, arg.Name, arg.TokenHash)
 	return err
 }
+
+const userRotateToken = `-- name: UserRotateToken :one
+WITH rotated AS (
+    UPDATE users SET token_hash = $1 WHERE id = $2 RETURNING id, name
+), announced AS (
+    SELECT pg_notify('epoch_tokens', rotated.id::text) FROM rotated
+)
+SELECT rotated.id, rotated.name FROM rotated
+WHERE (SELECT count(*) FROM announced) >= 0
+`
+
+type UserRotateTokenParams struct {
+	TokenHash []byte
+	ID        uuid.UUID
+}
+
+type UserRotateTokenRow struct {
+	ID   uuid.UUID
+	Name string
+}
+
+// Gives a user a new token. The NOTIFY (channel epoch_tokens, the user's id
+// as payload) goes out with the commit: every api process drops the user's
+// cached token on it, so the old one answers 401 everywhere at once.
+func (q *Queries) UserRotateToken(ctx context.Context, db DBTX, arg *UserRotateTokenParams) (*UserRotateTokenRow, error) {
+	row := db.QueryRow(ctx, userRotateToken, arg.TokenHash, arg.ID)
+	var i UserRotateTokenRow
+	err := row.Scan(&i.ID, &i.Name)
+	return &i, err
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
@@ -86,6 +87,23 @@ func (d *Dispatcher) Dispatch(ctx context.Context, tx pgx.Tx, events []eventstor
 		}
 	}
 	return outbox.Enqueue(ctx, tx, events)
+}
+
+// AppliedChannel is the NOTIFY channel on which a subscriber's commit says,
+// with the subscriber's name, that it applied events (Announce).
+const AppliedChannel = "epoch_applied"
+
+// Announce queues, on the subscriber's transaction, the NOTIFY on
+// AppliedChannel that follows its COMMIT. A lost one only delays the
+// waits, which look again on their own.
+func Announce(ctx context.Context, tx pgx.Tx, subscriber string) error {
+	return database.AfterCommit(tx, func(db database.DBTX) error {
+		err := dbsqlc.New().InboxAnnounce(ctx, db, subscriber)
+		if database.IsRecorded(err) {
+			return err
+		}
+		return nil // a hint: the transaction committed, whatever became of it
+	})
 }
 
 // Deliver hands events to a deduplicated subscriber: inbox rows are written

@@ -20,7 +20,8 @@ import (
 type userHandler func(w http.ResponseWriter, r *http.Request, user uuid.UUID)
 
 // authed resolves the bearer token to its user (401 when missing or
-// unknown) before h runs, from the token cache when it can.
+// unknown) before h runs, from the token cache when it can; a token that
+// matched no user a moment ago is refused without a lookup.
 func (s *server) authed(h userHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearer(r)
@@ -33,10 +34,15 @@ func (s *server) authed(h userHandler) http.HandlerFunc {
 			h(w, r, user)
 			return
 		}
+		if s.tokens.refused(hash) {
+			writeError(w, errUnauthorized)
+			return
+		}
 		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 		defer cancel()
 		user, err := dbsqlc.New().UserIDByTokenHash(ctx, s.cfg.Pool, hash)
 		if errors.Is(err, pgx.ErrNoRows) {
+			s.tokens.refuse(hash)
 			writeError(w, errUnauthorized)
 			return
 		}
@@ -124,4 +130,29 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// rotateToken is POST /v1/admin/users/{id}/token, for the admin token only:
+// the user gets a new token and the old one stops working, on every api
+// process within moments (tokensChannel).
+func (s *server) rotateToken(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	token := newToken()
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	user, err := dbsqlc.New().UserRotateToken(ctx, s.cfg.Pool, &dbsqlc.UserRotateTokenParams{ID: id, TokenHash: tokenHash(token)})
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = errNotFound("no such user")
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// This process need not wait for its own notification.
+	s.tokens.forget(user.ID)
+	writeJSON(w, http.StatusOK, userOutput{ID: user.ID, Name: user.Name, Token: token})
 }

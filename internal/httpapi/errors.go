@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -20,27 +21,29 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter, when positive, is sent as Retry-After (seconds).
+	RetryAfter int
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 
 var (
-	errUnauthorized = &apiError{http.StatusUnauthorized, "unauthorized", "a valid bearer token is required"}
-	errForbidden    = &apiError{http.StatusForbidden, "forbidden", "no admin token is configured"}
-	errUnavailable  = &apiError{http.StatusServiceUnavailable, "unavailable", "the database is unavailable; retry later"}
-	errInternal     = &apiError{http.StatusInternalServerError, "internal", "internal error"}
-	errBodyTooLarge = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "the body is larger than 1 MiB"}
-	errKeyReused    = &apiError{http.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for another request"}
-	errPrecondition = &apiError{http.StatusPreconditionFailed, "precondition_failed", "the job has another version than If-Match names"}
-	errFileLimit    = &apiError{http.StatusConflict, "job_file_limit", fmt.Sprintf("a job holds at most %d files; this would take it past that", domain.MaxJobFiles)}
+	errUnauthorized = &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "a valid bearer token is required"}
+	errForbidden    = &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: "no admin token is configured"}
+	errUnavailable  = &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the database is unavailable; retry later"}
+	errInternal     = &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+	errBodyTooLarge = &apiError{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "the body is larger than 1 MiB"}
+	errKeyReused    = &apiError{Status: http.StatusConflict, Code: "idempotency_key_reused", Message: "this Idempotency-Key was used for another request"}
+	errPrecondition = &apiError{Status: http.StatusPreconditionFailed, Code: "precondition_failed", Message: "the job has another version than If-Match names"}
+	errFileLimit    = &apiError{Status: http.StatusConflict, Code: "job_file_limit", Message: fmt.Sprintf("a job holds at most %d files; this would take it past that", domain.MaxJobFiles)}
 )
 
 func errInvalid(msg string) *apiError {
-	return &apiError{http.StatusBadRequest, "invalid_input", msg}
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid_input", Message: msg}
 }
 
 func errNotFound(msg string) *apiError {
-	return &apiError{http.StatusNotFound, "not_found", msg}
+	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: msg}
 }
 
 // fail answers err: the caller's mistakes as 4xx, an unreachable database
@@ -91,6 +94,9 @@ func unavailable(err error) bool {
 func writeError(w http.ResponseWriter, e *apiError) {
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="epoch"`)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
 	type body struct {
 		Code    string `json:"code"`

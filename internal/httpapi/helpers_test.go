@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ type env struct {
 	url      string        // the database URL
 	server   *httptest.Server
 	registry *prometheus.Registry
+	// stopBackground ends the server's Run (once; cleanup does it too).
+	stopBackground func()
 }
 
 // setup builds the API on a fresh database. apiPool, when not nil, is the
@@ -61,9 +64,22 @@ func setupWith(t testing.TB, pool *pgxpool.Pool, url string, apiPool *pgxpool.Po
 	}
 	h, err := httpapi.New(cfg)
 	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- h.Run(ctx) }()
 	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return &env{pool: pool, url: url, server: srv, registry: registry}
+	var once sync.Once
+	stopBackground := func() {
+		once.Do(func() {
+			stop()
+			require.NoError(t, <-ran)
+		})
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		stopBackground()
+	})
+	return &env{pool: pool, url: url, server: srv, registry: registry, stopBackground: stopBackground}
 }
 
 // resp is an answer, its body decoded when it is JSON.

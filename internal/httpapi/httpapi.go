@@ -12,19 +12,26 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/catchup"
 	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/pglisten"
+	"github.com/catacloud/epoch/internal/storage"
 )
 
 // Config is what the API needs. Pool, Commands and Logger are required.
@@ -53,6 +60,14 @@ type Config struct {
 	// instead of looked up again. Zero: DefaultTokenCacheTTL; negative:
 	// looked up on every request.
 	TokenCacheTTL time.Duration
+	// Background is the pool of Run's work: the listening connection and
+	// the min_position watchers' looks, kept off the requests' connections.
+	// Nil: Pool.
+	Background *pgxpool.Pool
+	// MaxWaitsPerUser is how many min_position waits one user may hold at
+	// once in this process (429 past it). Zero:
+	// catchup.DefaultMaxWaitsPerOwner.
+	MaxWaitsPerUser int
 }
 
 // Defaults applied by New.
@@ -69,16 +84,21 @@ const (
 )
 
 type server struct {
-	cfg     Config
-	log     *slog.Logger
-	mux     *http.ServeMux
-	metrics *metrics
-	price   billing.Price
-	tokens  *tokenCache
+	cfg      Config
+	log      *slog.Logger
+	mux      *http.ServeMux
+	metrics  *metrics
+	price    billing.Price
+	tokens   *tokenCache
+	watchers map[string]*catchup.Watcher // by subscriber
 }
 
+// Server is the API handler. Run must run beside it: it keeps the token
+// cache in step with rotations and wakes the min_position waits.
+type Server struct{ *server }
+
 // New builds the API handler.
-func New(cfg Config) (http.Handler, error) {
+func New(cfg Config) (*Server, error) {
 	if cfg.Pool == nil || cfg.Commands == nil || cfg.Logger == nil {
 		return nil, errors.New("httpapi: Pool, Commands and Logger are required")
 	}
@@ -111,8 +131,38 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
+	if cfg.Background == nil {
+		cfg.Background = cfg.Pool
+	}
 	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price,
-		tokens: newTokenCache(cfg.TokenCacheTTL)}
+		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}}
+	// Until Run hears the rotation channel, no cached token is trusted.
+	s.tokens.setLive(false)
+	err = cfg.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "epoch_api_token_cache_live",
+		Help: "1 while token rotations are heard and cached tokens are used; 0 while every request looks its token up.",
+	}, func() float64 {
+		if s.tokens.live.Load() {
+			return 1
+		}
+		return 0
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	for _, name := range []string{storage.Name, billing.Name} {
+		s.watchers[name] = catchup.NewWatcher(cfg.Background, name,
+			catchup.WatcherConfig{MaxWaitsPerOwner: cfg.MaxWaitsPerUser}, cfg.Logger)
+		w := s.watchers[name]
+		err := cfg.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "epoch_api_catchup_waits",
+			Help:        "min_position waits waiting now, by subscriber.",
+			ConstLabels: prometheus.Labels{"subscriber": name},
+		}, func() float64 { return float64(w.Waiting()) }))
+		if err != nil {
+			return nil, fmt.Errorf("httpapi: %w", err)
+		}
+	}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
@@ -137,7 +187,46 @@ func New(cfg Config) (http.Handler, error) {
 	s.handle("GET /v1/usage", s.authed(s.getUsage))
 
 	s.adminRoutes()
-	return s, nil
+	return &Server{s}, nil
+}
+
+// Run does the API's background work until ctx ends: one connection
+// LISTENs for token rotations (dropping the user's cached token) and for
+// subscribers' commits (waking the waits for them); each subscriber's
+// watcher answers its waits. When ctx ends, the waits still waiting end at
+// once (503), so a shutdown does not sit out their timeouts.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, w := range s.watchers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.Run(ctx) }()
+	}
+	err := pglisten.Run(ctx, pglisten.Config{
+		Pool:     s.cfg.Background,
+		Channels: []string{tokensChannel, dispatch.AppliedChannel},
+		Logger:   s.log,
+		OnNotify: func(channel, payload string) {
+			switch channel {
+			case tokensChannel:
+				if id, err := uuid.Parse(payload); err == nil {
+					s.tokens.forget(id)
+				}
+			case dispatch.AppliedChannel:
+				if w, ok := s.watchers[payload]; ok {
+					w.Wake()
+				}
+			}
+		},
+		OnConnect: func() {
+			s.tokens.setLive(true)
+			for _, w := range s.watchers {
+				w.Wake() // commits announced while away were not heard
+			}
+		},
+		OnDisconnect: func() { s.tokens.setLive(false) },
+	})
+	wg.Wait()
+	return err
 }
 
 // ServeHTTP answers unknown routes and wrong methods in the error shape too;
@@ -157,7 +246,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		case http.StatusMethodNotAllowed:
 			w.Header().Del("X-Content-Type-Options")
-			writeError(w, &apiError{http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not allowed here"})
+			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: r.Method + " is not allowed here"})
 			return
 		}
 	}

@@ -15,8 +15,16 @@ import (
 	"github.com/catacloud/epoch/internal/storage"
 )
 
-var errCatchUpTimeout = &apiError{http.StatusGatewayTimeout, "timeout",
-	"the subscriber has not applied min_position yet; retry later"}
+// The answers of a wait that ends without its subscriber caught up: each
+// says when to try again.
+var (
+	errCatchUpTimeout = &apiError{Status: http.StatusGatewayTimeout, Code: "timeout",
+		Message: "the subscriber has not applied min_position yet; retry later", RetryAfter: 1}
+	errTooManyWaits = &apiError{Status: http.StatusTooManyRequests, Code: "too_many_waits",
+		Message: "too many min_position waits of this user at once; retry later", RetryAfter: 1}
+	errShuttingDown = &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		Message: "the server is shutting down; retry", RetryAfter: 1}
+)
 
 // parseMinPosition reads ?min_position= (absent: 0, no waiting).
 func parseMinPosition(r *http.Request) (int64, error) {
@@ -33,7 +41,8 @@ func parseMinPosition(r *http.Request) (int64, error) {
 }
 
 // catchUp waits until subscriber applied the caller's events up to
-// ?min_position= (absent: no wait).
+// ?min_position= (absent: no wait), holding no connection while it waits
+// (catchup.Watcher).
 func (s *server) catchUp(r *http.Request, user uuid.UUID, subscriber string) error {
 	minPosition, err := parseMinPosition(r)
 	if err != nil {
@@ -41,12 +50,16 @@ func (s *server) catchUp(r *http.Request, user uuid.UUID, subscriber string) err
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout+s.cfg.CatchUpTimeout)
 	defer cancel()
-	err = catchup.Wait(ctx, s.cfg.Pool, subscriber, user, minPosition, s.cfg.CatchUpTimeout)
+	err = s.watchers[subscriber].Wait(ctx, s.cfg.Pool, user, minPosition, s.cfg.CatchUpTimeout)
 	switch {
 	case errors.Is(err, catchup.ErrBeyondHead):
 		return errInvalid(fmt.Sprintf("min_position %d is beyond every committed position", minPosition))
 	case errors.Is(err, catchup.ErrTimeout):
 		return errCatchUpTimeout
+	case errors.Is(err, catchup.ErrTooManyWaits):
+		return errTooManyWaits
+	case errors.Is(err, catchup.ErrStopped):
+		return errShuttingDown
 	}
 	return err
 }

@@ -1,5 +1,7 @@
 // Package janitor deletes what the system keeps only for a while: the
-// idempotency keys past their 24 hours. It runs in the api, which owns them.
+// idempotency keys past their 24 hours, and the inbox rows behind each
+// deduplicated subscriber's watermark (internal/inboxprune). It runs in the
+// api.
 package janitor
 
 import (
@@ -10,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/inboxprune"
 )
 
 // batch bounds one DELETE, so a large backlog is worked off in short
@@ -29,9 +33,10 @@ func Sweep(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 	}
 }
 
-// Run sweeps every interval until ctx ends. Errors are logged, not fatal:
+// Run sweeps every interval until ctx ends: the expired idempotency keys,
+// then the inbox of each of subscribers. Errors are logged, not fatal:
 // Postgres being away for a while only delays the cleanup.
-func Run(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, logger *slog.Logger) {
+func Run(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, logger *slog.Logger, subscribers []dispatch.Subscriber) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -45,6 +50,14 @@ func Run(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, logger
 			logger.Warn("janitor: sweep failed", "error", err)
 		} else if n > 0 {
 			logger.Info("janitor: expired idempotency keys deleted", "count", n)
+		}
+		for _, sub := range subscribers {
+			res, err := inboxprune.Sweep(ctx, pool, sub)
+			if err != nil && ctx.Err() == nil {
+				logger.Warn("janitor: inbox prune failed", "subscriber", sub.Name(), "error", err)
+			} else if res.Pruned > 0 {
+				logger.Info("janitor: inbox pruned", "subscriber", sub.Name(), "rows", res.Pruned, "watermark", res.Watermark)
+			}
 		}
 	}
 }
