@@ -178,3 +178,17 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, want, 9)
 }
+
+// The table writes a value of seven digits or more as a plain number, as
+// the raw lines do, not 3.291152e+06.
+func TestMarkdownWritesLargeValuesWithoutExponent(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	r := &report{out: json.NewEncoder(&out)}
+	r.add((&figure{Figure: "B9", Name: "preview_10000_files_bytes", Value: 3291152, Unit: "bytes"}).judge("<4 MiB", true))
+	md := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	require.NoError(t, writeMarkdown(md, r, map[string]string{}, "go run ./cmd/bench -only B9", time.Now(), nil))
+	b, err := os.ReadFile(md)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "| B9 | preview_10000_files_bytes | 3291152 bytes |")
+}
