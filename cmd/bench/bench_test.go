@@ -50,7 +50,7 @@ func TestQuick(t *testing.T) {
 		}
 	}
 	require.NoError(t, err)
-	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"} {
+	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"} {
 		require.True(t, seen[fig], "no %s line", fig)
 	}
 	b, err := os.ReadFile(md)
@@ -162,8 +162,8 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	var out bytes.Buffer
-	err := run(context.Background(), log, &out, options{only: "B1,B9"})
-	require.ErrorContains(t, err, `"B9" is not a figure`)
+	err := run(context.Background(), log, &out, options{only: "B1,B10"})
+	require.ErrorContains(t, err, `"B10" is not a figure`)
 	err = run(context.Background(), log, &out, options{only: "B1", write: filepath.Join(t.TempDir(), "missing", "BENCHMARKS.md")})
 	require.ErrorContains(t, err, "no directory")
 	require.Empty(t, out.String(), "no figure ran")
@@ -176,5 +176,19 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	require.Equal(t, map[string]bool{"B2": true, "B8": true}, want)
 	want, err = figuresWanted("")
 	require.NoError(t, err)
-	require.Len(t, want, 8)
+	require.Len(t, want, 9)
+}
+
+// The table writes a value of seven digits or more as a plain number, as
+// the raw lines do, not 3.291152e+06.
+func TestMarkdownWritesLargeValuesWithoutExponent(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	r := &report{out: json.NewEncoder(&out)}
+	r.add((&figure{Figure: "B9", Name: "preview_10000_files_bytes", Value: 3291152, Unit: "bytes"}).judge("<4 MiB", true))
+	md := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	require.NoError(t, writeMarkdown(md, r, map[string]string{}, "go run ./cmd/bench -only B9", time.Now(), nil))
+	b, err := os.ReadFile(md)
+	require.NoError(t, err)
+	require.Contains(t, string(b), "| B9 | preview_10000_files_bytes | 3291152 bytes |")
 }

@@ -2,7 +2,8 @@
 // on. It builds the api and worker, starts them on their own database and
 // RabbitMQ vhost, drives them over HTTP and AMQP, and measures each figure
 // of issue 4 (B1–B8) beside a ceiling taken in the same run: the same work
-// done without the system (raw SQL through pgx, raw amqp091-go). It prints
+// done without the system (raw SQL through pgx, raw amqp091-go); B9 bounds
+// the preview of a job at domain.MaxJobFiles files. It prints
 // one JSON line per figure on stdout and, with -write, rewrites
 // BENCHMARKS.md. -quick uses tiny sizes: the test suite runs it so the tool
 // cannot rot.
@@ -26,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/catacloud/epoch/internal/domain"
 )
 
 // sizes are the sizes and durations of a run.
@@ -40,6 +43,8 @@ type sizes struct {
 	b6Files     int
 	b6Runs      int
 	b7Duration  time.Duration
+	b9Files     int           // files in B9's full job
+	b9Rounds    int           // rounds of concurrent GETs of it
 	drainBudget time.Duration // most a backlog may take to drain
 }
 
@@ -47,6 +52,7 @@ var fullSizes = sizes{
 	b1Duration: 10 * time.Second, b1Conc: []int{1, 8, 32},
 	b2Events: 100000, b3Rate: 500, b3Duration: 20 * time.Second, rttCount: 300,
 	b4Pairs: 10000, b6Files: 1000, b6Runs: 11, b7Duration: 60 * time.Second,
+	b9Files: domain.MaxJobFiles, b9Rounds: 5,
 	drainBudget: 10 * time.Minute,
 }
 
@@ -54,6 +60,7 @@ var quickSizes = sizes{
 	b1Duration: time.Second, b1Conc: []int{1, 8, 32},
 	b2Events: 2000, b3Rate: 200, b3Duration: 2 * time.Second, rttCount: 30,
 	b4Pairs: 100, b6Files: 50, b6Runs: 3, b7Duration: 3 * time.Second,
+	b9Files: 500, b9Rounds: 2,
 	drainBudget: 2 * time.Minute,
 }
 
@@ -123,6 +130,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 	}{
 		{"B1", b.b1},
 		{"B6", b.b6},
+		{"B9", b.b9},
 		{"B4", b.b4},
 		{"B2", b.b2},
 		{"B8", b.b8},
@@ -227,7 +235,7 @@ func settle(ctx context.Context, e *env) error {
 // B5 is measured during B1 and B2, and B8 drains what B2 leaves, so naming
 // either runs what it needs. A name that is no figure is refused.
 func figuresWanted(only string) (map[string]bool, error) {
-	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"}
+	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"}
 	want := map[string]bool{}
 	if strings.TrimSpace(only) == "" {
 		for _, f := range all {
@@ -238,7 +246,7 @@ func figuresWanted(only string) (map[string]bool, error) {
 	for _, f := range strings.Split(only, ",") {
 		f = strings.ToUpper(strings.TrimSpace(f))
 		if !slices.Contains(all, f) {
-			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B8)", f)
+			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B9)", f)
 		}
 		want[f] = true
 	}

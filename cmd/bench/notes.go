@@ -41,6 +41,13 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
 - **B8** — each subscriber alone drains the backlog B2 left in its queue;
   messages applied per second, from starting the worker to a full inbox.
   Target: at least the relay's B2 rate.
+- **B9 bounded preview** — one job holding domain.MaxJobFiles (10,000)
+  files, each named with 255 ASCII characters (domain.MaxTextLength),
+  uploaded through POST /v1/files and set in one PUT /v1/jobs/{id}/files:
+  the size of one GET /v1/jobs/{id} body (target < 4 MiB), and the api's
+  peak RSS (VmHWM, reset first) over rounds of 16 such GETs at once, each
+  reading its whole body (target < 100 MiB), with the GETs' p50/p99
+  latency in the detail. No ceiling. Alone: ` + "`go run ./cmd/bench -only B9`" + `.
 - **Every figure** starts from a settled database (VACUUM ANALYZE and a
   CHECKPOINT before it), so it does not pay for the dead rows of the one
   before or meet an autovacuum of them halfway.

@@ -223,13 +223,13 @@ func writeMarkdown(path string, r *report, mach map[string]string, command strin
 		if f.Concurrency > 0 {
 			name += fmt.Sprintf(" (c=%d)", f.Concurrency)
 		}
-		value := fmt.Sprintf("%v %s", f.Value, f.Unit)
+		value := decimal(f.Value) + " " + f.Unit
 		if f.Error != "" {
 			value = "**error**: " + strings.ReplaceAll(firstLine(f.Error), "|", "/")
 		}
 		ceiling, ratio, pass := "", "", ""
 		if f.Ceiling != nil {
-			ceiling = fmt.Sprintf("%v %s", *f.Ceiling, f.Unit)
+			ceiling = decimal(*f.Ceiling) + " " + f.Unit
 		}
 		if f.Ratio != nil {
 			ratio = fmt.Sprintf("%.2f", *f.Ratio)
@@ -263,6 +263,10 @@ func writeMarkdown(path string, r *report, mach map[string]string, command strin
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
+
+// decimal writes v without an exponent (%v gives 3.291152e+06 from seven
+// digits on), as the raw JSON lines do.
+func decimal(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
