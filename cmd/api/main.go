@@ -35,7 +35,8 @@ type config struct {
 	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"8" desc:"most Postgres connections the api opens (commands beyond it wait for one)"`
 	DBTimeout         time.Duration `envconfig:"DB_TIMEOUT" default:"10s" desc:"bound on one request's database work; past it the request answers 503"`
 	OutboxMaxBacklog  int64         `envconfig:"OUTBOX_MAX_BACKLOG" default:"500" desc:"events waiting in the outbox past which, while a relay works through them, commands run a quarter of DB_MAX_CONNS at a time (backpressure); 0: never"`
-	TokenCacheTTL     time.Duration `envconfig:"TOKEN_CACHE_TTL" default:"30s" desc:"how long the api remembers a bearer token's user instead of looking it up again; 0: looks it up on every request"`
+	TokenCacheTTL     time.Duration `envconfig:"TOKEN_CACHE_TTL" default:"30s" desc:"how long the api remembers a bearer token's user instead of looking it up again (a rotation drops it on every api process at once); 0: looks it up on every request"`
+	MaxWaitsPerUser   int           `envconfig:"MAX_WAITS_PER_USER" default:"8" desc:"min_position waits one user may hold at once in this api process; the next answers 429"`
 	StartupTimeout    time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for Postgres to answer before giving up"`
 	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL (shared configuration; the api does not publish itself: the worker's relay does)"`
 	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
@@ -60,6 +61,9 @@ func checkConfig(c *config) error {
 	if c.OutboxMaxBacklog < 0 {
 		return fmt.Errorf("EPOCH_OUTBOX_MAX_BACKLOG must not be negative, got %d", c.OutboxMaxBacklog)
 	}
+	if c.MaxWaitsPerUser < 1 {
+		return fmt.Errorf("EPOCH_MAX_WAITS_PER_USER must be at least 1, got %d", c.MaxWaitsPerUser)
+	}
 	if c.TokenCacheTTL < 0 {
 		return fmt.Errorf("EPOCH_TOKEN_CACHE_TTL must not be negative, got %s", c.TokenCacheTTL)
 	}
@@ -80,10 +84,12 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	// Background work (the backpressure gate, the janitor) has a small
-	// pool of its own: it never waits behind commands for a connection,
-	// and epoch_db_statements_total counts only what requests send.
-	background, err := database.Connect(ctx, cfg.DatabaseURL, 2, nil)
+	// Background work (the backpressure gate, the janitor, the listening
+	// connection and the min_position watchers' looks) has a small pool of
+	// its own: it never waits behind commands for a connection, a long
+	// janitor sweep leaves the watchers one, and epoch_db_statements_total
+	// counts only what requests send.
+	background, err := database.Connect(ctx, cfg.DatabaseURL, 4, nil)
 	if err != nil {
 		return err
 	}
@@ -109,16 +115,17 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		commands.HoldBackWith(gate)
 	}
 	handler, err := httpapi.New(httpapi.Config{
-		Pool:           pool,
-		Commands:       commands,
-		Logger:         logger,
-		Registry:       registry,
-		AdminToken:     cfg.AdminToken,
-		PricePerGBHour: cfg.PricePerGBHour,
-		Currency:       cfg.Currency,
-		DBTimeout:      cfg.DBTimeout,
-		TokenCacheTTL:  tokenCacheTTL(cfg.TokenCacheTTL),
-		Background:     background,
+		Pool:            pool,
+		Commands:        commands,
+		Logger:          logger,
+		Registry:        registry,
+		AdminToken:      cfg.AdminToken,
+		PricePerGBHour:  cfg.PricePerGBHour,
+		Currency:        cfg.Currency,
+		DBTimeout:       cfg.DBTimeout,
+		TokenCacheTTL:   tokenCacheTTL(cfg.TokenCacheTTL),
+		Background:      background,
+		MaxWaitsPerUser: cfg.MaxWaitsPerUser,
 	})
 	if err != nil {
 		return err

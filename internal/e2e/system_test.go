@@ -33,6 +33,7 @@ type system struct {
 	worker  *proc
 	rec     *recorder
 	http    *http.Client
+	apiEnv  map[string]string // what the api was started with, for another one
 }
 
 // newSystem starts a system; inline is EPOCH_INLINE_SUBSCRIBERS of its api.
@@ -56,6 +57,7 @@ func newSystem(t *testing.T, name, inline string) *system {
 	s.worker = startProc(t, "worker", name+"-worker", workerEnv)
 	s.worker.waitReady(t, 30*time.Second)
 	s.rec = newRecorder(t, amqpURL)
+	s.apiEnv = apiEnv
 	s.api = startProc(t, "api", name+"-api", apiEnv)
 	s.api.waitReady(t, 30*time.Second)
 	return s

@@ -286,12 +286,18 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request, user uuid.UUID) 
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	job, err := readmodel.GetJob(ctx, s.cfg.Pool, user, id)
+	preview, err := readmodel.ReadPreview(ctx, s.cfg.Pool, user, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	w.Header().Set(headerPosition, position(job.Position))
-	w.Header().Set("ETag", etag(job.Version))
-	writeJSON(w, http.StatusOK, job)
+	w.Header().Set(headerPosition, position(preview.Position()))
+	w.Header().Set("ETag", etag(preview.Version()))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	// Written as it is encoded: a full job's answer is a few MiB, and many
+	// callers may read one at once.
+	if err := preview.WriteJSON(w); err == nil {
+		_, _ = w.Write([]byte("\n"))
+	}
 }

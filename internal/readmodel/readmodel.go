@@ -4,11 +4,14 @@
 package readmodel
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -85,6 +88,76 @@ func ListFiles(ctx context.Context, db database.DBTX, owner uuid.UUID, cursor Cu
 // GetJob reads owner's job preview with its files in link order: two
 // statements, one round trip.
 func GetJob(ctx context.Context, db database.Sender, owner, id uuid.UUID) (Job, error) {
+	p, err := ReadPreview(ctx, db, owner, id)
+	if err != nil {
+		return Job{}, err
+	}
+	return previewFrom(p.row, p.files), nil
+}
+
+// Preview is a job preview as read, written out by WriteJSON straight from
+// its rows: a job of 10,000 files is a few MiB of rows, and building its
+// answer first (a Job, then its JSON) would hold that twice more for every
+// request reading it.
+type Preview struct {
+	row   *dbsqlc.JobGetRow
+	files []*dbsqlc.JobFileListRow
+}
+
+// Version is the job's version (its ETag).
+func (p *Preview) Version() int32 { return p.row.Version }
+
+// Position is the job's position (its Epoch-Position).
+func (p *Preview) Position() int64 { return p.row.Position }
+
+// WriteJSON writes the preview byte for byte as json.Marshal writes the
+// Job GetJob returns, one file at a time.
+func (p *Preview) WriteJSON(w io.Writer) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// value appends v as json.Marshal encodes it (Encode adds a newline).
+	value := func(v any) {
+		if err := enc.Encode(v); err == nil {
+			buf.Truncate(buf.Len() - 1)
+		}
+	}
+	flush := func() error {
+		_, err := w.Write(buf.Bytes())
+		buf.Reset()
+		return err
+	}
+	r := p.row
+	buf.WriteString(`{"id":`)
+	value(r.ID)
+	buf.WriteString(`,"name":`)
+	value(r.Name)
+	buf.WriteString(`,"version":`)
+	buf.WriteString(strconv.FormatInt(int64(r.Version), 10))
+	buf.WriteString(`,"files":[`)
+	for i, f := range p.files {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		value(JobFile{ID: f.FileID, Name: f.Name, SizeBytes: f.SizeBytes})
+		if buf.Len() >= 32<<10 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	buf.WriteString(`],"file_count":`)
+	buf.WriteString(strconv.FormatInt(r.FileCount, 10))
+	buf.WriteString(`,"total_bytes":`)
+	value(json.Number(r.TotalBytes))
+	buf.WriteString(`,"position":`)
+	buf.WriteString(strconv.FormatInt(r.Position, 10))
+	buf.WriteByte('}')
+	return flush()
+}
+
+// ReadPreview reads owner's job preview with its files in link order: two
+// statements, one round trip.
+func ReadPreview(ctx context.Context, db database.Sender, owner, id uuid.UUID) (*Preview, error) {
 	q := dbsqlc.New()
 	var row *dbsqlc.JobGetRow
 	var files []*dbsqlc.JobFileListRow
@@ -103,9 +176,9 @@ func GetJob(ctx context.Context, db database.Sender, owner, id uuid.UUID) (Job, 
 		},
 	)
 	if err != nil {
-		return Job{}, err
+		return nil, err
 	}
-	return previewFrom(row, files), nil
+	return &Preview{row: row, files: files}, nil
 }
 
 // previewFrom makes a job preview of its row and its files.
