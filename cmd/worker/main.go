@@ -26,7 +26,7 @@ type config struct {
 	RelayLanes             int           `envconfig:"RELAY_LANES" default:"2" desc:"publishing loops of the relay, each with its own RabbitMQ connection, working on disjoint partitions at once"`
 	RelayPartitionShare    float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
 	ConsumerPrefetch       int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
-	DeliveryLimit          int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of one message before its queue dead-letters it to catacloud.<name>.dead"`
+	DeliveryLimit          int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of a message whose event fails to apply before the worker keeps it as a dead letter (reason failed); also the queues' x-delivery-limit, past which RabbitMQ moves it to catacloud.<name>.dead"`
 	StartupTimeout         time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
 	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
 	Pprof                  bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`

@@ -101,9 +101,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			continue
 		}
 		c, err := consumer.New(pool, sub, consumer.Config{
-			URL:      cfg.AMQPURL,
-			Prefetch: cfg.ConsumerPrefetch,
-			Topology: topology,
+			URL:           cfg.AMQPURL,
+			Prefetch:      cfg.ConsumerPrefetch,
+			DeliveryLimit: cfg.DeliveryLimit,
+			Topology:      topology,
 		}, logger, registry)
 		if err != nil {
 			return err

@@ -1,10 +1,16 @@
 // Package consumer feeds a remote subscriber from its RabbitMQ queue
-// (catacloud.<name>): it takes deliveries in batches, applies each batch in
-// one Postgres transaction through dispatch.DeliverCount (inbox rows make a
-// redelivery a no-op), and acks only after the commit. Poison messages go to
-// the dead-letter queue, alone; the rest keep flowing. It reconnects after
-// the broker goes away and waits out Postgres outages without spending the
-// messages' delivery counts.
+// (catacloud.<name>): it takes deliveries in batches and acks each batch
+// only after its Postgres transaction committed. A delivery is only a
+// notice: in that transaction the stored events the batch names are looked
+// up (by message id and the body's position, one statement) and applied as
+// the event store holds them, through dispatch.DeliverCount (inbox rows make
+// a redelivery a no-op), never as the body says. A message that names no
+// stored event, differs from it or does not decode changes nothing, claims
+// no inbox row and is kept at once in dead_letters with its reason; a
+// genuine event that fails to apply is requeued, alone, and kept there on
+// its last delivery. The rest keep flowing. It reconnects after the broker
+// goes away and waits out Postgres outages without spending the messages'
+// delivery counts.
 package consumer
 
 import (
@@ -15,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -26,7 +33,6 @@ import (
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/eventstore"
-	"github.com/catacloud/epoch/internal/outbox"
 )
 
 // Config tunes a consumer. Zero fields take the defaults documented on them.
@@ -51,6 +57,11 @@ type Config struct {
 	// TxTimeout bounds one batch's transaction (default 30s). A batch in
 	// hand at shutdown is given this long to commit and be acked.
 	TxTimeout time.Duration
+	// DeliveryLimit is the delivery on which a message whose event fails
+	// to apply is kept as a dead letter (default
+	// broker.DefaultDeliveryLimit): the queue's own delivery limit, so the
+	// consumer keeps it before the broker would drop or move it.
+	DeliveryLimit int
 	// Topology, when set, runs on every new channel before consuming (for
 	// example broker.DeclareTopology), so a broker that lost its
 	// definitions gets them back.
@@ -82,8 +93,12 @@ func (c *Config) setDefaults() error {
 	if c.TxTimeout == 0 {
 		c.TxTimeout = 30 * time.Second
 	}
+	if c.DeliveryLimit == 0 {
+		c.DeliveryLimit = broker.DefaultDeliveryLimit
+	}
 	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch || c.BatchIdle < 0 ||
-		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 {
+		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 ||
+		c.DeliveryLimit < 1 {
 		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, backoff %s..%s)",
 			c.Prefetch, c.BatchSize, c.MinBackoff, c.MaxBackoff)
 	}
@@ -247,29 +262,13 @@ func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery)
 // while Postgres was away): the caller closes the connection, and the
 // unsettled deliveries go back to the queue.
 func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery) error {
-	events := make([]eventstore.Event, 0, len(batch))
-	good := make([]amqp.Delivery, 0, len(batch))
-	for _, d := range batch {
-		e, err := outbox.DecodeMessage(d.Body)
-		if err != nil {
-			// Nothing can ever apply this body: straight to the dead
-			// letters, without spending 20 deliveries on it.
-			c.logger.Error("undecodable message, dead-lettering", "message_id", d.MessageId, "error", err)
-			if err := d.Reject(false); err != nil {
-				return fmt.Errorf("reject: %w", err)
-			}
-			c.metrics.deadLettered.WithLabelValues("undecodable").Inc()
-			continue
-		}
-		events = append(events, e)
-		good = append(good, d)
+	notices := make([]notice, len(batch))
+	for i, d := range batch {
+		notices[i] = readNotice(d)
 	}
-	if len(good) == 0 {
-		return nil
-	}
-	err := c.apply(ctx, events)
+	err := c.apply(ctx, notices)
 	if err == nil {
-		if err := good[len(good)-1].Ack(true); err != nil {
+		if err := batch[len(batch)-1].Ack(true); err != nil {
 			// Committed but not acked: the redelivery is an inbox no-op.
 			return fmt.Errorf("ack: %w", err)
 		}
@@ -278,13 +277,15 @@ func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery) error {
 	if ctx.Err() != nil {
 		return err
 	}
-	if len(good) > 1 {
-		c.logger.Warn("batch failed, retrying its messages one by one", "messages", len(good), "error", err)
+	if len(batch) > 1 {
+		c.logger.Warn("batch failed, retrying its messages one by one", "messages", len(batch), "error", err)
 	}
 	// Isolate the bad message(s): each alone in its own transaction.
-	for i, d := range good {
-		if len(good) > 1 {
-			err = c.apply(ctx, events[i:i+1])
+	for i, d := range batch {
+		n := notices[i : i+1]
+		if len(batch) > 1 {
+			n[0] = readNotice(d)
+			err = c.apply(ctx, n)
 		}
 		if err == nil {
 			if err := d.Ack(false); err != nil {
@@ -295,35 +296,74 @@ func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery) error {
 		if ctx.Err() != nil {
 			return err
 		}
-		// Handling failed for this message itself. Requeue it: the queue's
-		// delivery limit dead-letters it once it has failed enough times,
-		// which also covers a failure that was not deterministic after all.
-		c.logger.Error("message failed, requeueing (dead-lettered at the delivery limit)",
-			"message_id", d.MessageId, "event_type", events[i].Type, "stream_id", events[i].StreamID,
-			"outbox_position", events[i].Position, "error", err)
-		if err := d.Nack(false, true); err != nil {
-			return fmt.Errorf("nack: %w", err)
+		if err := c.failed(ctx, n, err); err != nil {
+			return err
 		}
-		c.metrics.deadLettered.WithLabelValues("failed").Inc()
 	}
 	return nil
 }
 
-// apply runs one transaction for events and retries it while Postgres is
+// failed settles a delivery whose event failed to apply alone: requeued
+// while it has deliveries left, since a failure may not be deterministic
+// after all; on its last one, kept as a dead letter (reason failed) and
+// acked, so it is counted once and the broker never drops it.
+func (c *Consumer) failed(ctx context.Context, n []notice, cause error) error {
+	d := n[0].d
+	if deliveryCount(d)+1 < c.cfg.DeliveryLimit {
+		c.logger.Error("message failed, requeueing", "message_id", d.MessageId, "deliveries", deliveryCount(d)+1,
+			"delivery_limit", c.cfg.DeliveryLimit, "error", cause)
+		if err := d.Nack(false, true); err != nil {
+			return fmt.Errorf("nack: %w", err)
+		}
+		return nil
+	}
+	c.logger.Error("message failed on its last delivery, dead-lettering", "message_id", d.MessageId,
+		"deliveries", deliveryCount(d)+1, "error", cause)
+	n[0].reason = ReasonFailed
+	if err := c.apply(ctx, n); err != nil {
+		// Not kept: back to the queue, whose own limit dead-letters it.
+		if err := d.Nack(false, true); err != nil {
+			return fmt.Errorf("nack: %w", err)
+		}
+		return nil
+	}
+	if err := d.Ack(false); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}
+
+// deliveryCount is how many times the broker delivered d before (a quorum
+// queue's x-delivery-count).
+func deliveryCount(d amqp.Delivery) int {
+	switch v := d.Headers["x-delivery-count"].(type) {
+	case int64:
+		return int(v)
+	case int32:
+		return int(v)
+	case int:
+		return v
+	}
+	return 0
+}
+
+// apply runs one transaction for notices and retries it while Postgres is
 // unreachable (or on a deadlock or serialization failure): the messages
 // stay unacked meanwhile, so an outage spends none of their delivery
 // counts. It returns the error of a transaction that failed for another
 // reason, or ctx's error when shutdown came first.
-func (c *Consumer) apply(ctx context.Context, events []eventstore.Event) error {
+func (c *Consumer) apply(ctx context.Context, notices []notice) error {
 	backoff := c.cfg.MinBackoff
 	transient := 0
 	for {
-		fresh, err := c.applyOnce(ctx, events)
+		res, err := c.applyOnce(ctx, notices)
 		if err == nil {
-			relevant := len(dispatch.Filter(c.sub, events))
-			c.metrics.processed.Add(float64(fresh))
-			c.metrics.duplicates.Add(float64(relevant - fresh))
-			c.observe(ctx, events)
+			c.metrics.processed.Add(float64(res.fresh))
+			c.metrics.duplicates.Add(float64(res.relevant - res.fresh))
+			for _, reason := range res.dead {
+				c.metrics.deadLettered.WithLabelValues(reason).Inc()
+			}
+			c.observe(ctx, res.top)
 			return nil
 		}
 		retry := database.IsUnavailable(err)
@@ -334,7 +374,7 @@ func (c *Consumer) apply(ctx context.Context, events []eventstore.Event) error {
 		if !retry {
 			return err
 		}
-		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(events), "error", err, "backoff", backoff)
+		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", backoff)
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}
@@ -342,33 +382,64 @@ func (c *Consumer) apply(ctx context.Context, events []eventstore.Event) error {
 	}
 }
 
-// applyOnce is one transaction. It is not cut short by shutdown: a batch in
-// hand either commits (and is acked) or fails within TxTimeout.
-func (c *Consumer) applyOnce(ctx context.Context, events []eventstore.Event) (int, error) {
+// batchResult is what one batch's transaction did.
+type batchResult struct {
+	relevant, fresh int      // stored events of the subscriber's types; those new to it
+	dead            []string // reasons of the dead letters kept for the first time
+	top             int64    // highest position verified
+}
+
+// applyOnce is one transaction: the stored events the notices name are
+// looked up (one statement) and compared with the bodies; the verified ones
+// are applied as stored, the others kept as dead letters, with no inbox row.
+// It is not cut short by shutdown: a batch in hand either commits (and is
+// acked) or fails within TxTimeout.
+func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult, error) {
 	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.TxTimeout)
 	defer cancel()
-	var fresh int
+	var res batchResult
 	began := time.Now()
 	err := database.InTx(txCtx, c.pool, func(tx pgx.Tx) error {
-		var err error
-		fresh, err = dispatch.DeliverCount(txCtx, tx, c.sub, events)
-		if err != nil || fresh == 0 {
+		res = batchResult{}
+		for i := range notices {
+			if notices[i].reason != ReasonFailed {
+				notices[i].reason, notices[i].stored = "", eventstore.Event{}
+				if notices[i].claimed.ID == uuid.Nil {
+					notices[i].reason = ReasonMalformed
+				}
+			}
+		}
+		if err := verifyAll(txCtx, tx, notices); err != nil {
 			return err
+		}
+		events := make([]eventstore.Event, 0, len(notices))
+		for _, n := range notices {
+			if n.reason == "" {
+				events = append(events, n.stored)
+				res.top = max(res.top, n.stored.Position)
+			}
+		}
+		res.relevant = len(dispatch.Filter(c.sub, events))
+		var err error
+		if res.fresh, err = dispatch.DeliverCount(txCtx, tx, c.sub, events); err != nil {
+			return err
+		}
+		if res.dead, err = recordDead(txCtx, tx, c.sub.Name(), notices); err != nil {
+			return err
+		}
+		if res.fresh == 0 {
+			return nil
 		}
 		return dispatch.Announce(txCtx, tx, c.sub.Name())
 	})
 	if err == nil {
 		c.metrics.batch.Observe(time.Since(began).Seconds())
 	}
-	return fresh, err
+	return res, err
 }
 
 // observe updates the position and lag gauges after a batch committed.
-func (c *Consumer) observe(ctx context.Context, events []eventstore.Event) {
-	var top int64
-	for _, e := range events {
-		top = max(top, e.Position)
-	}
+func (c *Consumer) observe(ctx context.Context, top int64) {
 	for {
 		cur := c.applied.Load()
 		if top <= cur || c.applied.CompareAndSwap(cur, top) {

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -71,6 +72,9 @@ func subscriptions() []broker.Subscription {
 func (e *env) run(t *testing.T, pool *pgxpool.Pool, sub dispatch.Subscriber, cfg consumer.Config) (stop func()) {
 	t.Helper()
 	cfg.URL = e.amqp
+	if cfg.DeliveryLimit == 0 {
+		cfg.DeliveryLimit = 3 // setup's topology
+	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff, cfg.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	}
@@ -261,14 +265,18 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 	owner := uuid.New()
 	evs := e.history(t, owner, 30)
 
-	// Not a message body at all: rejected straight to the dead letters.
+	// Not a message body at all: kept as a dead letter on its first
+	// delivery, without spending its delivery counts.
 	e.publishRaw(t, domain.FileUploaded, amqp.Publishing{MessageId: "garbage", Body: []byte("not json"), DeliveryMode: amqp.Persistent})
-	// A well-formed message whose event the subscriber cannot apply: it
-	// fails in its batch, alone on retry, and is requeued until the
-	// delivery limit (3) dead-letters it.
+	// A stored event the subscriber cannot apply: it fails in its batch,
+	// alone on retry, is requeued, and is kept on its last delivery (3).
 	bad, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, json.RawMessage(`{"owner_id":42}`), t0)
 	require.NoError(t, err)
-	bad.Position = evs[len(evs)-1].Position // any position: it is never applied
+	stored := []eventstore.Event{bad}
+	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx pgx.Tx) error {
+		return eventstore.Append(context.Background(), tx, stored)
+	}))
+	bad = stored[0]
 	e.publish(t, evs[:10]...)
 	e.publish(t, bad)
 	e.publish(t, evs[10:]...)
@@ -278,13 +286,17 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 	e.requireUsage(t, owner, 30, 20*time.Second)
 
 	for _, name := range []string{storage.Name, billing.Name} {
-		var dead []string
 		require.EventuallyWithT(t, func(c *assertT) {
-			dead = append(dead, e.deadLetters(t, name)...)
-			require.ElementsMatch(c, []string{"garbage", bad.ID.String()}, dead)
+			require.Equal(c, map[string]string{"garbage": consumer.ReasonMalformed, bad.ID.String(): consumer.ReasonFailed},
+				e.keptDeadLetters(t, name))
 		}, 20*time.Second, 50*time.Millisecond, name)
-		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, "undecodable"))
-		require.GreaterOrEqual(t, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, "failed"), 3.0)
+		// Each counted once: the failing one's requeues are not dead letters.
+		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonMalformed))
+		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonFailed))
+		require.Empty(t, e.deadLetters(t, name), "nothing reached the broker's dead-letter queue")
+		var deaths int
+		require.NoError(t, e.pool.QueryRow(context.Background(), "SELECT deaths FROM dead_letters WHERE subscriber = $1 AND event_id = 'garbage'", name).Scan(&deaths))
+		require.Equal(t, 1, deaths)
 	}
 
 	// The queue keeps flowing after the poison.
@@ -294,6 +306,103 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 		st, err := storage.Read(context.Background(), e.pool, ownerOf(t, more[0]))
 		return err == nil && st.Position == more[len(more)-1].Position
 	}, 10*time.Second, 20*time.Millisecond)
+}
+
+// keptDeadLetters is the subscriber's dead letters: event_id → reason.
+func (e *env) keptDeadLetters(t testing.TB, subscriber string) map[string]string {
+	t.Helper()
+	rows, err := e.pool.Query(context.Background(), "SELECT event_id, reason FROM dead_letters WHERE subscriber = $1", subscriber)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for rows.Next() {
+		var id, reason string
+		require.NoError(t, rows.Scan(&id, &reason))
+		out[id] = reason
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// Forged (no stored event has its id), altered (a stored event's id with
+// other data) and early (the id a stream's next event will have, sent
+// before that event exists) messages, published straight to the exchange,
+// change nothing and claim no inbox row; the real events still apply, and
+// each forgery is kept with its reason.
+func TestConsumerAppliesOnlyStoredEvents(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	owner := uuid.New()
+	evs := e.history(t, owner, 30)
+	kept := evs[len(evs)-1] // the last upload (file 29), which history does not delete
+	require.Equal(t, domain.FileUploaded, kept.Type)
+
+	forged, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded,
+		domain.FileUploadedData{OwnerID: owner, Name: "free money", SizeBytes: 1 << 60, ContentType: "x/y"}, t0)
+	require.NoError(t, err)
+	forged.Position = evs[len(evs)-1].Position + 1000
+	altered := evs[2] // file 1's upload: claim it is 2^60 bytes
+	require.Equal(t, domain.FileUploaded, altered.Type)
+	altered.Data = json.RawMessage(fmt.Sprintf(`{"owner_id":%q,"name":"f1","size_bytes":%d,"content_type":"text/plain"}`, owner, int64(1)<<60))
+	// The delete of kept: its id is derivable, its position a guess.
+	early, err := eventstore.New(domain.StreamFile, kept.StreamID, 2, domain.FileDeleted, domain.FileDeletedData{OwnerID: owner}, t0)
+	require.NoError(t, err)
+	early.Position = evs[len(evs)-1].Position + 1
+	// A stored event's id at another stored event's position.
+	misplaced := evs[3]
+	misplaced.Position = evs[4].Position
+
+	e.publish(t, forged, altered, early, misplaced)
+	e.publish(t, evs...)
+	e.run(t, e.pool, storage.Subscriber{}, consumer.Config{})
+	e.run(t, e.pool, billing.Subscriber{}, consumer.Config{})
+	e.requireUsage(t, owner, 30, 20*time.Second)
+
+	want := map[string]string{
+		forged.ID.String():    consumer.ReasonUnknownEvent,
+		altered.ID.String():   consumer.ReasonMismatch,
+		early.ID.String():     consumer.ReasonUnknownEvent,
+		misplaced.ID.String(): consumer.ReasonUnknownEvent,
+	}
+	for _, name := range []string{storage.Name, billing.Name} {
+		require.EventuallyWithT(t, func(c *assertT) {
+			require.Equal(c, want, e.keptDeadLetters(t, name))
+		}, 20*time.Second, 50*time.Millisecond, name)
+		var claimed int
+		require.NoError(t, e.pool.QueryRow(context.Background(),
+			"SELECT count(*) FROM inbox WHERE subscriber = $1 AND event_id = ANY($2)", name,
+			[]uuid.UUID{forged.ID, early.ID}).Scan(&claimed))
+		require.Zero(t, claimed, "a forgery claimed an inbox row")
+		require.Equal(t, 3.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonUnknownEvent))
+		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonMismatch))
+	}
+
+	// The real delete, appended after its forgery died, still applies.
+	realDelete, err := eventstore.New(domain.StreamFile, kept.StreamID, 2, domain.FileDeleted, domain.FileDeletedData{OwnerID: owner}, t0.Add(30*time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, early.ID, realDelete.ID)
+	appended := []eventstore.Event{realDelete}
+	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx pgx.Tx) error {
+		return eventstore.Append(context.Background(), tx, appended)
+	}))
+	realDelete = appended[0]
+	e.publish(t, realDelete)
+	size := int64(0)
+	var data domain.FileUploadedData
+	require.NoError(t, json.Unmarshal(kept.Data, &data))
+	size = data.SizeBytes
+	count, bytes, _ := expected(30)
+	require.Eventually(t, func() bool {
+		st, err := storage.Read(context.Background(), e.pool, owner)
+		return err == nil && st.FileCount == count-1 && st.Bytes.String() == strconv.FormatInt(bytes-size, 10)
+	}, 10*time.Second, 20*time.Millisecond, "the real delete did not apply")
+	// A forgery that arrives again adds a death, not a dead letter.
+	e.publish(t, forged)
+	require.Eventually(t, func() bool {
+		var deaths int
+		err := e.pool.QueryRow(context.Background(), "SELECT deaths FROM dead_letters WHERE subscriber = $1 AND event_id = $2", storage.Name, forged.ID.String()).Scan(&deaths)
+		return err == nil && deaths == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 3.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", storage.Name, consumer.ReasonUnknownEvent))
 }
 
 func TestConsumerReconnectsAfterConnectionsClose(t *testing.T) {

@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, subscriber string) (*metrics, error) 
 	}
 	dead, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "epoch_consumer_dead_lettered_total",
-		Help: "Messages rejected to the dead-letter queue (reason=undecodable), or nacked after failing alone, to be dead-lettered at the delivery limit (reason=failed).",
+		Help: "Dead letters kept in dead_letters, each counted once however often its message arrives: by reason (unknown_event, mismatch, malformed, failed).",
 	}, []string{"subscriber", "reason"}))
 	if err != nil {
 		return nil, err

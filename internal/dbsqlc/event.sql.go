@@ -128,3 +128,40 @@ func (q *Queries) EventMaxPosition(ctx context.Context, db DBTX) (int64, error) 
 	err := row.Scan(&column_1)
 	return column_1, err
 }
+
+const eventsAtPositions = `-- name: EventsAtPositions :many
+SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
+FROM events
+WHERE position = ANY($1::bigint[])
+`
+
+// The stored events at the given positions (the primary key), for checking
+// a batch of deliveries against the event store in one statement.
+func (q *Queries) EventsAtPositions(ctx context.Context, db DBTX, positions []int64) ([]*Event, error) {
+	rows, err := db.Query(ctx, eventsAtPositions, positions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*Event{}
+	for rows.Next() {
+		var i Event
+		if err := rows.Scan(
+			&i.Position,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
