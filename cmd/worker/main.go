@@ -1,7 +1,8 @@
 // Command worker runs Epoch's background roles: the outbox relay, which
 // publishes committed events to RabbitMQ, and the remote subscribers
 // (storage, billing), each consuming its own queue. It declares the
-// RabbitMQ topology first, serves /healthz, /readyz and /metrics, and stops
+// RabbitMQ topology first (unless EPOCH_DECLARE_TOPOLOGY says another user
+// does), serves /healthz, /readyz and /metrics, and stops
 // gracefully on SIGTERM or SIGINT: unconfirmed outbox rows stay, unacked
 // deliveries go back to their queues.
 package main
@@ -27,6 +28,7 @@ type config struct {
 	RelayPartitionShare    float64       `envconfig:"RELAY_PARTITION_SHARE" default:"0.5" desc:"most a relay takes of the outbox partitions with rows per cycle, in (0,1], so several relays split the work"`
 	ConsumerPrefetch       int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
 	DeliveryLimit          int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of a message whose event fails to apply before the worker keeps it as a dead letter (reason failed); also the queues' x-delivery-limit, past which RabbitMQ moves it to catacloud.<name>.dead"`
+	DeclareTopology        string        `envconfig:"DECLARE_TOPOLOGY" default:"true" desc:"true: declare the RabbitMQ topology (exchange, queues, bindings) at start and on every subscriber reconnect, which needs configure rights; false: leave it to whoever declared it (a worker whose user may only publish or consume); only: declare it and exit, without Postgres or roles (a one-shot run as the topology's user)"`
 	StartupTimeout         time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
 	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
 	Pprof                  bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`
@@ -41,6 +43,13 @@ const (
 )
 
 var knownRoles = []string{roleRelay, roleStorage, roleBilling}
+
+// Values of EPOCH_DECLARE_TOPOLOGY.
+const (
+	declareAtStart = "true"
+	declareNever   = "false"
+	declareOnly    = "only"
+)
 
 func main() {
 	process.Main("worker", "worker relays Epoch's outbox to RabbitMQ and runs the remote subscribers.", (*config).validate, run)
@@ -60,6 +69,9 @@ func (c *config) validate() error {
 	}
 	if c.RelayLanes < 1 || c.RelayLanes > 16 {
 		return fmt.Errorf("EPOCH_RELAY_LANES must be 1..16, got %d", c.RelayLanes)
+	}
+	if !slices.Contains([]string{declareAtStart, declareNever, declareOnly}, c.DeclareTopology) {
+		return fmt.Errorf("EPOCH_DECLARE_TOPOLOGY must be true, false or only, got %q", c.DeclareTopology)
 	}
 	if c.DeliveryLimit <= 0 {
 		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)

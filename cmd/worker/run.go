@@ -43,15 +43,6 @@ type role struct {
 }
 
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns, nil)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
 	subscriptions := make([]broker.Subscription, len(remoteSubscribers))
 	for i, s := range remoteSubscribers {
 		subscriptions[i] = broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()}
@@ -63,9 +54,32 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		}
 		return broker.DeclareUnsubscribed(ch, subscriptions, allTypes)
 	}
-	if err := declareWhenReady(ctx, cfg.AMQPURL, topology, cfg.StartupTimeout, logger); err != nil {
+	switch cfg.DeclareTopology {
+	case declareOnly:
+		if err := declareWhenReady(ctx, cfg.AMQPURL, topology, cfg.StartupTimeout, logger); err != nil {
+			return err
+		}
+		logger.Info("topology declared")
+		return nil
+	case declareAtStart:
+		if err := declareWhenReady(ctx, cfg.AMQPURL, topology, cfg.StartupTimeout, logger); err != nil {
+			return err
+		}
+	case declareNever:
+		// The roles' users may lack the configure right a declare needs;
+		// a missing queue shows as a failed consume or unroutable
+		// publishes, which /readyz and the relay's metrics report.
+		topology = nil
+	}
+
+	pool, err := database.Connect(ctx, cfg.DatabaseURL, cfg.DBMaxConns, nil)
+	if err != nil {
 		return err
 	}
+	defer pool.Close()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var roles []role
 	ready := []func() error{func() error { return ping(ctx, pool) }}

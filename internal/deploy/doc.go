@@ -1,5 +1,7 @@
 // Package deploy has no code of its own: its tests check the deployment
-// files at the repository root (docker-compose.yml, Dockerfile) against the
-// binaries, ports and settings they name, so that those files, which no
-// test here can run without a Docker engine, cannot silently rot.
+// files (docker-compose.yml, Dockerfile, deploy/) against the binaries,
+// ports, settings and metrics they name, so that those files, which no test
+// here can run without a Docker engine, cannot silently rot. The RabbitMQ
+// users' rights are the exception: they are tried on a vhost of the real
+// broker.
 package deploy

@@ -132,3 +132,51 @@ func WaitAMQP(ctx context.Context, amqpURL string, d time.Duration) error {
 		}
 	}
 }
+
+// User is a RabbitMQ user as a definitions file holds it: a password hash
+// (never the password) and tags such as "administrator".
+type User struct {
+	Name             string   `json:"name"`
+	PasswordHash     string   `json:"password_hash"`
+	HashingAlgorithm string   `json:"hashing_algorithm"`
+	Tags             []string `json:"tags"`
+}
+
+// Permissions are one user's rights on one vhost: regular expressions of
+// the resource names it may configure, write to and read from.
+type Permissions struct {
+	User      string `json:"user"`
+	Vhost     string `json:"vhost"`
+	Configure string `json:"configure"`
+	Write     string `json:"write"`
+	Read      string `json:"read"`
+}
+
+// PutUser creates (or replaces) u.
+func (c *Client) PutUser(ctx context.Context, u User) error {
+	tags := u.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	body, err := json.Marshal(map[string]any{
+		"password_hash": u.PasswordHash, "hashing_algorithm": u.HashingAlgorithm, "tags": tags,
+	})
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, http.MethodPut, "/api/users/"+url.PathEscape(u.Name), body, nil)
+}
+
+// DeleteUser deletes user name, with its permissions.
+func (c *Client) DeleteUser(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/users/"+url.PathEscape(name), nil, nil)
+}
+
+// PutPermissions sets p.User's rights on p.Vhost.
+func (c *Client) PutPermissions(ctx context.Context, p Permissions) error {
+	body, err := json.Marshal(map[string]string{"configure": p.Configure, "write": p.Write, "read": p.Read})
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(p.Vhost)+"/"+url.PathEscape(p.User), body, nil)
+}
