@@ -85,11 +85,11 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 	// Background work (the backpressure gate, the janitor, the listening
-	// connection and the min_position watchers' looks) has a small pool of
-	// its own: it never waits behind commands for a connection, a long
+	// connection, the min_position watchers' looks and the operations) has
+	// a small pool of its own: it never waits behind commands for a connection, a long
 	// janitor sweep leaves the watchers one, and epoch_db_statements_total
 	// counts only what requests send.
-	background, err := database.Connect(ctx, cfg.DatabaseURL, 4, nil)
+	background, err := database.Connect(ctx, cfg.DatabaseURL, 6, nil)
 	if err != nil {
 		return err
 	}
@@ -126,6 +126,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		TokenCacheTTL:   tokenCacheTTL(cfg.TokenCacheTTL),
 		Background:      background,
 		MaxWaitsPerUser: cfg.MaxWaitsPerUser,
+		Movable:         movable,
 	})
 	if err != nil {
 		return err

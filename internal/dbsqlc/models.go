@@ -99,6 +99,19 @@ type JobFile struct {
 	LinkedPosition int64
 }
 
+type Operation struct {
+	ID            uuid.UUID
+	Kind          string
+	Target        string
+	State         string
+	EventsApplied int64
+	Differences   int64
+	Error         pgtype.Text
+	LockKey       int64
+	StartedAt     time.Time
+	FinishedAt    *time.Time
+}
+
 type Outbox struct {
 	Position      int64
 	Partition     int16

@@ -4,4 +4,6 @@ package httpapi
 // call takes the admin token (s.admin).
 func (s *server) adminRoutes() {
 	s.handle("POST /v1/admin/users/{id}/token", s.admin(s.rotateToken))
+	s.handle("POST /v1/admin/subscribers/{name}/redrive", s.admin(s.redrive))
+	s.handle("GET /v1/admin/operations/{id}", s.admin(s.getOperation))
 }

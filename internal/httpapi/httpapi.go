@@ -30,6 +30,7 @@ import (
 	"github.com/catacloud/epoch/internal/catchup"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/operations"
 	"github.com/catacloud/epoch/internal/pglisten"
 	"github.com/catacloud/epoch/internal/storage"
 )
@@ -68,6 +69,9 @@ type Config struct {
 	// once in this process (429 past it). Zero:
 	// catchup.DefaultMaxWaitsPerOwner.
 	MaxWaitsPerUser int
+	// Movable are the subscribers the operations API acts on (redrive,
+	// dead letters), by name. Nil: storage and billing.
+	Movable []dispatch.Subscriber
 }
 
 // Defaults applied by New.
@@ -91,6 +95,10 @@ type server struct {
 	price    billing.Price
 	tokens   *tokenCache
 	watchers map[string]*catchup.Watcher // by subscriber
+	ops      *operations.Runner
+	// life ends when Run's context does: operations run until then.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // Server is the API handler. Run must run beside it: it keeps the token
@@ -134,8 +142,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Background == nil {
 		cfg.Background = cfg.Pool
 	}
+	if cfg.Movable == nil {
+		cfg.Movable = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+	}
 	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price,
-		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}}
+		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{},
+		ops: operations.NewRunner(cfg.Background, cfg.Logger)}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	// Until Run hears the rotation channel, no cached token is trusted.
 	s.tokens.setLive(false)
 	err = cfg.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -150,7 +163,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
-	for _, name := range []string{storage.Name, billing.Name} {
+	for _, sub := range cfg.Movable {
+		name := sub.Name()
 		s.watchers[name] = catchup.NewWatcher(cfg.Background, name,
 			catchup.WatcherConfig{MaxWaitsPerOwner: cfg.MaxWaitsPerUser}, cfg.Logger)
 		w := s.watchers[name]
@@ -196,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 // watcher answers its waits. When ctx ends, the waits still waiting end at
 // once (503), so a shutdown does not sit out their timeouts.
 func (s *Server) Run(ctx context.Context) error {
+	defer s.endLife()
 	var wg sync.WaitGroup
 	for _, w := range s.watchers {
 		wg.Add(1)
