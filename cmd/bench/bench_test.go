@@ -50,7 +50,7 @@ func TestQuick(t *testing.T) {
 		}
 	}
 	require.NoError(t, err)
-	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"} {
+	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"} {
 		require.True(t, seen[fig], "no %s line", fig)
 	}
 	b, err := os.ReadFile(md)
@@ -162,8 +162,8 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	var out bytes.Buffer
-	err := run(context.Background(), log, &out, options{only: "B1,B10"})
-	require.ErrorContains(t, err, `"B10" is not a figure`)
+	err := run(context.Background(), log, &out, options{only: "B1,B11"})
+	require.ErrorContains(t, err, `"B11" is not a figure`)
 	err = run(context.Background(), log, &out, options{only: "B1", write: filepath.Join(t.TempDir(), "missing", "BENCHMARKS.md")})
 	require.ErrorContains(t, err, "no directory")
 	require.Empty(t, out.String(), "no figure ran")
@@ -176,7 +176,10 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	require.Equal(t, map[string]bool{"B2": true, "B8": true}, want)
 	want, err = figuresWanted("")
 	require.NoError(t, err)
-	require.Len(t, want, 9)
+	require.Len(t, want, 10)
+	want, err = figuresWanted("b10")
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"B10": true}, want)
 }
 
 // The table writes a value of seven digits or more as a plain number, as

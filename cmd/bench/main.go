@@ -3,7 +3,8 @@
 // RabbitMQ vhost, drives them over HTTP and AMQP, and measures each figure
 // of issue 4 (B1–B8) beside a ceiling taken in the same run: the same work
 // done without the system (raw SQL through pgx, raw amqp091-go); B9 bounds
-// the preview of a job at domain.MaxJobFiles files. It prints
+// the preview of a job at domain.MaxJobFiles files, and B10 checks that
+// min_position waits do not slow other users' reads. It prints
 // one JSON line per figure on stdout and, with -write, rewrites
 // BENCHMARKS.md. -quick uses tiny sizes: the test suite runs it so the tool
 // cannot rot.
@@ -45,6 +46,9 @@ type sizes struct {
 	b7Duration  time.Duration
 	b9Files     int           // files in B9's full job
 	b9Rounds    int           // rounds of concurrent GETs of it
+	b10Waits    int           // min_position waits B10 holds
+	b10Duration time.Duration // each of B10's read windows
+	b10StatsLag time.Duration // quiet before B10 counts transactions
 	drainBudget time.Duration // most a backlog may take to drain
 }
 
@@ -53,6 +57,7 @@ var fullSizes = sizes{
 	b2Events: 100000, b3Rate: 500, b3Duration: 20 * time.Second, rttCount: 300,
 	b4Pairs: 10000, b6Files: 1000, b6Runs: 11, b7Duration: 60 * time.Second,
 	b9Files: domain.MaxJobFiles, b9Rounds: 5,
+	b10Waits: 500, b10Duration: 3 * time.Second, b10StatsLag: 11 * time.Second,
 	drainBudget: 10 * time.Minute,
 }
 
@@ -61,6 +66,7 @@ var quickSizes = sizes{
 	b2Events: 2000, b3Rate: 200, b3Duration: 2 * time.Second, rttCount: 30,
 	b4Pairs: 100, b6Files: 50, b6Runs: 3, b7Duration: 3 * time.Second,
 	b9Files: 500, b9Rounds: 2,
+	b10Waits: 30, b10Duration: time.Second, b10StatsLag: time.Second,
 	drainBudget: 2 * time.Minute,
 }
 
@@ -123,7 +129,8 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		}
 	}()
 	// The order matters: B2 leaves its backlog in the subscriber queues for
-	// B8 to drain, and B3 and B7 need both empty before they start.
+	// B8 to drain, B3 and B7 need both empty before they start, and B10
+	// needs no storage subscriber running yet (no worker has started).
 	phases := []struct {
 		fig string
 		fn  func(context.Context) error
@@ -131,6 +138,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		{"B1", b.b1},
 		{"B6", b.b6},
 		{"B9", b.b9},
+		{"B10", b.b10},
 		{"B4", b.b4},
 		{"B2", b.b2},
 		{"B8", b.b8},
@@ -235,7 +243,7 @@ func settle(ctx context.Context, e *env) error {
 // B5 is measured during B1 and B2, and B8 drains what B2 leaves, so naming
 // either runs what it needs. A name that is no figure is refused.
 func figuresWanted(only string) (map[string]bool, error) {
-	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"}
+	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"}
 	want := map[string]bool{}
 	if strings.TrimSpace(only) == "" {
 		for _, f := range all {
@@ -246,7 +254,7 @@ func figuresWanted(only string) (map[string]bool, error) {
 	for _, f := range strings.Split(only, ",") {
 		f = strings.ToUpper(strings.TrimSpace(f))
 		if !slices.Contains(all, f) {
-			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B9)", f)
+			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B10)", f)
 		}
 		want[f] = true
 	}

@@ -48,6 +48,20 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   peak RSS (VmHWM, reset first) over rounds of 16 such GETs at once, each
   reading its whole body (target < 100 MiB), with the GETs' p50/p99
   latency in the detail. No ceiling. Alone: ` + "`go run ./cmd/bench -only B9`" + `.
+- **B10 waits do not slow others** — with no storage subscriber running,
+  63 users who each uploaded one file hold 8 GET /v1/storage?min_position=
+  waits each (catchup.DefaultMaxWaitsPerOwner; 504 waits, each restarted
+  as soon as it answers 504 after httpapi.DefaultCatchUpTimeout, 5 s),
+  and with 500 or more in flight (epoch_api_catchup_waits) another user
+  reads its job and its file list in turn from 4 closed-loop clients for
+  3 s: that p99 against the same reads with no waits just before
+  (**ceiling**). Target: ratio ≤ 2. The detail gives both p50s, the waits
+  in flight (sampled), the 504s and 429s seen (no 429 at 8 per user), the
+  bench database's transactions per second (pg_stat_database xact_commit)
+  over one timeout with only the waits running and, for as long, with the
+  api idle, and the api's request statements per second then
+  (epoch_db_statements_total: the waits' first looks). Alone:
+  ` + "`go run ./cmd/bench -only B10`" + `.
 - **Every figure** starts from a settled database (VACUUM ANALYZE and a
   CHECKPOINT before it), so it does not pay for the dead rows of the one
   before or meet an autovacuum of them halfway.
