@@ -30,6 +30,14 @@ type Subscriber interface {
 	Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
 }
 
+// Rebuildable is a subscriber whose rows a rebuild can recompute from the
+// event store (internal/rebuild): it names the tables it writes, each with
+// a primary key, and writes nothing else.
+type Rebuildable interface {
+	Subscriber
+	Tables() []string
+}
+
 // Dispatcher runs the inline subscribers of a command and queues its events
 // for the relay.
 type Dispatcher struct {

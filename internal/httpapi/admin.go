@@ -5,5 +5,7 @@ package httpapi
 func (s *server) adminRoutes() {
 	s.handle("POST /v1/admin/users/{id}/token", s.admin(s.rotateToken))
 	s.handle("POST /v1/admin/subscribers/{name}/redrive", s.admin(s.redrive))
+	s.handle("POST /v1/admin/subscribers/{name}/rebuild", s.admin(s.rebuildSubscriber))
+	s.handle("POST /v1/admin/projections/rebuild", s.admin(s.rebuildProjections))
 	s.handle("GET /v1/admin/operations/{id}", s.admin(s.getOperation))
 }

@@ -1,12 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/operations"
+	"github.com/catacloud/epoch/internal/projection"
+	"github.com/catacloud/epoch/internal/rebuild"
 	"github.com/catacloud/epoch/internal/redrive"
 )
 
@@ -86,4 +92,57 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, op)
+}
+
+// rebuildSubscriber is POST /v1/admin/subscribers/{name}/rebuild: an
+// operation that recomputes the subscriber's rows from the events it
+// applied, beside the live ones, and swaps in the rows that differ.
+func (s *server) rebuildSubscriber(w http.ResponseWriter, r *http.Request) {
+	sub, err := s.movable(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rb, ok := sub.(dispatch.Rebuildable)
+	if !ok {
+		s.fail(w, r, errInvalid(sub.Name()+" keeps no rows a rebuild can recompute"))
+		return
+	}
+	target := rebuild.Target{
+		Tables: rb.Tables(),
+		Apply: func(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+			return rb.Handle(ctx, tx, dispatch.Filter(rb, events))
+		},
+		Applied: rebuild.Subscriber, AppliedArgs: []any{rb.Name(), rb.EventTypes()},
+	}
+	s.startOperation(w, r, "rebuild", rb.Name(), func(ctx context.Context, p *operations.Progress) error {
+		return rebuild.Run(ctx, s.cfg.Background, target, true, p)
+	})
+}
+
+type projectionsRebuildInput struct {
+	Swap *bool `json:"swap"`
+}
+
+// rebuildProjections is POST /v1/admin/projections/rebuild: an operation
+// that rebuilds files, jobs and job_files from the events beside the live
+// tables and counts the rows that differ; with "swap":true it rewrites them.
+func (s *server) rebuildProjections(w http.ResponseWriter, r *http.Request) {
+	swap := false
+	if body, err := readBody(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	} else if len(bytes.TrimSpace(body)) > 0 {
+		var in projectionsRebuildInput
+		if err := decodeJSON(body, &in); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		swap = in.Swap != nil && *in.Swap
+	}
+	p := projection.Subscriber{}
+	target := rebuild.Target{Tables: p.Tables(), Apply: p.Handle, Applied: rebuild.Projections}
+	s.startOperation(w, r, "projections_rebuild", projection.Name, func(ctx context.Context, pr *operations.Progress) error {
+		return rebuild.Run(ctx, s.cfg.Background, target, swap, pr)
+	})
 }

@@ -64,6 +64,11 @@ func (p *Progress) Applied(n int) { p.applied.Add(int64(n)) }
 // Differences adds n rows found different.
 func (p *Progress) Differences(n int) { p.differences.Add(int64(n)) }
 
+// Counts is what was reported so far: events applied, rows different.
+func (p *Progress) Counts() (applied, differences int64) {
+	return p.applied.Load(), p.differences.Load()
+}
+
 // Work is an operation's body. It returns nil when done.
 type Work func(ctx context.Context, progress *Progress) error
 

@@ -33,6 +33,9 @@ func (Subscriber) EventTypes() []string {
 	return append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
 }
 
+// Tables implements dispatch.Rebuildable.
+func (Subscriber) Tables() []string { return []string{"files", "jobs", "job_files"} }
+
 // Handle applies events in order, one statement per run of consecutive
 // events of the same type: a command's 1,000 links are one statement. The
 // statements are deferred (database.Defer): they go to Postgres with the

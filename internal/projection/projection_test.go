@@ -18,8 +18,10 @@ import (
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/operations"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/readmodel"
+	"github.com/catacloud/epoch/internal/rebuild"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -128,7 +130,79 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 		if live != rebuilt {
 			rt.Fatalf("rebuilt projections differ from the live ones:\nlive:\n%s\nrebuilt:\n%s", live, rebuilt)
 		}
+		// The operator's verify, beside the live tables, agrees (once the
+		// rebuild above, which holds the tables, is gone).
+		require.NoError(t, tx.Rollback(ctx))
+		if _, differences := verify(t, pool, false); differences != 0 {
+			rt.Fatalf("projection verify found %d differences after a sequence of commands", differences)
+		}
 	})
+}
+
+// verify runs the operator's projection rebuild (swap or not) and returns
+// the events it replayed and the differences it found.
+func verify(t *testing.T, pool *pgxpool.Pool, swap bool) (applied, differences int64) {
+	t.Helper()
+	p := &operations.Progress{}
+	sub := projection.Subscriber{}
+	require.NoError(t, rebuild.Run(context.Background(), pool,
+		rebuild.Target{Tables: sub.Tables(), Apply: sub.Handle, Applied: rebuild.Projections}, swap, p))
+	return p.Counts()
+}
+
+// A corrupted row is found by verify, left as it is, and repaired by a
+// swap; commands landing meanwhile are kept.
+func TestProjectionVerifyFindsAndSwapRepairs(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.New(t)
+	svc := newService(t, pool)
+	ctx := context.Background()
+	owner := uuid.New()
+	var ids []uuid.UUID
+	for i := range 5 {
+		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
+			later, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i + 1)})
+			if err != nil {
+				return err
+			}
+			f, err := later.ValueNow(ctx, tx)
+			ids = append(ids, f.ID)
+			return err
+		}))
+	}
+	var job *readmodel.Later[readmodel.Job]
+	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
+		job, _, err = svc.CreateJob(ctx, tx, owner, "j")
+		return err
+	}))
+	j, err := job.Value()
+	require.NoError(t, err)
+	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
+		_, _, err := svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: j.ID}, ids)
+		return err
+	}))
+	good := snapshot(t, pool)
+	applied, differences := verify(t, pool, false)
+	require.Zero(t, differences)
+	require.Positive(t, applied)
+
+	// Three rows corrupted: a file renamed, a link dropped, a job's count.
+	_, err = pool.Exec(ctx, `UPDATE files SET name = 'forged' WHERE id = $1`, ids[0])
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `DELETE FROM job_files WHERE file_id = $1`, ids[1])
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE jobs SET file_count = 99 WHERE id = $1`, j.ID)
+	require.NoError(t, err)
+	corrupt := snapshot(t, pool)
+	_, differences = verify(t, pool, false)
+	require.EqualValues(t, 3, differences)
+	require.Equal(t, corrupt, snapshot(t, pool), "verify alone changed the live tables")
+
+	_, differences = verify(t, pool, true)
+	require.EqualValues(t, 3, differences)
+	require.Equal(t, good, snapshot(t, pool))
+	_, differences = verify(t, pool, false)
+	require.Zero(t, differences)
 }
 
 // Setting 1,000 files on a job costs as many statements as setting one.

@@ -32,6 +32,9 @@ func (Subscriber) Name() string { return Name }
 // EventTypes implements dispatch.Subscriber.
 func (Subscriber) EventTypes() []string { return []string{domain.FileUploaded, domain.FileDeleted} }
 
+// Tables implements dispatch.Rebuildable.
+func (Subscriber) Tables() []string { return []string{"storage_files"} }
+
 // Handle applies a batch in one statement, one row per file (see
 // filefacts: a batch may hold a file's upload and its delete, and one
 // INSERT ... ON CONFLICT cannot touch a row twice).
