@@ -4,4 +4,7 @@ package httpapi
 // call takes the admin token (s.admin).
 func (s *server) adminRoutes() {
 	s.handle("POST /v1/admin/users/{id}/token", s.admin(s.rotateToken))
+	s.handle("GET /v1/admin/subscribers/{name}/dead-letters", s.admin(s.listDeadLetters))
+	s.handle("POST /v1/admin/subscribers/{name}/dead-letters/replay", s.admin(s.replayDeadLetters))
+	s.handle("DELETE /v1/admin/subscribers/{name}/dead-letters/{event_id}", s.admin(s.discardDeadLetter))
 }

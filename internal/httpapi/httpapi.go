@@ -68,6 +68,10 @@ type Config struct {
 	// once in this process (429 past it). Zero:
 	// catchup.DefaultMaxWaitsPerOwner.
 	MaxWaitsPerUser int
+	// Subscribers are the movable subscribers whose dead letters the
+	// operations API lists, replays and discards; a replay hands events to
+	// these very implementations. Nil: storage and billing.
+	Subscribers []dispatch.Subscriber
 }
 
 // Defaults applied by New.
@@ -90,7 +94,8 @@ type server struct {
 	metrics  *metrics
 	price    billing.Price
 	tokens   *tokenCache
-	watchers map[string]*catchup.Watcher // by subscriber
+	watchers map[string]*catchup.Watcher    // by subscriber
+	subs     map[string]dispatch.Subscriber // Config.Subscribers, by name
 }
 
 // Server is the API handler. Run must run beside it: it keeps the token
@@ -134,8 +139,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Background == nil {
 		cfg.Background = cfg.Pool
 	}
+	if cfg.Subscribers == nil {
+		cfg.Subscribers = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+	}
+	subs := make(map[string]dispatch.Subscriber, len(cfg.Subscribers))
+	for _, sub := range cfg.Subscribers {
+		subs[sub.Name()] = sub
+	}
 	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price,
-		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}}
+		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}, subs: subs}
 	// Until Run hears the rotation channel, no cached token is trusted.
 	s.tokens.setLive(false)
 	err = cfg.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
