@@ -7,7 +7,230 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
+
+const deadLetterClaimByIDs = `-- name: DeadLetterClaimByIDs :many
+SELECT d.event_id, d.first_dead_at,
+       e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+FROM dead_letters d
+LEFT JOIN events e ON e.position = d.position AND e.id::text = d.event_id
+WHERE d.subscriber = $1::text AND d.event_id = ANY($2::text[])
+ORDER BY d.first_dead_at, d.event_id
+FOR UPDATE OF d
+`
+
+type DeadLetterClaimByIDsParams struct {
+	Subscriber string
+	EventIds   []string
+}
+
+type DeadLetterClaimByIDsRow struct {
+	EventID     string
+	FirstDeadAt time.Time
+	Position    pgtype.Int8
+	ID          *uuid.UUID
+	StreamType  pgtype.Text
+	StreamID    *uuid.UUID
+	Version     pgtype.Int4
+	Type        pgtype.Text
+	Data        []byte
+	OccurredAt  *time.Time
+}
+
+// Locks the named dead letters of a subscriber for a replay, with the
+// stored events they match (id and position). The lock makes concurrent
+// replays of one dead letter apply it once: the second finds it deleted.
+func (q *Queries) DeadLetterClaimByIDs(ctx context.Context, db DBTX, arg *DeadLetterClaimByIDsParams) ([]*DeadLetterClaimByIDsRow, error) {
+	rows, err := db.Query(ctx, deadLetterClaimByIDs, arg.Subscriber, arg.EventIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*DeadLetterClaimByIDsRow{}
+	for rows.Next() {
+		var i DeadLetterClaimByIDsRow
+		if err := rows.Scan(
+			&i.EventID,
+			&i.FirstDeadAt,
+			&i.Position,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const deadLetterClaimPage = `-- name: DeadLetterClaimPage :many
+SELECT d.event_id, d.first_dead_at,
+       e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+FROM dead_letters d
+LEFT JOIN events e ON e.position = d.position AND e.id::text = d.event_id
+WHERE d.subscriber = $1::text
+  AND (d.first_dead_at, d.event_id) > ($2::timestamptz, $3::text)
+ORDER BY d.first_dead_at, d.event_id
+LIMIT $4
+FOR UPDATE OF d
+`
+
+type DeadLetterClaimPageParams struct {
+	Subscriber string
+	AfterAt    time.Time
+	AfterID    string
+	MaxCount   int32
+}
+
+type DeadLetterClaimPageRow struct {
+	EventID     string
+	FirstDeadAt time.Time
+	Position    pgtype.Int8
+	ID          *uuid.UUID
+	StreamType  pgtype.Text
+	StreamID    *uuid.UUID
+	Version     pgtype.Int4
+	Type        pgtype.Text
+	Data        []byte
+	OccurredAt  *time.Time
+}
+
+// DeadLetterClaimByIDs for the next max_count dead letters of a subscriber
+// after the cursor (first_dead_at, event_id): a replay of all of them goes
+// through the list in pages, past the ones that stay.
+func (q *Queries) DeadLetterClaimPage(ctx context.Context, db DBTX, arg *DeadLetterClaimPageParams) ([]*DeadLetterClaimPageRow, error) {
+	rows, err := db.Query(ctx, deadLetterClaimPage,
+		arg.Subscriber,
+		arg.AfterAt,
+		arg.AfterID,
+		arg.MaxCount,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*DeadLetterClaimPageRow{}
+	for rows.Next() {
+		var i DeadLetterClaimPageRow
+		if err := rows.Scan(
+			&i.EventID,
+			&i.FirstDeadAt,
+			&i.Position,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const deadLetterDelete = `-- name: DeadLetterDelete :execrows
+DELETE FROM dead_letters
+WHERE subscriber = $1::text AND event_id = ANY($2::text[])
+`
+
+type DeadLetterDeleteParams struct {
+	Subscriber string
+	EventIds   []string
+}
+
+// Removes dead letters of a subscriber: replayed or discarded.
+func (q *Queries) DeadLetterDelete(ctx context.Context, db DBTX, arg *DeadLetterDeleteParams) (int64, error) {
+	result, err := db.Exec(ctx, deadLetterDelete, arg.Subscriber, arg.EventIds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const deadLetterList = `-- name: DeadLetterList :many
+SELECT d.event_id, e.position AS stored_position, e.type, e.stream_id, d.reason, d.deaths,
+       d.first_dead_at, d.last_dead_at
+FROM dead_letters d
+LEFT JOIN events e ON e.position = d.position AND e.id::text = d.event_id
+WHERE d.subscriber = $1::text
+  AND (d.first_dead_at, d.event_id) > ($2::timestamptz, $3::text)
+ORDER BY d.first_dead_at, d.event_id
+LIMIT $4
+`
+
+type DeadLetterListParams struct {
+	Subscriber string
+	AfterAt    time.Time
+	AfterID    string
+	MaxCount   int32
+}
+
+type DeadLetterListRow struct {
+	EventID        string
+	StoredPosition pgtype.Int8
+	Type           pgtype.Text
+	StreamID       *uuid.UUID
+	Reason         string
+	Deaths         int32
+	FirstDeadAt    time.Time
+	LastDeadAt     time.Time
+}
+
+// A page of a subscriber's dead letters, oldest death first, after the
+// cursor (first_dead_at, event_id). What the stored event says (position,
+// type, stream) is joined from events by id and the claimed position, so
+// a dead letter that names no stored event shows none of it.
+func (q *Queries) DeadLetterList(ctx context.Context, db DBTX, arg *DeadLetterListParams) ([]*DeadLetterListRow, error) {
+	rows, err := db.Query(ctx, deadLetterList,
+		arg.Subscriber,
+		arg.AfterAt,
+		arg.AfterID,
+		arg.MaxCount,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*DeadLetterListRow{}
+	for rows.Next() {
+		var i DeadLetterListRow
+		if err := rows.Scan(
+			&i.EventID,
+			&i.StoredPosition,
+			&i.Type,
+			&i.StreamID,
+			&i.Reason,
+			&i.Deaths,
+			&i.FirstDeadAt,
+			&i.LastDeadAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
 
 const deadLetterRecord = `-- name: DeadLetterRecord :many
 INSERT INTO dead_letters AS d (subscriber, event_id, position, reason, body)

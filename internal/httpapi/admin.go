@@ -8,4 +8,7 @@ func (s *server) adminRoutes() {
 	s.handle("POST /v1/admin/subscribers/{name}/rebuild", s.admin(s.rebuildSubscriber))
 	s.handle("POST /v1/admin/projections/rebuild", s.admin(s.rebuildProjections))
 	s.handle("GET /v1/admin/operations/{id}", s.admin(s.getOperation))
+	s.handle("GET /v1/admin/subscribers/{name}/dead-letters", s.admin(s.listDeadLetters))
+	s.handle("POST /v1/admin/subscribers/{name}/dead-letters/replay", s.admin(s.replayDeadLetters))
+	s.handle("DELETE /v1/admin/subscribers/{name}/dead-letters/{event_id}", s.admin(s.discardDeadLetter))
 }

@@ -70,7 +70,8 @@ type Config struct {
 	// catchup.DefaultMaxWaitsPerOwner.
 	MaxWaitsPerUser int
 	// Movable are the subscribers the operations API acts on (redrive,
-	// dead letters), by name. Nil: storage and billing.
+	// rebuild, dead letters: a replay hands events to these very
+	// implementations), by name. Nil: storage and billing.
 	Movable []dispatch.Subscriber
 }
 
@@ -94,7 +95,8 @@ type server struct {
 	metrics  *metrics
 	price    billing.Price
 	tokens   *tokenCache
-	watchers map[string]*catchup.Watcher // by subscriber
+	watchers map[string]*catchup.Watcher    // by subscriber
+	subs     map[string]dispatch.Subscriber // Config.Movable, by name
 	ops      *operations.Runner
 	// life ends when Run's context does: operations run until then.
 	life    context.Context
@@ -145,8 +147,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Movable == nil {
 		cfg.Movable = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
 	}
+	subs := make(map[string]dispatch.Subscriber, len(cfg.Movable))
+	for _, sub := range cfg.Movable {
+		subs[sub.Name()] = sub
+	}
 	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price,
-		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{},
+		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}, subs: subs,
 		ops: operations.NewRunner(cfg.Background, cfg.Logger)}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	// Until Run hears the rotation channel, no cached token is trusted.

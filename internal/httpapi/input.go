@@ -314,20 +314,29 @@ func parseIfMatch(r *http.Request) (*int32, error) {
 
 // parsePage reads ?limit= (default 100, 1..1000) and ?cursor=.
 func parsePage(r *http.Request) (readmodel.Cursor, int32, error) {
+	limit, err := parseLimit(r)
+	if err != nil {
+		return readmodel.Cursor{}, 0, err
+	}
+	cursor, err := readmodel.ParseCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		return readmodel.Cursor{}, 0, errInvalid("cursor is not one this API handed out")
+	}
+	return cursor, limit, nil
+}
+
+// parseLimit reads ?limit= (default 100, 1..1000).
+func parseLimit(r *http.Request) (int32, error) {
 	q := r.URL.Query()
 	limit := defaultLimit
 	if v := q.Get("limit"); v != "" || q.Has("limit") {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxLimit {
-			return readmodel.Cursor{}, 0, errInvalid(fmt.Sprintf("limit must be an integer from 1 to %d", maxLimit))
+			return 0, errInvalid(fmt.Sprintf("limit must be an integer from 1 to %d", maxLimit))
 		}
 		limit = n
 	}
-	cursor, err := readmodel.ParseCursor(q.Get("cursor"))
-	if err != nil {
-		return readmodel.Cursor{}, 0, errInvalid("cursor is not one this API handed out")
-	}
-	return cursor, int32(limit), nil
+	return int32(limit), nil
 }
 
 // parseIdempotencyKey reads Idempotency-Key ("" when absent).

@@ -19,17 +19,6 @@ import (
 var errOperationRunning = &apiError{Status: http.StatusConflict, Code: "operation_running",
 	Message: "an operation of this target is running; wait for it to end"}
 
-// movable finds a movable subscriber by the {name} of the path.
-func (s *server) movable(r *http.Request) (dispatch.Subscriber, error) {
-	name := r.PathValue("name")
-	for _, sub := range s.cfg.Movable {
-		if sub.Name() == name {
-			return sub, nil
-		}
-	}
-	return nil, errNotFound("no such subscriber")
-}
-
 type redriveInput struct {
 	FromPosition *int64 `json:"from_position"`
 }
@@ -37,7 +26,7 @@ type redriveInput struct {
 // redrive is POST /v1/admin/subscribers/{name}/redrive: an operation that
 // hands the subscriber every stored event of its types from a position on.
 func (s *server) redrive(w http.ResponseWriter, r *http.Request) {
-	sub, err := s.movable(r)
+	sub, err := s.subscriber(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -98,7 +87,7 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) {
 // operation that recomputes the subscriber's rows from the events it
 // applied, beside the live ones, and swaps in the rows that differ.
 func (s *server) rebuildSubscriber(w http.ResponseWriter, r *http.Request) {
-	sub, err := s.movable(r)
+	sub, err := s.subscriber(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
