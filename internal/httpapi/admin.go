@@ -4,4 +4,5 @@ package httpapi
 // call takes the admin token (s.admin).
 func (s *server) adminRoutes() {
 	s.handle("POST /v1/admin/users/{id}/token", s.admin(s.rotateToken))
+	s.handle("GET /v1/admin/status", s.admin(s.status))
 }
