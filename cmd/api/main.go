@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/billing"
@@ -26,6 +28,7 @@ import (
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/projection"
+	"github.com/catacloud/epoch/internal/rabbitadmin"
 	"github.com/catacloud/epoch/internal/storage"
 )
 
@@ -38,7 +41,9 @@ type config struct {
 	TokenCacheTTL     time.Duration `envconfig:"TOKEN_CACHE_TTL" default:"30s" desc:"how long the api remembers a bearer token's user instead of looking it up again (a rotation drops it on every api process at once); 0: looks it up on every request"`
 	MaxWaitsPerUser   int           `envconfig:"MAX_WAITS_PER_USER" default:"8" desc:"min_position waits one user may hold at once in this api process; the next answers 429"`
 	StartupTimeout    time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for Postgres to answer before giving up"`
-	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL (shared configuration; the api does not publish itself: the worker's relay does)"`
+	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL (shared configuration; the api does not publish itself: the worker's relay does). GET /v1/admin/status reads its vhost's queues"`
+	ManagementURL     string        `envconfig:"RABBITMQ_MANAGEMENT_URL" default:"http://guest:guest@127.0.0.1:15672" desc:"RabbitMQ management API, with the user that reads queue depths for GET /v1/admin/status (without one: AMQP_URL's user); unreachable: queue_messages is null"`
+	ManagementTimeout time.Duration `envconfig:"RABBITMQ_MANAGEMENT_TIMEOUT" default:"2s" desc:"bound on GET /v1/admin/status's wait for the management API"`
 	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
 	AdminToken        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /v1/users; empty: that call answers 403"`
 	PricePerGBHour    string        `envconfig:"PRICE_PER_GB_HOUR" default:"0.00003" desc:"price of one GB-hour (10^9 bytes for an hour), a decimal"`
@@ -63,6 +68,9 @@ func checkConfig(c *config) error {
 	}
 	if c.MaxWaitsPerUser < 1 {
 		return fmt.Errorf("EPOCH_MAX_WAITS_PER_USER must be at least 1, got %d", c.MaxWaitsPerUser)
+	}
+	if c.ManagementTimeout <= 0 {
+		return fmt.Errorf("EPOCH_RABBITMQ_MANAGEMENT_TIMEOUT must be positive, got %s", c.ManagementTimeout)
 	}
 	if c.TokenCacheTTL < 0 {
 		return fmt.Errorf("EPOCH_TOKEN_CACHE_TTL must not be negative, got %s", c.TokenCacheTTL)
@@ -103,6 +111,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	queueMessages, err := queueReader(cfg)
+	if err != nil {
+		return err
+	}
 	commands := command.NewService(pool, dispatcher)
 	if cfg.OutboxMaxBacklog > 0 {
 		gate, err := backpressure.New(background, backpressure.Config{
@@ -127,6 +139,9 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Background:      background,
 		MaxWaitsPerUser: cfg.MaxWaitsPerUser,
 		Movable:         movable,
+		Placements:      placements(movable, dispatcher.Inline()),
+		QueueMessages:   queueMessages,
+		QueueTimeout:    cfg.ManagementTimeout,
 	})
 	if err != nil {
 		return err
@@ -175,6 +190,34 @@ func tokenCacheTTL(d time.Duration) time.Duration {
 func subscribers() (projections, movable []dispatch.Subscriber) {
 	return []dispatch.Subscriber{projection.Subscriber{}},
 		[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+}
+
+// placements says where the dispatcher runs each movable subscriber.
+func placements(movable []dispatch.Subscriber, inline []string) []httpapi.SubscriberPlacement {
+	out := make([]httpapi.SubscriberPlacement, len(movable))
+	for i, s := range movable {
+		out[i] = httpapi.SubscriberPlacement{Name: s.Name(), Placement: httpapi.PlacementRemote}
+		if slices.Contains(inline, s.Name()) {
+			out[i].Placement = httpapi.PlacementInline
+		}
+	}
+	return out
+}
+
+// queueReader reads queue depths of EPOCH_AMQP_URL's vhost through the
+// management API, for GET /v1/admin/status.
+func queueReader(cfg config) (func(ctx context.Context, queue string) (int64, error), error) {
+	uri, err := amqp.ParseURI(cfg.AMQPURL)
+	if err != nil {
+		return nil, fmt.Errorf("EPOCH_AMQP_URL: %w", err)
+	}
+	admin, err := rabbitadmin.NewAt(cfg.ManagementURL, uri, cfg.ManagementTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("EPOCH_RABBITMQ_MANAGEMENT_URL: %w", err)
+	}
+	return func(ctx context.Context, queue string) (int64, error) {
+		return admin.QueueMessages(ctx, uri.Vhost, queue)
+	}, nil
 }
 
 // migrateWhenReady applies the migrations, waiting (with backoff) while

@@ -78,6 +78,20 @@ func TestRun(t *testing.T) {
 	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
 	require.JSONEq(t, `{"file_count":1,"bytes":42,"position":`+res.Header.Get("Epoch-Position")+`}`, string(body))
 
+	// The status places storage inline, billing in the worker.
+	r, _ = http.NewRequest("GET", base+"/v1/admin/status", nil)
+	r.Header.Set("Authorization", "Bearer admin")
+	res, err = http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
+	var status struct {
+		Subscribers []struct{ Name, Placement string }
+	}
+	require.NoError(t, json.Unmarshal(body, &status))
+	require.Equal(t, []struct{ Name, Placement string }{{"storage", "inline"}, {"billing", "remote"}}, status.Subscribers)
+
 	cancel()
 	select {
 	case err := <-stopped:

@@ -27,6 +27,7 @@ import (
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/storage"
 )
@@ -80,6 +81,16 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every worker exports the outbox backlog and the dead letters, so they
+	// are watched whichever roles run (a relay stopped is what the backlog
+	// must show).
+	names := make([]string, len(remoteSubscribers))
+	for i, s := range remoteSubscribers {
+		names[i] = s.Name()
+	}
+	ops := opsmetrics.New(opsmetrics.Config{DB: pool, Subscribers: names, AMQPURL: cfg.AMQPURL, Logger: logger})
+	defer ops.Close()
+	registry.MustRegister(ops)
 
 	var roles []role
 	ready := []func() error{func() error { return ping(ctx, pool) }}

@@ -11,4 +11,5 @@ func (s *server) adminRoutes() {
 	s.handle("GET /v1/admin/subscribers/{name}/dead-letters", s.admin(s.listDeadLetters))
 	s.handle("POST /v1/admin/subscribers/{name}/dead-letters/replay", s.admin(s.replayDeadLetters))
 	s.handle("DELETE /v1/admin/subscribers/{name}/dead-letters/{event_id}", s.admin(s.discardDeadLetter))
+	s.handle("GET /v1/admin/status", s.admin(s.status))
 }

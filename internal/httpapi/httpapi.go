@@ -73,7 +73,27 @@ type Config struct {
 	// rebuild, dead letters: a replay hands events to these very
 	// implementations), by name. Nil: storage and billing.
 	Movable []dispatch.Subscriber
+	// Placements are the movable subscribers GET /v1/admin/status
+	// reports, in that order, with where the api's dispatcher runs them.
+	Placements []SubscriberPlacement
+	// QueueMessages reads how many messages a broker queue holds, for
+	// GET /v1/admin/status. Nil, or failing: queue_messages is null.
+	QueueMessages func(ctx context.Context, queue string) (int64, error)
+	// QueueTimeout bounds QueueMessages. Default DefaultQueueTimeout.
+	QueueTimeout time.Duration
 }
+
+// SubscriberPlacement is a movable subscriber and where the api's
+// dispatcher runs it: PlacementInline or PlacementRemote.
+type SubscriberPlacement struct {
+	Name, Placement string
+}
+
+// The placements of a movable subscriber (EPOCH_INLINE_SUBSCRIBERS).
+const (
+	PlacementInline = "inline" // in the command's transaction
+	PlacementRemote = "remote" // in a worker, from its queue
+)
 
 // Defaults applied by New.
 const (
@@ -82,6 +102,9 @@ const (
 	// DefaultCatchUpTimeout is DESIGN.md's 5 s wait for min_position.
 	DefaultCatchUpTimeout = 5 * time.Second
 	DefaultTokenCacheTTL  = 30 * time.Second
+	// DefaultQueueTimeout is short: a broker that does not answer must not
+	// hold up the status, which answers without its queue depths.
+	DefaultQueueTimeout   = 2 * time.Second
 	DefaultPricePerGBHour = "0.00003"
 	DefaultCurrency       = "USD"
 	// MaxBodyBytes is the largest request body accepted (413 past it).
@@ -123,6 +146,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = DefaultQueueTimeout
 	}
 	if cfg.TokenCacheTTL == 0 {
 		cfg.TokenCacheTTL = DefaultTokenCacheTTL

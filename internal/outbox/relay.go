@@ -42,7 +42,7 @@ type Config struct {
 	PartitionShare float64
 	// ConfirmTimeout bounds the wait for a batch's confirms (default 10s).
 	ConfirmTimeout time.Duration
-	// MonitorInterval is how often the backlog gauges are refreshed
+	// MonitorInterval is how often the open-transaction gauges are refreshed
 	// (default 5s).
 	MonitorInterval time.Duration
 	// HeldBackAfter: when the relay relayed nothing for this long while a
@@ -476,8 +476,8 @@ func (r *Relay) vacuum(ctx context.Context) {
 	}
 }
 
-// monitor refreshes the backlog gauges and says which open transaction may
-// hold the relay back.
+// monitor refreshes the open-transaction gauges and says which open
+// transaction may hold the relay back.
 func (r *Relay) monitor(ctx context.Context) {
 	t := time.NewTicker(r.cfg.MonitorInterval)
 	defer t.Stop()
@@ -492,16 +492,6 @@ func (r *Relay) monitor(ctx context.Context) {
 }
 
 func (r *Relay) observe(ctx context.Context) {
-	pending, oldest, err := Backlog(ctx, r.pool)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.logger.WarnContext(ctx, "outbox relay: read backlog", "error", err)
-		}
-		return
-	}
-	r.metrics.pending.Set(float64(pending))
-	r.metrics.oldestAge.Set(oldest.Seconds())
-
 	pid, age, ok, err := OldestOpenTransaction(ctx, r.pool)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -522,6 +512,11 @@ func (r *Relay) observe(ctx context.Context) {
 	if idle >= r.cfg.HeldBackAfter && age >= r.cfg.HeldBackAfter &&
 		(pid != r.lastHeldPID || time.Since(r.lastHeldLog) >= r.cfg.HeldBackAfter) {
 		r.lastHeldPID, r.lastHeldLog = pid, time.Now()
+		// The backlog is read only for the log line, which is rare.
+		pending, _, err := Backlog(ctx, r.pool)
+		if err != nil && ctx.Err() == nil {
+			r.logger.WarnContext(ctx, "outbox relay: read backlog", "error", err)
+		}
 		r.logger.WarnContext(ctx, "outbox relay: idle while a transaction stays open; its events are relayed only after it ends",
 			"pid", pid, "transaction_age", age, "relay_idle", idle, "outbox_pending", pending)
 	}

@@ -6,11 +6,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the relay's Prometheus series. The one to alert on is
-// epoch_outbox_oldest_pending_age_seconds.
+// metrics are the relay's Prometheus series. The backlog's own gauges
+// (epoch_outbox_pending, epoch_outbox_oldest_pending_age_seconds) are not
+// among them: every worker exports those (opsmetrics), relay or not, so the
+// backlog is watched while no relay runs.
 type metrics struct {
 	published, confirmed, failed prometheus.Counter
-	pending, oldestAge           prometheus.Gauge
 	openTxPID, openTxAge         prometheus.Gauge
 	// phase times each step of a cycle (see cyclePhase*), so what holds
 	// the relay's latency up can be read off /metrics.
@@ -38,12 +39,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		failed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "epoch_relay_failed_total", Help: "Messages nacked, returned as unroutable, unconfirmed in time or lost with a connection; their rows stay.",
 		}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "epoch_outbox_pending", Help: "Events in the outbox waiting to be relayed.",
-		}),
-		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "epoch_outbox_oldest_pending_age_seconds", Help: "Age of the oldest outbox row waiting to be relayed.",
-		}),
 		openTxPID: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "epoch_outbox_oldest_open_transaction_pid", Help: "Backend pid of the oldest open writing transaction, whose outbox rows the relay cannot see yet (0: none).",
 		}),
@@ -62,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.pending, m.oldestAge, m.openTxPID, m.openTxAge, m.phase, m.claimWait} {
+	for _, c := range []prometheus.Collector{m.published, m.confirmed, m.failed, m.openTxPID, m.openTxAge, m.phase, m.claimWait} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}

@@ -1,6 +1,6 @@
 // Package rabbitadmin drives RabbitMQ's management HTTP API for the tests
-// and the benchmark tool: vhosts of their own, and reads of what the broker
-// holds. The binaries do not use it.
+// and the benchmark tool (vhosts of their own, and reads of what the broker
+// holds), and reads queue depths for the api's GET /v1/admin/status.
 package rabbitadmin
 
 import (
@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,44 @@ func New(u amqp.URI) *Client {
 		base = "http://" + net.JoinHostPort(u.Host, "15672")
 	}
 	return &Client{base: base, user: u.Username, password: u.Password, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// NewAt is a client of the management API at managementURL, which may
+// carry the user and password (http://user:password@host:15672); without
+// them it calls as the user of amqpURI. timeout bounds each call.
+func NewAt(managementURL string, amqpURI amqp.URI, timeout time.Duration) (*Client, error) {
+	u, err := url.Parse(managementURL)
+	if err != nil {
+		return nil, fmt.Errorf("management URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("management URL %q: want http(s)://[user:password@]host:port", u.Redacted())
+	}
+	c := &Client{user: amqpURI.Username, password: amqpURI.Password, http: &http.Client{Timeout: timeout}}
+	if u.User != nil {
+		c.user = u.User.Username()
+		c.password, _ = u.User.Password()
+		u.User = nil
+	}
+	c.base = strings.TrimSuffix(u.String(), "/")
+	return c, nil
+}
+
+// QueueMessages is how many messages queue of vhost holds (ready and
+// unacknowledged), as the management API last sampled it: the figure may be
+// a few seconds old.
+func (c *Client) QueueMessages(ctx context.Context, vhost, queue string) (int64, error) {
+	var q struct {
+		Messages *int64 `json:"messages"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(queue), nil, &q); err != nil {
+		return 0, err
+	}
+	if q.Messages == nil {
+		// A queue declared moments ago has no sample yet.
+		return 0, fmt.Errorf("queue %s of vhost %s: no message count yet", queue, vhost)
+	}
+	return *q.Messages, nil
 }
 
 var enableOnce sync.Once

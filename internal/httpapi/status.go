@@ -1,0 +1,106 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"sync"
+
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/opstatus"
+)
+
+type statusOutput struct {
+	Outbox      statusOutbox       `json:"outbox"`
+	Subscribers []statusSubscriber `json:"subscribers"`
+}
+
+type statusOutbox struct {
+	Pending int64 `json:"pending"`
+	// OldestAgeSeconds is 0 when nothing waits, as the gauge
+	// epoch_outbox_oldest_pending_age_seconds says it.
+	OldestAgeSeconds float64             `json:"oldest_age_seconds"`
+	BlockedBy        []statusTransaction `json:"blocked_by"`
+}
+
+type statusTransaction struct {
+	PID        int32   `json:"pid"`
+	State      string  `json:"state"`
+	AgeSeconds float64 `json:"age_seconds"`
+}
+
+type statusSubscriber struct {
+	Name            string `json:"name"`
+	Placement       string `json:"placement"`
+	AppliedPosition int64  `json:"applied_position"`
+	// QueueMessages is null when the broker could not be asked in time.
+	QueueMessages *int64 `json:"queue_messages"`
+	DeadLetters   int64  `json:"dead_letters"`
+}
+
+// status is GET /v1/admin/status: the outbox and each movable subscriber,
+// from Postgres in one round trip, with the queue depths the broker gives
+// meanwhile. It needs no relay or worker to run, and answers without the
+// depths when the broker does not.
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	names := make([]string, len(s.cfg.Placements))
+	for i, sub := range s.cfg.Placements {
+		names[i] = sub.Name
+	}
+	// Asked while Postgres answers; given up on when the handler returns.
+	qctx, qcancel := context.WithTimeout(r.Context(), s.cfg.QueueTimeout)
+	defer qcancel()
+	depths := s.queueDepths(qctx, names)
+
+	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+	defer cancel()
+	st, err := opstatus.Read(ctx, s.cfg.Pool, names)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := statusOutput{
+		Outbox: statusOutbox{
+			Pending: st.Outbox.Pending, OldestAgeSeconds: st.Outbox.OldestAgeSeconds,
+			BlockedBy: make([]statusTransaction, len(st.Outbox.BlockedBy)),
+		},
+		Subscribers: make([]statusSubscriber, len(st.Subscribers)),
+	}
+	for i, t := range st.Outbox.BlockedBy {
+		out.Outbox.BlockedBy[i] = statusTransaction{PID: t.PID, State: t.State, AgeSeconds: t.AgeSeconds}
+	}
+	counts := depths()
+	for i, sub := range st.Subscribers {
+		out.Subscribers[i] = statusSubscriber{
+			Name: sub.Name, Placement: s.cfg.Placements[i].Placement,
+			AppliedPosition: sub.AppliedPosition, QueueMessages: counts[i], DeadLetters: sub.DeadLetters,
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// queueDepths starts asking the broker for each subscriber's queue depth,
+// all at once, and returns the wait for the answers: nil where the broker
+// failed or did not answer before ctx ended.
+func (s *server) queueDepths(ctx context.Context, names []string) func() []*int64 {
+	counts := make([]*int64, len(names))
+	if s.cfg.QueueMessages == nil {
+		return func() []*int64 { return counts }
+	}
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := s.cfg.QueueMessages(ctx, broker.QueueName(name))
+			if err != nil {
+				s.log.WarnContext(ctx, "admin status: queue depth unknown", "queue", broker.QueueName(name), "error", err)
+				return
+			}
+			counts[i] = &n
+		}()
+	}
+	return func() []*int64 {
+		wg.Wait()
+		return counts
+	}
+}

@@ -1,0 +1,86 @@
+// Package opstatus reads what Postgres says of the event flow's health for
+// GET /v1/admin/status and the worker's metrics: the outbox backlog, the
+// open transactions the relay cannot get past, and each subscriber's
+// applied position and dead letters. It needs no relay or consumer to run.
+package opstatus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dbsqlc"
+)
+
+// MaxBlockers is how many open transactions Read lists at most.
+const MaxBlockers = 100
+
+// Status is the Postgres side of the flow at one moment.
+type Status struct {
+	Outbox      Outbox
+	Subscribers []Subscriber // in the order asked for
+}
+
+// Outbox is the relay's backlog, counted as the relay counts it.
+type Outbox struct {
+	// Pending is the events waiting to be relayed (a row holds a run of
+	// them).
+	Pending int64
+	// OldestAgeSeconds is the age of the oldest row; 0 when none waits.
+	OldestAgeSeconds float64
+	// BlockedBy are the open writing transactions, oldest first: outbox
+	// rows they hold stay invisible to the relay until they end.
+	BlockedBy []Transaction
+}
+
+// Transaction is one open transaction of the database.
+type Transaction struct {
+	PID        int32
+	State      string // pg_stat_activity.state: "active", "idle in transaction", ...
+	AgeSeconds float64
+}
+
+// Subscriber is what Postgres holds of one subscriber.
+type Subscriber struct {
+	Name string
+	// AppliedPosition is the highest position it applied: its newest
+	// inbox row or its watermark, whichever is higher.
+	AppliedPosition int64
+	// DeadLetters counts the rows it keeps in dead_letters.
+	DeadLetters int64
+}
+
+// Read reads the status of the outbox and of subscribers in one round trip.
+func Read(ctx context.Context, db database.Sender, subscribers []string) (Status, error) {
+	q := dbsqlc.New()
+	var (
+		backlog *dbsqlc.OutboxBacklogRow
+		open    []*dbsqlc.StatusOpenTransactionsRow
+		subs    []*dbsqlc.StatusSubscribersRow
+	)
+	err := database.Batch(ctx, db,
+		func(db database.DBTX) (err error) { backlog, err = q.OutboxBacklog(ctx, db); return err },
+		func(db database.DBTX) (err error) {
+			open, err = q.StatusOpenTransactions(ctx, db, MaxBlockers)
+			return err
+		},
+		func(db database.DBTX) (err error) { subs, err = q.StatusSubscribers(ctx, db, subscribers); return err },
+	)
+	if err != nil {
+		return Status{}, fmt.Errorf("read status: %w", err)
+	}
+	s := Status{
+		Outbox: Outbox{
+			Pending: backlog.Pending, OldestAgeSeconds: backlog.OldestAgeSeconds,
+			BlockedBy: make([]Transaction, len(open)),
+		},
+		Subscribers: make([]Subscriber, len(subs)),
+	}
+	for i, t := range open {
+		s.Outbox.BlockedBy[i] = Transaction{PID: t.Pid, State: t.State, AgeSeconds: t.AgeSeconds}
+	}
+	for i, r := range subs {
+		s.Subscribers[i] = Subscriber{Name: r.Subscriber, AppliedPosition: r.AppliedPosition, DeadLetters: r.DeadLetters}
+	}
+	return s, nil
+}

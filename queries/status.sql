@@ -1,0 +1,31 @@
+-- name: StatusOpenTransactions :many
+-- The open transactions that hold the relay back, oldest first: every
+-- other transaction of this database that has written something (the
+-- notion of OutboxOldestOpenTransaction, all of them instead of the
+-- oldest). Outbox rows they wrote stay invisible to the relay until they
+-- end, so the relay cannot get past them. At most max_count, so a
+-- connection storm does not make the answer unbounded.
+SELECT pid::integer AS pid,
+       coalesce(state, '')::text AS state,
+       extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
+FROM pg_catalog.pg_stat_activity
+WHERE datname = current_database()
+  AND backend_xid IS NOT NULL
+  AND pid <> pg_backend_pid()
+ORDER BY xact_start
+LIMIT @max_count::integer;
+
+-- name: StatusSubscribers :many
+-- Per subscriber, in the order given: the highest position it applied (its
+-- newest inbox row, or its watermark when that is higher: the inbox is
+-- pruned below the watermark) and the dead letters it keeps. Each is one
+-- short index read (inbox_subscriber_position_idx, inbox_watermarks' and
+-- dead_letters' primary keys), whatever the tables hold.
+SELECT s.name::text AS subscriber,
+       greatest(
+           coalesce((SELECT max(i.position) FROM inbox AS i WHERE i.subscriber = s.name), 0),
+           coalesce((SELECT w.applied_through FROM inbox_watermarks AS w WHERE w.subscriber = s.name), 0)
+       )::bigint AS applied_position,
+       (SELECT count(*) FROM dead_letters AS d WHERE d.subscriber = s.name)::bigint AS dead_letters
+FROM unnest(@subscribers::text[]) WITH ORDINALITY AS s(name, ord)
+ORDER BY s.ord;
