@@ -68,7 +68,7 @@ func TestAdminStatusWithoutRelay(t *testing.T) {
 	admin, err := rabbitadmin.NewAt("http://127.0.0.1:1", amqp.URI{Username: "guest", Password: "guest"}, time.Second)
 	require.NoError(t, err)
 	e := setup(t, func(c *httpapi.Config) {
-		c.Subscribers = placements
+		c.Placements = placements
 		c.QueueMessages = func(ctx context.Context, queue string) (int64, error) {
 			return admin.QueueMessages(ctx, "/", queue)
 		}
@@ -125,7 +125,7 @@ func TestAdminStatusQueueMessages(t *testing.T) {
 
 	admin := rabbitadmin.New(uri)
 	e := setup(t, func(c *httpapi.Config) {
-		c.Subscribers = placements
+		c.Placements = placements
 		c.QueueMessages = func(ctx context.Context, queue string) (int64, error) {
 			return admin.QueueMessages(ctx, uri.Vhost, queue)
 		}
