@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -87,10 +88,21 @@ func TestRabbitDefinitions(t *testing.T) {
 			services[amqpUser(t, raw)] = true
 		}
 	}
+	// The api reads queue depths as a monitoring user that may touch
+	// nothing.
+	monitor, err := url.Parse(f.Services["api"].Environment["EPOCH_RABBITMQ_MANAGEMENT_URL"])
+	require.NoError(t, err)
 	var admins []string
 	for _, u := range d.Users {
 		p := d.permissions(t, u.Name)
 		require.Equal(t, "/", p.Vhost)
+		if u.Name == monitor.User.Username() {
+			require.Equal(t, []string{"monitoring"}, u.Tags)
+			require.Equal(t, [3]string{"^$", "^$", "^$"}, [3]string{p.Configure, p.Write, p.Read})
+			password, _ := monitor.User.Password()
+			require.True(t, passwordMatches(t, u, password), "the api's management password matches %s's hash", u.Name)
+			continue
+		}
 		if len(u.Tags) > 0 {
 			require.Equal(t, []string{"administrator"}, u.Tags, "user %s", u.Name)
 			require.False(t, services[u.Name], "service user %s must not be an administrator", u.Name)
