@@ -27,10 +27,3 @@ LIMIT @max_count;
 
 -- name: EventMaxPosition :one
 SELECT coalesce(max(position), 0)::bigint FROM events;
-
--- name: EventsAtPositions :many
--- The stored events at the given positions (the primary key), for checking
--- a batch of deliveries against the event store in one statement.
-SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
-FROM events
-WHERE position = ANY(@positions::bigint[]);

@@ -79,3 +79,49 @@ WHERE ctid = ANY(ARRAY(
 -- OutboxWake gives: only a hint, so it need not wait for its flush either.
 SELECT pg_notify('epoch_applied', @subscriber::text)
 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
+
+-- name: InboxClaimStored :many
+-- Checks a batch of deliveries against the event store and claims the
+-- subscriber's inbox rows for those that name a stored event of its types,
+-- in one statement: row n answers the n-th delivery. found: a stored event
+-- has its id at its position (by the primary key); matches: with its type,
+-- stream and version too; fresh: its inbox row was claimed now; and the
+-- stored event, which is what gets applied. The data is compared by the caller, on the
+-- stored event this returns (InboxUnclaim takes back the claim of one that
+-- differs, in the same transaction), so Postgres parses no delivered JSON.
+-- Claims at or below the watermark are dropped, as in InboxClaim.
+WITH delivered AS (
+    SELECT unnest(@ids::uuid[]) AS id,
+           unnest(@positions::bigint[]) AS position,
+           unnest(@types::text[]) AS type,
+           unnest(@stream_types::text[]) AS stream_type,
+           unnest(@stream_ids::uuid[]) AS stream_id,
+           unnest(@versions::integer[]) AS version,
+           generate_series(1, cardinality(@ids::uuid[])) AS n
+), checked AS (
+    SELECT d.n, e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at,
+           coalesce(e.type = d.type AND e.stream_type = d.stream_type AND e.stream_id = d.stream_id
+                    AND e.version = d.version, false) AS matches
+    FROM delivered d
+    LEFT JOIN events e ON e.position = d.position AND e.id = d.id
+), fresh AS (
+    INSERT INTO inbox (subscriber, event_id, position)
+    SELECT @subscriber::text, c.id, c.position
+    FROM checked c
+    WHERE c.matches AND c.type = ANY(@subscribed::text[])
+      AND c.position > coalesce(
+          (SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = @subscriber::text FOR SHARE), 0)
+    ON CONFLICT (subscriber, event_id) DO NOTHING
+    RETURNING event_id
+)
+SELECT c.n::bigint AS n, (c.id IS NOT NULL)::boolean AS found, c.matches::boolean AS matches,
+       coalesce(c.id IN (SELECT event_id FROM fresh), false)::boolean AS fresh,
+       coalesce(c.position, 0)::bigint AS position, c.id, coalesce(c.stream_type, '')::text AS stream_type, c.stream_id,
+       coalesce(c.version, 0)::integer AS version, coalesce(c.type, '')::text AS type, c.data, c.occurred_at
+FROM checked c
+ORDER BY c.n;
+
+-- name: InboxUnclaim :exec
+-- Takes back claims InboxClaimStored made in this transaction for
+-- deliveries whose data turned out to differ from the stored event's.
+DELETE FROM inbox WHERE subscriber = @subscriber::text AND event_id = ANY(@event_ids::uuid[]);

@@ -67,19 +67,19 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 		}
 		// Dead-lettering through the default exchange with the dead queue's
 		// name as routing key needs no extra exchange to declare or bind.
-		// The consumer keeps a failing message in Postgres on its last
-		// delivery; the queue's own dead-lettering is the backstop for a
-		// worker that dies on it every time, and at-least-once (with
-		// reject-publish, which it requires) so the broker keeps the message
-		// until the dead queue confirmed it.
+		// The consumer keeps every dead letter in Postgres itself, before
+		// it acks (a failing one on its last delivery); the queue's own
+		// dead-lettering is only the backstop for a worker that dies on a
+		// message every time. Its arguments stay as they were first
+		// declared: a queue's arguments cannot change, so another one here
+		// would fail every existing deployment's declare (a policy can set
+		// dead-letter-strategy at-least-once on existing queues: README).
 		q := QueueName(s.Name)
 		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
 			amqp.QueueTypeArg:           amqp.QueueTypeQuorum,
 			"x-delivery-limit":          int64(deliveryLimit),
 			"x-dead-letter-exchange":    "",
 			"x-dead-letter-routing-key": dead,
-			"x-dead-letter-strategy":    "at-least-once",
-			"x-overflow":                "reject-publish",
 		}); err != nil {
 			return fmt.Errorf("declare queue %s: %w", q, err)
 		}

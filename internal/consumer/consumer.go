@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -409,20 +410,23 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 				}
 			}
 		}
-		if err := verifyAll(txCtx, tx, notices); err != nil {
+		fresh, err := claimStored(txCtx, tx, c.sub, notices)
+		if err != nil {
 			return err
 		}
-		events := make([]eventstore.Event, 0, len(notices))
 		for _, n := range notices {
 			if n.reason == "" {
-				events = append(events, n.stored)
 				res.top = max(res.top, n.stored.Position)
+				if slices.Contains(c.sub.EventTypes(), n.stored.Type) {
+					res.relevant++
+				}
 			}
 		}
-		res.relevant = len(dispatch.Filter(c.sub, events))
-		var err error
-		if res.fresh, err = dispatch.DeliverCount(txCtx, tx, c.sub, events); err != nil {
-			return err
+		res.fresh = len(fresh)
+		if len(fresh) > 0 {
+			if err := c.sub.Handle(txCtx, tx, fresh); err != nil {
+				return fmt.Errorf("%s: %w", c.sub.Name(), err)
+			}
 		}
 		if res.dead, err = recordDead(txCtx, tx, c.sub.Name(), notices); err != nil {
 			return err

@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
 )
@@ -72,55 +74,92 @@ func (n *notice) deadLetterID() string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// verifyAll looks up, in one statement, the stored events the standing
-// notices name (by the body's position), and settles each: verified (its
-// stored event to apply) or dead-lettered with its reason.
-func verifyAll(ctx context.Context, tx pgx.Tx, notices []notice) error {
-	positions := make([]int64, 0, len(notices))
-	for _, n := range notices {
-		if n.reason == "" {
-			positions = append(positions, n.claimed.Position)
-		}
-	}
-	if len(positions) == 0 {
-		return nil
-	}
-	stored, err := eventstore.AtPositions(ctx, tx, positions)
-	if err != nil {
-		return err
-	}
-	byPosition := make(map[int64]eventstore.Event, len(stored))
-	for _, e := range stored {
-		byPosition[e.Position] = e
-	}
+// claimStored checks the standing notices against the event store and
+// claims the inbox rows of those the subscriber must apply, in one
+// statement (InboxClaimStored), settling each notice: verified (stored set
+// to the event as stored) or dead-lettered with its reason. It returns the
+// stored events new to the subscriber, in delivery order, each once.
+func claimStored(ctx context.Context, tx pgx.Tx, sub dispatch.Subscriber, notices []notice) ([]eventstore.Event, error) {
+	p := &dbsqlc.InboxClaimStoredParams{Subscriber: sub.Name(), Subscribed: sub.EventTypes()}
+	var standing []*notice
 	for i := range notices {
 		n := &notices[i]
 		if n.reason != "" {
 			continue
 		}
-		e, ok := byPosition[n.claimed.Position]
+		id, err := uuid.Parse(n.d.MessageId)
 		switch {
-		case !ok || e.ID.String() != n.d.MessageId:
+		case err != nil:
+			n.reason = ReasonUnknownEvent // no stored event has an id that is not a UUID
+			continue
+		}
+		standing = append(standing, n)
+		p.Ids = append(p.Ids, id)
+		p.Positions = append(p.Positions, n.claimed.Position)
+		p.Types = append(p.Types, n.claimed.Type)
+		p.StreamTypes = append(p.StreamTypes, n.claimed.StreamType)
+		p.StreamIds = append(p.StreamIds, n.claimed.StreamID)
+		p.Versions = append(p.Versions, n.claimed.Version)
+	}
+	if len(standing) == 0 {
+		return nil, nil
+	}
+	rows, err := dbsqlc.New().InboxClaimStored(ctx, tx, p)
+	if err != nil {
+		return nil, fmt.Errorf("%s inbox: %w", sub.Name(), err)
+	}
+	var fresh []eventstore.Event
+	claimedNow := map[uuid.UUID]bool{} // claimed by this statement
+	genuine := map[uuid.UUID]bool{}    // verified in this batch
+	for _, r := range rows {
+		if r.N < 1 || int(r.N) > len(standing) {
+			return nil, fmt.Errorf("%s inbox: row %d of %d deliveries", sub.Name(), r.N, len(standing))
+		}
+		n := standing[r.N-1]
+		switch {
+		case !r.Found:
 			n.reason = ReasonUnknownEvent
-		case !sameEvent(e, n.claimed):
+			continue
+		case r.Fresh:
+			claimedNow[*r.ID] = true
+		}
+		if !r.Matches || n.claimed.ID != *r.ID || !sameData(r.Data, n.claimed.Data) {
 			n.reason = ReasonMismatch
-		default:
-			n.stored = e
+			continue
+		}
+		n.stored = eventstore.Event{ID: *r.ID, StreamType: r.StreamType, StreamID: *r.StreamID, Version: r.Version,
+			Type: r.Type, Data: r.Data, OccurredAt: *r.OccurredAt, Position: r.Position}
+		if r.Fresh && !genuine[n.stored.ID] {
+			fresh = append(fresh, n.stored) // the same event twice in one batch is applied once
+		}
+		genuine[n.stored.ID] = true
+	}
+	// An altered copy claims nothing: its claim is taken back, unless a
+	// genuine copy in the same batch stands behind it.
+	var unclaim []uuid.UUID
+	for id := range claimedNow {
+		if !genuine[id] {
+			unclaim = append(unclaim, id)
 		}
 	}
-	return nil
+	if len(unclaim) > 0 {
+		if err := dbsqlc.New().InboxUnclaim(ctx, tx, &dbsqlc.InboxUnclaimParams{Subscriber: sub.Name(), EventIds: unclaim}); err != nil {
+			return nil, fmt.Errorf("%s inbox: %w", sub.Name(), err)
+		}
+	}
+	return fresh, nil
 }
 
-// sameEvent reports whether a message body says what the stored event
-// does: the same id, type, stream, version and data (as JSON values: the
-// body's data need not be written byte for byte as Postgres writes it).
-func sameEvent(stored, claimed eventstore.Event) bool {
-	if stored.ID != claimed.ID || stored.Type != claimed.Type || stored.StreamType != claimed.StreamType ||
-		stored.StreamID != claimed.StreamID || stored.Version != claimed.Version {
-		return false
+// sameData reports whether a body's data is the stored data as a JSON
+// value. The relay sends the stored text compacted, so the common case is
+// a byte comparison; anything else is compared as decoded values.
+func sameData(stored, claimed []byte) bool {
+	var compact bytes.Buffer
+	if json.Compact(&compact, stored) == nil && bytes.Equal(compact.Bytes(), claimed) {
+		return true
 	}
-	a, errA := canonicalJSON(stored.Data)
-	b, errB := canonicalJSON(claimed.Data)
+	a, errA := canonicalJSON(stored)
+	b, errB := canonicalJSON(claimed)
 	return errA == nil && errB == nil && bytes.Equal(a, b)
 }
 

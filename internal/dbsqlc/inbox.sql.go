@@ -7,6 +7,7 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -69,6 +70,116 @@ func (q *Queries) InboxClaim(ctx context.Context, db DBTX, arg *InboxClaimParams
 	return items, nil
 }
 
+const inboxClaimStored = `-- name: InboxClaimStored :many
+WITH delivered AS (
+    SELECT unnest($1::uuid[]) AS id,
+           unnest($2::bigint[]) AS position,
+           unnest($3::text[]) AS type,
+           unnest($4::text[]) AS stream_type,
+           unnest($5::uuid[]) AS stream_id,
+           unnest($6::integer[]) AS version,
+           generate_series(1, cardinality($1::uuid[])) AS n
+), checked AS (
+    SELECT d.n, e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at,
+           coalesce(e.type = d.type AND e.stream_type = d.stream_type AND e.stream_id = d.stream_id
+                    AND e.version = d.version, false) AS matches
+    FROM delivered d
+    LEFT JOIN events e ON e.position = d.position AND e.id = d.id
+), fresh AS (
+    INSERT INTO inbox (subscriber, event_id, position)
+    SELECT $7::text, c.id, c.position
+    FROM checked c
+    WHERE c.matches AND c.type = ANY($8::text[])
+      AND c.position > coalesce(
+          (SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = $7::text FOR SHARE), 0)
+    ON CONFLICT (subscriber, event_id) DO NOTHING
+    RETURNING event_id
+)
+SELECT c.n::bigint AS n, (c.id IS NOT NULL)::boolean AS found, c.matches::boolean AS matches,
+       coalesce(c.id IN (SELECT event_id FROM fresh), false)::boolean AS fresh,
+       coalesce(c.position, 0)::bigint AS position, c.id, coalesce(c.stream_type, '')::text AS stream_type, c.stream_id,
+       coalesce(c.version, 0)::integer AS version, coalesce(c.type, '')::text AS type, c.data, c.occurred_at
+FROM checked c
+ORDER BY c.n
+`
+
+type InboxClaimStoredParams struct {
+	Ids         []uuid.UUID
+	Positions   []int64
+	Types       []string
+	StreamTypes []string
+	StreamIds   []uuid.UUID
+	Versions    []int32
+	Subscriber  string
+	Subscribed  []string
+}
+
+type InboxClaimStoredRow struct {
+	N          int64
+	Found      bool
+	Matches    bool
+	Fresh      bool
+	Position   int64
+	ID         *uuid.UUID
+	StreamType string
+	StreamID   *uuid.UUID
+	Version    int32
+	Type       string
+	Data       []byte
+	OccurredAt *time.Time
+}
+
+// Checks a batch of deliveries against the event store and claims the
+// subscriber's inbox rows for those that name a stored event of its types,
+// in one statement: row n answers the n-th delivery. found: a stored event
+// has its id at its position (by the primary key); matches: with its type,
+// stream and version too; fresh: its inbox row was claimed now; and the
+// stored event, which is what gets applied. The data is compared by the caller, on the
+// stored event this returns (InboxUnclaim takes back the claim of one that
+// differs, in the same transaction), so Postgres parses no delivered JSON.
+// Claims at or below the watermark are dropped, as in InboxClaim.
+func (q *Queries) InboxClaimStored(ctx context.Context, db DBTX, arg *InboxClaimStoredParams) ([]*InboxClaimStoredRow, error) {
+	rows, err := db.Query(ctx, inboxClaimStored,
+		arg.Ids,
+		arg.Positions,
+		arg.Types,
+		arg.StreamTypes,
+		arg.StreamIds,
+		arg.Versions,
+		arg.Subscriber,
+		arg.Subscribed,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*InboxClaimStoredRow{}
+	for rows.Next() {
+		var i InboxClaimStoredRow
+		if err := rows.Scan(
+			&i.N,
+			&i.Found,
+			&i.Matches,
+			&i.Fresh,
+			&i.Position,
+			&i.ID,
+			&i.StreamType,
+			&i.StreamID,
+			&i.Version,
+			&i.Type,
+			&i.Data,
+			&i.OccurredAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const inboxPrune = `-- name: InboxPrune :execrows
 DELETE FROM inbox
 WHERE ctid = ANY(ARRAY(
@@ -91,6 +202,22 @@ func (q *Queries) InboxPrune(ctx context.Context, db DBTX, arg *InboxPruneParams
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const inboxUnclaim = `-- name: InboxUnclaim :exec
+DELETE FROM inbox WHERE subscriber = $1::text AND event_id = ANY($2::uuid[])
+`
+
+type InboxUnclaimParams struct {
+	Subscriber string
+	EventIds   []uuid.UUID
+}
+
+// Takes back claims InboxClaimStored made in this transaction for
+// deliveries whose data turned out to differ from the stored event's.
+func (q *Queries) InboxUnclaim(ctx context.Context, db DBTX, arg *InboxUnclaimParams) error {
+	_, err := db.Exec(ctx, inboxUnclaim, arg.Subscriber, arg.EventIds)
+	return err
 }
 
 const inboxWatermarkAdopt = `-- name: InboxWatermarkAdopt :one

@@ -139,18 +139,3 @@ func After(ctx context.Context, db database.DBTX, after int64, max int32) ([]Eve
 	}
 	return out, nil
 }
-
-// AtPositions returns the stored events at positions, in no particular
-// order; positions with no event are left out.
-func AtPositions(ctx context.Context, db database.DBTX, positions []int64) ([]Event, error) {
-	rows, err := dbsqlc.New().EventsAtPositions(ctx, db, positions)
-	if err != nil {
-		return nil, fmt.Errorf("events at positions: %w", err)
-	}
-	out := make([]Event, len(rows))
-	for i, r := range rows {
-		out[i] = Event{ID: r.ID, StreamType: r.StreamType, StreamID: r.StreamID, Version: r.Version,
-			Type: r.Type, Data: r.Data, OccurredAt: r.OccurredAt, Position: r.Position}
-	}
-	return out, nil
-}
