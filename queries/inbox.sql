@@ -111,6 +111,9 @@ WITH delivered AS (
     WHERE c.matches AND c.type = ANY(@subscribed::text[])
       AND c.position > coalesce(
           (SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = @subscriber::text FOR SHARE), 0)
+    -- In id order: concurrent batches holding the same events wait for
+    -- each other at worst, never deadlock.
+    ORDER BY c.id
     ON CONFLICT (subscriber, event_id) DO NOTHING
     RETURNING event_id
 )

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,12 @@ type Config struct {
 	// broker.DefaultDeliveryLimit): the queue's own delivery limit, so the
 	// consumer keeps it before the broker would drop or move it.
 	DeliveryLimit int
+	// Streams is how many channels consume the queue at once, each
+	// applying its own batches in its own transactions (default 2): a batch
+	// waits mostly for Postgres, and the next need not wait for it. Rows
+	// are locked in file order and inbox rows in event order, so
+	// concurrent batches wait for each other at worst, never deadlock.
+	Streams int
 	// Topology, when set, runs on every new channel before consuming (for
 	// example broker.DeclareTopology), so a broker that lost its
 	// definitions gets them back.
@@ -97,9 +104,12 @@ func (c *Config) setDefaults() error {
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = broker.DefaultDeliveryLimit
 	}
+	if c.Streams == 0 {
+		c.Streams = 2
+	}
 	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch || c.BatchIdle < 0 ||
 		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 ||
-		c.DeliveryLimit < 1 {
+		c.DeliveryLimit < 1 || c.Streams < 1 {
 		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, backoff %s..%s)",
 			c.Prefetch, c.BatchSize, c.MinBackoff, c.MaxBackoff)
 	}
@@ -177,25 +187,47 @@ func (c *Consumer) session(ctx context.Context) error {
 	// Closing the connection returns every unacked delivery to the queue:
 	// the one way out of a session, on error and on shutdown alike.
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
-	}
-	if c.cfg.Topology != nil {
-		if err := c.cfg.Topology(ch); err != nil {
-			return fmt.Errorf("declare topology: %w", err)
+	streams := make([]<-chan amqp.Delivery, c.cfg.Streams)
+	for i := range streams {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open channel: %w", err)
+		}
+		if i == 0 && c.cfg.Topology != nil {
+			if err := c.cfg.Topology(ch); err != nil {
+				return fmt.Errorf("declare topology: %w", err)
+			}
+		}
+		if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
+			return fmt.Errorf("qos: %w", err)
+		}
+		if streams[i], err = ch.Consume(c.queue, "", false, false, false, false, nil); err != nil {
+			return fmt.Errorf("consume %s: %w", c.queue, err)
 		}
 	}
-	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
-		return fmt.Errorf("qos: %w", err)
-	}
-	deliveries, err := ch.Consume(c.queue, "", false, false, false, false, nil)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.queue, err)
-	}
-	c.logger.Info("consuming", "queue", c.queue, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
+	c.logger.Info("consuming", "queue", c.queue, "streams", c.cfg.Streams, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
 	c.consuming.Store(true)
 	defer c.consuming.Store(false)
+	// Each stream (a channel of its own, so its acks are its own) applies
+	// its batches while the others apply theirs: a batch's transaction
+	// spends most of its time waiting for Postgres, which the next batch
+	// need not wait for. The first stream to end ends the session.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ended := make(chan error, len(streams))
+	for _, deliveries := range streams {
+		go func() { ended <- c.stream(ctx, deliveries) }()
+	}
+	err = <-ended
+	cancel()
+	for range len(streams) - 1 {
+		<-ended
+	}
+	return err
+}
+
+// stream handles one channel's batches until it breaks or ctx ends.
+func (c *Consumer) stream(ctx context.Context, deliveries <-chan amqp.Delivery) error {
 	for {
 		batch, err := c.collect(ctx, deliveries)
 		if len(batch) > 0 {
@@ -458,12 +490,16 @@ func (c *Consumer) observe(ctx context.Context, top int64) {
 }
 
 // headCache is the highest committed position, read at most once a second.
+// The streams of a consumer share it.
 type headCache struct {
+	mu  sync.Mutex
 	at  time.Time
 	pos int64
 }
 
 func (h *headCache) get(ctx context.Context, pool *pgxpool.Pool) (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if time.Since(h.at) < time.Second {
 		return h.pos, true
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -203,6 +205,7 @@ func recordDead(ctx context.Context, tx pgx.Tx, subscriber string, notices []not
 	if len(p.EventIds) == 0 {
 		return nil, nil
 	}
+	sortDeadLetters(p)
 	rows, err := dbsqlc.New().DeadLetterRecord(ctx, tx, p)
 	if err != nil {
 		return nil, fmt.Errorf("record dead letters: %w", err)
@@ -214,4 +217,19 @@ func recordDead(ctx context.Context, tx pgx.Tx, subscriber string, notices []not
 		}
 	}
 	return fresh, nil
+}
+
+// sortDeadLetters orders p by event id: concurrent batches keeping the same
+// dead letters lock their rows in one order.
+func sortDeadLetters(p *dbsqlc.DeadLetterRecordParams) {
+	idx := make([]int, len(p.EventIds))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return strings.Compare(p.EventIds[a], p.EventIds[b]) })
+	ids, positions, reasons, bodies := p.EventIds, p.Positions, p.Reasons, p.Bodies
+	p.EventIds, p.Positions, p.Reasons, p.Bodies = make([]string, len(idx)), make([]int64, len(idx)), make([]string, len(idx)), make([][]byte, len(idx))
+	for i, j := range idx {
+		p.EventIds[i], p.Positions[i], p.Reasons[i], p.Bodies[i] = ids[j], positions[j], reasons[j], bodies[j]
+	}
 }

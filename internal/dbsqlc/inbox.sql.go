@@ -92,6 +92,9 @@ WITH delivered AS (
     WHERE c.matches AND c.type = ANY($8::text[])
       AND c.position > coalesce(
           (SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = $7::text FOR SHARE), 0)
+    -- In id order: concurrent batches holding the same events wait for
+    -- each other at worst, never deadlock.
+    ORDER BY c.id
     ON CONFLICT (subscriber, event_id) DO NOTHING
     RETURNING event_id
 )
