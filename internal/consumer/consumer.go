@@ -64,12 +64,6 @@ type Config struct {
 	// broker.DefaultDeliveryLimit): the queue's own delivery limit, so the
 	// consumer keeps it before the broker would drop or move it.
 	DeliveryLimit int
-	// Streams is how many channels consume the queue at once, each
-	// applying its own batches in its own transactions (default 2): a batch
-	// waits mostly for Postgres, and the next need not wait for it. Rows
-	// are locked in file order and inbox rows in event order, so
-	// concurrent batches wait for each other at worst, never deadlock.
-	Streams int
 	// Topology, when set, runs on every new channel before consuming (for
 	// example broker.DeclareTopology), so a broker that lost its
 	// definitions gets them back.
@@ -104,12 +98,9 @@ func (c *Config) setDefaults() error {
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = broker.DefaultDeliveryLimit
 	}
-	if c.Streams == 0 {
-		c.Streams = 2
-	}
 	if c.Prefetch < 1 || c.BatchSize < 1 || c.BatchSize > c.Prefetch || c.BatchIdle < 0 ||
 		c.BatchMaxWait < c.BatchIdle || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.TxTimeout < 0 ||
-		c.DeliveryLimit < 1 || c.Streams < 1 {
+		c.DeliveryLimit < 1 {
 		return fmt.Errorf("consumer: invalid config (prefetch %d, batch %d, backoff %s..%s)",
 			c.Prefetch, c.BatchSize, c.MinBackoff, c.MaxBackoff)
 	}
@@ -126,6 +117,7 @@ type Consumer struct {
 	queue   string
 
 	applied   atomic.Int64 // highest event position applied (or found applied)
+	announce  chan struct{} // a batch committed new events: tell the api's waits
 	consuming atomic.Bool  // a session is consuming the queue now
 	head      headCache
 }
@@ -141,7 +133,7 @@ func New(pool *pgxpool.Pool, sub dispatch.Subscriber, cfg Config, logger *slog.L
 		return nil, err
 	}
 	return &Consumer{
-		pool: pool, sub: sub, cfg: cfg, metrics: m, queue: broker.QueueName(sub.Name()),
+		pool: pool, sub: sub, cfg: cfg, metrics: m, queue: broker.QueueName(sub.Name()), announce: make(chan struct{}, 1),
 		logger: logger.With("subscriber", sub.Name()),
 	}, nil
 }
@@ -151,6 +143,9 @@ func New(pool *pgxpool.Pool, sub dispatch.Subscriber, cfg Config, logger *slog.L
 // it) or abandons it, and closes the channel: every unacked delivery goes
 // back to the queue. It returns nil after a shutdown.
 func (c *Consumer) Run(ctx context.Context) error {
+	announced := make(chan struct{})
+	defer func() { <-announced }()
+	go func() { defer close(announced); c.announcer(ctx) }()
 	backoff := c.cfg.MinBackoff
 	for {
 		started := time.Now()
@@ -187,58 +182,70 @@ func (c *Consumer) session(ctx context.Context) error {
 	// Closing the connection returns every unacked delivery to the queue:
 	// the one way out of a session, on error and on shutdown alike.
 	defer conn.Close()
-	streams := make([]<-chan amqp.Delivery, c.cfg.Streams)
-	for i := range streams {
-		ch, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("open channel: %w", err)
-		}
-		if i == 0 && c.cfg.Topology != nil {
-			if err := c.cfg.Topology(ch); err != nil {
-				return fmt.Errorf("declare topology: %w", err)
-			}
-		}
-		if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
-			return fmt.Errorf("qos: %w", err)
-		}
-		if streams[i], err = ch.Consume(c.queue, "", false, false, false, false, nil); err != nil {
-			return fmt.Errorf("consume %s: %w", c.queue, err)
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	if c.cfg.Topology != nil {
+		if err := c.cfg.Topology(ch); err != nil {
+			return fmt.Errorf("declare topology: %w", err)
 		}
 	}
-	c.logger.Info("consuming", "queue", c.queue, "streams", c.cfg.Streams, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
+	// Room for the batch being collected beside the two being applied.
+	if err := ch.Qos(c.cfg.Prefetch+c.cfg.BatchSize, 0, false); err != nil {
+		return fmt.Errorf("qos: %w", err)
+	}
+	deliveries, err := ch.Consume(c.queue, "", false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.queue, err)
+	}
+	c.logger.Info("consuming", "queue", c.queue, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
 	c.consuming.Store(true)
 	defer c.consuming.Store(false)
-	// Each stream (a channel of its own, so its acks are its own) applies
-	// its batches while the others apply theirs: a batch's transaction
-	// spends most of its time waiting for Postgres, which the next batch
-	// need not wait for. The first stream to end ends the session.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ended := make(chan error, len(streams))
-	for _, deliveries := range streams {
-		go func() { ended <- c.stream(ctx, deliveries) }()
-	}
-	err = <-ended
-	cancel()
-	for range len(streams) - 1 {
-		<-ended
-	}
-	return err
-}
-
-// stream handles one channel's batches until it breaks or ctx ends.
-func (c *Consumer) stream(ctx context.Context, deliveries <-chan amqp.Delivery) error {
+	// A full batch means a backlog: the next one is collected and applied
+	// while it commits (a transaction waits mostly for Postgres), two at a
+	// time at most. A batch that is not full is settled before the next is
+	// taken, so under light load deliveries are applied one transaction
+	// after another and never wait for each other's row locks.
+	var inflight *settling
+	defer func() {
+		if inflight != nil {
+			<-inflight.done
+		}
+	}()
 	for {
 		batch, err := c.collect(ctx, deliveries)
 		if len(batch) > 0 {
-			if herr := c.handle(ctx, batch); herr != nil {
-				return herr
+			next := &settling{done: make(chan struct{})}
+			go func(prev *settling) {
+				defer close(next.done)
+				next.err = c.handle(ctx, batch, prev)
+			}(inflight)
+			prev := inflight
+			inflight = next
+			if prev != nil {
+				if <-prev.done; prev.err != nil {
+					return prev.err
+				}
+			}
+			if len(batch) < c.cfg.BatchSize {
+				<-next.done
+				inflight = nil
+				if next.err != nil {
+					return next.err
+				}
 			}
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// settling is a batch being applied and acked.
+type settling struct {
+	done chan struct{} // closed once settled
+	err  error         // set before done closes
 }
 
 // collect waits for a first delivery, then takes more while they keep
@@ -294,13 +301,20 @@ func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery)
 // the batch could not be settled (the channel broke, or shutdown came
 // while Postgres was away): the caller closes the connection, and the
 // unsettled deliveries go back to the queue.
-func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery) error {
+func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery, prev *settling) error {
 	notices := make([]notice, len(batch))
 	for i, d := range batch {
 		notices[i] = readNotice(d)
 	}
 	err := c.apply(ctx, notices)
 	if err == nil {
+		// The ack covers every earlier delivery of the channel: the batch
+		// before, applied at the same time, must be settled first.
+		if prev != nil {
+			if <-prev.done; prev.err != nil {
+				return prev.err
+			}
+		}
 		if err := batch[len(batch)-1].Ack(true); err != nil {
 			// Committed but not acked: the redelivery is an inbox no-op.
 			return fmt.Errorf("ack: %w", err)
@@ -442,8 +456,16 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 				}
 			}
 		}
+		// Both go with the BEGIN and the check, in their round trip.
+		q := dbsqlc.New()
+		if err := database.Defer(tx, func(db database.DBTX) error { return q.InboxPlanOnce(txCtx, db) }); err != nil {
+			return err
+		}
 		fresh, err := claimStored(txCtx, tx, c.sub, notices)
 		if err != nil {
+			return err
+		}
+		if err := database.Defer(tx, func(db database.DBTX) error { return q.InboxPlanDefault(txCtx, db) }); err != nil {
 			return err
 		}
 		for _, n := range notices {
@@ -460,18 +482,38 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 				return fmt.Errorf("%s: %w", c.sub.Name(), err)
 			}
 		}
-		if res.dead, err = recordDead(txCtx, tx, c.sub.Name(), notices); err != nil {
-			return err
-		}
-		if res.fresh == 0 {
-			return nil
-		}
-		return dispatch.Announce(txCtx, tx, c.sub.Name())
+		res.dead, err = recordDead(txCtx, tx, c.sub.Name(), notices)
+		return err
 	})
 	if err == nil {
 		c.metrics.batch.Observe(time.Since(began).Seconds())
+		if res.fresh > 0 {
+			select {
+			case c.announce <- struct{}{}:
+			default: // one is pending already: it covers this batch too
+			}
+		}
 	}
 	return res, err
+}
+
+// announcer tells the api's min_position waits, on dispatch.AppliedChannel,
+// that batches committed: off the batches' path, one NOTIFY for every
+// batch that committed while the one before was sent.
+func (c *Consumer) announcer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.announce:
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := dispatch.Notify(actx, c.pool, c.sub.Name()); err != nil && ctx.Err() == nil {
+			// Only a hint: the waits look again on their own.
+			c.logger.Debug("announce failed", "error", err)
+		}
+		cancel()
+	}
 }
 
 // observe updates the position and lag gauges after a batch committed.

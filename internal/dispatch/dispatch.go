@@ -114,6 +114,12 @@ func Announce(ctx context.Context, tx pgx.Tx, subscriber string) error {
 	})
 }
 
+// Notify sends the NOTIFY on AppliedChannel for subscriber at once, as a
+// transaction of its own: for a subscriber whose batches committed already.
+func Notify(ctx context.Context, db database.DBTX, subscriber string) error {
+	return dbsqlc.New().InboxAnnounce(ctx, db, subscriber)
+}
+
 // Deliver hands events to a deduplicated subscriber: inbox rows are written
 // in the same transaction, and only the events it has not handled yet reach
 // it. Both the inline path and the remote consumers go through here, which
