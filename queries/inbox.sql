@@ -128,19 +128,3 @@ ORDER BY c.n;
 -- Takes back claims InboxClaimStored made in this transaction for
 -- deliveries whose data turned out to differ from the stored event's.
 DELETE FROM inbox WHERE subscriber = @subscriber::text AND event_id = ANY(@event_ids::uuid[]);
-
--- name: InboxPlanOnce :exec
--- Lets the batch's check (InboxClaimStored, sent next) be planned once for
--- its connection and reused: planning it afresh cost more than running it
--- for a small batch. Its arrays never change the right plan, a nested loop
--- over the deliveries probing events by primary key; with the other joins
--- and scans off while it is made, the one plan kept is that one whatever
--- the size of events then (a plan made while events was a page or two
--- would otherwise read all of it each time once it grew). InboxPlanDefault
--- gives the transaction's other statements the defaults back.
-SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true),
-       set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
-
--- name: InboxPlanDefault :exec
-SELECT set_config('plan_cache_mode', 'auto', true), set_config('enable_seqscan', 'on', true),
-       set_config('enable_hashjoin', 'on', true), set_config('enable_mergejoin', 'on', true);

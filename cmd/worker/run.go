@@ -121,11 +121,20 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			return nil
 		})
 	}
+	var consumerPool *pgxpool.Pool
 	for _, sub := range remoteSubscribers {
 		if !slices.Contains(cfg.WorkerRoles, sub.Name()) {
 			continue
 		}
-		c, err := consumer.New(pool, sub, consumer.Config{
+		if consumerPool == nil {
+			// The subscribers' statements are planned as their pool's
+			// settings say, apart from the relay's.
+			if consumerPool, err = database.ConnectWith(ctx, cfg.DatabaseURL, cfg.DBMaxConns, nil, consumer.PoolSettings); err != nil {
+				return err
+			}
+			defer consumerPool.Close()
+		}
+		c, err := consumer.New(consumerPool, sub, consumer.Config{
 			URL:           cfg.AMQPURL,
 			Prefetch:      cfg.ConsumerPrefetch,
 			DeliveryLimit: cfg.DeliveryLimit,

@@ -107,6 +107,22 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// PoolSettings are the session settings of the connections a consumer is
+// best given (database.ConnectWith). Its statements take arrays, whose
+// values never change the right plan: planning the batch's check afresh
+// each time cost more than running it for a small batch, so each is
+// planned once per connection and kept; and with sequential scans, hash and
+// merge joins off while they are made, the plan kept is the nested loop
+// over the deliveries probing events by primary key whatever the size of
+// events then (one made while events was a page or two would otherwise
+// read all of it each time once it grew; see OutboxPreferIndexes).
+var PoolSettings = map[string]string{
+	"plan_cache_mode":  "force_generic_plan",
+	"enable_seqscan":   "off",
+	"enable_hashjoin":  "off",
+	"enable_mergejoin": "off",
+}
+
 // Consumer runs one subscriber from its queue.
 type Consumer struct {
 	pool    *pgxpool.Pool
@@ -116,9 +132,9 @@ type Consumer struct {
 	metrics *metrics
 	queue   string
 
-	applied   atomic.Int64 // highest event position applied (or found applied)
+	applied   atomic.Int64  // highest event position applied (or found applied)
 	announce  chan struct{} // a batch committed new events: tell the api's waits
-	consuming atomic.Bool  // a session is consuming the queue now
+	consuming atomic.Bool   // a session is consuming the queue now
 	head      headCache
 }
 
@@ -456,16 +472,8 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 				}
 			}
 		}
-		// Both go with the BEGIN and the check, in their round trip.
-		q := dbsqlc.New()
-		if err := database.Defer(tx, func(db database.DBTX) error { return q.InboxPlanOnce(txCtx, db) }); err != nil {
-			return err
-		}
 		fresh, err := claimStored(txCtx, tx, c.sub, notices)
 		if err != nil {
-			return err
-		}
-		if err := database.Defer(tx, func(db database.DBTX) error { return q.InboxPlanDefault(txCtx, db) }); err != nil {
 			return err
 		}
 		for _, n := range notices {

@@ -25,12 +25,21 @@ type DBTX = dbsqlc.DBTX
 // reach Postgres yet still works once Postgres is back. tracer, when not
 // nil, sees every statement (see StatementCounter).
 func Connect(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
+	return ConnectWith(ctx, url, maxConns, tracer, nil)
+}
+
+// ConnectWith is Connect whose connections start with the session settings
+// given (name to value, as SET would take them).
+func ConnectWith(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer, settings map[string]string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	for k, v := range settings {
+		cfg.ConnConfig.RuntimeParams[k] = v
 	}
 	cfg.ConnConfig.Tracer = tracer
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
