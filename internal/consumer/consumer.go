@@ -505,9 +505,14 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 	return res, err
 }
 
+// announceGap is the least time between two announcements: the api's
+// watchers look at most every catchup.DefaultMinGap anyway, and a NOTIFY
+// per batch was a transaction per batch more for Postgres.
+const announceGap = 10 * time.Millisecond
+
 // announcer tells the api's min_position waits, on dispatch.AppliedChannel,
-// that batches committed: off the batches' path, one NOTIFY for every
-// batch that committed while the one before was sent.
+// that batches committed: off the batches' path, one NOTIFY for all the
+// batches that committed within announceGap.
 func (c *Consumer) announcer(ctx context.Context) {
 	for {
 		select {
@@ -521,6 +526,9 @@ func (c *Consumer) announcer(ctx context.Context) {
 			c.logger.Debug("announce failed", "error", err)
 		}
 		cancel()
+		if !sleep(ctx, announceGap) {
+			return
+		}
 	}
 }
 
