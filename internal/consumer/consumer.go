@@ -42,7 +42,8 @@ type Config struct {
 	// URL of the broker (required).
 	URL string
 	// Prefetch is how many unacked deliveries the broker may hand over at a
-	// time (default 1000).
+	// time (default 1000), plus BatchSize: room for the batch collected
+	// while two are applied.
 	Prefetch int
 	// BatchSize is the most deliveries applied in one transaction (default
 	// Prefetch/2, so the broker keeps sending while a batch commits; at most
