@@ -4,15 +4,18 @@
 // a hand corrupted.
 //
 // It works in a schema of its own holding empty copies of the target's
-// tables. First, in one REPEATABLE READ snapshot, it notes which events the
-// live side has applied (Target.Applied), replays exactly those into the
-// copies through the subscriber's own code (search_path puts the copies
-// first), and compares. Deliveries and commands go on meanwhile; reads see
-// the live rows. To swap, it locks the live tables against writers (reads go
-// on), replays what the live side applied since the snapshot, compares
-// again and rewrites the rows that differ, in one short transaction. The
+// tables, and replays into them, through the subscriber's own code
+// (search_path puts the copies first), exactly the events the live side
+// has applied (Target.Applied), noting each in the schema's applied list.
+// The bulk of that runs in short transactions, page by page: events never
+// change, and a long writing transaction would hold back every relay (they
+// claim no outbox row past the oldest open one). Then one short transaction
+// catches up with what the live side applied meanwhile and compares, in one
+// REPEATABLE READ snapshot; a swap does the same with the live tables
+// locked against writers (reads go on) and rewrites the rows that differ.
+// Deliveries and commands go on throughout; reads see the live rows. The
 // statements are built here, not in queries/: they name the schema and the
-// tables it is given.
+// tables they are given.
 package rebuild
 
 import (
@@ -84,45 +87,46 @@ func Run(ctx context.Context, pool *pgxpool.Pool, t Target, swap bool, progress 
 		return err
 	}
 
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return createCopies(ctx, tx, schema, t.Tables) }); err != nil {
+		return err
+	}
+	// The bulk, twice: the second round takes what landed during the first,
+	// so the round in one snapshot below has little left to do.
+	for range 2 {
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return markPending(ctx, tx, schema, t) }); err != nil {
+			return err
+		}
+		if err := replayPending(ctx, pool, schema, t, progress); err != nil {
+			return err
+		}
+	}
 	var differences int64
-	err = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-		if err := createCopies(ctx, tx, schema, t.Tables); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+ident(schema)+".applied "+t.Applied, t.AppliedArgs...); err != nil {
-			return fmt.Errorf("rebuild: applied events: %w", err)
-		}
-		if err := replay(ctx, tx, schema, t, progress); err != nil {
-			return err
-		}
-		differences, err = compare(ctx, tx, schema, t.Tables, keys)
-		return err
-	})
-	if err != nil {
-		return err
-	}
+	var err2 error
 	if !swap {
-		progress.Differences(int(differences))
-		return nil
-	}
-	for attempt := 1; ; attempt++ {
-		differences, err = swapIn(ctx, pool, schema, t, keys, progress)
-		// Writers that hold a live table and wait for another may
-		// deadlock with the lock taken here: the loser retries.
-		if err == nil || !database.IsTransient(err) || attempt == 5 {
-			break
+		err2 = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) (err error) {
+			differences, err = catchUpAndCompare(ctx, tx, schema, t, keys, progress)
+			return err
+		})
+	} else {
+		for attempt := 1; ; attempt++ {
+			differences, err2 = swapIn(ctx, pool, schema, t, keys, progress)
+			// Writers that hold a live table and wait for another may
+			// deadlock with the lock taken here: the loser retries.
+			if err2 == nil || !database.IsTransient(err2) || attempt == 5 {
+				break
+			}
 		}
 	}
-	if err != nil {
-		return err
+	if err2 != nil {
+		return err2
 	}
 	progress.Differences(int(differences))
 	return nil
 }
 
-// swapIn is the second step: with the live tables locked against writers,
-// the copies catch up with what the live side applied since the snapshot,
-// and the live rows that differ are rewritten. It returns how many did.
+// swapIn is the last step of a swap: with the live tables locked against
+// writers, the copies catch up with what the live side applied, and the
+// live rows that differ are rewritten. It returns how many did.
 func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, keys map[string][]string, progress *operations.Progress) (int64, error) {
 	var differences int64
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -133,21 +137,8 @@ func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, ke
 		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(live, ", ")+" IN EXCLUSIVE MODE"); err != nil {
 			return fmt.Errorf("rebuild: lock: %w", err)
 		}
-		// What the live side applied since the snapshot, marked to replay.
-		s := ident(schema)
-		if _, err := tx.Exec(ctx, "CREATE TABLE "+s+".caught_up AS SELECT position FROM ("+t.Applied+") a EXCEPT SELECT position FROM "+s+".applied", t.AppliedArgs...); err != nil {
-			return fmt.Errorf("rebuild: catch up: %w", err)
-		}
-		for _, stmt := range []string{"TRUNCATE " + s + ".applied", "INSERT INTO " + s + ".applied SELECT position FROM " + s + ".caught_up"} {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("rebuild: catch up: %w", err)
-			}
-		}
-		if err := replay(ctx, tx, schema, t, progress); err != nil {
-			return err
-		}
 		var err error
-		if differences, err = compare(ctx, tx, schema, t.Tables, keys); err != nil || differences == 0 {
+		if differences, err = catchUpAndCompare(ctx, tx, schema, t, keys, progress); err != nil || differences == 0 {
 			return err
 		}
 		return repair(ctx, tx, schema, t.Tables, keys)
@@ -155,11 +146,81 @@ func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, ke
 	return differences, err
 }
 
+// catchUpAndCompare replays, in tx, what the live side applied that the
+// copies lack, and compares: in one snapshot, so the live rows and the list
+// of what the live side applied agree.
+func catchUpAndCompare(ctx context.Context, tx pgx.Tx, schema string, t Target, keys map[string][]string, progress *operations.Progress) (int64, error) {
+	if err := markPending(ctx, tx, schema, t); err != nil {
+		return 0, err
+	}
+	if err := replayAll(ctx, tx, schema, t, progress); err != nil {
+		return 0, err
+	}
+	if err := settlePending(ctx, tx, schema); err != nil {
+		return 0, err
+	}
+	return compare(ctx, tx, schema, t.Tables, keys)
+}
+
+// markPending lists in the schema's pending table what the live side has
+// applied and the copies have not.
+func markPending(ctx context.Context, tx pgx.Tx, schema string, t Target) error {
+	s := ident(schema)
+	if _, err := tx.Exec(ctx, "INSERT INTO "+s+".pending SELECT position FROM ("+t.Applied+") a EXCEPT SELECT position FROM "+s+".applied", t.AppliedArgs...); err != nil {
+		return fmt.Errorf("rebuild: what the live side applied: %w", err)
+	}
+	return nil
+}
+
+// replayPending replays the pending events page by page, each page in a
+// transaction of its own, then moves them to the applied list.
+func replayPending(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, progress *operations.Progress) error {
+	var after int64
+	for {
+		var last int64
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+			last, err = replayOne(ctx, tx, schema, t, after, progress)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if last == 0 {
+			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return settlePending(ctx, tx, schema) })
+		}
+		after = last
+	}
+}
+
+// replayAll replays every pending event in tx, page by page.
+func replayAll(ctx context.Context, tx pgx.Tx, schema string, t Target, progress *operations.Progress) error {
+	var after int64
+	for {
+		last, err := replayOne(ctx, tx, schema, t, after, progress)
+		if err != nil || last == 0 {
+			return err
+		}
+		after = last
+	}
+}
+
+// settlePending moves the pending positions to the applied list.
+func settlePending(ctx context.Context, tx pgx.Tx, schema string) error {
+	s := ident(schema)
+	for _, stmt := range []string{"INSERT INTO " + s + ".applied SELECT position FROM " + s + ".pending", "TRUNCATE " + s + ".pending"} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("rebuild: %s: %w", stmt, err)
+		}
+	}
+	return nil
+}
+
 // createCopies makes the schema, an empty copy of each table (columns,
 // defaults, constraints, indexes), and the applied list.
 func createCopies(ctx context.Context, tx pgx.Tx, schema string, tables []string) error {
 	s := ident(schema)
-	stmts := []string{"CREATE SCHEMA " + s, "CREATE TABLE " + s + ".applied (position bigint PRIMARY KEY)"}
+	stmts := []string{"CREATE SCHEMA " + s, "CREATE TABLE " + s + ".applied (position bigint PRIMARY KEY)",
+		"CREATE TABLE " + s + ".pending (position bigint PRIMARY KEY)"}
 	for _, table := range tables {
 		stmts = append(stmts, "CREATE TABLE "+s+"."+ident(table)+" (LIKE public."+ident(table)+" INCLUDING ALL)")
 	}
@@ -171,40 +232,37 @@ func createCopies(ctx context.Context, tx pgx.Tx, schema string, tables []string
 	return nil
 }
 
-// replay applies the events listed in the schema's applied table, in
-// position order, to the copies: search_path puts them before public for
-// the rest of the transaction.
-func replay(ctx context.Context, tx pgx.Tx, schema string, t Target, progress *operations.Progress) error {
+// replayOne applies, in tx, one page of the pending events after position
+// after, in position order, to the copies (search_path puts them before
+// public for the rest of the transaction), and returns the last position
+// it applied (0: none left).
+func replayOne(ctx context.Context, tx pgx.Tx, schema string, t Target, after int64, progress *operations.Progress) (int64, error) {
 	s := ident(schema)
 	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", s+", public"); err != nil {
-		return fmt.Errorf("rebuild: search_path: %w", err)
+		return 0, fmt.Errorf("rebuild: search_path: %w", err)
 	}
-	page := `SELECT e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
-FROM public.events e JOIN ` + s + `.applied a ON a.position = e.position
-WHERE e.position > $1 ORDER BY e.position LIMIT $2`
-	var after int64
-	for {
-		rows, err := tx.Query(ctx, page, after, pageSize)
-		if err != nil {
-			return fmt.Errorf("rebuild: read events: %w", err)
-		}
-		events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.Event, error) {
-			var e eventstore.Event
-			err := r.Scan(&e.Position, &e.ID, &e.StreamType, &e.StreamID, &e.Version, &e.Type, &e.Data, &e.OccurredAt)
-			return e, err
-		})
-		if err != nil {
-			return fmt.Errorf("rebuild: read events: %w", err)
-		}
-		if len(events) == 0 {
-			return nil
-		}
-		if err := t.Apply(ctx, tx, events); err != nil {
-			return fmt.Errorf("rebuild: apply: %w", err)
-		}
-		progress.Applied(len(events))
-		after = events[len(events)-1].Position
+	rows, err := tx.Query(ctx, `SELECT e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
+FROM public.events e JOIN `+s+`.pending p ON p.position = e.position
+WHERE e.position > $1 ORDER BY e.position LIMIT $2`, after, pageSize)
+	if err != nil {
+		return 0, fmt.Errorf("rebuild: read events: %w", err)
 	}
+	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.Event, error) {
+		var e eventstore.Event
+		err := r.Scan(&e.Position, &e.ID, &e.StreamType, &e.StreamID, &e.Version, &e.Type, &e.Data, &e.OccurredAt)
+		return e, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rebuild: read events: %w", err)
+	}
+	if len(events) == 0 {
+		return 0, nil
+	}
+	if err := t.Apply(ctx, tx, events); err != nil {
+		return 0, fmt.Errorf("rebuild: apply: %w", err)
+	}
+	progress.Applied(len(events))
+	return events[len(events)-1].Position, nil
 }
 
 // compare counts the keys whose rows differ between the copies and the
