@@ -110,7 +110,7 @@ func fileIDs(job readmodel.Job) []uuid.UUID {
 	return ids
 }
 
-// Must hold 1: a link is visible to a read on another connection the moment
+// A link is visible to a read on another connection the moment
 // the command returns, every time.
 func TestReadYourWritesOnAnotherConnection(t *testing.T) {
 	t.Parallel()
@@ -141,7 +141,7 @@ func TestReadYourWritesOnAnotherConnection(t *testing.T) {
 	require.Zero(t, stale, "previews that missed the file just linked")
 }
 
-// Must hold 2: concurrent links without If-Match all land, serialised into a
+// Concurrent links without If-Match all land, serialised into a
 // gapless version sequence; with one shared If-Match exactly one lands.
 func TestConcurrentLinks(t *testing.T) {
 	t.Parallel()
@@ -209,7 +209,7 @@ func TestConcurrentLinks(t *testing.T) {
 	require.Equal(t, 2, events, "job.created and the one link")
 }
 
-// Must hold 6: deleting a file takes it out of every job preview in the
+// Deleting a file takes it out of every job preview in the
 // same transaction as its file.deleted.
 func TestDeleteFileUnlinksEverywhere(t *testing.T) {
 	t.Parallel()

@@ -28,7 +28,7 @@ var dataKeys = map[string][]string{
 	"job.deleted":       {},
 }
 
-// Must hold 8: through the built binaries (api and worker processes), an
+// Through the built binaries (api and worker processes), an
 // outside consumer bound to catacloud.events with "#" gets every event of
 // the events table, each with DESIGN.md's message contract, each stream in
 // version order; and the worker's subscribers answer GET /v1/storage.

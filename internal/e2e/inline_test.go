@@ -13,7 +13,7 @@ import (
 	"github.com/catacloud/epoch/internal/billing"
 )
 
-// Must hold 7: the same command sequence, sent over HTTP to two systems
+// The same command sequence, sent over HTTP to two systems
 // (two databases, two vhosts) that differ only in where storage and billing
 // run — remote in the worker, or inline in the api
 // (EPOCH_INLINE_SUBSCRIBERS=storage,billing) — gives the same positions and

@@ -25,7 +25,7 @@ import (
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
-// Must hold 1: 10,000 events while the worker (relay and subscribers) is
+// 10,000 events while the worker (relay and subscribers) is
 // SIGKILLed at random points, some of them between the broker's confirm and
 // the deletion of the outbox rows (EPOCH_FAULT_CRASH_AFTER_CONFIRM makes the
 // worker kill itself there): every event reaches an outside consumer at

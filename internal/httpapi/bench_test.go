@@ -17,7 +17,7 @@ import (
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
-// BenchmarkSetJobFiles is B6 in one process: PUT /v1/jobs/{id}/files with
+// BenchmarkSetJobFiles is cmd/bench's 1,000-file set in one process: PUT /v1/jobs/{id}/files with
 // 1 and with 1,000 files onto an empty job, through the real handler and
 // Postgres. Besides ns/op it reports the statements one request sends and
 // the time Postgres took for them (db-ms/op), and logs that time statement

@@ -20,7 +20,7 @@ func requireSameAnswer(t *testing.T, first, again resp) {
 }
 
 // A retried command with the same Idempotency-Key returns the same answer
-// and writes one event (issue 2, "What must hold" 5).
+// and writes one event.
 func TestIdempotencyReplay(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

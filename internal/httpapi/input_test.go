@@ -11,8 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Bad input writes nothing and answers a 4xx in the error shape (issue 2,
-// "What must hold" 4).
+// Bad input writes nothing and answers a 4xx in the error shape.
 func TestBadInputWritesNothing(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

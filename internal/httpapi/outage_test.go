@@ -101,8 +101,7 @@ func (p *tcpProxy) restore() {
 }
 
 // Postgres unreachable: /readyz fails and commands and reads answer 503
-// quickly, not a hang; when it comes back, the same API serves again
-// (issue 2, "What must hold" 7).
+// quickly, not a hang; when it comes back, the same API serves again.
 func TestPostgresUnreachable(t *testing.T) {
 	t.Parallel()
 	pool, dbURL := testdb.New(t)

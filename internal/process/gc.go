@@ -13,8 +13,8 @@ const (
 	// few MiB, while a 1,000-file set allocates a few MiB per request: at
 	// 100% the api collected during nearly every such request and handed
 	// pages back to the kernel in between (madvise), a fifth of its CPU in
-	// a profile of B6; at 400%, B6's 1,000-file set took 22–24 ms against
-	// 28–31 ms (BENCHMARKS.md).
+	// a profile of those sets; at 400% a 1,000-file set took 22–24 ms
+	// against 28–31 ms.
 	gcPercent = 400
 	// memoryLimit caps what that headroom may cost: near 80 MiB the
 	// collector runs as often as it must to stay under it (a soft limit:

@@ -49,7 +49,7 @@ func snapshot(t testing.TB, db database.DBTX) string {
 	return b.String()
 }
 
-// Must hold 3: after any sequence of commands, replaying the event store
+// After any sequence of commands, replaying the event store
 // into empty projection tables gives exactly the live tables.
 func TestRebuildEqualsLiveTables(t *testing.T) {
 	t.Parallel()
