@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"slices"
 	"sync"
@@ -17,6 +16,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
+
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/outbox"
 )
 
 // apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the
@@ -272,7 +276,7 @@ func (r *rawLinker) lockAndRead(ctx context.Context, conn *pgx.Conn, job uuid.UU
 	q := r.q
 	locks := map[int32]bool{}
 	for _, f := range files {
-		locks[fileLock(f)] = true
+		locks[command.FileLock(f)] = true
 	}
 	b := &pgx.Batch{}
 	b.Queue("begin")
@@ -320,8 +324,9 @@ func (r *rawLinker) appendEvents(ctx context.Context, conn *pgx.Conn, job uuid.U
 		if err != nil {
 			return nil, nil, err
 		}
-		ids[i], streamIDs[i], streamTypes[i], types[i] = uuid.Must(uuid.NewV7()), job, "job", eventType
-		versions[i], datas[i], at[i] = version+int32(i)+1, data, now
+		versions[i] = version + int32(i) + 1
+		ids[i], streamIDs[i], streamTypes[i], types[i] = eventstore.ID(job, versions[i]), job, domain.StreamJob, eventType
+		datas[i], at[i] = data, now
 	}
 	rows, err := conn.Query(ctx, r.q["EventAppend"].sql, r.q["EventAppend"].args(map[string]any{
 		"ids": ids, "stream_types": streamTypes, "stream_ids": streamIDs,
@@ -354,7 +359,7 @@ func (r *rawLinker) projectAndCommit(ctx context.Context, conn *pgx.Conn, job uu
 	first, last := positionRuns(positions)
 	partitions := make([]int16, len(first))
 	for i := range partitions {
-		partitions[i] = partitionOf(job)
+		partitions[i] = outbox.PartitionOf(job)
 	}
 	b := &pgx.Batch{}
 	b.Queue(q[project].sql, q[project].args(map[string]any{
@@ -392,18 +397,6 @@ func positionRuns(positions []int64) (first, last []int64) {
 	}
 	return first, last
 }
-
-// partitionOf is the outbox partition of a stream (FNV-1a of its bytes
-// modulo 64, as internal/outbox computes it).
-func partitionOf(id uuid.UUID) int16 {
-	h := fnv.New32a()
-	_, _ = h.Write(id[:])
-	return int16(h.Sum32() % 64)
-}
-
-// fileLock is command.FileLock, the same hash over the same 64 values,
-// repeated here for the same reason.
-func fileLock(id uuid.UUID) int32 { return int32(partitionOf(id)) }
 
 // drain reads every row (the work a caller reading them would do) and
 // closes the result.

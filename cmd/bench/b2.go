@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
 )
@@ -116,16 +117,16 @@ func fillOutbox(ctx context.Context, e *env, n int) error {
 	for i, f := range files {
 		data, _ := json.Marshal(map[string]any{"owner_id": owners[i%len(owners)], "name": fmt.Sprintf("file-%d.bin", i),
 			"size_bytes": 1000 + i, "content_type": "application/octet-stream"})
-		rows = append(rows, []any{uuid.Must(uuid.NewV7()), "file", f, int32(1), "file.uploaded", data, at.Add(time.Duration(i) * time.Microsecond)})
+		rows = append(rows, []any{eventstore.ID(f, 1), domain.StreamFile, f, int32(1), domain.FileUploaded, data, at.Add(time.Duration(i) * time.Microsecond)})
 	}
 	for i, f := range files {
 		data, _ := json.Marshal(map[string]any{"owner_id": owners[i%len(owners)]})
-		rows = append(rows, []any{uuid.Must(uuid.NewV7()), "file", f, int32(2), "file.deleted", data, at.Add(time.Minute + time.Duration(i)*time.Microsecond)})
+		rows = append(rows, []any{eventstore.ID(f, 2), domain.StreamFile, f, int32(2), domain.FileDeleted, data, at.Add(time.Minute + time.Duration(i)*time.Microsecond)})
 	}
 	for len(rows) < n { // an odd n: one more upload
 		f := uuid.Must(uuid.NewV7())
 		data, _ := json.Marshal(map[string]any{"owner_id": owners[0], "name": "odd.bin", "size_bytes": 1, "content_type": "application/octet-stream"})
-		rows = append(rows, []any{uuid.Must(uuid.NewV7()), "file", f, int32(1), "file.uploaded", data, at})
+		rows = append(rows, []any{eventstore.ID(f, 1), domain.StreamFile, f, int32(1), domain.FileUploaded, data, at})
 	}
 	return pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
 		var from int64
@@ -144,7 +145,7 @@ func fillOutbox(ctx context.Context, e *env, n int) error {
 			if !seen[id] {
 				seen[id] = true
 				streams = append(streams, id)
-				parts = append(parts, partitionOf(id))
+				parts = append(parts, outbox.PartitionOf(id))
 			}
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO outbox (position, partition, last_position)

@@ -164,7 +164,7 @@ func (b *bench) b6(ctx context.Context) error {
 	}
 	f := (&figure{Figure: "B6", Name: fmt.Sprintf("set_%d_files_latency", len(files)), Value: manyMs, Unit: "ms", LimitedBy: limited,
 		Detail: map[string]any{"runs": b.sz.b6Runs, "ceiling_is": "median latency of a one-file set in the same run"}}).withCeiling(oneMs)
-	b.r.add(f.judge("ratio<=5", *f.Ratio <= 5))
+	b.r.add(f.judge("ratio<=5", f.Ratio != nil && *f.Ratio <= 5))
 	b.r.add((&figure{Figure: "B6", Name: fmt.Sprintf("raw_set_%d_files_latency", len(files)), Value: rawManyMs, Unit: "ms",
 		Detail: map[string]any{"runs": b.sz.b6Runs, "ceiling_is": "median latency of the raw one-file set in the same run",
 			"api_over_raw_many": round3(manyMs / rawManyMs), "api_over_raw_one": round3(oneMs / rawOneMs)}}).withCeiling(rawOneMs))
