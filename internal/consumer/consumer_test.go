@@ -2,6 +2,8 @@ package consumer_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -266,8 +268,13 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 	evs := e.history(t, owner, 30)
 
 	// Not a message body at all: kept as a dead letter on its first
-	// delivery, without spending its delivery counts.
+	// delivery, without spending its delivery counts; one whose id
+	// Postgres text cannot hold is named by its body's hash.
 	e.publishRaw(t, domain.FileUploaded, amqp.Publishing{MessageId: "garbage", Body: []byte("not json"), DeliveryMode: amqp.Persistent})
+	nulBody := []byte("nul id")
+	e.publishRaw(t, domain.FileUploaded, amqp.Publishing{MessageId: "bad\x00id\xff", Body: nulBody, DeliveryMode: amqp.Persistent})
+	nulSum := sha256.Sum256(nulBody)
+	nulKey := "sha256:" + hex.EncodeToString(nulSum[:])
 	// A stored event the subscriber cannot apply: it fails in its batch,
 	// alone on retry, is requeued, and is kept on its last delivery (3).
 	bad, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, json.RawMessage(`{"owner_id":42}`), t0)
@@ -287,11 +294,11 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 
 	for _, name := range []string{storage.Name, billing.Name} {
 		require.EventuallyWithT(t, func(c *assertT) {
-			require.Equal(c, map[string]string{"garbage": consumer.ReasonMalformed, bad.ID.String(): consumer.ReasonFailed},
+			require.Equal(c, map[string]string{"garbage": consumer.ReasonMalformed, nulKey: consumer.ReasonMalformed, bad.ID.String(): consumer.ReasonFailed},
 				e.keptDeadLetters(t, name))
 		}, 20*time.Second, 50*time.Millisecond, name)
 		// Each counted once: the failing one's requeues are not dead letters.
-		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonMalformed))
+		require.Equal(t, 2.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonMalformed))
 		require.Equal(t, 1.0, metric(t, e.reg, "epoch_consumer_dead_lettered_total", name, consumer.ReasonFailed))
 		require.Empty(t, e.deadLetters(t, name), "nothing reached the broker's dead-letter queue")
 		var deaths int

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -69,7 +70,9 @@ func readNotice(d amqp.Delivery) notice {
 // it has none that fits, the hash of its body (the same message dying
 // again is the same dead letter).
 func (n *notice) deadLetterID() string {
-	if id := n.d.MessageId; id != "" && len(id) <= maxDeadLetterID {
+	// Postgres text takes neither NUL nor invalid UTF-8: such an id is
+	// named by its body too, or the dead letter could not be kept.
+	if id := n.d.MessageId; id != "" && len(id) <= maxDeadLetterID && utf8.ValidString(id) && !strings.ContainsRune(id, 0) {
 		return id
 	}
 	sum := sha256.Sum256(n.d.Body)
