@@ -217,7 +217,7 @@ func declareWhenReady(ctx context.Context, url string, topology func(*amqp.Chann
 		if time.Now().After(deadline) {
 			return fmt.Errorf("declare topology: %w", err)
 		}
-		logger.Warn("RabbitMQ not ready, retrying", "error", err, "retry_in", wait)
+		logger.Warn("RabbitMQ not ready, retrying", "error", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

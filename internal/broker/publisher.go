@@ -104,7 +104,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	for {
 		sess, err := p.dial()
 		if err != nil {
-			p.logger.WarnContext(ctx, "broker: connect failed", "error", err, "retry_in", backoff)
+			p.logger.WarnContext(ctx, "broker: connect failed", "error", err, "retry_in", backoff.String())
 			select {
 			case <-ctx.Done():
 				return nil

@@ -173,7 +173,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if time.Since(started) > 10*c.cfg.MaxBackoff {
 			backoff = c.cfg.MinBackoff // it ran a good while: not a dial loop
 		}
-		c.logger.Warn("consumer disconnected, reconnecting", "queue", c.queue, "error", err, "backoff", backoff)
+		c.logger.Warn("consumer disconnected, reconnecting", "queue", c.queue, "error", err, "backoff", backoff.String())
 		if !sleep(ctx, backoff) {
 			return nil
 		}
@@ -438,7 +438,7 @@ func (c *Consumer) apply(ctx context.Context, notices []notice) error {
 		if !retry {
 			return err
 		}
-		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", backoff)
+		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", backoff.String())
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}

@@ -120,6 +120,12 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
+	// The server answered, and the answer will not change by waiting: a
+	// database that does not exist, or credentials it refuses.
+	var refused *pgconn.PgError
+	if errors.As(err, &refused) && (refused.Code == "3D000" || refused.Code == "28000" || refused.Code == "28P01") {
+		return false
+	}
 	// The connection broke mid-statement: the server went away.
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		return true

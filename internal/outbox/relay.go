@@ -195,7 +195,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			return
 		}
 		if err != nil {
-			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", backoff)
+			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", backoff.String())
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, r.cfg.MaxBackoff)
 			continue
