@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/storage"
@@ -157,6 +159,15 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// Not ready until the schema is: the api applies the migrations at its
+	// start, and a worker started first waits for them.
+	var schemaReady atomic.Bool
+	ready = append([]func() error{func() error {
+		if !schemaReady.Load() {
+			return errors.New("the database schema is not applied yet (the api applies it at start)")
+		}
+		return nil
+	}}, ready...)
 	srv := &http.Server{
 		Handler:           healthHandler(registry, ready, cfg.Pprof),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -165,23 +176,34 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("worker running", "roles", cfg.WorkerRoles, "addr", ln.Addr().String())
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(roles)+1)
+	errs := make(chan error, len(roles)+2)
 	roleCtx, cancelRoles := context.WithCancel(ctx)
 	defer cancelRoles()
-	for _, r := range roles {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.run(roleCtx); err != nil {
-				errs <- fmt.Errorf("%s: %w", r.name, err)
-			}
-		}()
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if err := httpapi.Serve(roleCtx, srv, ln, cfg.ShutdownTimeout); err != nil {
 			errs <- err
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := waitForSchema(roleCtx, pool, logger); err != nil {
+			if roleCtx.Err() == nil {
+				errs <- err
+			}
+			return
+		}
+		schemaReady.Store(true)
+		for _, r := range roles {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.run(roleCtx); err != nil {
+					errs <- fmt.Errorf("%s: %w", r.name, err)
+				}
+			}()
 		}
 	}()
 
@@ -284,6 +306,36 @@ func crashAfterConfirm(p float64, logger *slog.Logger) func() {
 		if rand.Float64() < p {
 			logger.Warn("fault injection: killing the worker between confirm and delete")
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+}
+
+// schemaPoll is how often a worker started before the schema looks again.
+const schemaPoll = time.Second
+
+// waitForSchema returns once every migration this binary knows is applied,
+// saying so once in the log while it waits: the roles' statements need the
+// tables the api creates at its start.
+func waitForSchema(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	logged := false
+	for {
+		pending, err := migrate.Pending(ctx, pool)
+		switch {
+		case err == nil && pending == 0:
+			if logged {
+				logger.Info("database schema applied; starting the roles")
+			}
+			return nil
+		case err != nil && !database.IsUnavailable(err):
+			return fmt.Errorf("start-up: %w", err)
+		case !logged:
+			logged = true
+			logger.Warn("waiting for the database schema: start the api, which applies it", "pending_migrations", pending, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(schemaPoll):
 		}
 	}
 }

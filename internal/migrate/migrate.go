@@ -84,6 +84,42 @@ func Up(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	return Apply(ctx, pool, migrations)
 }
 
+// Pending is how many of the embedded migrations db has not applied yet
+// (all of them on a database the api never started on).
+func Pending(ctx context.Context, db *pgxpool.Pool) (int, error) {
+	migrations, err := Load()
+	if err != nil {
+		return 0, err
+	}
+	var applied []int64
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT version FROM schema_migrations`)
+		if err != nil {
+			return err
+		}
+		applied, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("migrate: pending: %w", err)
+	}
+	done := make(map[int64]bool, len(applied))
+	for _, v := range applied {
+		done[v] = true
+	}
+	pending := 0
+	for _, m := range migrations {
+		if !done[m.Version] {
+			pending++
+		}
+	}
+	return pending, nil
+}
+
 // Apply is Up for the given migrations only (in the order given): tests
 // use it to build an older schema and upgrade it.
 func Apply(ctx context.Context, pool *pgxpool.Pool, migrations []Migration) (int, error) {
