@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/billing"
@@ -116,6 +117,16 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return err
 	}
 	commands := command.NewService(pool, dispatcher)
+	// Every loop of the api runs in this group: one that fails ends the
+	// others and the process, and the api returns only once all ended
+	// (stop ends them when start-up fails after the first began).
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	loops, ctx := errgroup.WithContext(ctx)
+	startFailed := func(err error) error {
+		stop()
+		return errors.Join(err, loops.Wait())
+	}
 	if cfg.OutboxMaxBacklog > 0 {
 		gate, err := backpressure.New(background, backpressure.Config{
 			MaxBacklog: cfg.OutboxMaxBacklog, Concurrency: max(1, int(cfg.DBMaxConns)/4),
@@ -123,7 +134,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		go gate.Run(ctx)
+		loops.Go(func() error { gate.Run(ctx); return nil })
 		commands.HoldBackWith(gate)
 	}
 	handler, err := httpapi.New(httpapi.Config{
@@ -144,17 +155,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		QueueTimeout:    cfg.ManagementTimeout,
 	})
 	if err != nil {
-		return err
+		return startFailed(err)
 	}
-	go func() {
-		if err := handler.Run(ctx); err != nil {
-			logger.Error("api background work stopped", "error", err)
-		}
-	}()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return startFailed(fmt.Errorf("listen: %w", err))
 	}
+	loops.Go(func() error { return handler.Run(ctx) })
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -170,9 +177,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if cfg.AdminToken == "" {
 		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")
 	}
-	go janitor.Run(ctx, background, janitorInterval, logger, movable)
+	loops.Go(func() error { janitor.Run(ctx, background, janitorInterval, logger, movable); return nil })
 	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
-	return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout)
+	loops.Go(func() error { return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout) })
+	return loops.Wait()
 }
 
 // tokenCacheTTL maps EPOCH_TOKEN_CACHE_TTL to httpapi's setting, where 0
