@@ -30,6 +30,7 @@ import (
 	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/serve"
 	"github.com/catacloud/epoch/internal/storage"
 )
 
@@ -172,14 +173,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	if cfg.Pprof {
-		srv.Handler = httpapi.WithPprof(srv.Handler)
+		srv.Handler = serve.WithPprof(srv.Handler)
 	}
 	if cfg.AdminToken == "" {
 		logger.Warn("EPOCH_ADMIN_TOKEN is not set: POST /v1/users answers 403")
 	}
 	loops.Go(func() error { janitor.Run(ctx, background, janitorInterval, logger, movable); return nil })
 	logger.Info("api listening", "addr", ln.Addr().String(), "inline_subscribers", dispatcher.Inline())
-	loops.Go(func() error { return httpapi.Serve(ctx, srv, ln, cfg.ShutdownTimeout) })
+	loops.Go(func() error { return serve.Run(ctx, srv, ln, cfg.ShutdownTimeout) })
 	return loops.Wait()
 }
 

@@ -27,10 +27,10 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/serve"
 	"github.com/catacloud/epoch/internal/storage"
 )
 
@@ -182,7 +182,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := httpapi.Serve(roleCtx, srv, ln, cfg.ShutdownTimeout); err != nil {
+		if err := serve.Run(roleCtx, srv, ln, cfg.ShutdownTimeout); err != nil {
 			errs <- err
 		}
 	}()
@@ -289,7 +289,7 @@ func healthHandler(registry *prometheus.Registry, ready []func() error, withPpro
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
 	if withPprof {
-		return httpapi.WithPprof(mux)
+		return serve.WithPprof(mux)
 	}
 	return mux
 }

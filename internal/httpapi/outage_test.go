@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/serve"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -207,7 +208,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
-	go func() { served <- httpapi.Serve(ctx, srv, ln, 10*time.Second) }()
+	go func() { served <- serve.Run(ctx, srv, ln, 10*time.Second) }()
 
 	type result struct {
 		body string

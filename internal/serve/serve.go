@@ -1,4 +1,7 @@
-package httpapi
+// Package serve runs an HTTP server until its context ends and shuts it
+// down gracefully: the api's and the worker's alike, so the worker serves
+// its health and metrics without the api's handlers.
+package serve
 
 import (
 	"context"
@@ -10,10 +13,10 @@ import (
 	"time"
 )
 
-// Serve serves srv on ln until ctx ends, then shuts down gracefully: it
+// Run serves srv on ln until ctx ends, then shuts down gracefully: it
 // stops accepting, lets in-flight requests finish (at most timeout), and
 // returns. It returns early with the error if serving fails.
-func Serve(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration) error {
+func Run(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
