@@ -21,6 +21,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
@@ -216,7 +217,11 @@ func placements(movable []dispatch.Subscriber, inline []string) []httpapi.Subscr
 // queueReader reads queue depths of EPOCH_AMQP_URL's vhost through the
 // management API, for GET /v1/admin/status.
 func queueReader(cfg config) (func(ctx context.Context, queue string) (int64, error), error) {
-	uri, err := amqp.ParseURI(cfg.AMQPURL)
+	nodes, err := broker.ParseURLs(cfg.AMQPURL)
+	if err != nil {
+		return nil, fmt.Errorf("EPOCH_AMQP_URL: %w", err)
+	}
+	uri, err := amqp.ParseURI(nodes[0]) // the nodes of one cluster share their vhosts
 	if err != nil {
 		return nil, fmt.Errorf("EPOCH_AMQP_URL: %w", err)
 	}

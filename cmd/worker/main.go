@@ -9,6 +9,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/catacloud/epoch/internal/broker"
 	"slices"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 type config struct {
 	DatabaseURL            string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
 	DBMaxConns             int32         `envconfig:"DB_MAX_CONNS" default:"10" desc:"most Postgres connections the worker opens"`
-	AMQPURL                string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL"`
+	AMQPURL                string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ URL, or the comma-separated URLs of the nodes of one cluster (each connection uses a node that answers, and another when its node goes)"`
 	HTTPAddr               string        `envconfig:"HTTP_ADDR" default:":8081" desc:"address of /healthz, /readyz and /metrics"`
 	WorkerRoles            []string      `envconfig:"WORKER_ROLES" default:"relay,storage,billing" desc:"comma-separated roles to run: relay, storage, billing"`
 	RelayBatchSize         int           `envconfig:"RELAY_BATCH_SIZE" default:"500" desc:"about the most events the relay publishes per cycle (it takes whole outbox rows, at least one per partition)"`
@@ -75,6 +76,11 @@ func (c *config) validate() error {
 	}
 	if c.DeliveryLimit <= 0 {
 		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)
+	}
+	if c.AMQPURL != "" {
+		if _, err := broker.ParseURLs(c.AMQPURL); err != nil {
+			return fmt.Errorf("EPOCH_AMQP_URL: %w", err)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package broker_test
 
 import (
+	"net"
+	"net/url"
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -77,5 +79,37 @@ func TestEventsWithoutSubscriberGoToUnsubscribed(t *testing.T) {
 		_, ok, err = ch.Get(queue, true)
 		require.NoError(t, err)
 		require.False(t, ok, "%s holds only %s", queue, want)
+	}
+}
+
+// A list of nodes: each Dial starts at the next one and skips a node that
+// does not answer, so connections spread and move to the nodes that do.
+func TestDialTriesTheNodesInTurn(t *testing.T) {
+	t.Parallel()
+	live := testbroker.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadAddr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there
+	u, err := url.Parse(live)
+	require.NoError(t, err)
+	u.Host = deadAddr
+	dead := u.String()
+
+	list := dead + ", " + live
+	for range 4 { // whichever node a call starts at, it ends on the live one
+		conn, err := broker.Dial(list, "test-dial")
+		require.NoError(t, err)
+		require.NoError(t, conn.Close())
+	}
+	_, err = broker.Dial(dead+","+dead, "test-dial")
+	require.ErrorContains(t, err, "dial")
+
+	nodes, err := broker.ParseURLs(" " + live + " ,," + dead)
+	require.NoError(t, err)
+	require.Equal(t, []string{live, dead}, nodes)
+	for _, bad := range []string{"", " , ", "http://x", live + ",mqtt://y"} {
+		_, err := broker.ParseURLs(bad)
+		require.Error(t, err, bad)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -138,21 +140,58 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-// Dial opens a connection with heartbeats, a connect timeout and a name the
-// management console shows.
-func Dial(url, connectionName string) (*amqp.Connection, error) {
+// Dial opens a connection to a node of urls: one URL, or the
+// comma-separated URLs of the nodes of one cluster. Each call starts at
+// the next node in turn, so a process's connections spread over the
+// cluster, and tries the others when one does not answer; a connection
+// that breaks is dialled again the same way, so it moves to a node that
+// answers.
+func Dial(urls, connectionName string) (*amqp.Connection, error) {
+	nodes, err := ParseURLs(urls)
+	if err != nil {
+		return nil, err
+	}
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(connectionName)
-	conn, err := amqp.DialConfig(url, amqp.Config{
-		Heartbeat:  10 * time.Second,
-		Locale:     "en_US",
-		Properties: props,
-		Dial:       amqp.DefaultDial(5 * time.Second),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+	start := int(nextNode.Add(1))
+	var errs []error
+	for i := range nodes {
+		node := nodes[(start+i)%len(nodes)]
+		conn, err := amqp.DialConfig(node, amqp.Config{
+			Heartbeat:  10 * time.Second,
+			Locale:     "en_US",
+			Properties: props,
+			Dial:       amqp.DefaultDial(5 * time.Second),
+		})
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err)
 	}
-	return conn, nil
+	return nil, fmt.Errorf("dial: %w", errors.Join(errs...))
+}
+
+// nextNode is where the next Dial starts in its list of nodes.
+var nextNode atomic.Uint32
+
+// ParseURLs splits a comma-separated list of AMQP URLs (the nodes of one
+// cluster; one URL is a cluster of one) and checks each.
+func ParseURLs(urls string) ([]string, error) {
+	var nodes []string
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if _, err := amqp.ParseURI(u); err != nil {
+			return nil, fmt.Errorf("broker URL %q: %w", u, err)
+		}
+		nodes = append(nodes, u)
+	}
+	if len(nodes) == 0 {
+		return nil, errors.New("no broker URL")
+	}
+	return nodes, nil
 }
 
 func (p *Publisher) dial() (*session, error) {
