@@ -12,7 +12,7 @@ WHERE state = 'running' AND (@target::text = '' OR target = @target::text)
 -- runs for the target already.
 INSERT INTO operations (id, kind, target, lock_key)
 VALUES (@id, @kind, @target, @lock_key)
-RETURNING id, kind, target, state, events_applied, differences, error, started_at, finished_at;
+RETURNING *;
 
 -- name: OperationLock :exec
 -- The runner's session lock, held while it runs.
@@ -32,5 +32,4 @@ SET state = @state, events_applied = @events_applied, differences = @differences
 WHERE id = @id AND state = 'running';
 
 -- name: OperationGet :one
-SELECT id, kind, target, state, events_applied, differences, error, started_at, finished_at
-FROM operations WHERE id = @id;
+SELECT * FROM operations WHERE id = @id;

@@ -136,18 +136,20 @@ SELECT coalesce(sum(last_position - position + 1), 0)::bigint AS pending,
        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest_age_seconds
 FROM outbox;
 
--- name: OutboxOldestOpenTransaction :many
--- The oldest other transaction of this database that has written
--- something: its outbox rows, if any, are invisible to the relay until it
--- ends.
+-- name: OutboxOpenTransactions :many
+-- The other transactions of this database that have written something,
+-- oldest first, at most max_count: their outbox rows, if any, are
+-- invisible to the relay until they end, so the relay cannot get past
+-- them.
 SELECT pid::integer AS pid,
+       coalesce(state, '')::text AS state,
        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
 FROM pg_catalog.pg_stat_activity
 WHERE datname = current_database()
   AND backend_xid IS NOT NULL
   AND pid <> pg_backend_pid()
 ORDER BY xact_start
-LIMIT 1;
+LIMIT @max_count::integer;
 
 -- name: OutboxVacuum :exec
 -- The outbox is a queue: every row is deleted soon after it is written, so

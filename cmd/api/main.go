@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -152,7 +151,6 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Background:      background,
 		MaxWaitsPerUser: cfg.MaxWaitsPerUser,
 		Movable:         movable,
-		Placements:      placements(movable, dispatcher.Inline()),
 		QueueMessages:   queueMessages,
 		QueueTimeout:    cfg.ManagementTimeout,
 	})
@@ -200,18 +198,6 @@ func tokenCacheTTL(d time.Duration) time.Duration {
 func subscribers() (projections, movable []dispatch.Subscriber) {
 	return []dispatch.Subscriber{projection.Subscriber{}},
 		[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
-}
-
-// placements says where the dispatcher runs each movable subscriber.
-func placements(movable []dispatch.Subscriber, inline []string) []httpapi.SubscriberPlacement {
-	out := make([]httpapi.SubscriberPlacement, len(movable))
-	for i, s := range movable {
-		out[i] = httpapi.SubscriberPlacement{Name: s.Name(), Placement: httpapi.PlacementRemote}
-		if slices.Contains(inline, s.Name()) {
-			out[i].Placement = httpapi.PlacementInline
-		}
-	}
-	return out
 }
 
 // queueReader reads queue depths of EPOCH_AMQP_URL's vhost through the

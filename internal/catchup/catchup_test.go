@@ -2,6 +2,8 @@ package catchup_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -41,8 +43,17 @@ func TestWait(t *testing.T) {
 	}
 
 	mine1, theirs, mine2 := upload(owner), upload(other), upload(owner)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	watchers := map[string]*catchup.Watcher{}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, name := range []string{storage.Name, "billing"} {
+		w := catchup.NewWatcher(pool, name, catchup.WatcherConfig{}, logger)
+		watchers[name] = w
+		go w.Run(runCtx)
+	}
 	wait := func(n int64, timeout time.Duration) error {
-		return catchup.Wait(ctx, pool, storage.Name, owner, n, timeout)
+		return watchers[storage.Name].Wait(ctx, pool, owner, n, timeout)
 	}
 
 	require.NoError(t, wait(0, time.Second), "nothing asked")
@@ -58,7 +69,7 @@ func TestWait(t *testing.T) {
 	require.NoError(t, wait(theirs.Position, time.Second))
 	require.ErrorIs(t, wait(mine2.Position, 50*time.Millisecond), catchup.ErrTimeout)
 	// Another subscriber's progress does not count.
-	require.ErrorIs(t, catchup.Wait(ctx, pool, "billing", owner, mine1.Position, 50*time.Millisecond), catchup.ErrTimeout)
+	require.ErrorIs(t, watchers["billing"].Wait(ctx, pool, owner, mine1.Position, 50*time.Millisecond), catchup.ErrTimeout)
 
 	// A waiter returns as soon as the subscriber catches up.
 	done := make(chan error, 1)
@@ -71,6 +82,7 @@ func TestWait(t *testing.T) {
 	}
 	applied := time.Now()
 	deliver(mine2)
+	watchers[storage.Name].Wake() // as the api does on the subscriber's NOTIFY
 	select {
 	case err := <-done:
 		require.NoError(t, err)

@@ -40,6 +40,10 @@ func NewService(pool *pgxpool.Pool, d *dispatch.Dispatcher) *Service {
 	return &Service{pool: pool, dispatcher: d, now: time.Now}
 }
 
+// Inline names the movable subscribers this service runs in the command's
+// transaction (the others run in the workers).
+func (s *Service) Inline() []string { return s.dispatcher.Inline() }
+
 // HoldBackWith makes Run wait at gate before each command (nil: never):
 // in the api, the gate that holds commands back while the relay is behind.
 func (s *Service) HoldBackWith(gate *backpressure.Gate) { s.gate = gate }

@@ -477,10 +477,11 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 		if err != nil {
 			return err
 		}
+		types := c.sub.EventTypes()
 		for _, n := range notices {
 			if n.reason == "" {
 				res.top = max(res.top, n.stored.Position)
-				if slices.Contains(c.sub.EventTypes(), n.stored.Type) {
+				if slices.Contains(types, n.stored.Type) {
 					res.relevant++
 				}
 			}

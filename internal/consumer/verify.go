@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/catacloud/epoch/internal/canonjson"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/eventstore"
@@ -163,19 +164,9 @@ func sameData(stored, claimed []byte) bool {
 	if json.Compact(&compact, stored) == nil && bytes.Equal(compact.Bytes(), claimed) {
 		return true
 	}
-	a, errA := canonicalJSON(stored)
-	b, errB := canonicalJSON(claimed)
+	a, errA := canonjson.Of(stored)
+	b, errB := canonjson.Of(claimed)
 	return errA == nil && errB == nil && bytes.Equal(a, b)
-}
-
-func canonicalJSON(raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
 }
 
 // recordDead keeps the dead-lettered notices in dead_letters, in tx, and

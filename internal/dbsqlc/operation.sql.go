@@ -7,10 +7,8 @@ package dbsqlc
 
 import (
 	"context"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const operationFailAbandoned = `-- name: OperationFailAbandoned :exec
@@ -55,25 +53,12 @@ func (q *Queries) OperationFinish(ctx context.Context, db DBTX, arg *OperationFi
 }
 
 const operationGet = `-- name: OperationGet :one
-SELECT id, kind, target, state, events_applied, differences, error, started_at, finished_at
-FROM operations WHERE id = $1
+SELECT id, kind, target, state, events_applied, differences, error, lock_key, started_at, finished_at FROM operations WHERE id = $1
 `
 
-type OperationGetRow struct {
-	ID            uuid.UUID
-	Kind          string
-	Target        string
-	State         string
-	EventsApplied int64
-	Differences   int64
-	Error         pgtype.Text
-	StartedAt     time.Time
-	FinishedAt    *time.Time
-}
-
-func (q *Queries) OperationGet(ctx context.Context, db DBTX, id uuid.UUID) (*OperationGetRow, error) {
+func (q *Queries) OperationGet(ctx context.Context, db DBTX, id uuid.UUID) (*Operation, error) {
 	row := db.QueryRow(ctx, operationGet, id)
-	var i OperationGetRow
+	var i Operation
 	err := row.Scan(
 		&i.ID,
 		&i.Kind,
@@ -82,6 +67,7 @@ func (q *Queries) OperationGet(ctx context.Context, db DBTX, id uuid.UUID) (*Ope
 		&i.EventsApplied,
 		&i.Differences,
 		&i.Error,
+		&i.LockKey,
 		&i.StartedAt,
 		&i.FinishedAt,
 	)
@@ -117,7 +103,7 @@ func (q *Queries) OperationProgress(ctx context.Context, db DBTX, arg *Operation
 const operationStart = `-- name: OperationStart :one
 INSERT INTO operations (id, kind, target, lock_key)
 VALUES ($1, $2, $3, $4)
-RETURNING id, kind, target, state, events_applied, differences, error, started_at, finished_at
+RETURNING id, kind, target, state, events_applied, differences, error, lock_key, started_at, finished_at
 `
 
 type OperationStartParams struct {
@@ -127,28 +113,16 @@ type OperationStartParams struct {
 	LockKey int64
 }
 
-type OperationStartRow struct {
-	ID            uuid.UUID
-	Kind          string
-	Target        string
-	State         string
-	EventsApplied int64
-	Differences   int64
-	Error         pgtype.Text
-	StartedAt     time.Time
-	FinishedAt    *time.Time
-}
-
 // Records a running operation; 23505 on operations_one_running_idx when one
 // runs for the target already.
-func (q *Queries) OperationStart(ctx context.Context, db DBTX, arg *OperationStartParams) (*OperationStartRow, error) {
+func (q *Queries) OperationStart(ctx context.Context, db DBTX, arg *OperationStartParams) (*Operation, error) {
 	row := db.QueryRow(ctx, operationStart,
 		arg.ID,
 		arg.Kind,
 		arg.Target,
 		arg.LockKey,
 	)
-	var i OperationStartRow
+	var i Operation
 	err := row.Scan(
 		&i.ID,
 		&i.Kind,
@@ -157,6 +131,7 @@ func (q *Queries) OperationStart(ctx context.Context, db DBTX, arg *OperationSta
 		&i.EventsApplied,
 		&i.Differences,
 		&i.Error,
+		&i.LockKey,
 		&i.StartedAt,
 		&i.FinishedAt,
 	)

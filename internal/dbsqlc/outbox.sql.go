@@ -216,35 +216,38 @@ func (q *Queries) OutboxKeepUnconfirmed(ctx context.Context, db DBTX, arg *Outbo
 	return result.RowsAffected(), nil
 }
 
-const outboxOldestOpenTransaction = `-- name: OutboxOldestOpenTransaction :many
+const outboxOpenTransactions = `-- name: OutboxOpenTransactions :many
 SELECT pid::integer AS pid,
+       coalesce(state, '')::text AS state,
        extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
 FROM pg_catalog.pg_stat_activity
 WHERE datname = current_database()
   AND backend_xid IS NOT NULL
   AND pid <> pg_backend_pid()
 ORDER BY xact_start
-LIMIT 1
+LIMIT $1::integer
 `
 
-type OutboxOldestOpenTransactionRow struct {
+type OutboxOpenTransactionsRow struct {
 	Pid        int32
+	State      string
 	AgeSeconds float64
 }
 
-// The oldest other transaction of this database that has written
-// something: its outbox rows, if any, are invisible to the relay until it
-// ends.
-func (q *Queries) OutboxOldestOpenTransaction(ctx context.Context, db DBTX) ([]*OutboxOldestOpenTransactionRow, error) {
-	rows, err := db.Query(ctx, outboxOldestOpenTransaction)
+// The other transactions of this database that have written something,
+// oldest first, at most max_count: their outbox rows, if any, are
+// invisible to the relay until they end, so the relay cannot get past
+// them.
+func (q *Queries) OutboxOpenTransactions(ctx context.Context, db DBTX, maxCount int32) ([]*OutboxOpenTransactionsRow, error) {
+	rows, err := db.Query(ctx, outboxOpenTransactions, maxCount)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []*OutboxOldestOpenTransactionRow{}
+	items := []*OutboxOpenTransactionsRow{}
 	for rows.Next() {
-		var i OutboxOldestOpenTransactionRow
-		if err := rows.Scan(&i.Pid, &i.AgeSeconds); err != nil {
+		var i OutboxOpenTransactionsRow
+		if err := rows.Scan(&i.Pid, &i.State, &i.AgeSeconds); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

@@ -9,50 +9,6 @@ import (
 	"context"
 )
 
-const statusOpenTransactions = `-- name: StatusOpenTransactions :many
-SELECT pid::integer AS pid,
-       coalesce(state, '')::text AS state,
-       extract(epoch FROM clock_timestamp() - xact_start)::float8 AS age_seconds
-FROM pg_catalog.pg_stat_activity
-WHERE datname = current_database()
-  AND backend_xid IS NOT NULL
-  AND pid <> pg_backend_pid()
-ORDER BY xact_start
-LIMIT $1::integer
-`
-
-type StatusOpenTransactionsRow struct {
-	Pid        int32
-	State      string
-	AgeSeconds float64
-}
-
-// The open transactions that hold the relay back, oldest first: every
-// other transaction of this database that has written something (the
-// notion of OutboxOldestOpenTransaction, all of them instead of the
-// oldest). Outbox rows they wrote stay invisible to the relay until they
-// end, so the relay cannot get past them. At most max_count, so a
-// connection storm does not make the answer unbounded.
-func (q *Queries) StatusOpenTransactions(ctx context.Context, db DBTX, maxCount int32) ([]*StatusOpenTransactionsRow, error) {
-	rows, err := db.Query(ctx, statusOpenTransactions, maxCount)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []*StatusOpenTransactionsRow{}
-	for rows.Next() {
-		var i StatusOpenTransactionsRow
-		if err := rows.Scan(&i.Pid, &i.State, &i.AgeSeconds); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const statusSubscribers = `-- name: StatusSubscribers :many
 SELECT s.name::text AS subscriber,
        greatest(

@@ -47,32 +47,23 @@ func TestTwoAPIProcessesEndToEnd(t *testing.T) {
 
 	created := s.call(t, http.StatusCreated, "POST", "/v1/users", adminToken, map[string]string{"name": "rot"}).json(t)
 	id, old := created["id"].(string), created["token"].(string)
-	get := func(p *proc, path, token string) int {
-		req, err := http.NewRequest("GET", "http://"+p.addr+path, nil)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := s.http.Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	require.Equal(t, http.StatusOK, get(second, "/v1/files", old)) // now cached there
+	require.Equal(t, http.StatusOK, s.get(t, second, "/v1/files", old)) // now cached there
 
 	rotated := s.call(t, http.StatusOK, "POST", "/v1/admin/users/"+id+"/token", adminToken, nil).json(t)
 	fresh := rotated["token"].(string)
 	at := time.Now()
-	for get(second, "/v1/files", old) != http.StatusUnauthorized {
+	for s.get(t, second, "/v1/files", old) != http.StatusUnauthorized {
 		require.Less(t, time.Since(at), time.Second, "the old token still works on the second api process")
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("old token refused by the second api process %s after the rotation answered", time.Since(at))
-	require.Equal(t, http.StatusOK, get(second, "/v1/files", fresh))
+	require.Equal(t, http.StatusOK, s.get(t, second, "/v1/files", fresh))
 
 	var took []time.Duration
 	for i := range 10 {
 		pos := s.call(t, http.StatusCreated, "POST", "/v1/files", fresh, map[string]any{"name": fmt.Sprint("f", i), "size_bytes": 10}).position(t)
 		start := time.Now()
-		require.Equal(t, http.StatusOK, get(second, fmt.Sprintf("/v1/storage?min_position=%d", pos), fresh))
+		require.Equal(t, http.StatusOK, s.get(t, second, fmt.Sprintf("/v1/storage?min_position=%d", pos), fresh))
 		took = append(took, time.Since(start))
 	}
 	slices.Sort(took)

@@ -91,13 +91,8 @@ func TestRebuildBillingWhileCommandsLand(t *testing.T) {
 
 	caughtUp := func() {
 		eventually(t, 30*time.Second, "billing applied every command", func() (bool, string) {
-			req, err := http.NewRequest("GET", "http://"+s.api.addr+usagePath(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), last), nil)
-			require.NoError(t, err)
-			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := s.http.Do(req)
-			require.NoError(t, err)
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK, fmt.Sprint(resp.StatusCode)
+			code := s.get(t, s.api, usageNow(last), token)
+			return code == http.StatusOK, fmt.Sprint(code)
 		})
 	}
 	caughtUp()

@@ -43,15 +43,7 @@ func TestRedriveRecoversAPurgedQueue(t *testing.T) {
 		}
 		return last
 	}
-	usage := func(minPosition int64) int {
-		req, err := http.NewRequest("GET", "http://"+s.api.addr+usagePath(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), minPosition), nil)
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := s.http.Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	usage := func(minPosition int64) int { return s.get(t, s.api, usageNow(minPosition), token) }
 	first := commands(6)
 	require.Equal(t, http.StatusOK, usage(first))
 

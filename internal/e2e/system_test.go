@@ -112,6 +112,25 @@ func (s *system) call(t *testing.T, want int, method, path, token string, body a
 	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
+// get sends GET path to the api process p as token and returns the status,
+// whatever it is (call requires one).
+func (s *system) get(t *testing.T, p *proc, path, token string) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+p.addr+path, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.http.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// usageNow is GET /v1/usage around now, with minPosition.
+func usageNow(minPosition int64) string {
+	return usagePath(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), minPosition)
+}
+
 func (s *system) newUser(t *testing.T, name string) string {
 	t.Helper()
 	got := s.call(t, http.StatusCreated, "POST", "/v1/users", adminToken, map[string]string{"name": name})

@@ -73,20 +73,11 @@ type Config struct {
 	// rebuild, dead letters: a replay hands events to these very
 	// implementations), by name. Nil: storage and billing.
 	Movable []dispatch.Subscriber
-	// Placements are the movable subscribers GET /v1/admin/status
-	// reports, in that order, with where the api's dispatcher runs them.
-	Placements []SubscriberPlacement
 	// QueueMessages reads how many messages a broker queue holds, for
 	// GET /v1/admin/status. Nil, or failing: queue_messages is null.
 	QueueMessages func(ctx context.Context, queue string) (int64, error)
 	// QueueTimeout bounds QueueMessages. Default DefaultQueueTimeout.
 	QueueTimeout time.Duration
-}
-
-// SubscriberPlacement is a movable subscriber and where the api's
-// dispatcher runs it: PlacementInline or PlacementRemote.
-type SubscriberPlacement struct {
-	Name, Placement string
 }
 
 // The placements of a movable subscriber (EPOCH_INLINE_SUBSCRIBERS).

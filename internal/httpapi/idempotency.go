@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/catacloud/epoch/internal/canonjson"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
@@ -166,21 +167,14 @@ func requestHash(r *http.Request, body []byte) []byte {
 	return h.Sum(nil)
 }
 
-// canonicalJSON is body decoded and encoded again: object keys sorted, no
-// whitespace, numbers as their literal text (1.0 stays apart from 1). An
-// empty body stays empty. A body that does not decode is kept as it is; a
-// command's body has been decoded strictly before, so that does not happen.
+// canonicalJSON is body in canonjson's form. An empty body stays empty. A
+// body that does not decode is kept as it is; a command's body has been
+// decoded strictly before, so that does not happen.
 func canonicalJSON(body []byte) []byte {
 	if len(body) == 0 {
 		return body
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return body
-	}
-	out, err := json.Marshal(v)
+	out, err := canonjson.Of(body)
 	if err != nil {
 		return body
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/catacloud/epoch/internal/broker"
@@ -42,10 +43,11 @@ type statusSubscriber struct {
 // meanwhile. It needs no relay or worker to run, and answers without the
 // depths when the broker does not.
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
-	names := make([]string, len(s.cfg.Placements))
-	for i, sub := range s.cfg.Placements {
-		names[i] = sub.Name
+	names := make([]string, len(s.cfg.Movable))
+	for i, sub := range s.cfg.Movable {
+		names[i] = sub.Name()
 	}
+	inline := s.cfg.Commands.Inline()
 	// Asked while Postgres answers; given up on when the handler returns.
 	qctx, qcancel := context.WithTimeout(r.Context(), s.cfg.QueueTimeout)
 	defer qcancel()
@@ -70,8 +72,12 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	counts := depths()
 	for i, sub := range st.Subscribers {
+		placement := PlacementRemote
+		if slices.Contains(inline, sub.Name) {
+			placement = PlacementInline
+		}
 		out.Subscribers[i] = statusSubscriber{
-			Name: sub.Name, Placement: s.cfg.Placements[i].Placement,
+			Name: sub.Name, Placement: placement,
 			AppliedPosition: sub.AppliedPosition, QueueMessages: counts[i], DeadLetters: sub.DeadLetters,
 		}
 	}

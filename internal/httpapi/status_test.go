@@ -10,16 +10,26 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
+	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/storage"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
-var placements = []httpapi.SubscriberPlacement{
-	{Name: "storage", Placement: httpapi.PlacementRemote},
-	{Name: "billing", Placement: httpapi.PlacementInline},
+// inlineBilling runs billing in the command's transaction, storage remote.
+func inlineBilling(t *testing.T) func(*httpapi.Config) {
+	return func(c *httpapi.Config) {
+		d, err := dispatch.New([]dispatch.Subscriber{projection.Subscriber{}},
+			[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}, []string{billing.Name})
+		require.NoError(t, err)
+		c.Commands = command.NewService(c.Pool, d)
+	}
 }
 
 // statusBody is GET /v1/admin/status as DESIGN.md spells it, every field
@@ -67,8 +77,7 @@ func TestAdminStatusWithoutRelay(t *testing.T) {
 	t.Parallel()
 	admin, err := rabbitadmin.NewAt("http://127.0.0.1:1", amqp.URI{Username: "guest", Password: "guest"}, time.Second)
 	require.NoError(t, err)
-	e := setup(t, func(c *httpapi.Config) {
-		c.Placements = placements
+	e := setup(t, inlineBilling(t), func(c *httpapi.Config) {
 		c.QueueMessages = func(ctx context.Context, queue string) (int64, error) {
 			return admin.QueueMessages(ctx, "/", queue)
 		}
@@ -124,8 +133,7 @@ func TestAdminStatusQueueMessages(t *testing.T) {
 	}
 
 	admin := rabbitadmin.New(uri)
-	e := setup(t, func(c *httpapi.Config) {
-		c.Placements = placements
+	e := setup(t, inlineBilling(t), func(c *httpapi.Config) {
 		c.QueueMessages = func(ctx context.Context, queue string) (int64, error) {
 			return admin.QueueMessages(ctx, uri.Vhost, queue)
 		}

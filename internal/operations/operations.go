@@ -115,7 +115,7 @@ func (r *Runner) Start(ctx, life context.Context, kind, target string, work Work
 		}
 		return Operation{}, fmt.Errorf("operations: start: %w", err)
 	}
-	op := fromRow(row.ID, row.Kind, row.Target, row.State, row.EventsApplied, row.Differences, row.Error.String, row.Error.Valid, row.StartedAt, row.FinishedAt)
+	op := fromRow(row)
 	go r.run(life, conn, key, op, work)
 	return op, nil
 }
@@ -187,17 +187,17 @@ func Get(ctx context.Context, db *pgxpool.Pool, id uuid.UUID) (Operation, error)
 			return Operation{}, fmt.Errorf("operations: %w", err)
 		}
 	}
-	return fromRow(row.ID, row.Kind, row.Target, row.State, row.EventsApplied, row.Differences, row.Error.String, row.Error.Valid, row.StartedAt, row.FinishedAt), nil
+	return fromRow(row), nil
 }
 
-func fromRow(id uuid.UUID, kind, target, state string, applied, differences int64, errText string, hasErr bool, started time.Time, finished *time.Time) Operation {
-	op := Operation{ID: id, Kind: kind, Target: target, State: state, EventsApplied: applied, Differences: differences,
-		StartedAt: started.UTC()}
-	if hasErr {
-		op.Error = &errText
+func fromRow(r *dbsqlc.Operation) Operation {
+	op := Operation{ID: r.ID, Kind: r.Kind, Target: r.Target, State: r.State, EventsApplied: r.EventsApplied,
+		Differences: r.Differences, StartedAt: r.StartedAt.UTC()}
+	if r.Error.Valid {
+		op.Error = &r.Error.String
 	}
-	if finished != nil {
-		f := finished.UTC()
+	if r.FinishedAt != nil {
+		f := r.FinishedAt.UTC()
 		op.FinishedAt = &f
 	}
 	return op

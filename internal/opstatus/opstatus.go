@@ -55,13 +55,13 @@ func Read(ctx context.Context, db database.Sender, subscribers []string) (Status
 	q := dbsqlc.New()
 	var (
 		backlog *dbsqlc.OutboxBacklogRow
-		open    []*dbsqlc.StatusOpenTransactionsRow
+		open    []*dbsqlc.OutboxOpenTransactionsRow
 		subs    []*dbsqlc.StatusSubscribersRow
 	)
 	err := database.Batch(ctx, db,
 		func(db database.DBTX) (err error) { backlog, err = q.OutboxBacklog(ctx, db); return err },
 		func(db database.DBTX) (err error) {
-			open, err = q.StatusOpenTransactions(ctx, db, MaxBlockers)
+			open, err = q.OutboxOpenTransactions(ctx, db, MaxBlockers)
 			return err
 		},
 		func(db database.DBTX) (err error) { subs, err = q.StatusSubscribers(ctx, db, subscribers); return err },

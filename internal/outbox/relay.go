@@ -536,7 +536,7 @@ func Backlog(ctx context.Context, db database.DBTX) (pending int64, oldestAge ti
 // that has written something (so may hold outbox rows the relay cannot see
 // yet): its backend pid and age. ok is false when there is none.
 func OldestOpenTransaction(ctx context.Context, db database.DBTX) (pid int32, age time.Duration, ok bool, err error) {
-	rows, err := dbsqlc.New().OutboxOldestOpenTransaction(ctx, db)
+	rows, err := dbsqlc.New().OutboxOpenTransactions(ctx, db, 1)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("oldest open transaction: %w", err)
 	}
