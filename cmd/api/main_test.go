@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/process"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -48,7 +49,7 @@ func TestRun(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond)
 
 	var migrated int
-	require.NoError(t, pool.QueryRow(t.Context(), "SELECT count(*) FROM schema_migrations").Scan(&migrated))
+	require.NoError(t, pool.QueryRow(t.Context(), "SELECT count(*) FROM "+migrate.VersionTable+" WHERE version_id > 0").Scan(&migrated))
 	require.Positive(t, migrated)
 
 	r, err := http.NewRequest("POST", base+"/v1/users", strings.NewReader(`{"name":"ada"}`))
