@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
@@ -175,55 +177,88 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	logger.Info("worker running", "roles", cfg.WorkerRoles, "addr", ln.Addr().String())
 
-	var wg sync.WaitGroup
-	errs := make(chan error, len(roles)+2)
-	roleCtx, cancelRoles := context.WithCancel(ctx)
-	defer cancelRoles()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := serve.Run(roleCtx, srv, ln, cfg.ShutdownTimeout); err != nil {
-			errs <- err
-		}
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := waitForSchema(roleCtx, pool, logger); err != nil {
-			if roleCtx.Err() == nil {
-				errs <- err
+	return supervisor{
+		serve: func(ctx context.Context) error { return serve.Run(ctx, srv, ln, cfg.ShutdownTimeout) },
+		waitForSchema: func(ctx context.Context) error {
+			if err := waitForSchema(ctx, pool, logger); err != nil {
+				return err
 			}
-			return
-		}
-		schemaReady.Store(true)
-		for _, r := range roles {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := r.run(roleCtx); err != nil {
-					errs <- fmt.Errorf("%s: %w", r.name, err)
-				}
-			}()
-		}
-	}()
+			schemaReady.Store(true)
+			return nil
+		},
+		roles:           roles,
+		shutdownTimeout: cfg.ShutdownTimeout,
+		logger:          logger,
+	}.run(ctx)
+}
 
-	// A role that fails ends the worker, so its supervisor restarts it
-	// rather than it running on half-alive.
-	var failure error
-	select {
-	case <-ctx.Done():
-	case failure = <-errs:
-		logger.Error("worker role failed", "error", failure)
+// supervisor runs the worker's loops: the HTTP server from the start, and
+// the roles once the schema they need is applied.
+type supervisor struct {
+	serve         func(ctx context.Context) error
+	waitForSchema func(ctx context.Context) error
+	roles         []role
+	// shutdownTimeout bounds the wait for the loops once they are told to
+	// stop: run returns then, naming the loops still running.
+	shutdownTimeout time.Duration
+	logger          *slog.Logger
+}
+
+// run runs every loop in one errgroup until ctx ends or one of them fails,
+// then stops them all and waits for each (at most shutdownTimeout). A loop
+// that fails, or ends by itself while the worker runs, ends the worker, so
+// that whatever runs the process restarts it rather than it running on
+// half-alive; run returns that loop's error.
+func (s supervisor) run(ctx context.Context) error {
+	loops, loopCtx := errgroup.WithContext(ctx)
+	var mu sync.Mutex
+	running := map[string]bool{}
+	start := func(name string, loop func(context.Context) error) {
+		mu.Lock()
+		running[name] = true
+		mu.Unlock()
+		loops.Go(func() error {
+			err := loop(loopCtx)
+			mu.Lock()
+			delete(running, name)
+			mu.Unlock()
+			if err == nil && loopCtx.Err() == nil {
+				err = errors.New("ended while the worker runs")
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	cancelRoles()
-	stopped := make(chan struct{})
-	go func() { wg.Wait(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(cfg.ShutdownTimeout):
-		return errors.New("roles did not stop within the shutdown timeout")
+	start("server", s.serve)
+	loops.Go(func() error {
+		if err := s.waitForSchema(loopCtx); err != nil {
+			if loopCtx.Err() != nil {
+				return nil // stopped before the schema was there
+			}
+			return err
+		}
+		for _, r := range s.roles {
+			start(r.name, r.run)
+		}
+		return nil
+	})
+
+	<-loopCtx.Done()
+	if ctx.Err() == nil {
+		s.logger.Error("worker role failed", "error", context.Cause(loopCtx))
 	}
-	return failure
+	stopped := make(chan error, 1)
+	go func() { stopped <- loops.Wait() }()
+	select {
+	case err := <-stopped:
+		return err
+	case <-time.After(s.shutdownTimeout):
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Errorf("%v did not stop within the shutdown timeout (%s)", slices.Sorted(maps.Keys(running)), s.shutdownTimeout)
+	}
 }
 
 // declareWhenReady declares the topology, redialing while RabbitMQ is not

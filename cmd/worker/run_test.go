@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,4 +132,125 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// loop is a stand-in for a role or the server: it runs until its context
+// ends, takes a moment to stop (so a supervisor that did not wait for it
+// would return first), and records that it stopped.
+type loop struct{ stopped atomic.Bool }
+
+func (l *loop) run(ctx context.Context) error {
+	<-ctx.Done()
+	time.Sleep(50 * time.Millisecond)
+	l.stopped.Store(true)
+	return nil
+}
+
+// setupSupervisor gives a supervisor whose server and relay and storage
+// roles are stand-ins, plus the billing role given.
+func setupSupervisor(billing func(context.Context) error) (supervisor, []*loop) {
+	server, relay, storage := &loop{}, &loop{}, &loop{}
+	return supervisor{
+		serve:           server.run,
+		waitForSchema:   func(context.Context) error { return nil },
+		roles:           []role{{roleRelay, relay.run}, {roleStorage, storage.run}, {roleBilling, billing}},
+		shutdownTimeout: 5 * time.Second,
+		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, []*loop{server, relay, storage}
+}
+
+// A role that fails ends the worker: run returns its error, after the
+// other roles and the server were stopped and waited for.
+func TestAFailingRoleEndsTheWorker(t *testing.T) {
+	t.Parallel()
+	failure := errors.New("queue deleted")
+	s, others := setupSupervisor(func(context.Context) error {
+		time.Sleep(20 * time.Millisecond)
+		return failure
+	})
+	err := s.run(context.Background())
+	require.ErrorIs(t, err, failure)
+	require.ErrorContains(t, err, "billing: ")
+	for _, l := range others {
+		require.True(t, l.stopped.Load(), "run returned before every loop stopped")
+	}
+}
+
+// A role that returns while the worker runs is as good as failed: left
+// alone, the worker would run on without it.
+func TestARoleThatEndsByItselfEndsTheWorker(t *testing.T) {
+	t.Parallel()
+	s, others := setupSupervisor(func(context.Context) error { return nil })
+	require.ErrorContains(t, s.run(context.Background()), "billing: ended while the worker runs")
+	for _, l := range others {
+		require.True(t, l.stopped.Load())
+	}
+}
+
+// At shutdown every loop is told to stop and waited for, and run returns
+// nil.
+func TestShutdownWaitsForEveryLoop(t *testing.T) {
+	t.Parallel()
+	billing := &loop{}
+	s, others := setupSupervisor(billing.run)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	require.NoError(t, s.run(ctx))
+	for _, l := range append(others, billing) {
+		require.True(t, l.stopped.Load())
+	}
+}
+
+// A loop that does not stop is waited for only up to the shutdown timeout;
+// the error names it.
+func TestALoopThatHangsIsNamedAtTheShutdownTimeout(t *testing.T) {
+	t.Parallel()
+	hung := make(chan struct{})
+	t.Cleanup(func() { close(hung) })
+	s, _ := setupSupervisor(func(context.Context) error { <-hung; return nil })
+	s.shutdownTimeout = 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	require.ErrorContains(t, s.run(ctx), "[billing] did not stop within the shutdown timeout")
+}
+
+// The roles start only once the schema is there: a wait for it that fails
+// ends the worker before any role ran.
+func TestNoRoleRunsWhenTheSchemaWaitFails(t *testing.T) {
+	t.Parallel()
+	var ran atomic.Bool
+	s, others := setupSupervisor(func(context.Context) error { ran.Store(true); return nil })
+	failure := errors.New("permission denied")
+	s.waitForSchema = func(context.Context) error { return failure }
+	require.ErrorIs(t, s.run(context.Background()), failure)
+	require.False(t, ran.Load())
+	require.True(t, others[0].stopped.Load(), "the server stopped")
+}
+
+// The whole worker: a loop of its that fails (here the wait for the
+// schema, on a database whose goose table is not goose's) makes run return
+// its error, and the HTTP server stops with it.
+func TestWorkerEndsWhenALoopFails(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := testdb.Empty(t)
+	_, err := pool.Exec(context.Background(), "CREATE TABLE "+migrate.VersionTable+" (id integer)")
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	cfg := config{
+		DatabaseURL: dbURL, DBMaxConns: 5, AMQPURL: testbroker.New(t), HTTPAddr: addr,
+		WorkerRoles: knownRoles, RelayBatchSize: 100, RelayPollInterval: 100 * time.Millisecond, RelayLanes: 1,
+		RelayPartitionShare: 0.5, ConsumerPrefetch: 10, DeliveryLimit: broker.DefaultDeliveryLimit,
+		DeclareTopology: declareAtStart, StartupTimeout: 10 * time.Second, ShutdownTimeout: 5 * time.Second,
+	}
+	require.NoError(t, cfg.validate())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.ErrorContains(t, err, "version_id")
+	require.NoError(t, ctx.Err(), "ended by the failure, not the test's timeout")
+	_, err = net.DialTimeout("tcp", addr, time.Second)
+	require.Error(t, err, "the HTTP server still listens")
 }
