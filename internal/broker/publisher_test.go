@@ -45,7 +45,8 @@ func declareBlocked(t *testing.T, amqpURL string, eventTypes ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 10 {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, broker.Exchange, "fill", false, false, amqp.Publishing{Body: []byte("{}")})
+		// Through the default exchange, so only the blocker gets them.
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", blocker, false, false, amqp.Publishing{Body: []byte("{}")})
 		require.NoError(t, err)
 		acked, err := dc.WaitContext(ctx)
 		require.NoError(t, err)
