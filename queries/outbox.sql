@@ -33,7 +33,9 @@ SELECT set_config('enable_seqscan', 'off', true);
 -- 1. pending: the partitions that have rows, by a loose index scan (one
 --    probe of outbox_partition_position_idx per partition present, however
 --    large the backlog; a DISTINCT would read every row);
--- 2. up to share × pending of them, going round from start_at, each locked
+-- 2. eligible: those not in skip (the partitions this relay holds off
+--    after a failed publish, until their wait is over);
+-- 3. up to share × eligible of them, going round from start_at, each locked
 --    for the rest of the transaction unless another relay holds it (the
 --    fenced, ordered subquery makes the lock calls run in that order, and
 --    the LIMIT stops them, so no more locks are taken than returned).
@@ -47,17 +49,21 @@ WITH RECURSIVE pending(partition) AS (
     SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
     FROM pending
     WHERE pending.partition IS NOT NULL
-)
-SELECT ordered.partition::smallint AS partition
-FROM (
+), eligible(partition) AS (
     SELECT pending.partition
     FROM pending
     WHERE pending.partition IS NOT NULL
-    ORDER BY (pending.partition - sqlc.arg(start_at)::integer + sqlc.arg(partition_count)::integer) % sqlc.arg(partition_count)::integer
+      AND pending.partition <> ALL(coalesce(sqlc.arg(skip)::smallint[], '{}'))
+)
+SELECT ordered.partition::smallint AS partition
+FROM (
+    SELECT eligible.partition
+    FROM eligible
+    ORDER BY (eligible.partition - sqlc.arg(start_at)::integer + sqlc.arg(partition_count)::integer) % sqlc.arg(partition_count)::integer
     OFFSET 0
 ) AS ordered
 WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::integer)
-LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL);
+LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM eligible);
 
 -- name: OutboxClaim :many
 -- The oldest rows of each partition this transaction locked (with

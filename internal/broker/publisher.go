@@ -69,6 +69,12 @@ func (c *PublisherConfig) setDefaults() error {
 // confirm channel, and redials (with backoff) when the broker closes the
 // connection: amqp091-go does not reconnect by itself. Run keeps the
 // connection; Publish uses whatever session is current.
+//
+// A chunk that is not wholly confirmed (nacks, or confirms that do not come
+// in time) ends its session, even while the channel stays open: a channel
+// that began publishing to a quorum queue during its leader's election can
+// be nacked for ever, until it is reopened. Run then dials a fresh
+// connection and confirm channel.
 type Publisher struct {
 	cfg    PublisherConfig
 	logger *slog.Logger
@@ -78,6 +84,8 @@ type Publisher struct {
 	mu    sync.Mutex
 	sess  *session
 	ready chan struct{} // closed while sess is set
+
+	sessions atomic.Uint64 // sessions Run has opened
 }
 
 // session is one connection and its confirm channel.
@@ -90,6 +98,15 @@ type session struct {
 }
 
 func (s *session) breakOff() { s.once.Do(func() { close(s.broken) }) }
+
+func (s *session) isBroken() bool {
+	select {
+	case <-s.broken:
+		return true
+	default:
+		return false
+	}
+}
 
 // NewPublisher checks cfg; Run connects.
 func NewPublisher(cfg PublisherConfig, logger *slog.Logger) (*Publisher, error) {
@@ -118,6 +135,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		backoff = p.cfg.MinBackoff
 		connClosed := sess.conn.NotifyClose(make(chan *amqp.Error, 1))
 		chClosed := sess.ch.NotifyClose(make(chan *amqp.Error, 1))
+		p.sessions.Add(1)
 		p.setSession(sess)
 		p.logger.InfoContext(ctx, "broker: connected")
 
@@ -227,11 +245,28 @@ func (p *Publisher) setSession(s *session) {
 	p.sess = s
 }
 
+// drop ends s: it is no longer current (Publish and Connected see no
+// session until Run has dialled a fresh one), and Run closes its
+// connection.
+func (p *Publisher) drop(s *session) {
+	s.breakOff()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sess == s {
+		p.sess = nil
+		p.ready = make(chan struct{})
+	}
+}
+
 func (p *Publisher) current() (*session, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.sess, p.ready
 }
+
+// Sessions is how many sessions (connection and confirm channel) Run has
+// opened so far: one more each time a session is replaced.
+func (p *Publisher) Sessions() uint64 { return p.sessions.Load() }
 
 // Connected reports whether a session is open now.
 func (p *Publisher) Connected() bool {
@@ -253,19 +288,20 @@ func (p *Publisher) WaitConnected(ctx context.Context) error {
 // Publish sends msgs to exchange, persistent and mandatory, all before
 // waiting for any confirm, then waits up to confirmTimeout for the confirms.
 // It returns one error per message: nil only for a message the broker
-// confirmed (acked) and did not return as unroutable.
+// confirmed (acked) and did not return as unroutable. Once a chunk has
+// ended the session, the chunks after it are not sent (ErrNotConnected).
 func (p *Publisher) Publish(ctx context.Context, exchange string, msgs []Message, confirmTimeout time.Duration) []error {
 	p.publishMu.Lock()
 	defer p.publishMu.Unlock()
 	errs := make([]error, len(msgs))
 	sess, _ := p.current()
-	if sess == nil {
-		for i := range errs {
-			errs[i] = ErrNotConnected
-		}
-		return errs
-	}
 	for start := 0; start < len(msgs); start += p.cfg.MaxInFlight {
+		if sess == nil || sess.isBroken() {
+			for i := start; i < len(msgs); i++ {
+				errs[i] = ErrNotConnected
+			}
+			break
+		}
 		end := min(start+p.cfg.MaxInFlight, len(msgs))
 		p.publishChunk(ctx, sess, exchange, msgs[start:end], errs[start:end], confirmTimeout)
 	}
@@ -284,7 +320,7 @@ func (p *Publisher) publishChunk(ctx context.Context, sess *session, exchange st
 			for j := i; j < len(msgs); j++ {
 				errs[j] = fmt.Errorf("publish: %w", err)
 			}
-			sess.breakOff()
+			p.drop(sess)
 			break
 		}
 		confirms[i] = dc
@@ -306,6 +342,9 @@ func (p *Publisher) publishChunk(ctx context.Context, sess *session, exchange st
 			errs[i] = ErrNacked
 		}
 	}
+	// Decided before returns are matched, which may overwrite a message's
+	// error.
+	fresh := unconfirmed(errs)
 
 	returned := drainReturns(sess.returns)
 	if len(returned) > 0 {
@@ -328,14 +367,25 @@ func (p *Publisher) publishChunk(ctx context.Context, sess *session, exchange st
 			errs[i] = fmt.Errorf("%w: %d %s (routing key %s)", ErrReturned, r.ReplyCode, r.ReplyText, r.RoutingKey)
 		}
 	}
+	if fresh {
+		p.drop(sess)
+	}
+}
+
+// unconfirmed reports whether a chunk's errors call for a fresh session: a
+// confirm that did not come in time leaves this session's confirms in doubt
+// (and a late return could be matched to a later batch), and a channel
+// nacked while it stays open may go on being nacked until it is reopened
+// (a quorum queue's leader election seen from a channel that began
+// publishing during it). A return does not: the message was confirmed,
+// only routed nowhere, and a new channel would route it no better.
+func unconfirmed(errs []error) bool {
 	for _, err := range errs {
-		if errors.Is(err, ErrConfirmTimeout) {
-			// Confirms of this session are in doubt; a fresh session keeps
-			// late returns from being matched to a later batch.
-			sess.breakOff()
-			break
+		if errors.Is(err, ErrConfirmTimeout) || errors.Is(err, ErrNacked) {
+			return true
 		}
 	}
+	return false
 }
 
 func drainReturns(c <-chan amqp.Return) []amqp.Return {

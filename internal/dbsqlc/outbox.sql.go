@@ -265,17 +265,21 @@ WITH RECURSIVE pending(partition) AS (
     SELECT (SELECT min(o.partition) FROM outbox AS o WHERE o.partition > pending.partition)
     FROM pending
     WHERE pending.partition IS NOT NULL
-)
-SELECT ordered.partition::smallint AS partition
-FROM (
+), eligible(partition) AS (
     SELECT pending.partition
     FROM pending
     WHERE pending.partition IS NOT NULL
-    ORDER BY (pending.partition - $1::integer + $2::integer) % $2::integer
+      AND pending.partition <> ALL(coalesce($5::smallint[], '{}'))
+)
+SELECT ordered.partition::smallint AS partition
+FROM (
+    SELECT eligible.partition
+    FROM eligible
+    ORDER BY (eligible.partition - $1::integer + $2::integer) % $2::integer
     OFFSET 0
 ) AS ordered
 WHERE pg_try_advisory_xact_lock($3::integer, ordered.partition::integer)
-LIMIT (SELECT ceil($4::float8 * count(*))::integer FROM pending WHERE pending.partition IS NOT NULL)
+LIMIT (SELECT ceil($4::float8 * count(*))::integer FROM eligible)
 `
 
 type OutboxPartitionsLockParams struct {
@@ -283,13 +287,16 @@ type OutboxPartitionsLockParams struct {
 	PartitionCount int32
 	LockKey        int32
 	Share          float64
+	Skip           []int16
 }
 
 // Finds and locks a cycle's partitions in one round trip:
 //  1. pending: the partitions that have rows, by a loose index scan (one
 //     probe of outbox_partition_position_idx per partition present, however
 //     large the backlog; a DISTINCT would read every row);
-//  2. up to share × pending of them, going round from start_at, each locked
+//  2. eligible: those not in skip (the partitions this relay holds off
+//     after a failed publish, until their wait is over);
+//  3. up to share × eligible of them, going round from start_at, each locked
 //     for the rest of the transaction unless another relay holds it (the
 //     fenced, ordered subquery makes the lock calls run in that order, and
 //     the LIMIT stops them, so no more locks are taken than returned).
@@ -304,6 +311,7 @@ func (q *Queries) OutboxPartitionsLock(ctx context.Context, db DBTX, arg *Outbox
 		arg.PartitionCount,
 		arg.LockKey,
 		arg.Share,
+		arg.Skip,
 	)
 	if err != nil {
 		return nil, err

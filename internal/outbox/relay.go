@@ -50,8 +50,10 @@ type Config struct {
 	// outbox rows, if any, are invisible until it ends), it logs that
 	// transaction's pid and age (default 30s).
 	HeldBackAfter time.Duration
-	// MinBackoff and MaxBackoff bound the wait after a Postgres error
-	// (defaults 100ms and 5s).
+	// MinBackoff and MaxBackoff bound the wait after a Postgres error, and
+	// before a partition whose events were not all confirmed is tried
+	// again: doubled after each failure in a row, with jitter (defaults
+	// 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
 	// VacuumAfter: the relay vacuums the outbox after this many deleted
 	// rows (default 20,000; negative: never, leaving it to autovacuum).
@@ -111,6 +113,7 @@ type Relay struct {
 	cfg     Config
 	logger  *slog.Logger
 	metrics *metrics
+	holdOff *holdOff // partitions waiting after a failed publish
 
 	lastProgress atomic.Int64  // unix nanos of the last cycle that relayed events
 	unvacuumed   atomic.Int64  // rows deleted or trimmed since the last vacuum
@@ -143,7 +146,7 @@ func NewRelay(pool *pgxpool.Pool, pubs []*broker.Publisher, cfg Config, logger *
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{pool: pool, cfg: cfg, logger: logger, metrics: m}
+	r := &Relay{pool: pool, cfg: cfg, logger: logger, metrics: m, holdOff: newHoldOff(cfg.MinBackoff, cfg.MaxBackoff)}
 	for i, pub := range pubs {
 		// Lanes start apart, so they do not all try the same partitions.
 		r.lanes = append(r.lanes, &lane{pub: pub, wake: make(chan struct{}, 1), next: int16(i * Partitions / len(pubs))})
@@ -202,16 +205,28 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		backoff = r.cfg.MinBackoff
 		if res.relayed > 0 {
-			continue // drain without waiting
+			continue // drain without waiting; failing partitions are held off
 		}
-		// Nothing moved: the rows left are failing, or other lanes and
-		// relays hold their partitions. Wait rather than spin.
+		// Nothing moved: the rows left are failing (held off), or other
+		// lanes and relays hold their partitions. Wait rather than spin.
 		select {
 		case <-ctx.Done():
 		case <-l.wake:
-		case <-time.After(r.cfg.PollInterval):
+		case <-time.After(r.idleWait()):
 		}
 	}
+}
+
+// idleWait is how long a lane that moved nothing waits when no NOTIFY
+// wakes it: the poll interval, or less when a held-off partition may be
+// tried again before that.
+func (r *Relay) idleWait() time.Duration {
+	now := time.Now()
+	wait := r.cfg.PollInterval
+	if at, ok := r.holdOff.next(now); ok {
+		wait = min(wait, at.Sub(now))
+	}
+	return wait
 }
 
 type cycleResult struct {
@@ -246,6 +261,7 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 			func(db database.DBTX) (err error) {
 				locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
 					StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
+					Skip: r.holdOff.held(time.Now()),
 				})
 				return err
 			},
@@ -264,8 +280,9 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		}
 		l.next = (locked[len(locked)-1] + 1) % Partitions
 		claimed = true
-		done := r.publish(ctx, l.pub, rows)
+		done, failed := r.publish(ctx, l.pub, rows)
 		phaseDone(cyclePhasePublish)
+		r.holdOff.record(time.Now(), locked, failed)
 		if r.cfg.AfterConfirm != nil && len(done) > 0 {
 			r.cfg.AfterConfirm()
 		}
@@ -365,11 +382,14 @@ func settle(claimed []*dbsqlc.OutboxClaimRow, done []int64) (finished []int64, p
 
 // publish sends rows (in position order) and returns the positions that may
 // be deleted: confirmed, and no earlier row of the same stream failed, so a
-// stream's later events are never relayed past a missing one for good.
-func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxClaimRow) []int64 {
+// stream's later events are never relayed past a missing one for good. It
+// also returns the partitions of the events that were not confirmed (or
+// could not be encoded), to be held off before they are tried again.
+func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsqlc.OutboxClaimRow) (done []int64, failedParts map[int16]bool) {
 	msgs := make([]broker.Message, 0, len(rows))
 	sent := make([]*dbsqlc.OutboxClaimRow, 0, len(rows))
 	blocked := make(map[uuid.UUID]bool)
+	failedParts = make(map[int16]bool)
 	for _, row := range rows {
 		m, err := Message(eventstore.Event{
 			ID: row.ID, StreamType: row.StreamType, StreamID: row.StreamID, Version: row.Version,
@@ -380,22 +400,24 @@ func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsq
 				"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
 			r.metrics.failed.Inc()
 			blocked[row.StreamID] = true
+			failedParts[row.Partition] = true
 			continue
 		}
 		msgs = append(msgs, m)
 		sent = append(sent, row)
 	}
 	if len(msgs) == 0 {
-		return nil
+		return nil, failedParts
 	}
 	errs := pub.Publish(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)
-	r.metrics.published.Add(float64(len(msgs)))
+	r.metrics.published.Add(float64(countSent(errs)))
 
-	done := make([]int64, 0, len(sent))
+	done = make([]int64, 0, len(sent))
 	failed := 0
 	for i, row := range sent {
 		if errs[i] != nil {
 			failed++
+			failedParts[row.Partition] = true
 			if failed == 1 || errors.Is(errs[i], broker.ErrReturned) {
 				r.logger.WarnContext(ctx, "outbox relay: message not confirmed; its row stays", "error", errs[i],
 					"outbox_position", row.Position, "stream_id", row.StreamID, "event_type", row.Type)
@@ -413,7 +435,20 @@ func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsq
 	if failed > 0 {
 		r.logger.WarnContext(ctx, "outbox relay: batch partly failed", "failed", failed, "published", len(msgs))
 	}
-	return done
+	return done, failedParts
+}
+
+// countSent is how many of a batch's messages reached the broker: all but
+// those the publisher had no session for (it drops one after a chunk is
+// nacked or unconfirmed, and sends the rest of the batch nowhere).
+func countSent(errs []error) int {
+	n := 0
+	for _, err := range errs {
+		if !errors.Is(err, broker.ErrNotConnected) {
+			n++
+		}
+	}
+	return n
 }
 
 // listen turns NOTIFYs on NotifyChannel into wake-ups, on a connection of

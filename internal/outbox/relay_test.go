@@ -64,8 +64,8 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-// startRelay runs a relay until the test ends.
-func startRelay(t *testing.T, e env, cfg outbox.Config, reg prometheus.Registerer) {
+// startRelay runs a relay until the test ends, and returns its publisher.
+func startRelay(t *testing.T, e env, cfg outbox.Config, reg prometheus.Registerer) *broker.Publisher {
 	t.Helper()
 	pub, err := broker.NewPublisher(broker.PublisherConfig{
 		URL: e.amqpURL, ConnectionName: "relay-test", MinBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
@@ -91,6 +91,7 @@ func startRelay(t *testing.T, e env, cfg outbox.Config, reg prometheus.Registere
 			t.Error("relay did not stop")
 		}
 	})
+	return pub
 }
 
 func newEvent(t *testing.T, stream uuid.UUID, version int32, eventType string) eventstore.Event {
