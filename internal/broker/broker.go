@@ -6,6 +6,8 @@ package broker
 
 import (
 	"fmt"
+	"regexp"
+	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -48,6 +50,23 @@ type Subscription struct {
 // subscriber's queue, dead-letter queue and bindings. Declaring a queue that
 // exists with other arguments fails (PRECONDITION_FAILED), which is what we
 // want: a silent mismatch would hide a misconfigured delivery limit.
+//
+// The queues' arguments are the ones every deployment's queues were created
+// with, and must stay so: RabbitMQ (measured on 3.10) checks each of
+// x-quorum-initial-group-size, x-dead-letter-strategy and x-overflow for
+// equivalence like the others, so adding one here fails the declare on every
+// queue created without it, and a queue created with it fails the declare of
+// a worker without it. What a cluster needs comes without them, for queues
+// old and new alike, on one node as on three:
+//   - Replication: a new quorum queue gets a member on each of up to 3 of the
+//     cluster's nodes, RabbitMQ's default initial group size capped at the
+//     nodes the cluster has when the queue is declared (measured: 1 member
+//     on one node and 3 on three, with or without the argument). A queue
+//     declared before the cluster grew stays on its nodes until
+//     `rabbitmq-queues grow` adds members.
+//   - At-least-once dead-lettering: the policy DeadLetterPolicyDefinition,
+//     which an operator sets (the compose definitions file does) and which
+//     queues take when it is set, without a redeclare.
 func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) error {
 	if deliveryLimit <= 0 {
 		return fmt.Errorf("declare topology: delivery limit must be positive, got %d", deliveryLimit)
@@ -70,10 +89,9 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 		// The consumer keeps every dead letter in Postgres itself, before
 		// it acks (a failing one on its last delivery); the queue's own
 		// dead-lettering is only the backstop for a worker that dies on a
-		// message every time. Its arguments stay as they were first
-		// declared: a queue's arguments cannot change, so another one here
-		// would fail every existing deployment's declare (a policy can set
-		// dead-letter-strategy at-least-once on existing queues: README).
+		// message every time. Without DeadLetterPolicyDefinition that
+		// backstop is at-most-once: a dead letter the dead queue cannot take
+		// (missing, or its leader gone) is dropped.
 		q := QueueName(s.Name)
 		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
 			amqp.QueueTypeArg:           amqp.QueueTypeQuorum,
@@ -90,6 +108,38 @@ func DeclareTopology(ch *amqp.Channel, subs []Subscription, deliveryLimit int) e
 		}
 	}
 	return nil
+}
+
+// DeadLetterPolicyName is the name the dead-letter policy goes by (the
+// compose definitions file, README's rabbitmqctl line).
+const DeadLetterPolicyName = "epoch-dead-letters"
+
+// DeadLetterPolicyDefinition is the policy that makes the subscriber
+// queues dead-letter at least once: a dead letter stays in its queue until
+// the dead queue has confirmed it, and is sent again while the dead queue
+// is missing or has no leader. RabbitMQ 3.10 honours the strategy only with
+// overflow reject-publish (otherwise it falls back to at-most-once with a
+// log line); the queues have no length limit, so reject-publish never
+// refuses a publish. A policy, not queue arguments, because queues declared
+// earlier take a policy and cannot take new arguments (DeclareTopology).
+// It leaves delivery-limit to the queues' x-delivery-limit: RabbitMQ uses
+// the lower of a policy's and an argument's, so a policy value would
+// silently override EPOCH_DELIVERY_LIMIT, which the consumer's own dead
+// letters count on.
+func DeadLetterPolicyDefinition() map[string]any {
+	return map[string]any{"dead-letter-strategy": "at-least-once", "overflow": "reject-publish"}
+}
+
+// DeadLetterPolicyPattern is the queue pattern of the dead-letter policy
+// for the named subscribers: their queues and nothing else. Not the dead
+// queues (they dead-letter nowhere, and RabbitMQ logs a warning for a
+// strategy without a target) nor Unsubscribed (classic, drop-head).
+func DeadLetterPolicyPattern(subscribers []string) string {
+	quoted := make([]string, len(subscribers))
+	for i, s := range subscribers {
+		quoted[i] = regexp.QuoteMeta(s)
+	}
+	return `^` + regexp.QuoteMeta(QueueName("")) + `(` + strings.Join(quoted, "|") + `)$`
 }
 
 // DeclareUnsubscribed declares the Unsubscribed queue and binds it to each

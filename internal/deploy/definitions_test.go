@@ -2,17 +2,28 @@ package deploy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/testbroker"
 )
 
 // definitionsPath holds the compose RabbitMQ's users and their rights,
@@ -23,6 +34,7 @@ type definitions struct {
 	Users       []rabbitadmin.User        `json:"users"`
 	Vhosts      []struct{ Name string }   `json:"vhosts"`
 	Permissions []rabbitadmin.Permissions `json:"permissions"`
+	Policies    []rabbitadmin.Policy      `json:"policies"`
 }
 
 func loadDefinitions(t *testing.T) definitions {
@@ -116,5 +128,90 @@ func TestRabbitDefinitions(t *testing.T) {
 	for _, w := range workers {
 		user := amqpUser(t, f.Services[w].Environment["EPOCH_AMQP_URL"])
 		require.Equal(t, "^$", d.permissions(t, user).Configure, "only %s configures; %s may not", topology, user)
+	}
+}
+
+// remoteSubscribers are the subscribers whose queues the topology declares
+// (cmd/worker's remoteSubscribers).
+var remoteSubscribers = []string{storage.Name, billing.Name}
+
+// TestDeadLetterPolicy: the definitions file's one policy is the broker
+// package's dead-letter policy, for the subscriber queues and no other
+// queue of the topology, and README's rabbitmqctl line for deployments
+// without the file sets that same policy.
+func TestDeadLetterPolicy(t *testing.T) {
+	t.Parallel()
+	d := loadDefinitions(t)
+	require.Len(t, d.Policies, 1)
+	p := d.Policies[0]
+	require.Equal(t, "/", p.Vhost)
+	require.Equal(t, broker.DeadLetterPolicyName, p.Name)
+	require.Equal(t, broker.DeadLetterPolicyPattern(remoteSubscribers), p.Pattern)
+	// "queues", not "quorum_queues": RabbitMQ 3.10 knows only queues,
+	// exchanges and all.
+	require.Equal(t, "queues", p.ApplyTo)
+	require.Equal(t, broker.DeadLetterPolicyDefinition(), p.Definition)
+
+	pattern := regexp.MustCompile(p.Pattern)
+	for _, name := range remoteSubscribers {
+		require.True(t, pattern.MatchString(broker.QueueName(name)), "the policy takes %s", broker.QueueName(name))
+		require.False(t, pattern.MatchString(broker.DeadQueueName(name)), "the policy leaves %s", broker.DeadQueueName(name))
+	}
+	require.False(t, pattern.MatchString(broker.Unsubscribed), "the policy leaves %s", broker.Unsubscribed)
+
+	definition, err := json.Marshal(p.Definition)
+	require.NoError(t, err)
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	require.NoError(t, err)
+	line := fmt.Sprintf("rabbitmqctl set_policy --apply-to %s %s '%s' '%s'", p.ApplyTo, p.Name, p.Pattern, definition)
+	require.True(t, strings.Contains(string(readme), line), "README sets the definitions file's policy with\n%s", line)
+}
+
+// TestDeadLetterPolicyOnTheBroker gives the definitions file's policy to a
+// vhost of the real broker (which validates it) with the topology declared
+// as the workers declare it: the subscriber queues take it, the others do
+// not.
+func TestDeadLetterPolicyOnTheBroker(t *testing.T) {
+	t.Parallel()
+	p := loadDefinitions(t).Policies[0]
+	amqpURL := testbroker.New(t)
+	base, err := amqp.ParseURI(amqpURL)
+	require.NoError(t, err)
+	admin := rabbitadmin.New(base)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p.Vhost = base.Vhost
+	require.NoError(t, admin.PutPolicy(ctx, p))
+
+	conn, err := amqp.Dial(amqpURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	subs := []broker.Subscription{
+		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
+		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
+	}
+	require.NoError(t, broker.DeclareTopology(channel(t, conn), subs, broker.DefaultDeliveryLimit))
+	require.NoError(t, broker.DeclareUnsubscribed(channel(t, conn), subs, domain.JobEventTypes))
+
+	want := map[string]string{broker.Unsubscribed: ""}
+	for _, name := range remoteSubscribers {
+		want[broker.QueueName(name)] = p.Name
+		want[broker.DeadQueueName(name)] = ""
+	}
+	// A queue's policy shows with its statistics, sampled every few
+	// seconds; until the first sample every queue shows none.
+	require.Eventually(t, func() bool {
+		for queue := range want {
+			q, err := admin.Queue(ctx, base.Vhost, queue)
+			if err != nil || q.EffectivePolicyDefinition == nil {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 250*time.Millisecond, "every queue's statistics are sampled")
+	for queue, policy := range want {
+		q, err := admin.Queue(ctx, base.Vhost, queue)
+		require.NoError(t, err)
+		require.Equal(t, policy, q.Policy, "policy of %s", queue)
 	}
 }

@@ -2,6 +2,6 @@
 // files (docker-compose.yml, Dockerfile, deploy/) against the binaries,
 // ports, settings and metrics they name, so that those files, which no test
 // here can run without a Docker engine, cannot silently rot. The RabbitMQ
-// users' rights are the exception: they are tried on a vhost of the real
-// broker.
+// users' rights and the dead-letter policy are the exception: they are
+// tried on a vhost of the real broker.
 package deploy

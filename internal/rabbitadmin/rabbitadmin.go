@@ -219,3 +219,45 @@ func (c *Client) PutPermissions(ctx context.Context, p Permissions) error {
 	}
 	return c.Do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(p.Vhost)+"/"+url.PathEscape(p.User), body, nil)
 }
+
+// Policy is a policy as a definitions file holds it: the queues (or
+// exchanges) of Vhost whose names match Pattern take Definition.
+type Policy struct {
+	Vhost      string         `json:"vhost"`
+	Name       string         `json:"name"`
+	Pattern    string         `json:"pattern"`
+	ApplyTo    string         `json:"apply-to"`
+	Priority   int            `json:"priority"`
+	Definition map[string]any `json:"definition"`
+}
+
+// PutPolicy creates (or replaces) p.
+func (c *Client) PutPolicy(ctx context.Context, p Policy) error {
+	body, err := json.Marshal(map[string]any{
+		"pattern": p.Pattern, "apply-to": p.ApplyTo, "priority": p.Priority, "definition": p.Definition,
+	})
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, http.MethodPut, "/api/policies/"+url.PathEscape(p.Vhost)+"/"+url.PathEscape(p.Name), body, nil)
+}
+
+// Queue is what the management API tells of a queue. Arguments and
+// Members come from the queue's definition and are there at once; Policy
+// and EffectivePolicyDefinition come with the queue's statistics, empty
+// until their first sample (a few seconds).
+type Queue struct {
+	Name                      string         `json:"name"`
+	Type                      string         `json:"type"`
+	Arguments                 map[string]any `json:"arguments"`
+	Members                   []string       `json:"members"`
+	Policy                    string         `json:"policy"`
+	EffectivePolicyDefinition map[string]any `json:"effective_policy_definition"`
+}
+
+// Queue reads queue name of vhost.
+func (c *Client) Queue(ctx context.Context, vhost, name string) (Queue, error) {
+	var q Queue
+	err := c.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(name), nil, &q)
+	return q, err
+}
