@@ -88,6 +88,21 @@ func (c StatementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceB
 // TraceBatchEnd implements pgx.BatchTracer.
 func (StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
+// ErrNotFound is the one not-found: the row a read asked for is not there.
+// For an owner's resource that is unknown, deleted, or another user's
+// alike; the HTTP API answers it 404.
+var ErrNotFound = errors.New("not found")
+
+// NotFound maps a read's pgx.ErrNoRows to ErrNotFound, so that no caller
+// above this package tests for the driver's error; any other error, and
+// nil, come back as they are.
+func NotFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
 const (
 	codeUniqueViolation      = "23505"
 	codeSerializationFailure = "40001"
