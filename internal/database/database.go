@@ -17,6 +17,10 @@ import (
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
 
+// DefaultURL is the Postgres of EPOCH_DATABASE_URL when it is not set: the
+// local server, as its superuser, without TLS.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
 // DBTX is what sqlc's generated methods take: a pool, a connection or a
 // transaction.
 type DBTX = dbsqlc.DBTX
