@@ -35,6 +35,9 @@ import (
 )
 
 // config is the api's environment (prefix EPOCH_). `api --help` lists it.
+// A default that a package uses is that package's exported constant; the
+// tag repeats it (envconfig cannot name a constant), and internal/deploy's
+// TestDefaultsHaveOneHome keeps the two equal.
 type config struct {
 	DatabaseURL       string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
 	DBMaxConns        int32         `envconfig:"DB_MAX_CONNS" default:"8" desc:"most Postgres connections the api opens (commands beyond it wait for one)"`

@@ -23,12 +23,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
 )
 
 const (
-	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	defaultAMQPURL     = "amqp://guest:guest@127.0.0.1:5672/"
+	defaultDatabaseURL = database.DefaultURL
+	defaultAMQPURL     = broker.DefaultURL
 )
 
 // env is everything one run owns: its database, its vhost, the built

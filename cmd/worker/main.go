@@ -17,6 +17,10 @@ import (
 )
 
 // config is the worker's environment (prefix EPOCH_). `worker --help` lists it.
+// A default that a package uses is that package's exported constant; the
+// tag repeats it (envconfig cannot name a constant), and internal/deploy's
+// TestDefaultsHaveOneHome keeps the two equal; TestDefaultsAreTheWorkers
+// does for the worker's own (its roles, its topology values).
 type config struct {
 	DatabaseURL            string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
 	DBMaxConns             int32         `envconfig:"DB_MAX_CONNS" default:"10" desc:"most Postgres connections the worker opens"`

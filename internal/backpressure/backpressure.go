@@ -23,10 +23,14 @@ import (
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
 
+// DefaultMaxBacklog is Config.MaxBacklog's default.
+const DefaultMaxBacklog = 500
+
 // Config tunes a Gate. Zero fields take the defaults.
 type Config struct {
 	// MaxBacklog is how many events may wait in the outbox before commands
-	// are held back (default 500); they are let go again below half of it.
+	// are held back (default DefaultMaxBacklog); they are let go again
+	// below half of it.
 	MaxBacklog int64
 	// Concurrency is how many commands run at once while held back
 	// (default 2).
@@ -40,7 +44,7 @@ type Config struct {
 
 func (c *Config) setDefaults() error {
 	if c.MaxBacklog == 0 {
-		c.MaxBacklog = 500
+		c.MaxBacklog = DefaultMaxBacklog
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 2

@@ -29,6 +29,10 @@ const Unsubscribed = "catacloud.unsubscribed"
 // UnsubscribedMaxLength bounds the Unsubscribed queue.
 const UnsubscribedMaxLength = 10000
 
+// DefaultURL is the RabbitMQ of EPOCH_AMQP_URL when it is not set: the
+// local broker's default vhost, as guest.
+const DefaultURL = "amqp://guest:guest@127.0.0.1:5672/"
+
 // DefaultDeliveryLimit is how often a subscriber queue delivers a message
 // before dead-lettering it.
 const DefaultDeliveryLimit = 20

@@ -11,13 +11,14 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/domain"
 )
 
-// Errors a command answers with; the HTTP layer maps them to statuses.
+// Errors a command answers with; the HTTP layer maps them to statuses. An
+// unknown, deleted, or another user's resource is database.ErrNotFound
+// (404), or a NotFoundError naming it.
 var (
-	// ErrNotFound: unknown, deleted, or another user's resource (404).
-	ErrNotFound = errors.New("not found")
 	// ErrVersionMismatch: If-Match named another version of the job (412).
 	ErrVersionMismatch = errors.New("version does not match")
 	// ErrJobFileLimit: the command would take the job past
@@ -25,8 +26,8 @@ var (
 	ErrJobFileLimit = fmt.Errorf("a job holds at most %d files", domain.MaxJobFiles)
 )
 
-// NotFoundError is ErrNotFound naming what was not found: the first of a
-// command's files that is missing, deleted or another user's.
+// NotFoundError is database.ErrNotFound naming what was not found: the
+// first of a command's files that is missing, deleted or another user's.
 type NotFoundError struct {
 	What string // "file"
 	ID   uuid.UUID
@@ -34,8 +35,8 @@ type NotFoundError struct {
 
 func (e *NotFoundError) Error() string { return fmt.Sprintf("%s %s not found", e.What, e.ID) }
 
-// Is makes a NotFoundError match ErrNotFound.
-func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+// Is makes a NotFoundError match database.ErrNotFound.
+func (e *NotFoundError) Is(target error) bool { return target == database.ErrNotFound }
 
 // InvalidError is bad input found by the domain rules (400).
 type InvalidError = domain.RuleError

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/projection"
@@ -242,7 +243,7 @@ func TestDeleteFileUnlinksEverywhere(t *testing.T) {
 		require.EqualValues(t, 4, preview.Version)
 	}
 	_, err := readmodel.GetFile(ctx, f.pool, owner, doomed.ID)
-	require.ErrorIs(t, err, readmodel.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 
 	// All four events were written by one transaction: one xid in the outbox.
 	var xids int
@@ -253,9 +254,9 @@ func TestDeleteFileUnlinksEverywhere(t *testing.T) {
 	// A second delete, a link of the deleted file: not found, nothing written.
 	before := f.count(t, "events")
 	err = f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
-	require.ErrorIs(t, err, command.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 	_, _, err = f.link(ctx, command.JobRef{OwnerID: owner, JobID: jobs[0].ID}, doomed.ID)
-	require.ErrorIs(t, err, command.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 	require.Equal(t, before, f.count(t, "events"))
 }
 
@@ -301,10 +302,10 @@ func TestNoOpCommandsWriteNothing(t *testing.T) {
 	// Another owner's job and file are not found.
 	stranger := uuid.New()
 	_, _, err = f.link(ctx, command.JobRef{OwnerID: stranger, JobID: job.ID}, file.ID)
-	require.ErrorIs(t, err, command.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 	theirs := f.createJob(t, stranger, "theirs")
 	_, _, err = f.link(ctx, command.JobRef{OwnerID: stranger, JobID: theirs.ID}, file.ID)
-	require.ErrorIs(t, err, command.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 	require.Equal(t, before+1, f.count(t, "events"), "only the stranger's job.created")
 }
 
@@ -348,7 +349,7 @@ func TestSetJobFiles(t *testing.T) {
 	require.ErrorAs(t, err, &invalid)
 	first, second := uuid.New(), uuid.New()
 	_, _, err = set(a.ID, first, b.ID, second)
-	require.ErrorIs(t, err, command.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 	var missing *command.NotFoundError
 	require.ErrorAs(t, err, &missing)
 	require.Equal(t, first, missing.ID, "the first missing id in the order given")
@@ -407,7 +408,7 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	go func() { _, _, err := f.link(ctx, ref, second.ID); linked <- err }()
 	f.waitForLock(t, "advisory", "nobody waits for the file lock")
 	require.NoError(t, tx.Commit(ctx))
-	require.ErrorIs(t, <-linked, command.ErrNotFound)
+	require.ErrorIs(t, <-linked, database.ErrNotFound)
 	require.Equal(t, 0, f.count(t, "job_files"))
 }
 

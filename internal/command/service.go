@@ -100,7 +100,7 @@ func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.
 	err := database.Batch(ctx, tx,
 		func(db database.DBTX) (err error) {
 			file, err = q.FileLockForUpdate(ctx, db, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner, FileLock: FileLock(fileID)})
-			return notFound(err)
+			return database.NotFound(err)
 		},
 		func(db database.DBTX) (err error) {
 			jobIDs, err = q.JobIDsWithFile(ctx, db, fileID)
@@ -274,13 +274,14 @@ func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change,
 
 // lockJob is the statement that locks the owner's job for the rest of the
 // transaction (into *job), so commands on one job run one after another;
-// ErrNotFound when the owner has no such job. First it takes the file locks
-// of fileIDs shared, which file deletion takes exclusive: they, not a row
-// lock per file, keep the command's files from being deleted under it.
+// database.ErrNotFound when the owner has no such job. First it takes the
+// file locks of fileIDs shared, which file deletion takes exclusive: they,
+// not a row lock per file, keep the command's files from being deleted
+// under it.
 func lockJob(ctx context.Context, ref JobRef, fileIDs []uuid.UUID, job **dbsqlc.JobLockForUpdateRow) database.Statement {
 	return func(db database.DBTX) (err error) {
 		*job, err = dbsqlc.New().JobLockForUpdate(ctx, db, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileLocks: fileLocks(fileIDs)})
-		return notFound(err)
+		return database.NotFound(err)
 	}
 }
 
@@ -336,7 +337,7 @@ func (f *fileRead) highest() (int64, error) {
 				return 0, &NotFoundError{What: "file", ID: id}
 			}
 		}
-		return 0, ErrNotFound // unreachable: the read gives one row per id named
+		return 0, database.ErrNotFound // unreachable: the read gives one row per id named
 	}
 	var highest int64
 	for _, r := range f.rows {
@@ -371,11 +372,4 @@ func fileLocks(ids []uuid.UUID) []int32 {
 	}
 	slices.Sort(locks)
 	return locks
-}
-
-func notFound(err error) error {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
-	}
-	return err
 }

@@ -37,13 +37,16 @@ import (
 	"github.com/catacloud/epoch/internal/eventstore"
 )
 
+// DefaultPrefetch is Config.Prefetch's default.
+const DefaultPrefetch = 1000
+
 // Config tunes a consumer. Zero fields take the defaults documented on them.
 type Config struct {
 	// URL of the broker (required).
 	URL string
 	// Prefetch is how many unacked deliveries the broker may hand over at a
-	// time (default 1000), plus BatchSize: room for the batch collected
-	// while two are applied.
+	// time (default DefaultPrefetch), plus BatchSize: room for the batch
+	// collected while two are applied.
 	Prefetch int
 	// BatchSize is the most deliveries applied in one transaction (default
 	// Prefetch/2, so the broker keeps sending while a batch commits; at most
@@ -76,7 +79,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("consumer: no broker URL")
 	}
 	if c.Prefetch == 0 {
-		c.Prefetch = 1000
+		c.Prefetch = DefaultPrefetch
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = max(1, c.Prefetch/2)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -18,6 +17,7 @@ import (
 	"github.com/catacloud/epoch/internal/canonjson"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
 )
@@ -37,11 +37,6 @@ const (
 	// every delivery up to the delivery limit.
 	ReasonFailed = "failed"
 )
-
-// maxDeadLetterID is the longest message id kept as a dead letter's id
-// (the column's bound); longer or missing ones are named by their body's
-// hash.
-const maxDeadLetterID = 255
 
 // maxDeadLetterBody bounds the body kept with a dead letter: enough for any
 // message of the contract, not for whatever a publisher may send.
@@ -71,9 +66,11 @@ func readNotice(d amqp.Delivery) notice {
 // it has none that fits, the hash of its body (the same message dying
 // again is the same dead letter).
 func (n *notice) deadLetterID() string {
-	// Postgres text takes neither NUL nor invalid UTF-8: such an id is
-	// named by its body too, or the dead letter could not be kept.
-	if id := n.d.MessageId; id != "" && len(id) <= maxDeadLetterID && utf8.ValidString(id) && !strings.ContainsRune(id, 0) {
+	// An id the dead letters cannot keep (domain.CheckDeadLetterID: Postgres
+	// text takes neither NUL nor invalid UTF-8) is named by its body too;
+	// its length is bounded in bytes, which are never fewer than its
+	// characters.
+	if id := n.d.MessageId; len(id) <= domain.MaxDeadLetterID && domain.CheckDeadLetterID("message_id", id) == nil {
 		return id
 	}
 	sum := sha256.Sum256(n.d.Body)

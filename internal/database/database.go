@@ -17,6 +17,10 @@ import (
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
 
+// DefaultURL is the Postgres of EPOCH_DATABASE_URL when it is not set: the
+// local server, as its superuser, without TLS.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
 // DBTX is what sqlc's generated methods take: a pool, a connection or a
 // transaction.
 type DBTX = dbsqlc.DBTX
@@ -87,6 +91,21 @@ func (c StatementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceB
 
 // TraceBatchEnd implements pgx.BatchTracer.
 func (StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// ErrNotFound is the one not-found: the row a read asked for is not there.
+// For an owner's resource that is unknown, deleted, or another user's
+// alike; the HTTP API answers it 404.
+var ErrNotFound = errors.New("not found")
+
+// NotFound maps a read's pgx.ErrNoRows to ErrNotFound, so that no caller
+// above this package tests for the driver's error; any other error, and
+// nil, come back as they are.
+func NotFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
 
 const (
 	codeUniqueViolation      = "23505"

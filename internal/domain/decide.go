@@ -1,8 +1,6 @@
 package domain
 
 import (
-	"fmt"
-
 	"github.com/google/uuid"
 )
 
@@ -64,18 +62,17 @@ func Unlink(job, file uuid.UUID, linked bool) []Change {
 // linked but not wanted (in link order), then link what is wanted but not
 // linked (in the order given). want must not repeat an id.
 func SetFiles(job uuid.UUID, linked, want []uuid.UUID) ([]Change, error) {
-	wanted := make(map[uuid.UUID]bool, len(want))
-	for _, id := range want {
-		if wanted[id] {
-			return nil, &RuleError{"file_ids", fmt.Sprintf("lists %s more than once", id)}
+	wanted := distinct[uuid.UUID]{field: "file_ids", seen: make(map[uuid.UUID]int, len(want))}
+	for i, id := range want {
+		if err := wanted.add(i, id); err != nil {
+			return nil, err
 		}
-		wanted[id] = true
 	}
 	has := make(map[uuid.UUID]bool, len(linked))
 	var changes []Change
 	for _, id := range linked {
 		has[id] = true
-		if !wanted[id] {
+		if _, ok := wanted.seen[id]; !ok {
 			changes = append(changes, Change{StreamJob, job, JobFileUnlinked, JobFileUnlinkedData{FileID: id}})
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -41,7 +40,7 @@ func (s *server) authed(h userHandler) http.HandlerFunc {
 		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 		defer cancel()
 		user, err := dbsqlc.New().UserIDByTokenHash(ctx, s.cfg.Pool, hash)
-		if errors.Is(err, pgx.ErrNoRows) {
+		if err = database.NotFound(err); errors.Is(err, database.ErrNotFound) {
 			s.tokens.refuse(hash)
 			writeError(w, errUnauthorized)
 			return
@@ -145,11 +144,8 @@ func (s *server) rotateToken(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
 	user, err := dbsqlc.New().UserRotateToken(ctx, s.cfg.Pool, &dbsqlc.UserRotateTokenParams{ID: id, TokenHash: tokenHash(token)})
-	if errors.Is(err, pgx.ErrNoRows) {
-		err = errNotFound("no such user")
-	}
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, notFoundSays(database.NotFound(err), "no such user"))
 		return
 	}
 	// This process need not wait for its own notification.

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -18,15 +17,12 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 )
 
-// maxDeadLetterID is the longest dead letter id (the column's bound, in
-// characters); maxReplayIDs the most ids one replay names.
-const (
-	maxDeadLetterID = 255
-	maxReplayIDs    = 1000
-)
+// maxReplayIDs is the most ids one replay names.
+const maxReplayIDs = 1000
 
 // replayBatch is how many dead letters a replay of all of them takes in
 // one transaction.
@@ -133,31 +129,10 @@ func parseReplay(in replayInput) ([]string, error) {
 	if len(ids) > maxReplayIDs {
 		return nil, errInvalid(fmt.Sprintf("event_ids holds at most %d ids; replay more in several calls", maxReplayIDs))
 	}
-	seen := make(map[string]int, len(ids))
-	for i, id := range ids {
-		if err := checkDeadLetterID(fmt.Sprintf("event_ids[%d]", i), id); err != nil {
-			return nil, err
-		}
-		if j, dup := seen[id]; dup {
-			return nil, errInvalid(fmt.Sprintf("event_ids[%d] repeats event_ids[%d]", i, j))
-		}
-		seen[id] = i
+	if err := domain.CheckDeadLetterIDs(ids); err != nil {
+		return nil, err
 	}
 	return ids, nil
-}
-
-// checkDeadLetterID bounds an id from the caller: 1 to 255 characters of
-// UTF-8 text Postgres can hold (no NUL).
-func checkDeadLetterID(field, id string) error {
-	switch {
-	case !utf8.ValidString(id):
-		return errInvalid(field + " is not valid UTF-8")
-	case id == "" || utf8.RuneCountInString(id) > maxDeadLetterID:
-		return errInvalid(fmt.Sprintf("%s must be 1 to %d characters", field, maxDeadLetterID))
-	case strings.IndexByte(id, 0) >= 0:
-		return errInvalid(field + " holds a NUL character")
-	}
-	return nil
 }
 
 // replayDeadLetters is POST /v1/admin/subscribers/{name}/dead-letters/replay:
@@ -343,7 +318,7 @@ func (s *server) discardDeadLetter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("event_id")
-	if err := checkDeadLetterID("event_id", id); err != nil {
+	if err := domain.CheckDeadLetterID("event_id", id); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -403,7 +378,7 @@ func parseDeadLetterCursor(token string) (deadLetterCursor, error) {
 		return deadLetterCursor{}, bad
 	}
 	n, err := strconv.ParseInt(micros, 10, 64)
-	if err != nil || n < 0 || n > maxCursorMicros || checkDeadLetterID("cursor", id) != nil {
+	if err != nil || n < 0 || n > maxCursorMicros || domain.CheckDeadLetterID("cursor", id) != nil {
 		return deadLetterCursor{}, bad
 	}
 	return deadLetterCursor{at: time.UnixMicro(n), id: id}, nil

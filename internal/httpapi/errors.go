@@ -13,7 +13,6 @@ import (
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/readmodel"
 )
 
 // apiError is an answer in the error shape {"error":{"code","message"}}.
@@ -46,6 +45,15 @@ func errNotFound(msg string) *apiError {
 	return &apiError{Status: http.StatusNotFound, Code: "not_found", Message: msg}
 }
 
+// notFoundSays is err, with the not-found of a read (database.ErrNotFound)
+// answered as a 404 that says msg instead of the generic "not found".
+func notFoundSays(err error, msg string) error {
+	if errors.Is(err, database.ErrNotFound) {
+		return errNotFound(msg)
+	}
+	return err
+}
+
 // fail answers err: the caller's mistakes as 4xx, an unreachable database
 // as 503, anything else as 500 with a log line.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -64,7 +72,7 @@ func (s *server) classify(r *http.Request, err error) *apiError {
 		return errBodyTooLarge
 	case errors.As(err, &missing):
 		return errNotFound(missing.Error())
-	case errors.Is(err, command.ErrNotFound), errors.Is(err, readmodel.ErrNotFound):
+	case errors.Is(err, database.ErrNotFound):
 		return errNotFound("not found")
 	case errors.Is(err, command.ErrVersionMismatch):
 		return errPrecondition

@@ -11,6 +11,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/readmodel"
 )
 
@@ -39,12 +40,12 @@ func (in fileInput) command() (command.UploadFile, error) {
 	if err != nil {
 		return command.UploadFile{}, err
 	}
-	contentType := defaultContentType
-	if in.ContentType != nil && *in.ContentType != "" {
+	var contentType string
+	if in.ContentType != nil {
 		contentType = *in.ContentType
-		if err := checkText("content_type", contentType, false, maxContentTypeChars); err != nil {
-			return command.UploadFile{}, err
-		}
+	}
+	if contentType, err = domain.ContentType(contentType); err != nil {
+		return command.UploadFile{}, err
 	}
 	return command.UploadFile{Name: name, SizeBytes: size, ContentType: contentType}, nil
 }

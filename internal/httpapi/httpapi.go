@@ -50,9 +50,9 @@ type Config struct {
 	PricePerGBHour string
 	Currency       string
 	// DBTimeout bounds the database work of one request, so an unreachable
-	// Postgres answers 503 instead of hanging. Default 10 s.
+	// Postgres answers 503 instead of hanging. Default DefaultDBTimeout.
 	DBTimeout time.Duration
-	// ReadyTimeout bounds the /readyz ping. Default 1 s.
+	// ReadyTimeout bounds the /readyz ping. Default DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 	// CatchUpTimeout is how long GET /v1/storage and GET /v1/usage wait for
 	// min_position before answering 504. Default DefaultCatchUpTimeout.

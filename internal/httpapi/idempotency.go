@@ -112,7 +112,7 @@ func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key
 		return nil, fmt.Errorf("idempotency lock: %w", err)
 	}
 	stored, err := q.IdempotencyGet(ctx, tx, &dbsqlc.IdempotencyGetParams{UserID: user, Key: key})
-	switch {
+	switch err = database.NotFound(err); {
 	case err == nil:
 		if !bytes.Equal(stored.RequestHash, hash) {
 			return nil, errKeyReused
@@ -122,7 +122,7 @@ func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key
 			return nil, fmt.Errorf("idempotency headers: %w", err)
 		}
 		return ready(ans), nil
-	case !errors.Is(err, pgx.ErrNoRows):
+	case !errors.Is(err, database.ErrNotFound):
 		return nil, fmt.Errorf("idempotency get: %w", err)
 	}
 

@@ -17,17 +17,16 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/readmodel"
 )
 
-// Input limits of DESIGN.md.
+// Limits of the requests themselves, of DESIGN.md; the rules of the values
+// they carry are internal/domain's.
 const (
-	maxNameChars        = 255
-	maxContentTypeChars = 255
-	maxIdempotencyKey   = 255
-	defaultContentType  = "application/octet-stream"
-	defaultLimit        = 100
-	maxLimit            = 1000
+	maxIdempotencyKey = 255
+	defaultLimit      = 100
+	maxLimit          = 1000
 )
 
 // readJSON reads the body (at most MaxBodyBytes, 413 past it) and decodes
@@ -110,7 +109,7 @@ func checkKeysAndStrings(body []byte) error {
 				}
 				top := &stack[len(stack)-1]
 				if _, dup := top.keys[key]; dup {
-					return errInvalid(fmt.Sprintf("duplicate key %q", truncate(key, 40)))
+					return errInvalid(fmt.Sprintf("duplicate key %q", domain.Excerpt(key)))
 				}
 				if top.keys == nil {
 					top.keys = map[string]struct{}{}
@@ -192,99 +191,37 @@ func jsonTypeName(kind string) string {
 	}
 }
 
-// checkText applies the rules for names and other strings: at most max
-// characters and no control characters (NUL included). required makes
-// the empty string an error.
-func checkText(field, s string, required bool, max int) error {
-	if s == "" {
-		if required {
-			return errInvalid(field + " is required and must not be empty")
-		}
-		return nil
-	}
-	if n := utf8.RuneCountInString(s); n > max {
-		return errInvalid(fmt.Sprintf("%s must be at most %d characters, not %d", field, max, n))
-	}
-	for _, c := range s {
-		if unicode.IsControl(c) {
-			return errInvalid(fmt.Sprintf("%s must not contain control characters (found U+%04X)", field, c))
-		}
-	}
-	return nil
-}
-
-// requiredName checks a required "name" field.
+// requiredName reads a required "name" field: present, then the name rule.
 func requiredName(name *string) (string, error) {
 	if name == nil {
 		return "", errInvalid("name is required")
 	}
-	return *name, checkText("name", *name, true, maxNameChars)
+	return *name, domain.CheckName("name", *name)
 }
 
-// parseSize reads size_bytes from its raw JSON: an integer literal (no
-// fraction, no exponent, not a string), 0 ≤ size < 2^63.
+// parseSize reads size_bytes from its raw JSON: present, then the size
+// rule on the number as written (a string or any other JSON value is not
+// an integer).
 func parseSize(raw json.RawMessage) (int64, error) {
 	s := string(raw)
 	if s == "" || s == "null" {
 		return 0, errInvalid("size_bytes is required")
 	}
-	digits := strings.TrimPrefix(s, "-")
-	if digits == "" || strings.Trim(digits, "0123456789") != "" {
-		return 0, errInvalid("size_bytes must be an integer, not " + truncate(s, 40))
-	}
-	if s[0] == '-' && strings.Trim(digits, "0") != "" {
-		return 0, errInvalid("size_bytes must not be negative")
-	}
-	n, err := strconv.ParseInt(digits, 10, 64)
-	if err != nil {
-		return 0, errInvalid("size_bytes must be less than 2^63")
-	}
-	return n, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// parseID reads a UUID in its canonical 36-character form.
-func parseID(field, s string) (uuid.UUID, error) {
-	if len(s) == 36 {
-		if id, err := uuid.Parse(s); err == nil {
-			return id, nil
-		}
-	}
-	return uuid.Nil, errInvalid(fmt.Sprintf("%s must be a UUID, not %q", field, truncate(s, 40)))
+	return domain.ParseSize(s)
 }
 
 // pathID reads a UUID path segment; a malformed one is a 400.
 func pathID(r *http.Request, name string) (uuid.UUID, error) {
-	return parseID(name, r.PathValue(name))
+	return domain.ParseID(name, r.PathValue(name))
 }
 
-// parseFileIDs checks the file_ids of PUT /v1/jobs/{id}/files: present,
-// UUIDs, no repeats. Too many is not bad input but the job's limit, which
-// the command answers (409); the body limit bounds what is parsed here.
+// parseFileIDs reads the file_ids of PUT /v1/jobs/{id}/files: present,
+// then the rule of the list. The body limit bounds what is parsed here.
 func parseFileIDs(raw *[]string) ([]uuid.UUID, error) {
 	if raw == nil {
 		return nil, errInvalid("file_ids is required")
 	}
-	ids := make([]uuid.UUID, len(*raw))
-	seen := make(map[uuid.UUID]int, len(*raw))
-	for i, s := range *raw {
-		id, err := parseID(fmt.Sprintf("file_ids[%d]", i), s)
-		if err != nil {
-			return nil, err
-		}
-		if j, dup := seen[id]; dup {
-			return nil, errInvalid(fmt.Sprintf("file_ids[%d] repeats file_ids[%d]", i, j))
-		}
-		seen[id] = i
-		ids[i] = id
-	}
-	return ids, nil
+	return domain.ParseFileIDs(*raw)
 }
 
 // parseIfMatch reads If-Match: an ETag "<n>" or a bare <n>; "*" (any

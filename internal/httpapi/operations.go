@@ -73,11 +73,8 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
 	op, err := operations.Get(ctx, s.cfg.Background, id)
-	if errors.Is(err, operations.ErrNotFound) {
-		err = errNotFound("no such operation")
-	}
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, notFoundSays(err, "no such operation"))
 		return
 	}
 	writeJSON(w, http.StatusOK, op)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/catchup"
+	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/storage"
 )
 
@@ -84,7 +85,7 @@ func (s *server) getStorage(w http.ResponseWriter, r *http.Request, user uuid.UU
 // GET /v1/usage?from=&to=
 func (s *server) getUsage(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
 	q := r.URL.Query()
-	from, to, err := billing.ParsePeriod(q.Get("from"), q.Get("to"))
+	from, to, err := domain.ParsePeriod(q.Get("from"), q.Get("to"))
 	if err != nil {
 		s.fail(w, r, errInvalid(err.Error()))
 		return

@@ -17,8 +17,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
@@ -48,7 +46,7 @@ func Sweep(ctx context.Context, db database.DBTX, sub dispatch.Subscriber) (Resu
 	name, types := sub.Name(), sub.EventTypes()
 	var res Result
 	mark, err := q.InboxWatermarkAdopt(ctx, db, &dbsqlc.InboxWatermarkAdoptParams{Subscriber: name, Types: types})
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) { // no row: nothing proposed yet
+	if err = database.NotFound(err); err != nil && !errors.Is(err, database.ErrNotFound) { // no row: nothing proposed yet
 		return res, fmt.Errorf("inbox watermark %s: adopt: %w", name, err)
 	}
 	res.Watermark = mark

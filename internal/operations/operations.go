@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/database"
@@ -33,12 +32,8 @@ const (
 	StateFailed  = "failed"
 )
 
-var (
-	// ErrRunning: an operation of the same target is running (a 409).
-	ErrRunning = errors.New("an operation of this target is running")
-	// ErrNotFound: no such operation.
-	ErrNotFound = errors.New("no such operation")
-)
+// ErrRunning: an operation of the same target is running (a 409).
+var ErrRunning = errors.New("an operation of this target is running")
 
 // Operation is what GET /v1/admin/operations/{id} answers.
 type Operation struct {
@@ -169,15 +164,13 @@ func (r *Runner) run(ctx context.Context, conn *pgxpool.Conn, key int64, op Oper
 	}
 }
 
-// Get reads an operation; one whose runner is gone reads failed.
+// Get reads an operation (database.ErrNotFound when there is none); one
+// whose runner is gone reads failed.
 func Get(ctx context.Context, db *pgxpool.Pool, id uuid.UUID) (Operation, error) {
 	q := dbsqlc.New()
 	row, err := q.OperationGet(ctx, db, id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Operation{}, ErrNotFound
-	}
 	if err != nil {
-		return Operation{}, fmt.Errorf("operations: %w", err)
+		return Operation{}, fmt.Errorf("operations: %w", database.NotFound(err))
 	}
 	if row.State == StateRunning {
 		if err := q.OperationFailAbandoned(ctx, db, row.Target); err != nil {

@@ -64,6 +64,13 @@ type Config struct {
 	AfterConfirm func()
 }
 
+// Defaults of Config that a binary's configuration also names.
+const (
+	DefaultBatchSize      = 500
+	DefaultPollInterval   = time.Second
+	DefaultPartitionShare = 0.5
+)
+
 func (c *Config) setDefaults() error {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -71,15 +78,15 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 500
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.PartitionShare == 0 {
-		c.PartitionShare = 0.5
+		c.PartitionShare = DefaultPartitionShare
 	}
 	if c.VacuumAfter == 0 {
 		c.VacuumAfter = 20000
 	}
-	def(&c.PollInterval, time.Second)
+	def(&c.PollInterval, DefaultPollInterval)
 	def(&c.ConfirmTimeout, 10*time.Second)
 	def(&c.MonitorInterval, 5*time.Second)
 	def(&c.HeldBackAfter, 30*time.Second)

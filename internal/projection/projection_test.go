@@ -116,7 +116,7 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 					return err
 				}
 			})
-			if err != nil && !errors.Is(err, command.ErrNotFound) {
+			if err != nil && !errors.Is(err, database.ErrNotFound) {
 				rt.Fatalf("command failed: %v", err)
 			}
 		}

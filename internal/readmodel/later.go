@@ -86,9 +86,9 @@ func GetJobLater(ctx context.Context, tx pgx.Tx, owner, id uuid.UUID) (*Later[Jo
 // returned, so it does not fail the COMMIT the read went with. A nil value
 // leaves the Later unread: a later statement of the same read sets it.
 func (l *Later[T]) settle(err error, value func() T) error {
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		l.err, l.read = ErrNotFound, true
+	switch err = database.NotFound(err); {
+	case errors.Is(err, database.ErrNotFound):
+		l.err, l.read = err, true
 		return nil
 	case database.IsRecorded(err):
 		return err

@@ -49,9 +49,9 @@ func TestLaterReadsGoWithTheCommit(t *testing.T) {
 	require.Equal(t, job, got.ID)
 	require.Equal(t, []readmodel.JobFile{{ID: file, Name: "f", SizeBytes: 7}}, *got.Files, "the read saw the transaction's own write")
 	_, err = missingJob.Value()
-	require.ErrorIs(t, err, readmodel.ErrNotFound, "another owner's job")
+	require.ErrorIs(t, err, database.ErrNotFound, "another owner's job")
 	_, err = missingFile.Value()
-	require.ErrorIs(t, err, readmodel.ErrNotFound)
+	require.ErrorIs(t, err, database.ErrNotFound)
 	var linked int
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM job_files").Scan(&linked))
 	require.Equal(t, 1, linked, "the transaction committed")

@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,14 +14,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
-
-// ErrNotFound: no such resource for this owner.
-var ErrNotFound = errors.New("not found")
 
 // File is the API's file.
 type File struct {
@@ -67,7 +62,7 @@ type Page[T any] struct {
 func GetFile(ctx context.Context, db database.DBTX, owner, id uuid.UUID) (File, error) {
 	row, err := dbsqlc.New().FileGet(ctx, db, &dbsqlc.FileGetParams{ID: id, OwnerID: owner})
 	if err != nil {
-		return File{}, notFound(err, "get file")
+		return File{}, fmt.Errorf("get file: %w", database.NotFound(err))
 	}
 	return fileFrom(row), nil
 }
@@ -164,7 +159,7 @@ func ReadPreview(ctx context.Context, db database.Sender, owner, id uuid.UUID) (
 	err := database.Batch(ctx, db,
 		func(db database.DBTX) (err error) {
 			if row, err = q.JobGet(ctx, db, &dbsqlc.JobGetParams{ID: id, OwnerID: owner}); err != nil {
-				return notFound(err, "get job")
+				return fmt.Errorf("get job: %w", database.NotFound(err))
 			}
 			return nil
 		},
@@ -223,13 +218,6 @@ func page[T any](items []T, limit int32, key func(T) int64) Page[T] {
 		p.NextCursor = &next
 	}
 	return p
-}
-
-func notFound(err error, what string) error {
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
-	}
-	return fmt.Errorf("%s: %w", what, err)
 }
 
 // Cursor marks where the next page starts: below the creation position of

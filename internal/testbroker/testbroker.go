@@ -27,18 +27,17 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
 )
 
-// DefaultURL is the broker tests use when EPOCH_AMQP_URL is not set.
-const DefaultURL = "amqp://guest:guest@127.0.0.1:5672/"
-
-// ServerURL is the broker's URL (default vhost).
+// ServerURL is the broker's URL (default vhost): EPOCH_AMQP_URL, as the
+// binaries read it (broker.DefaultURL when it is not set).
 func ServerURL() string {
 	if u := os.Getenv("EPOCH_AMQP_URL"); u != "" {
 		return u
 	}
-	return DefaultURL
+	return broker.DefaultURL
 }
 
 // New creates a fresh vhost for t (guest has full permissions on it) and

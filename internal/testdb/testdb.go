@@ -22,15 +22,14 @@ import (
 	"github.com/catacloud/epoch/internal/migrate"
 )
 
-// DefaultURL is the server tests use when EPOCH_DATABASE_URL is not set.
-const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-
-// ServerURL is the URL of the maintenance database tests create theirs from.
+// ServerURL is the URL of the maintenance database tests create theirs
+// from: EPOCH_DATABASE_URL, as the binaries read it (database.DefaultURL
+// when it is not set).
 func ServerURL() string {
 	if u := os.Getenv("EPOCH_DATABASE_URL"); u != "" {
 		return u
 	}
-	return DefaultURL
+	return database.DefaultURL
 }
 
 // New creates a fresh, migrated database for t and drops it when t ends.
