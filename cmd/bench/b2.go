@@ -213,6 +213,14 @@ func rawPublish(ctx context.Context, e *env, events []eventstore.Event) (float64
 		}
 		_ = ch.ExchangeDelete(exchange, false, false)
 	}()
+	return rawPublishOn(ctx, ch, exchange, events)
+}
+
+// rawPublishOn publishes the events' messages, persistent and mandatory, to
+// exchange on ch with a sliding window of rawWindow deferred confirms, and
+// returns messages per second from the first publish to the last confirm.
+// A nack or a returned message fails it.
+func rawPublishOn(ctx context.Context, ch *amqp.Channel, exchange string, events []eventstore.Event) (float64, error) {
 	if err := ch.Confirm(false); err != nil {
 		return 0, err
 	}
@@ -268,7 +276,13 @@ func rawPublish(ctx context.Context, e *env, events []eventstore.Event) (float64
 // queueMessages is a queue's ready messages, exactly, from a passive
 // declare (the management API's counts lag by seconds).
 func queueMessages(ctx context.Context, e *env, queue string) (int, error) {
-	conn, err := amqp.Dial(e.amqpURL)
+	return queueMessagesAt(e.amqpURL, queue)
+}
+
+// queueMessagesAt is queueMessages on the broker (one node's URL) of
+// amqpURL.
+func queueMessagesAt(amqpURL, queue string) (int, error) {
+	conn, err := amqp.Dial(amqpURL)
 	if err != nil {
 		return 0, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -17,20 +18,33 @@ import (
 // by Epoch-Position. Its ceiling is the raw broker round trip, measured during the
 // same load (and, for reference, before it).
 func (b *bench) b3(ctx context.Context) error {
-	e := b.env
 	worker, err := b.fullWorker(ctx)
 	if err != nil {
 		return err
 	}
-	user, err := e.newUser(ctx, "b3", 64)
-	if err != nil {
-		return err
-	}
-	rtt, err := newRoundTripper(e)
+	rtt, err := newRoundTripper(b.env)
 	if err != nil {
 		return err
 	}
 	defer rtt.close()
+	if err := b.commitToBilling(ctx, "B3", "", worker, rtt, b.pids(worker), nil); err != nil {
+		return err
+	}
+	b.note("B3: %d commands/s for %s, open-loop (a command every 1/rate s whatever the answers' latency), alternating POST /v1/files and DELETE /v1/files/{id}, with one worker running relay, storage and billing. Latency = inbox.handled_at of subscriber billing − the moment the command's answer (with its Epoch-Position) reached the bench, just after the commit; the same from events.occurred_at (set before the command's transaction began, an upper bound) is in the detail. The round trip publishes one persistent message with a confirm to a quorum queue and times it until a consumer on another connection receives it; it runs repeatedly during the load (its ceiling) and before it (idle, in the detail).", b.sz.b3Rate, b.sz.b3Duration)
+	return nil
+}
+
+// commitToBilling drives B3's load through the api while worker (relay,
+// storage and billing, settled) runs, and reports fig's p50, p95 and p99
+// of commit-to-billing latency (named with prefix) beside rtt's round
+// trips during the same load. pids names the processes for the CPU
+// breakdown; extra goes into the p50's detail.
+func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker *proc, rtt *roundTripper, pids map[int]string, extra map[string]any) error {
+	e := b.env
+	user, err := e.newUser(ctx, strings.ToLower(fig), 64)
+	if err != nil {
+		return err
+	}
 	idle, err := rtt.measure(ctx, b.sz.rttCount/3, 10*time.Millisecond)
 	if err != nil {
 		return fmt.Errorf("raw round trip: %w", err)
@@ -57,10 +71,10 @@ func (b *bench) b3(ctx context.Context) error {
 		ms, err := rtt.measureUntil(loadCtx, every)
 		rttDone <- rttResult{ms, err}
 	}()
-	cpu := sampleCPU(b.pids(worker))
-	waitProfile := b.profile(ctx, worker, "B3", b.sz.b3Duration)
-	waitAPIProfile := b.profile(ctx, e.api, "B3", b.sz.b3Duration)
-	stopSelfProfile := b.profileSelf("B3")
+	cpu := sampleCPU(pids)
+	waitProfile := b.profile(ctx, worker, fig, b.sz.b3Duration)
+	waitAPIProfile := b.profile(ctx, e.api, fig, b.sz.b3Duration)
+	stopSelfProfile := b.profileSelf(fig)
 	start := time.Now()
 	loadErr := load.run(ctx, b.sz.b3Duration)
 	stopSelfProfile()
@@ -69,7 +83,7 @@ func (b *bench) b3(ctx context.Context) error {
 	elapsed := time.Since(start)
 	stopRTT()
 	busy := <-rttDone
-	limited := cpuSince(cpu, b.pids(worker))
+	limited := cpuSince(cpu, pids)
 	phasesAfter, err := worker.metrics(ctx)
 	if err != nil {
 		return err
@@ -122,7 +136,7 @@ func (b *bench) b3(ctx context.Context) error {
 	sort.Float64s(lat)
 	sort.Float64s(fromOccurred)
 	if len(lat) == 0 {
-		return errors.New("B3: no billing latencies")
+		return fmt.Errorf("%s: no billing latencies", fig)
 	}
 	sort.Float64s(busy.ms)
 	rttP50, rttP99 := percentile(busy.ms, 50), percentile(busy.ms, 99)
@@ -140,12 +154,14 @@ func (b *bench) b3(ctx context.Context) error {
 		// at most this much later on average.
 		detail["billing_tx_mean_ms"] = ms
 	}
-	p50 := (&figure{Figure: "B3", Name: "commit_to_billing_p50", Value: percentile(lat, 50), Unit: "ms", LimitedBy: limited, Detail: detail}).withCeiling(rttP50)
+	for k, v := range extra {
+		detail[k] = v
+	}
+	p50 := (&figure{Figure: fig, Name: prefix + "commit_to_billing_p50", Value: percentile(lat, 50), Unit: "ms", LimitedBy: limited, Detail: detail}).withCeiling(rttP50)
 	b.r.add(p50.judge("ratio<=3", *p50.Ratio <= 3))
-	b.r.add(&figure{Figure: "B3", Name: "commit_to_billing_p95", Value: percentile(lat, 95), Unit: "ms"})
-	p99 := (&figure{Figure: "B3", Name: "commit_to_billing_p99", Value: percentile(lat, 99), Unit: "ms"}).withCeiling(rttP99)
+	b.r.add(&figure{Figure: fig, Name: prefix + "commit_to_billing_p95", Value: percentile(lat, 95), Unit: "ms"})
+	p99 := (&figure{Figure: fig, Name: prefix + "commit_to_billing_p99", Value: percentile(lat, 99), Unit: "ms"}).withCeiling(rttP99)
 	b.r.add(p99.judge("ratio<=10", *p99.Ratio <= 10))
-	b.note("B3: %d commands/s for %s, open-loop (a command every 1/rate s whatever the answers' latency), alternating POST /v1/files and DELETE /v1/files/{id}, with one worker running relay, storage and billing. Latency = inbox.handled_at of subscriber billing − the moment the command's answer (with its Epoch-Position) reached the bench, just after the commit; the same from events.occurred_at (set before the command's transaction began, an upper bound) is in the detail. The round trip publishes one persistent message with a confirm to a quorum queue and times it until a consumer on another connection receives it; it runs repeatedly during the load (its ceiling) and before it (idle, in the detail).", b.sz.b3Rate, b.sz.b3Duration)
 	return nil
 }
 
@@ -155,28 +171,44 @@ type roundTripper struct {
 	pubConn, subConn *amqp.Connection
 	pub              *amqp.Channel
 	deliveries       <-chan amqp.Delivery
-	queue            string
+	exchange, key    string   // where a message is published
+	queue            string   // where it is consumed
+	declared         []string // queues close removes
 }
 
-func newRoundTripper(e *env) (_ *roundTripper, err error) {
-	r := &roundTripper{queue: "bench.roundtrip"}
+// newRoundTripper goes through a quorum queue of its own on the bench's
+// vhost, by the default exchange.
+func newRoundTripper(e *env) (*roundTripper, error) {
+	const queue = "bench.roundtrip"
+	return dialRoundTripper(e.amqpURL, e.amqpURL, queue, func(ch *amqp.Channel) (string, string, []string, error) {
+		_, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{
+			amqp.QueueTypeArg: amqp.QueueTypeQuorum, "x-delivery-limit": int64(20),
+		})
+		return "", queue, []string{queue}, err
+	})
+}
+
+// dialRoundTripper publishes on a connection to pubURL and consumes queue
+// on one to subURL; declare (on the publishing connection) makes the
+// queue and says where to publish and what close removes.
+func dialRoundTripper(pubURL, subURL, queue string, declare func(*amqp.Channel) (exchange, key string, declared []string, err error)) (_ *roundTripper, err error) {
+	r := &roundTripper{queue: queue}
 	defer func() {
 		if err != nil {
 			r.close()
 		}
 	}()
-	if r.pubConn, err = amqp.Dial(e.amqpURL); err != nil {
+	if r.pubConn, err = amqp.Dial(pubURL); err != nil {
 		return nil, err
 	}
-	if r.subConn, err = amqp.Dial(e.amqpURL); err != nil {
+	if r.subConn, err = amqp.Dial(subURL); err != nil {
 		return nil, err
 	}
 	if r.pub, err = r.pubConn.Channel(); err != nil {
 		return nil, err
 	}
-	if _, err = r.pub.QueueDeclare(r.queue, true, false, false, false, amqp.Table{
-		amqp.QueueTypeArg: amqp.QueueTypeQuorum, "x-delivery-limit": int64(20),
-	}); err != nil {
+	r.exchange, r.key, r.declared, err = declare(r.pub)
+	if err != nil {
 		return nil, err
 	}
 	if err = r.pub.Confirm(false); err != nil {
@@ -197,7 +229,9 @@ func newRoundTripper(e *env) (_ *roundTripper, err error) {
 
 func (r *roundTripper) close() {
 	if r.pub != nil {
-		_, _ = r.pub.QueueDelete(r.queue, false, false, false)
+		for _, q := range r.declared {
+			_, _ = r.pub.QueueDelete(q, false, false, false)
+		}
 	}
 	for _, c := range []*amqp.Connection{r.pubConn, r.subConn} {
 		if c != nil {
@@ -211,7 +245,7 @@ func (r *roundTripper) close() {
 func (r *roundTripper) once(ctx context.Context) (float64, error) {
 	body := []byte(`{"id":"00000000-0000-0000-0000-000000000000","type":"file.uploaded","data":{}}`)
 	start := time.Now()
-	c, err := r.pub.PublishWithDeferredConfirmWithContext(ctx, "", r.queue, true, false, amqp.Publishing{
+	c, err := r.pub.PublishWithDeferredConfirmWithContext(ctx, r.exchange, r.key, true, false, amqp.Publishing{
 		DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: body,
 	})
 	if err != nil {

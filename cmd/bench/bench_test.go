@@ -21,9 +21,10 @@ import (
 )
 
 // TestQuick runs the whole tool with tiny sizes against the real services
-// (its own database and vhost), so it cannot rot: every figure must come
-// out measured, and B4 must find no stale preview. A missing service or
-// binary fails it.
+// (its own database and vhost, and the three-node cluster, which it starts
+// when it is down, under the cluster lock), so it cannot rot: every figure
+// must come out measured, and B4 must find no stale preview. A missing
+// service or binary fails it.
 func TestQuick(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -50,12 +51,13 @@ func TestQuick(t *testing.T) {
 		}
 	}
 	require.NoError(t, err)
-	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"} {
+	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13"} {
 		require.True(t, seen[fig], "no %s line", fig)
 	}
 	b, err := os.ReadFile(md)
 	require.NoError(t, err)
 	require.Contains(t, string(b), "| B1 |")
+	require.Contains(t, string(b), "| B13 | cluster_relay_two_workers_msgs_per_s |")
 	require.Contains(t, string(b), "go run ./cmd/bench -quick -write")
 }
 
@@ -162,8 +164,8 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	var out bytes.Buffer
-	err := run(context.Background(), log, &out, options{only: "B1,B11"})
-	require.ErrorContains(t, err, `"B11" is not a figure`)
+	err := run(context.Background(), log, &out, options{only: "B1,B14"})
+	require.ErrorContains(t, err, `"B14" is not a figure`)
 	err = run(context.Background(), log, &out, options{only: "B1", write: filepath.Join(t.TempDir(), "missing", "BENCHMARKS.md")})
 	require.ErrorContains(t, err, "no directory")
 	require.Empty(t, out.String(), "no figure ran")
@@ -176,7 +178,7 @@ func TestBadOptionsAreRefusedUpFront(t *testing.T) {
 	require.Equal(t, map[string]bool{"B2": true, "B8": true}, want)
 	want, err = figuresWanted("")
 	require.NoError(t, err)
-	require.Len(t, want, 10)
+	require.Len(t, want, 13)
 	want, err = figuresWanted("b10")
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{"B10": true}, want)

@@ -244,6 +244,13 @@ func (e *env) startAPI(ctx context.Context) error {
 
 // startWorker starts a worker with the given roles.
 func (e *env) startWorker(ctx context.Context, roles string) (*proc, error) {
+	return e.startWorkerOn(ctx, "worker", roles, e.amqpURL)
+}
+
+// startWorkerOn starts a worker with the given roles on the broker of
+// amqpURL (one URL, or the comma-separated nodes of a cluster); name
+// starts the name of its log.
+func (e *env) startWorkerOn(ctx context.Context, name, roles, amqpURL string) (*proc, error) {
 	if e.workerBin == "" {
 		return nil, fmt.Errorf("no worker binary: %w", e.workerErr)
 	}
@@ -251,7 +258,9 @@ func (e *env) startWorker(ctx context.Context, roles string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.start(ctx, "worker-"+strings.ReplaceAll(roles, ",", "-"), e.workerBin, addr, "EPOCH_WORKER_ROLES="+roles)
+	// The last EPOCH_AMQP_URL in the environment is the one exec passes.
+	return e.start(ctx, name+"-"+strings.ReplaceAll(roles, ",", "-"), e.workerBin, addr,
+		"EPOCH_WORKER_ROLES="+roles, "EPOCH_AMQP_URL="+amqpURL)
 }
 
 func (e *env) start(ctx context.Context, name, bin, addr string, extra ...string) (*proc, error) {

@@ -4,7 +4,11 @@
 // of issue 4 (B1–B8) beside a ceiling taken in the same run: the same work
 // done without the system (raw SQL through pgx, raw amqp091-go); B9 bounds
 // the preview of a job at domain.MaxJobFiles files, and B10 checks that
-// min_position waits do not slow other users' reads. It prints
+// min_position waits do not slow other users' reads. B11–B13 are the relay
+// and the latency again on the three-node cluster of
+// scripts/rabbitmq-cluster (which the bench brings up when it is down and
+// takes down again), each beside a ceiling taken on that cluster, and one
+// relay worker process against two. It prints
 // one JSON line per figure on stdout and, with -write, rewrites
 // BENCHMARKS.md. -quick uses tiny sizes: the test suite runs it so the tool
 // cannot rot.
@@ -50,6 +54,15 @@ type sizes struct {
 	b10Duration time.Duration // each of B10's read windows
 	b10StatsLag time.Duration // quiet before B10 counts transactions
 	drainBudget time.Duration // most a backlog may take to drain
+	// clusterEarly opens the cluster when the run starts, beside the
+	// single-node figures, instead of just before B11: a fresh `up`
+	// takes about 20 s, which the quick run would otherwise add, while a
+	// full run must not have it booting under B1.
+	clusterEarly bool
+	// placementWait is how long a cluster figure waits, after it measured
+	// (or before B12's load), for the management API to list the worker's
+	// connections, whose nodes its detail gives.
+	placementWait time.Duration
 }
 
 var fullSizes = sizes{
@@ -58,7 +71,7 @@ var fullSizes = sizes{
 	b4Pairs: 10000, b6Files: 1000, b6Runs: 11, b7Duration: 60 * time.Second,
 	b9Files: domain.MaxJobFiles, b9Rounds: 5,
 	b10Waits: 500, b10Duration: 3 * time.Second, b10StatsLag: 11 * time.Second,
-	drainBudget: 10 * time.Minute,
+	drainBudget: 10 * time.Minute, placementWait: 15 * time.Second,
 }
 
 var quickSizes = sizes{
@@ -67,7 +80,7 @@ var quickSizes = sizes{
 	b4Pairs: 100, b6Files: 50, b6Runs: 3, b7Duration: 3 * time.Second,
 	b9Files: 500, b9Rounds: 2,
 	b10Waits: 30, b10Duration: time.Second, b10StatsLag: time.Second,
-	drainBudget: 2 * time.Minute,
+	drainBudget: 2 * time.Minute, clusterEarly: true, placementWait: time.Second,
 }
 
 func main() {
@@ -108,6 +121,18 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 	if quick {
 		sz = quickSizes
 	}
+	// Deferred before the env, so closed after it: whatever happens, the
+	// cluster's lock is let go only once its vhost is gone and, if this
+	// run started the cluster, the cluster is down.
+	clusterOnce := &clusterOnce{}
+	defer func() { clusterOnce.close() }()
+	if sz.clusterEarly && (want["B11"] || want["B12"] || want["B13"]) {
+		root, err := moduleRoot(ctx)
+		if err != nil {
+			return err
+		}
+		clusterOnce.start(ctx, log, root)
+	}
 	e, err := newEnv(ctx, log)
 	if err != nil {
 		return err
@@ -117,7 +142,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		return err
 	}
 	r := &report{out: json.NewEncoder(out)}
-	b := &bench{env: e, sz: sz, r: r, log: log, pprofDir: o.pprofDir}
+	b := &bench{env: e, sz: sz, r: r, log: log, pprofDir: o.pprofDir, clusterOnce: clusterOnce}
 	if o.pprofDir != "" {
 		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
 			return err
@@ -130,7 +155,10 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 	}()
 	// The order matters: B2 leaves its backlog in the subscriber queues for
 	// B8 to drain, B3 and B7 need both empty before they start, and B10
-	// needs no storage subscriber running yet (no worker has started).
+	// needs no storage subscriber running yet (no worker has started). The
+	// cluster's figures come last: the single-node worker stops before
+	// them (its relay would take their outbox rows), and each stops its
+	// own workers.
 	phases := []struct {
 		fig string
 		fn  func(context.Context) error
@@ -144,6 +172,9 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		{"B8", b.b8},
 		{"B3", b.b3},
 		{"B7", b.b7},
+		{"B11", b.b11},
+		{"B12", b.b12},
+		{"B13", b.b13},
 	}
 	for _, p := range phases {
 		if !want[p.fig] {
@@ -210,6 +241,8 @@ type bench struct {
 	relayRate  float64 // B2: B8's bar
 	b2Messages int     // file events B2 left in each subscriber queue
 	worker     *proc   // relay+storage+billing, shared by B3 and B7
+
+	clusterOnce *clusterOnce // the three-node cluster, for B11–B13
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -243,7 +276,7 @@ func settle(ctx context.Context, e *env) error {
 // B5 is measured during B1 and B2, and B8 drains what B2 leaves, so naming
 // either runs what it needs. A name that is no figure is refused.
 func figuresWanted(only string) (map[string]bool, error) {
-	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"}
+	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13"}
 	want := map[string]bool{}
 	if strings.TrimSpace(only) == "" {
 		for _, f := range all {
@@ -254,7 +287,7 @@ func figuresWanted(only string) (map[string]bool, error) {
 	for _, f := range strings.Split(only, ",") {
 		f = strings.ToUpper(strings.TrimSpace(f))
 		if !slices.Contains(all, f) {
-			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B10)", f)
+			return nil, fmt.Errorf("-only: %q is not a figure (B1 to B13)", f)
 		}
 		want[f] = true
 	}

@@ -62,10 +62,37 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   api idle, and the api's request statements per second then
   (epoch_db_statements_total: the waits' first looks). Alone:
   ` + "`go run ./cmd/bench -only B10`" + `.
+- **B11 relay msgs/s on the cluster** — B2 on the three-node cluster of
+  scripts/rabbitmq-cluster (the bench starts it when it is down, and stops
+  it at the end only then), on a vhost of the bench's own there: the same
+  backlog drained by one relay worker whose EPOCH_AMQP_URL lists the three
+  nodes. The bench declares the topology first, from rabbit_a, with
+  broker.DeclareTopology as the worker does (quorum queues on all three
+  nodes, their leaders on rabbit_a). **Ceiling**: raw amqp091-go
+  publishing of the same messages with B2's window of deferred confirms,
+  from rabbit_a into the same exchange and queues (purged before the
+  relay starts). The detail's placement gives the leaders and the nodes
+  the worker's connections landed on: a connection away from the leader
+  pays a hop the raw publisher does not. Target: ratio ≥ 0.6, as B2.
+- **B12 commit → billing commit on the cluster** — B3 on the cluster: the
+  same load, sizes and measure, with one worker (relay, storage, billing)
+  whose EPOCH_AMQP_URL lists the three nodes. **Ceiling**: the raw round
+  trip through the cluster during the same load (publish with a confirm
+  to catacloud.events, consumed on another connection, both on rabbit_a,
+  from a quorum queue declared by broker.DeclareTopology like a
+  subscriber's). Targets: p50 ≤ 3×, p99 ≤ 10×, as B3.
+- **B13 one relay worker against two on the cluster** — a backlog drained
+  by one relay worker process, then the same events' outbox rows queued
+  again and drained by two processes started at once; each from the
+  start to an empty outbox. The two-worker line's ceiling column holds
+  the one-worker rate, so its ratio is two ÷ one. Target: ≥ 0.9, no loss:
+  the relays split the partitions without waiting on each other, and a
+  gain needs cores the one-worker drain left idle (its "what limited it").
 - **Every figure** starts from a settled database (VACUUM ANALYZE and a
   CHECKPOINT before it), so it does not pay for the dead rows of the one
   before or meet an autovacuum of them halfway.
 - **What limited it** — the CPU each process group used during the
   measurement, in % of one core (postgres = all its backends, rabbitmq =
-  beam.smp, bench = this tool, which shares the machine).
+  beam.smp of the machine's own node, rabbit_a/b/c = the cluster's nodes,
+  bench = this tool, which shares the machine).
 `

@@ -205,7 +205,9 @@ func writeMarkdown(path string, r *report, mach map[string]string, command strin
 	b.WriteString("Made by `cmd/bench`, which builds the api and worker, gives them their own\n")
 	b.WriteString("database and RabbitMQ vhost, drives them over HTTP and AMQP, and measures each\n")
 	b.WriteString("figure beside its ceiling (the same work without the system) in the same run.\n")
-	b.WriteString("Targets are ratios to those ceilings (issue 4); absolute numbers are for scale.\n\n")
+	b.WriteString("Targets are ratios to those ceilings (issue 4); absolute numbers are for scale.\n")
+	b.WriteString("B11–B13 run on the three-node RabbitMQ cluster of scripts/rabbitmq-cluster, on\n")
+	b.WriteString("the same machine, with their ceilings taken on that cluster.\n\n")
 	fmt.Fprintf(&b, "Command: `%s`  \n", command)
 	fmt.Fprintf(&b, "Date: %s (took %s)  \n", started.UTC().Format(time.RFC3339), time.Since(started).Round(time.Second))
 	keys := []string{"cpu", "cpus", "memory", "os", "go", "postgres", "rabbitmq"}

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/storage"
+)
+
+// clusterLockPath is the machine-wide lock of the one three-node cluster
+// scripts/rabbitmq-cluster runs: whoever uses the cluster (a test, the
+// bench) holds it exclusive, so nobody kills or stops a node under a
+// measurement, and nobody takes the cluster down while another uses it.
+const clusterLockPath = "/tmp/epoch-cluster.lock"
+
+// clusterNodeURLs are the nodes scripts/rabbitmq-cluster runs (rabbit_a,
+// b and c@localhost), as its `up` prints them. The bench looks at them
+// first to tell whether the cluster is already up, which `up` would take
+// several CLI calls to find out.
+var clusterNodeURLs = []string{
+	"amqp://guest:guest@127.0.0.1:5681/",
+	"amqp://guest:guest@127.0.0.1:5682/",
+	"amqp://guest:guest@127.0.0.1:5683/",
+}
+
+// clusterManagementOffset is how far above a node's AMQP port the script
+// puts its management API (5681 → 15681).
+const clusterManagementOffset = 10000
+
+// cluster is the three-node cluster as the bench uses it: the lock held,
+// a vhost of the bench's own on it, and the topology declared there as the
+// worker declares it. close undoes all of it, and stops the cluster only
+// when this run started it.
+type cluster struct {
+	log     *slog.Logger
+	root    string
+	lock    *os.File
+	started bool // no node answered before: this run brought it up
+
+	mgmt  *rabbitadmin.Client
+	vhost string
+	urls  []string // each node on the bench's vhost, rabbit_a first
+	url   string   // urls comma-separated: the workers' EPOCH_AMQP_URL
+}
+
+// clusterSubscriptions are the queues the worker declares (its
+// remoteSubscribers): the bench declares them first, so their leaders sit
+// on the node it declares from, and the worker's own declare finds them
+// identical.
+func clusterSubscriptions() []broker.Subscription {
+	var subs []broker.Subscription
+	for _, s := range []interface {
+		Name() string
+		EventTypes() []string
+	}{storage.Subscriber{}, billing.Subscriber{}} {
+		subs = append(subs, broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()})
+	}
+	return subs
+}
+
+// openCluster takes the cluster lock (waiting for whoever holds it), brings
+// the cluster up when it is not, and makes the bench's vhost and topology
+// on it. On error it has already released what it took.
+func openCluster(ctx context.Context, log *slog.Logger, root string) (_ *cluster, err error) {
+	c := &cluster{log: log, root: root}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	if err := c.takeLock(ctx); err != nil {
+		return nil, err
+	}
+	nodes := clusterNodeURLs
+	answering := 0
+	for _, u := range nodes {
+		if nodeAnswers(u) {
+			answering++
+		}
+	}
+	if answering < len(nodes) {
+		// Started only from nothing counts as ours: a node or two that
+		// answered belong to a cluster somebody else left up.
+		c.started = answering == 0
+		if nodes, err = c.up(ctx); err != nil {
+			return nil, err
+		}
+	}
+	base, err := amqp.ParseURI(nodes[0])
+	if err != nil {
+		return nil, fmt.Errorf("cluster URL: %w", err)
+	}
+	mgmtURL := "http://" + net.JoinHostPort(base.Host, strconv.Itoa(base.Port+clusterManagementOffset))
+	if c.mgmt, err = rabbitadmin.NewAt(mgmtURL, base, 30*time.Second); err != nil {
+		return nil, err
+	}
+	// Not rabbitadmin's Ready: when nothing answers it enables the
+	// management plugin on the machine's own broker, which is not ours.
+	if err := waitFor(ctx, 60*time.Second, 250*time.Millisecond, func() (bool, error) {
+		return c.mgmt.Do(ctx, http.MethodGet, "/api/overview", nil, nil) == nil, nil
+	}); err != nil {
+		return nil, fmt.Errorf("cluster management API at %s: %w", mgmtURL, err)
+	}
+	name := "epoch_bench_" + randomHex(6)
+	c.vhost = name // set first: close deletes it even if it came up only in part
+	if _, err := c.mgmt.CreateVhost(ctx, base, name); err != nil {
+		return nil, fmt.Errorf("cluster vhost: %w", err)
+	}
+	// A vhost is the cluster's, but each node starts it on its own time.
+	for _, n := range nodes {
+		u, err := amqp.ParseURI(n)
+		if err != nil {
+			return nil, fmt.Errorf("cluster URL: %w", err)
+		}
+		u.Vhost = name
+		if err := rabbitadmin.WaitAMQP(ctx, u.String(), 30*time.Second); err != nil {
+			return nil, err
+		}
+		c.urls = append(c.urls, u.String())
+	}
+	c.url = strings.Join(c.urls, ",")
+	if err := c.declare(); err != nil {
+		return nil, fmt.Errorf("cluster topology: %w", err)
+	}
+	return c, nil
+}
+
+// takeLock holds clusterLockPath exclusive, polling so a cancelled run
+// does not stay blocked behind a test.
+func (c *cluster) takeLock(ctx context.Context) error {
+	f, err := os.OpenFile(clusterLockPath, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return fmt.Errorf("cluster lock: %w", err)
+	}
+	logged := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			c.lock = f
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close()
+			return fmt.Errorf("cluster lock: %w", err)
+		}
+		if !logged {
+			c.log.Info("waiting for the cluster lock (another run or test is using the cluster)", "lock", clusterLockPath)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// nodeAnswers reports whether an AMQP connection to u opens.
+func nodeAnswers(u string) bool {
+	conn, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
+// up runs `scripts/rabbitmq-cluster up` and returns the URLs it prints.
+// It is not tied to ctx: a script killed half way would leave nodes
+// running that nobody stops; its own waits are bounded.
+func (c *cluster) up(ctx context.Context) ([]string, error) {
+	c.log.Info("starting the RabbitMQ cluster", "script", clusterScript)
+	start := time.Now()
+	out, err := c.script("up")
+	if err != nil {
+		return nil, err
+	}
+	var line string
+	s := bufio.NewScanner(bytes.NewReader(out))
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "EPOCH_AMQP_URL="); ok {
+			line = v
+		}
+	}
+	nodes, err := broker.ParseURLs(line)
+	if err != nil {
+		return nil, fmt.Errorf("%s up printed no EPOCH_AMQP_URL (%w):\n%s", clusterScript, err, out)
+	}
+	c.log.Info("cluster up", "took", time.Since(start).Round(time.Second), "nodes", len(nodes))
+	return nodes, ctx.Err()
+}
+
+// clusterScript starts and stops the cluster, from the module root.
+const clusterScript = "scripts/rabbitmq-cluster"
+
+// script runs clusterScript with arg; its log (stderr) goes to the
+// bench's log, its stdout is returned.
+func (c *cluster) script(arg string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(c.root, clusterScript), arg)
+	cmd.Dir = c.root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if line != "" {
+			c.log.Info("cluster script", "arg", arg, "line", line)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w\n%s", clusterScript, arg, err, stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// declare declares, from rabbit_a, what the worker declares at its start
+// (broker.DeclareTopology with the default delivery limit, then the
+// unsubscribed queue).
+func (c *cluster) declare() error {
+	conn, err := amqp.Dial(c.urls[0])
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	subs := clusterSubscriptions()
+	if err := broker.DeclareTopology(ch, subs, broker.DefaultDeliveryLimit); err != nil {
+		return err
+	}
+	allTypes := append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
+	return broker.DeclareUnsubscribed(ch, subs, allTypes)
+}
+
+// close deletes the vhost, stops the cluster if this run started it, and
+// lets go of the lock, in that order: the lock is held until the cluster
+// is down.
+func (c *cluster) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if c.vhost != "" && c.mgmt != nil {
+		if err := c.mgmt.DeleteVhost(ctx, c.vhost); err != nil {
+			c.log.Error("delete cluster vhost", "error", err)
+		}
+	}
+	if c.started {
+		c.log.Info("stopping the RabbitMQ cluster this run started")
+		if _, err := c.script("down"); err != nil {
+			c.log.Error("cluster down", "error", err)
+		}
+	}
+	if c.lock != nil {
+		_ = c.lock.Close()
+	}
+}
+
+// queueMessages is a queue's ready messages on the cluster, exactly.
+func (c *cluster) queueMessages(queue string) (int, error) {
+	return queueMessagesAt(c.urls[0], queue)
+}
+
+// purge empties the subscriber queues, so the next figure's publishes
+// land in empty queues, as the first ones did.
+func (c *cluster) purge() error {
+	conn, err := amqp.Dial(c.urls[0])
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	for _, s := range clusterSubscriptions() {
+		if _, err := ch.QueuePurge(broker.QueueName(s.Name), false); err != nil {
+			return fmt.Errorf("purge %s: %w", broker.QueueName(s.Name), err)
+		}
+	}
+	return nil
+}
+
+// settled reports whether the outbox and the cluster's subscriber queues
+// are empty.
+func (c *cluster) settled(ctx context.Context, e *env) (bool, error) {
+	var left bool
+	if err := e.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM outbox)").Scan(&left); err != nil || left {
+		return false, err
+	}
+	for _, s := range clusterSubscriptions() {
+		if n, err := c.queueMessages(broker.QueueName(s.Name)); err != nil || n > 0 {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// pids adds each cluster node's beam, by its node letter, to the bench's
+// processes, so the CPU breakdown tells the nodes apart (and from the
+// machine's own broker, which stays "rabbitmq").
+func (c *cluster) pids(m map[int]string) map[int]string {
+	dir := getenv("EPOCH_CLUSTER_DIR", "/tmp/epoch-rabbitmq-cluster")
+	for _, n := range []string{"a", "b", "c"} {
+		b, err := os.ReadFile(filepath.Join(dir, n, "beam.pid"))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			m[pid] = "rabbit_" + n
+		}
+	}
+	return m
+}
+
+// placement is where the cluster put things: each subscriber queue's
+// leader and the nodes of the vhost's connections by their names, as the
+// management API reports them. A figure's ratio depends on it: a client
+// on a node other than its queue's leader pays a hop between nodes. The
+// API lists a connection only once its node's statistics reach it, so
+// placement waits, at most wait, until each of want's names shows as often
+// as it says; what is missing then is reported as missing.
+func (c *cluster) placement(ctx context.Context, want map[string]int, wait time.Duration) map[string]any {
+	leaders := map[string]string{}
+	for _, s := range clusterSubscriptions() {
+		q := broker.QueueName(s.Name)
+		var info struct {
+			Leader string `json:"leader"`
+			Node   string `json:"node"`
+		}
+		if err := c.mgmt.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(c.vhost)+"/"+url.PathEscape(q), nil, &info); err != nil {
+			leaders[q] = "unknown: " + err.Error()
+			continue
+		}
+		leaders[q] = cmp.Or(info.Leader, info.Node)
+	}
+	var byName map[string][]string
+	var listErr error
+	complete := func() (bool, error) {
+		var conns []struct {
+			Node             string `json:"node"`
+			ClientProperties struct {
+				Name string `json:"connection_name"`
+			} `json:"client_properties"`
+		}
+		if listErr = c.mgmt.Do(ctx, http.MethodGet, "/api/vhosts/"+url.PathEscape(c.vhost)+"/connections", nil, &conns); listErr != nil {
+			return false, nil
+		}
+		byName = map[string][]string{}
+		for _, cn := range conns {
+			name := cmp.Or(cn.ClientProperties.Name, "unnamed (the bench's raw clients)")
+			byName[name] = append(byName[name], cn.Node)
+		}
+		for name, n := range want {
+			if len(byName[name]) < n {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	_ = waitFor(ctx, wait, 250*time.Millisecond, complete)
+	for _, nodes := range byName {
+		slices.Sort(nodes)
+	}
+	out := map[string]any{"leaders": leaders, "connections": byName}
+	if listErr != nil {
+		out["connections"] = "unknown: " + listErr.Error()
+	}
+	var missing []string
+	for name, n := range want {
+		if len(byName[name]) < n {
+			missing = append(missing, fmt.Sprintf("%s (%d of %d listed after %s)", name, len(byName[name]), n, wait))
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		out["connections_not_listed_yet"] = missing
+	}
+	return out
+}
+
+// clusterOnce opens the cluster at most once per run, in the background
+// when asked early, and hands it to every figure that needs it.
+type clusterOnce struct {
+	once   sync.Once
+	done   chan struct{}
+	cancel context.CancelFunc // stops a wait for the lock when the run ends first
+	c      *cluster
+	err    error
+}
+
+// start begins opening the cluster, unless it has begun.
+func (o *clusterOnce) start(ctx context.Context, log *slog.Logger, root string) {
+	o.once.Do(func() {
+		o.done = make(chan struct{})
+		ctx, o.cancel = context.WithCancel(ctx)
+		go func() {
+			defer close(o.done)
+			o.c, o.err = openCluster(ctx, log, root)
+		}()
+	})
+}
+
+// get waits for the cluster that start opens.
+func (o *clusterOnce) get(ctx context.Context, log *slog.Logger, root string) (*cluster, error) {
+	o.start(ctx, log, root)
+	select {
+	case <-o.done:
+		return o.c, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// close waits for an opening in progress (its `up` is not cut short) and
+// closes what it opened.
+func (o *clusterOnce) close() {
+	if o.done == nil {
+		return
+	}
+	o.cancel()
+	<-o.done
+	if o.c != nil {
+		o.c.close()
+	}
+}
