@@ -199,6 +199,17 @@ func (c *cluster) up(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	nodes, err := upURLs(out)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("cluster up", "took", time.Since(start).Round(time.Second), "nodes", len(nodes))
+	return nodes, ctx.Err()
+}
+
+// upURLs reads the nodes from what `up` printed: its last
+// EPOCH_AMQP_URL= line, the comma-separated URLs of the three nodes.
+func upURLs(out []byte) ([]string, error) {
 	var line string
 	s := bufio.NewScanner(bytes.NewReader(out))
 	for s.Scan() {
@@ -210,8 +221,7 @@ func (c *cluster) up(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s up printed no EPOCH_AMQP_URL (%w):\n%s", clusterScript, err, out)
 	}
-	c.log.Info("cluster up", "took", time.Since(start).Round(time.Second), "nodes", len(nodes))
-	return nodes, ctx.Err()
+	return nodes, nil
 }
 
 // clusterScript starts and stops the cluster, from the module root.
