@@ -51,8 +51,8 @@ var clusterNodeURLs = []string{
 const clusterManagementOffset = 10000
 
 // cluster is the three-node cluster as the bench uses it: the lock held,
-// a vhost of the bench's own on it, and the topology declared there as the
-// worker declares it. close undoes all of it, and stops the cluster only
+// a vhost of the bench's own on it with the dead-letter policy a deployment
+// sets, and the topology declared there as the worker declares it. close undoes all of it, and stops the cluster only
 // when this run started it.
 type cluster struct {
 	log     *slog.Logger
@@ -142,6 +142,19 @@ func openCluster(ctx context.Context, log *slog.Logger, root string) (_ *cluster
 		c.urls = append(c.urls, u.String())
 	}
 	c.url = strings.Join(c.urls, ",")
+	// A deployed cluster carries the dead-letter policy (the compose
+	// definitions, README's set_policy), so the bench's vhost does too;
+	// the raw round trip's queue takes it like a subscriber's.
+	names := []string{roundTripSubscription.Name}
+	for _, s := range clusterSubscriptions() {
+		names = append(names, s.Name)
+	}
+	if err := c.mgmt.PutPolicy(ctx, rabbitadmin.Policy{
+		Vhost: name, Name: broker.DeadLetterPolicyName, Pattern: broker.DeadLetterPolicyPattern(names),
+		ApplyTo: "queues", Definition: broker.DeadLetterPolicyDefinition(),
+	}); err != nil {
+		return nil, fmt.Errorf("cluster dead-letter policy: %w", err)
+	}
 	if err := c.declare(); err != nil {
 		return nil, fmt.Errorf("cluster topology: %w", err)
 	}
@@ -354,19 +367,6 @@ func (c *cluster) pids(m map[int]string) map[int]string {
 // placement waits, at most wait, until each of want's names shows as often
 // as it says; what is missing then is reported as missing.
 func (c *cluster) placement(ctx context.Context, want map[string]int, wait time.Duration) map[string]any {
-	leaders := map[string]string{}
-	for _, s := range clusterSubscriptions() {
-		q := broker.QueueName(s.Name)
-		var info struct {
-			Leader string `json:"leader"`
-			Node   string `json:"node"`
-		}
-		if err := c.mgmt.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(c.vhost)+"/"+url.PathEscape(q), nil, &info); err != nil {
-			leaders[q] = "unknown: " + err.Error()
-			continue
-		}
-		leaders[q] = cmp.Or(info.Leader, info.Node)
-	}
 	var byName map[string][]string
 	var listErr error
 	complete := func() (bool, error) {
@@ -392,10 +392,25 @@ func (c *cluster) placement(ctx context.Context, want map[string]int, wait time.
 		return true, nil
 	}
 	_ = waitFor(ctx, wait, 250*time.Millisecond, complete)
+	leaders, policies := map[string]string{}, map[string]string{}
+	for _, s := range clusterSubscriptions() {
+		q := broker.QueueName(s.Name)
+		var info struct {
+			Leader string `json:"leader"`
+			Node   string `json:"node"`
+			Policy string `json:"policy"` // with the statistics: empty for a few seconds
+		}
+		if err := c.mgmt.Do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(c.vhost)+"/"+url.PathEscape(q), nil, &info); err != nil {
+			leaders[q] = "unknown: " + err.Error()
+			continue
+		}
+		leaders[q] = cmp.Or(info.Leader, info.Node)
+		policies[q] = cmp.Or(info.Policy, "not sampled yet")
+	}
 	for _, nodes := range byName {
 		slices.Sort(nodes)
 	}
-	out := map[string]any{"leaders": leaders, "connections": byName}
+	out := map[string]any{"leaders": leaders, "policies": policies, "connections": byName}
 	if listErr != nil {
 		out["connections"] = "unknown: " + listErr.Error()
 	}

@@ -68,7 +68,8 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   backlog drained by one relay worker whose EPOCH_AMQP_URL lists the three
   nodes. The bench declares the topology first, from rabbit_a, with
   broker.DeclareTopology as the worker does (quorum queues on all three
-  nodes, their leaders on rabbit_a). **Ceiling**: raw amqp091-go
+  nodes, their leaders on rabbit_a), under the dead-letter policy
+  (broker.DeadLetterPolicyDefinition) a deployment sets. **Ceiling**: raw amqp091-go
   publishing of the same messages with B2's window of deferred confirms,
   from rabbit_a into the same exchange and queues (purged before the
   relay starts). The detail's placement gives the leaders and the nodes
