@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -189,8 +190,14 @@ func Dial(urls, connectionName string) (*amqp.Connection, error) {
 	return nil, fmt.Errorf("dial: %w", errors.Join(errs...))
 }
 
-// nextNode is where the next Dial starts in its list of nodes.
-var nextNode atomic.Uint32
+// nextNode is where the next Dial starts in its list of nodes. It starts
+// at a random node: processes started together would otherwise all put
+// their first connections on the first node.
+var nextNode = func() *atomic.Uint32 {
+	var n atomic.Uint32
+	n.Store(rand.Uint32())
+	return &n
+}()
 
 // ParseURLs splits a comma-separated list of AMQP URLs (the nodes of one
 // cluster; one URL is a cluster of one) and checks each.
