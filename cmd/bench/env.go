@@ -52,8 +52,6 @@ type env struct {
 	apiBin, workerBin string
 	workerErr         error // why there is no worker binary
 
-	brokerLock *os.File // shared lock against broker restarts by tests
-
 	adminToken string
 	api        *proc
 	apiURL     string
@@ -98,9 +96,6 @@ func newEnv(ctx context.Context, log *slog.Logger) (_ *env, err error) {
 		log.Error("no worker binary; the figures that need it will fail", "error", e.workerErr)
 	}
 	if err := e.createDatabase(ctx); err != nil {
-		return nil, err
-	}
-	if err := e.lockBroker(); err != nil {
 		return nil, err
 	}
 	if err := e.createVhost(ctx); err != nil {
@@ -195,9 +190,6 @@ func (e *env) close() {
 		if err := e.mgmt.DeleteVhost(ctx, e.vhost); err != nil {
 			e.log.Error("delete vhost", "error", err)
 		}
-	}
-	if e.brokerLock != nil {
-		_ = e.brokerLock.Close()
 	}
 	if e.dir != "" {
 		if e.keepLogs {
@@ -449,35 +441,4 @@ func (e *env) versions(ctx context.Context) (postgres, rabbitmq string) {
 	}
 	_ = e.mgmt.Do(ctx, http.MethodGet, "/api/overview", nil, &o)
 	return postgres, o.RabbitMQ
-}
-
-// lockBroker takes, for the whole run, the machine-wide shared broker lock
-// internal/testbroker takes for every broker test (same files, same
-// protocol): a test that restarts the broker (NewExclusive) then waits for
-// the bench to end instead of restarting RabbitMQ under a measurement.
-func (e *env) lockBroker() error {
-	dir := os.TempDir()
-	gate, err := os.OpenFile(filepath.Join(dir, "epoch-testbroker.gate"), os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		return fmt.Errorf("broker lock: %w", err)
-	}
-	defer gate.Close() // a shared holder only passes the gate
-	main, err := os.OpenFile(filepath.Join(dir, "epoch-testbroker.lock"), os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		return fmt.Errorf("broker lock: %w", err)
-	}
-	for _, f := range []*os.File{gate, main} {
-		for {
-			err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, syscall.EINTR) {
-				_ = main.Close()
-				return fmt.Errorf("broker lock: %w", err)
-			}
-		}
-	}
-	e.brokerLock = main
-	return nil
 }

@@ -16,8 +16,7 @@ import (
 // worker process relays and consumes, every connection of its vhost is
 // closed (as `rabbitmqctl close_all_connections` does) three times. The
 // worker recovers by itself — no restart — and every event arrives, with
-// storage and billing exact. (The same at the process level as the relay
-// and consumer packages' tests of the broker's stop_app/start_app.)
+// storage and billing exact. (A whole node's loss is the cluster tests'.)
 func TestConnectionsDroppedEndToEnd(t *testing.T) {
 	t.Parallel()
 	const totalEvents, drops = 4000, 3

@@ -439,22 +439,6 @@ func TestRelaySurvivesClosedConnections(t *testing.T) {
 	requireOutboxEmpty(t, e.pool)
 }
 
-func TestRelaySurvivesBrokerRestart(t *testing.T) {
-	t.Parallel()
-	e := setup(t, testbroker.NewExclusive(t), "#")
-	rec := consume(t, e.amqpURL)
-	startRelay(t, e, outbox.Config{BatchSize: 50}, nil)
-
-	all := writeWhile(t, e.pool, func() {
-		time.Sleep(200 * time.Millisecond)
-		testbroker.RestartApp(t, e.amqpURL, time.Second)
-		time.Sleep(200 * time.Millisecond)
-	})
-	rec.waitAll(t, all, 60*time.Second)
-	rec.requireStreamOrder(t)
-	requireOutboxEmpty(t, e.pool)
-}
-
 func TestRelaySurvivesPostgresConnectionLoss(t *testing.T) {
 	t.Parallel()
 	pool, dbURL := testdb.New(t)

@@ -3,25 +3,17 @@
 // EPOCH_AMQP_URL (default: the local one); its management HTTP API (port
 // 15672 on the same host, or EPOCH_RABBITMQ_MANAGEMENT_URL) creates and
 // deletes the vhosts. A test fails, never skips, when the broker cannot be
-// reached.
-//
-// A few tests must restart the whole broker. They call NewExclusive: it waits
-// until no other broker test runs (in any test binary on this machine: the
-// lock is a file lock), and holds new ones back until it ends. A test may
-// call New more than once (it holds the lock once); NewExclusive must be its
-// only call.
+// reached. No test stops or restarts the machine's broker: faults of a
+// whole node are injected on the cluster tests' own nodes
+// (internal/clustertest), so broker tests never wait for each other.
 package testbroker
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,15 +36,6 @@ func ServerURL() string {
 // deletes it when t ends. It returns the vhost's AMQP URL.
 func New(t testing.TB) string {
 	t.Helper()
-	lock(t, syscall.LOCK_SH)
-	return newVhost(t)
-}
-
-// NewExclusive is New for a test that disturbs the whole broker (stop_app,
-// start_app): it runs alone among broker tests.
-func NewExclusive(t testing.TB) string {
-	t.Helper()
-	lock(t, syscall.LOCK_EX)
 	return newVhost(t)
 }
 
@@ -72,17 +55,6 @@ func Vhost(t testing.TB, amqpURL string) string {
 func CloseConnections(t testing.TB, amqpURL string) {
 	t.Helper()
 	rabbitmqctl(t, "close_all_connections", "-p", Vhost(t, amqpURL), "testbroker: closed by test")
-}
-
-// RestartApp stops and starts the RabbitMQ application (rabbitmqctl
-// stop_app, then start_app after down), and waits until the vhost accepts
-// connections again. Only for tests that called NewExclusive.
-func RestartApp(t testing.TB, amqpURL string, down time.Duration) {
-	t.Helper()
-	rabbitmqctl(t, "stop_app")
-	time.Sleep(down)
-	rabbitmqctl(t, "start_app")
-	waitAMQP(t, amqpURL, 60*time.Second)
 }
 
 func rabbitmqctl(t testing.TB, args ...string) {
@@ -121,78 +93,6 @@ func newVhost(t testing.TB) string {
 		t.Fatalf("testbroker: %v", err)
 	}
 	return amqpURL
-}
-
-// waitAMQP fails t unless the vhost accepts an AMQP connection within d.
-func waitAMQP(t testing.TB, amqpURL string, d time.Duration) {
-	t.Helper()
-	if err := rabbitadmin.WaitAMQP(context.Background(), amqpURL, d); err != nil {
-		t.Fatalf("testbroker: %v", err)
-	}
-}
-
-// locked records the tests that hold the broker test lock in this process.
-var locked = struct {
-	sync.Mutex
-	tests map[testing.TB]bool
-}{tests: map[testing.TB]bool{}}
-
-// lock takes the machine-wide broker test lock, shared or exclusive, until
-// t ends. A gate file gives a waiting exclusive test priority over shared
-// ones that arrive after it, so it is not starved. A test takes it once:
-// asking again while holding it would queue behind a waiting exclusive test
-// that in turn waits for this one, a deadlock across test binaries, so a
-// second New of the same test goes straight through.
-func lock(t testing.TB, how int) {
-	t.Helper()
-	locked.Lock()
-	already := locked.tests[t]
-	locked.tests[t] = true
-	locked.Unlock()
-	if already {
-		if how == syscall.LOCK_EX {
-			t.Fatal("testbroker: NewExclusive in a test that already called New")
-		}
-		return
-	}
-	t.Cleanup(func() {
-		locked.Lock()
-		delete(locked.tests, t)
-		locked.Unlock()
-	})
-	dir := os.TempDir()
-	gate := openLock(t, filepath.Join(dir, "epoch-testbroker.gate"))
-	main := openLock(t, filepath.Join(dir, "epoch-testbroker.lock"))
-	flock(t, gate, how)
-	flock(t, main, how)
-	if how == syscall.LOCK_SH {
-		_ = gate.Close() // a shared holder only passes the gate
-	} else {
-		t.Cleanup(func() { _ = gate.Close() })
-	}
-	t.Cleanup(func() { _ = main.Close() })
-}
-
-func openLock(t testing.TB, path string) *os.File {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		t.Fatalf("testbroker: lock file: %v", err)
-	}
-	return f
-}
-
-func flock(t testing.TB, f *os.File, how int) {
-	t.Helper()
-	for {
-		err := syscall.Flock(int(f.Fd()), how)
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, syscall.EINTR) {
-			t.Fatalf("testbroker: flock: %v", err)
-		}
-	}
 }
 
 func randomHex(n int) string {
