@@ -1,13 +1,10 @@
 package e2e_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -93,29 +90,11 @@ func (s *system) newUser(t *testing.T, name string) string {
 	return got.JSON(t)["token"].(string)
 }
 
-// metric sums the samples of a Prometheus metric of the worker whose labels
-// contain match (e.g. `subscriber="storage"`).
+// workerMetric sums the samples of a Prometheus metric of the worker whose
+// labels contain match (e.g. `subscriber="storage"`).
 func (s *system) workerMetric(t *testing.T, name, match string) float64 {
 	t.Helper()
-	resp, err := s.http.Get("http://" + s.worker.Addr + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || !strings.Contains(line, match) {
-			continue
-		}
-		if rest := line[len(name):]; rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		require.NoError(t, err, "metric line %q", line)
-		sum += v
-	}
-	require.NoError(t, sc.Err())
-	return sum
+	return e2ekit.Metric(t, s.http, s.worker.Addr, name, match)
 }
 
 // step is one command of a script, in terms of the script's own numbering

@@ -1,6 +1,7 @@
 package e2ekit
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,4 +104,39 @@ func UsagePath(from, to time.Time, minPosition int64) string {
 		q.Set("min_position", fmt.Sprint(minPosition))
 	}
 	return "/v1/usage?" + q.Encode()
+}
+
+// Metric sums the samples of a Prometheus metric of the process at addr
+// whose labels contain match (e.g. `subscriber="storage"`; "" for all).
+func Metric(t testing.TB, client *http.Client, addr, name, match string) float64 {
+	t.Helper()
+	v, err := ReadMetric(client, addr, name, match)
+	require.NoError(t, err)
+	return v
+}
+
+// ReadMetric is Metric for goroutines that must not fail a test.
+func ReadMetric(client *http.Client, addr, name, match string) (float64, error) {
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || !strings.Contains(line, match) {
+			continue
+		}
+		if rest := line[len(name):]; rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric line %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
 }
