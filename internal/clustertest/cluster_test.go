@@ -169,18 +169,6 @@ func (c *cluster) newVhost() {
 	c.amqpURL = strings.Join(urls, ",")
 }
 
-// script runs scripts/rabbitmq-cluster with args, failing the test when
-// it fails, and logs what it said.
-func (c *cluster) script(args ...string) {
-	c.t.Helper()
-	start := time.Now()
-	out, err := clusterScript(3*time.Minute, args...)
-	if err != nil {
-		c.t.Fatalf("scripts/rabbitmq-cluster %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	c.t.Logf("scripts/rabbitmq-cluster %s (%s): %s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
-}
-
 func (c *cluster) setDown(n, how string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -346,10 +334,9 @@ func (c *cluster) restore() {
 
 // queueState is what the management API says of a quorum queue.
 type queueState struct {
-	Leader   string   `json:"leader"`
-	Members  []string `json:"members"`
-	Online   []string `json:"online"`
-	Messages int      `json:"messages"`
+	Leader  string   `json:"leader"`
+	Members []string `json:"members"`
+	Online  []string `json:"online"`
 }
 
 // queue asks a node that answers about queue of the test's vhost.

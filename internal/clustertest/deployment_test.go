@@ -25,8 +25,8 @@ import (
 
 const (
 	adminToken = "clustertest-admin-token"
-	// The subscriber queues, and the recorder's, spelled out as DESIGN.md
-	// names them.
+	// The subscriber queues as DESIGN.md names them, and the recorder's
+	// own.
 	storageQueue  = "catacloud.storage"
 	billingQueue  = "catacloud.billing"
 	recorderQueue = "clustertest.recorder"
