@@ -52,24 +52,27 @@ func TestWorkerKilledSurvivorTakesOver(t *testing.T) {
 
 	// Both workers stopped for a moment first, so the outbox has rows in
 	// many partitions; then the victim alone goes on until a cycle of its
-	// holds several of them, and is frozen there.
-	require.NoError(t, survivor.Signal(syscall.SIGSTOP))
-	require.NoError(t, victim.Signal(syscall.SIGSTOP))
-	time.Sleep(500 * time.Millisecond)
+	// holds several of them, and is frozen there. Catching it inside a
+	// cycle takes a few tries; past them, one partition will do.
 	for attempt := 0; ; attempt++ {
+		require.NoError(t, survivor.Signal(syscall.SIGSTOP))
+		require.NoError(t, victim.Signal(syscall.SIGSTOP))
+		time.Sleep(300 * time.Millisecond)
 		require.NoError(t, victim.Signal(syscall.SIGCONT))
-		deadline := time.Now().Add(time.Second)
-		for time.Now().Before(deadline) {
+		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); {
 			if held, _, _ := d.heldPartitions(ctx, victim.Name); len(held) >= 4 {
 				break
 			}
-			time.Sleep(2 * time.Millisecond)
 		}
 		require.NoError(t, victim.Signal(syscall.SIGSTOP))
-		if held, _, _ := d.heldPartitions(ctx, victim.Name); len(held) > 0 {
+		held, _, _ := d.heldPartitions(ctx, victim.Name)
+		if len(held) >= 4 || attempt >= 10 && len(held) > 0 {
 			break
 		}
-		require.Less(t, attempt, 20, "%s never held an outbox partition", victim.Name)
+		require.Less(t, attempt, 30, "%s never held an outbox partition", victim.Name)
+		require.NoError(t, victim.Signal(syscall.SIGCONT))
+		require.NoError(t, survivor.Signal(syscall.SIGCONT))
+		time.Sleep(100 * time.Millisecond)
 	}
 	require.NoError(t, survivor.Signal(syscall.SIGCONT))
 	time.Sleep(frozen)
