@@ -18,6 +18,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
 )
 
@@ -140,8 +141,17 @@ func (c *cluster) newVhost() {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if _, err := c.admin("a", 30*time.Second).CreateVhost(ctx, base, c.vhost); err != nil {
+	admin := c.admin("a", 30*time.Second)
+	if _, err := admin.CreateVhost(ctx, base, c.vhost); err != nil {
 		c.t.Fatalf("create vhost %s: %v", c.vhost, err)
+	}
+	// As a deployed cluster has it (README): the subscriber queues
+	// dead-letter at least once.
+	if err := admin.PutPolicy(ctx, rabbitadmin.Policy{
+		Vhost: c.vhost, Name: broker.DeadLetterPolicyName, Pattern: broker.DeadLetterPolicyPattern([]string{"storage", "billing"}),
+		ApplyTo: "queues", Definition: broker.DeadLetterPolicyDefinition(),
+	}); err != nil {
+		c.t.Fatalf("dead-letter policy on %s: %v", c.vhost, err)
 	}
 	c.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,6 +1,7 @@
 package clustertest_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -71,6 +72,8 @@ func newDeployment(t *testing.T, cfg deploymentConfig) *deployment {
 			"EPOCH_RELAY_POLL_INTERVAL": "100ms",
 			"EPOCH_CONSUMER_PREFETCH":   "200",
 			"EPOCH_DB_MAX_CONNS":        "5",
+			// Goroutine dumps when a failover does not complete.
+			"EPOCH_PPROF": "true",
 		})
 		w.WaitReady(t, 60*time.Second)
 		d.workers = append(d.workers, w)
@@ -325,9 +328,9 @@ func (d *deployment) commitProbe() probe {
 
 // awaitProbe waits at most within until p is confirmed and applied; it
 // returns both times from since, and ok false when within passed first.
-func (d *deployment) awaitProbe(ctx context.Context, p probe, since time.Time, within time.Duration) (probeResult, bool) {
+// res is what an earlier wait for p saw (its confirm time stays).
+func (d *deployment) awaitProbe(ctx context.Context, p probe, since time.Time, within time.Duration, res probeResult) (probeResult, bool) {
 	d.t.Helper()
-	var res probeResult
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		var pending bool
@@ -354,7 +357,38 @@ func (d *deployment) awaitProbe(ctx context.Context, p probe, since time.Time, w
 // probeNext commits a probe and waits for it (awaitProbe).
 func (d *deployment) probeNext(ctx context.Context, since time.Time, within time.Duration) (probeResult, bool) {
 	d.t.Helper()
-	return d.awaitProbe(ctx, d.commitProbe(), since, within)
+	return d.awaitProbe(ctx, d.commitProbe(), since, within, probeResult{})
+}
+
+// relayStacks is what the worker's relay and publisher goroutines are
+// doing now (from its goroutine dump), to say where a relay that does not
+// move waits.
+func (d *deployment) relayStacks(w *e2ekit.Proc) string {
+	resp, err := d.http.Get("http://" + w.Addr + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		return fmt.Sprintf("%s: goroutine dump: %v", w.Name, err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var g []string
+	flush := func() {
+		stack := strings.Join(g, "\n")
+		if strings.Contains(stack, "internal/outbox.") || strings.Contains(stack, "internal/broker.") {
+			b.WriteString(stack + "\n\n")
+		}
+		g = g[:0]
+	}
+	for sc.Scan() {
+		if sc.Text() == "" {
+			flush()
+			continue
+		}
+		g = append(g, sc.Text())
+	}
+	flush()
+	return fmt.Sprintf("%s relay goroutines:\n%s", w.Name, b.String())
 }
 
 // logSummary sums up a process's warnings and errors (and its broker
