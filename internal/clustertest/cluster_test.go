@@ -344,6 +344,7 @@ func (c *cluster) restore() {
 
 // queueState is what the management API says of a quorum queue.
 type queueState struct {
+	Node    string   `json:"node"` // a classic queue's home
 	Leader  string   `json:"leader"`
 	Members []string `json:"members"`
 	Online  []string `json:"online"`
@@ -370,6 +371,18 @@ func (c *cluster) leader(queue string) string {
 		c.t.Fatalf("leader of %s: %v (%+v)", queue, err, q)
 	}
 	return nodeOf(q.Leader)
+}
+
+// home is the node (a, b or c) a classic queue of the test's vhost lives on.
+func (c *cluster) home(queue string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q, err := c.queue(ctx, queue)
+	if err != nil || q.Node == "" {
+		c.t.Fatalf("home of %s: %v (%+v)", queue, err, q)
+	}
+	return nodeOf(q.Node)
 }
 
 // awaitLeaderOtherThan waits until queue has a leader that is not node n,

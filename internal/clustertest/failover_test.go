@@ -41,7 +41,11 @@ const consumersWaitForUnsubscribedHome = true
 
 // unsubscribedDeclareFailed is the log of a consumer's reconnect that
 // failed on catacloud.unsubscribed's home node being down.
-const unsubscribedDeclareFailed = "declare queue catacloud.unsubscribed: Exception (404)"
+const unsubscribedDeclareFailed = "declare queue " + unsubscribedQueue + ": Exception (404)"
+
+// unsubscribedQueue is the classic queue the worker binds the event types
+// no subscriber takes to.
+const unsubscribedQueue = "catacloud.unsubscribed"
 
 // failover is one node lost, as the test saw it.
 type failover struct {
@@ -64,6 +68,9 @@ type failover struct {
 func (d *deployment) lose(c *cluster, what, node string, lostAt time.Time) *failover {
 	d.t.Helper()
 	f := &failover{what: what, node: node, lostAt: lostAt, next: d.commitProbe()}
+	if home := c.home(unsubscribedQueue); home == node {
+		f.what += " (home of " + unsubscribedQueue + " too)"
+	}
 	declaresFailed := make([]int, len(d.workers))
 	for i, p := range d.workers {
 		declaresFailed[i] = strings.Count(p.Output(), unsubscribedDeclareFailed)
