@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/e2ekit"
 )
 
 // apiMetric is the value of an unlabelled metric of an api process.
-func apiMetric(t *testing.T, client *http.Client, p *proc, name string) (float64, bool) {
+func apiMetric(t *testing.T, client *http.Client, p *e2ekit.Proc, name string) (float64, bool) {
 	t.Helper()
-	resp, err := client.Get("http://" + p.addr + "/metrics")
+	resp, err := client.Get("http://" + p.Addr + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -36,20 +38,20 @@ func apiMetric(t *testing.T, client *http.Client, p *proc, name string) (float64
 func TestTwoAPIProcessesEndToEnd(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, "twoapis", "")
-	second := startProc(t, "api", "twoapis-api2", s.apiEnv)
-	second.waitReady(t, 30*time.Second)
-	for _, p := range []*proc{s.api, second} {
-		eventually(t, 10*time.Second, p.name+" hears token rotations", func() (bool, string) {
+	second := bin.Start(t, "api", "twoapis-api2", s.apiEnv)
+	second.WaitReady(t, 30*time.Second)
+	for _, p := range []*e2ekit.Proc{s.api, second} {
+		e2ekit.Eventually(t, 10*time.Second, p.Name+" hears token rotations", func() (bool, string) {
 			v, ok := apiMetric(t, s.http, p, "epoch_api_token_cache_live")
 			return ok && v == 1, fmt.Sprintf("epoch_api_token_cache_live %v (found %v)", v, ok)
 		})
 	}
 
-	created := s.call(t, http.StatusCreated, "POST", "/v1/users", adminToken, map[string]string{"name": "rot"}).json(t)
+	created := s.call(t, http.StatusCreated, "POST", "/v1/users", adminToken, map[string]string{"name": "rot"}).JSON(t)
 	id, old := created["id"].(string), created["token"].(string)
 	require.Equal(t, http.StatusOK, s.get(t, second, "/v1/files", old)) // now cached there
 
-	rotated := s.call(t, http.StatusOK, "POST", "/v1/admin/users/"+id+"/token", adminToken, nil).json(t)
+	rotated := s.call(t, http.StatusOK, "POST", "/v1/admin/users/"+id+"/token", adminToken, nil).JSON(t)
 	fresh := rotated["token"].(string)
 	at := time.Now()
 	for s.get(t, second, "/v1/files", old) != http.StatusUnauthorized {
@@ -61,7 +63,7 @@ func TestTwoAPIProcessesEndToEnd(t *testing.T) {
 
 	var took []time.Duration
 	for i := range 10 {
-		pos := s.call(t, http.StatusCreated, "POST", "/v1/files", fresh, map[string]any{"name": fmt.Sprint("f", i), "size_bytes": 10}).position(t)
+		pos := s.call(t, http.StatusCreated, "POST", "/v1/files", fresh, map[string]any{"name": fmt.Sprint("f", i), "size_bytes": 10}).Position(t)
 		start := time.Now()
 		require.Equal(t, http.StatusOK, s.get(t, second, fmt.Sprintf("/v1/storage?min_position=%d", pos), fresh))
 		took = append(took, time.Since(start))

@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/e2ekit"
 )
 
 // occurredAtRE is RFC 3339 with exactly six fractional digits.
@@ -34,7 +36,7 @@ var dataKeys = map[string][]string{
 // version order; and the worker's subscribers answer GET /v1/storage.
 func TestMessageContractEndToEnd(t *testing.T) {
 	t.Parallel()
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := e2ekit.CtxFor(t, 2*time.Minute)
 	start := time.Now()
 	s := newSystem(t, "sys", "")
 	const users = 3
@@ -42,7 +44,7 @@ func TestMessageContractEndToEnd(t *testing.T) {
 	tokens, positions := s.run(t, users, script)
 	last := slices.Max(positions)
 
-	events := loadEvents(t, ctx, s.pool)
+	events := e2ekit.LoadEvents(t, ctx, s.pool)
 	require.Equal(t, last, events[len(events)-1].Position, "the highest command position is the last event's")
 	seen := map[string]bool{}
 	for _, e := range events {
@@ -51,8 +53,8 @@ func TestMessageContractEndToEnd(t *testing.T) {
 	for typ := range dataKeys {
 		require.True(t, seen[typ], "the script wrote no %s event", typ)
 	}
-	eventually(t, 30*time.Second, "every event on the exchange", s.rec.hasAll(eventIDs(events)))
-	first, order := s.rec.snapshot()
+	e2ekit.Eventually(t, 30*time.Second, "every event on the exchange", s.rec.HasAll(e2ekit.EventIDs(events)))
+	first, order := s.rec.Snapshot()
 	require.Len(t, first, len(events), "messages that are not events of the table")
 
 	for _, e := range events {
@@ -61,35 +63,26 @@ func TestMessageContractEndToEnd(t *testing.T) {
 	}
 
 	// One relay, no faults: each stream arrives in version order, without gaps.
-	byID := map[string]event{}
-	for _, e := range events {
-		byID[e.ID.String()] = e
-	}
-	next := map[uuid.UUID]int32{}
-	for _, id := range order {
-		e := byID[id]
-		require.Equal(t, next[e.StreamID]+1, e.Version, "stream %s: version %d arrived after %d", e.StreamID, e.Version, next[e.StreamID])
-		next[e.StreamID] = e.Version
-	}
+	require.NoError(t, e2ekit.StreamOrder(events, order))
 
 	// The worker's subscribers, end to end: what each user stores.
-	tr := bruteForce(t, events)
+	tr := e2ekit.BruteForce(t, events)
 	for u, tok := range tokens {
-		got := s.call(t, http.StatusOK, "GET", fmt.Sprintf("/v1/storage?min_position=%d", last), tok, nil).json(t)
+		got := s.call(t, http.StatusOK, "GET", fmt.Sprintf("/v1/storage?min_position=%d", last), tok, nil).JSON(t)
 		owner := ownerOf(t, s, tok)
-		count, bytes := tr.storage(owner)
+		count, bytes := tr.Storage(owner)
 		require.Equal(t, map[string]any{
-			"file_count": json.Number(fmt.Sprint(count)), "bytes": json.Number(bytes), "position": json.Number(fmt.Sprint(tr.position[owner])),
+			"file_count": json.Number(fmt.Sprint(count)), "bytes": json.Number(bytes), "position": json.Number(fmt.Sprint(tr.Position[owner])),
 		}, got, "storage of user %d", u)
 	}
 	t.Logf("%d events, %d commands, checked in %s", len(events), len(script), time.Since(start))
 }
 
 // checkMessage holds one delivery to DESIGN.md's message contract for e.
-func checkMessage(t *testing.T, e event, d amqp.Delivery) {
+func checkMessage(t *testing.T, e e2ekit.Event, d amqp.Delivery) {
 	t.Helper()
 	id := e.ID.String()
-	require.Equal(t, exchange, d.Exchange, id)
+	require.Equal(t, e2ekit.Exchange, d.Exchange, id)
 	require.Equal(t, e.Type, d.RoutingKey, id)
 	require.Equal(t, uint8(amqp.Persistent), d.DeliveryMode, id)
 	require.Equal(t, "application/json", d.ContentType, id)

@@ -5,5 +5,6 @@
 // DESIGN.md, the same storage and usage whether the subscribers run inline
 // or remote, and exact storage and billing after the worker is SIGKILLed at
 // random points or loses its broker connections. The package has no
-// non-test code; this file only names it.
+// non-test code (what it shares with internal/clustertest is in
+// internal/e2ekit); this file only names it.
 package e2e

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/e2ekit"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
@@ -20,7 +21,7 @@ import (
 func TestConnectionsDroppedEndToEnd(t *testing.T) {
 	t.Parallel()
 	const totalEvents, drops = 4000, 3
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := e2ekit.CtxFor(t, 2*time.Minute)
 	start := time.Now()
 	s := newSystem(t, "drops", "")
 
@@ -42,15 +43,15 @@ func TestConnectionsDroppedEndToEnd(t *testing.T) {
 	for drop := range drops {
 		share := int64(totalEvents * (drop + 1) / drops)
 		prod.raise(share)
-		before := s.rec.distinct()
+		before := s.rec.Distinct()
 		frac := 0.1 + 0.6*rand.Float64()
-		eventually(t, 30*time.Second, "relay progress", func() (bool, string) {
+		e2ekit.Eventually(t, 30*time.Second, "relay progress", func() (bool, string) {
 			goal := before + int(frac*float64(int(share)-before))
-			return s.rec.distinct() >= goal, fmt.Sprintf("recorder has %d, waiting for %d", s.rec.distinct(), goal)
+			return s.rec.Distinct() >= goal, fmt.Sprintf("recorder has %d, waiting for %d", s.rec.Distinct(), goal)
 		})
-		backlog := outboxBacklog(t, ctx, s.pool)
+		backlog := e2ekit.OutboxBacklog(t, ctx, s.pool)
 		testbroker.CloseConnections(t, s.amqpURL)
-		t.Logf("drop %d: connections closed with %d outbox rows left, recorder at %d", drop, backlog, s.rec.distinct())
+		t.Logf("drop %d: connections closed with %d outbox rows left, recorder at %d", drop, backlog, s.rec.Distinct())
 	}
 	wg.Wait()
 	select {
@@ -59,18 +60,18 @@ func TestConnectionsDroppedEndToEnd(t *testing.T) {
 	default:
 	}
 
-	events := loadEvents(t, ctx, s.pool)
-	ids := eventIDs(events)
-	fileEvents := countFileEvents(events)
-	eventually(t, 45*time.Second, "outbox drained, every event on the exchange, both subscribers caught up", func() (bool, string) {
-		backlog := outboxBacklog(t, ctx, s.pool)
-		missing, _ := s.rec.missing(ids)
-		st, bi := inboxCount(t, ctx, s.pool, "storage"), inboxCount(t, ctx, s.pool, "billing")
+	events := e2ekit.LoadEvents(t, ctx, s.pool)
+	ids := e2ekit.EventIDs(events)
+	fileEvents := e2ekit.CountFileEvents(events)
+	e2ekit.Eventually(t, 45*time.Second, "outbox drained, every event on the exchange, both subscribers caught up", func() (bool, string) {
+		backlog := e2ekit.OutboxBacklog(t, ctx, s.pool)
+		missing, _ := s.rec.Missing(ids)
+		st, bi := e2ekit.InboxCount(t, ctx, s.pool, "storage"), e2ekit.InboxCount(t, ctx, s.pool, "billing")
 		return backlog == 0 && missing == 0 && st == fileEvents && bi == fileEvents,
 			fmt.Sprintf("outbox %d rows, %d events not received, inbox storage %d billing %d of %d file events", backlog, missing, st, bi, fileEvents)
 	})
-	require.False(t, s.worker.exited(), "the worker must ride out dropped connections, not exit: %v", s.worker.err)
-	checkStorageAndBilling(t, ctx, s.pool, events)
-	distinct, deliveries := s.rec.stats()
+	require.False(t, s.worker.Exited(), "the worker must ride out dropped connections, not exit: %v", s.worker.Err())
+	e2ekit.CheckStorageAndBilling(t, ctx, s.pool, events)
+	distinct, deliveries := s.rec.Stats()
 	t.Logf("%d events after %d drops; %d deliveries of %d ids; total %s", len(events), drops, deliveries, distinct, time.Since(start))
 }

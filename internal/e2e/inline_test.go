@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/e2ekit"
 )
 
 // The same command sequence, sent over HTTP to two systems
@@ -26,7 +26,7 @@ import (
 // the file events must all be inbox no-ops.
 func TestInlineAndRemoteSubscribersAgree(t *testing.T) {
 	t.Parallel()
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := e2ekit.CtxFor(t, 2*time.Minute)
 	startTest := time.Now()
 	remote := newSystem(t, "remote", "")
 	inline := newSystem(t, "inline", "storage,billing")
@@ -54,12 +54,12 @@ func TestInlineAndRemoteSubscribersAgree(t *testing.T) {
 	for u := range users {
 		r := remote.call(t, http.StatusOK, "GET", fmt.Sprintf("/v1/storage?min_position=%d", last), remoteTokens[u], nil)
 		i := inline.call(t, http.StatusOK, "GET", fmt.Sprintf("/v1/storage?min_position=%d", last), inlineTokens[u], nil)
-		require.Equal(t, r.json(t), i.json(t), "storage of user %d: remote %s, inline %s", u, r.Body, i.Body)
+		require.Equal(t, r.JSON(t), i.JSON(t), "storage of user %d: remote %s, inline %s", u, r.Body, i.Body)
 		for w, win := range windows {
-			path := usagePath(win[0], win[1], last)
+			path := e2ekit.UsagePath(win[0], win[1], last)
 			r := remote.call(t, http.StatusOK, "GET", path, remoteTokens[u], nil)
 			i := inline.call(t, http.StatusOK, "GET", path, inlineTokens[u], nil)
-			require.Equal(t, r.json(t), i.json(t), "usage of user %d, window %d: remote %s, inline %s", u, w, r.Body, i.Body)
+			require.Equal(t, r.JSON(t), i.JSON(t), "usage of user %d, window %d: remote %s, inline %s", u, w, r.Body, i.Body)
 		}
 	}
 
@@ -68,21 +68,21 @@ func TestInlineAndRemoteSubscribersAgree(t *testing.T) {
 		s      *system
 		tokens []string
 	}{{remote, remoteTokens}, {inline, inlineTokens}} {
-		events := loadEvents(t, ctx, sys.s.pool)
-		fileEvents = countFileEvents(events)
-		tr := bruteForce(t, events)
+		events := e2ekit.LoadEvents(t, ctx, sys.s.pool)
+		fileEvents = e2ekit.CountFileEvents(events)
+		tr := e2ekit.BruteForce(t, events)
 		for u, tok := range sys.tokens {
 			owner := ownerOf(t, sys.s, tok)
-			got := sys.s.call(t, http.StatusOK, "GET", usagePath(before.Add(-time.Hour), end, last), tok, nil).json(t)
-			want := tr.byteSeconds(owner, before.Add(-time.Hour), end, end)
+			got := sys.s.call(t, http.StatusOK, "GET", e2ekit.UsagePath(before.Add(-time.Hour), end, last), tok, nil).JSON(t)
+			want := tr.ByteSeconds(owner, before.Add(-time.Hour), end, end)
 			require.Equal(t, billing.FormatDecimal(want, 6), got["byte_seconds"], "%s usage of user %d", sys.s.name, u)
-			require.Equal(t, fmt.Sprint(tr.position[owner]), fmt.Sprint(got["position"]), "%s usage position of user %d", sys.s.name, u)
+			require.Equal(t, fmt.Sprint(tr.Position[owner]), fmt.Sprint(got["position"]), "%s usage position of user %d", sys.s.name, u)
 		}
 	}
 
 	// The inline system's worker gets every file event too, and applies
 	// none of them again.
-	eventually(t, 30*time.Second, "inline system's worker consumed every file event as a duplicate", func() (bool, string) {
+	e2ekit.Eventually(t, 30*time.Second, "inline system's worker consumed every file event as a duplicate", func() (bool, string) {
 		st := inline.workerMetric(t, "epoch_consumer_duplicates_total", `subscriber="storage"`)
 		bi := inline.workerMetric(t, "epoch_consumer_duplicates_total", `subscriber="billing"`)
 		return int(st) == fileEvents && int(bi) == fileEvents, fmt.Sprintf("duplicates storage %v billing %v of %d", st, bi, fileEvents)
@@ -91,21 +91,11 @@ func TestInlineAndRemoteSubscribersAgree(t *testing.T) {
 	for u := range users {
 		r := remote.call(t, http.StatusOK, "GET", "/v1/storage", remoteTokens[u], nil)
 		i := inline.call(t, http.StatusOK, "GET", "/v1/storage", inlineTokens[u], nil)
-		require.Equal(t, r.json(t), i.json(t), "storage of user %d after the remote copies", u)
-		path := usagePath(windows[0][0], windows[0][1], 0)
+		require.Equal(t, r.JSON(t), i.JSON(t), "storage of user %d after the remote copies", u)
+		path := e2ekit.UsagePath(windows[0][0], windows[0][1], 0)
 		r = remote.call(t, http.StatusOK, "GET", path, remoteTokens[u], nil)
 		i = inline.call(t, http.StatusOK, "GET", path, inlineTokens[u], nil)
-		require.Equal(t, r.json(t), i.json(t), "usage of user %d after the remote copies", u)
+		require.Equal(t, r.JSON(t), i.JSON(t), "usage of user %d after the remote copies", u)
 	}
 	t.Logf("%d commands, %d file events; positions up to %d equal; checked in %s", len(script), fileEvents, last, time.Since(startTest))
-}
-
-func usagePath(from, to time.Time, minPosition int64) string {
-	q := url.Values{}
-	q.Set("from", from.UTC().Format(time.RFC3339Nano))
-	q.Set("to", to.UTC().Format(time.RFC3339Nano))
-	if minPosition > 0 {
-		q.Set("min_position", fmt.Sprint(minPosition))
-	}
-	return "/v1/usage?" + q.Encode()
 }

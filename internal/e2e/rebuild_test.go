@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/e2ekit"
 )
 
 // runOperation starts an operation through the admin API and waits for its
@@ -20,8 +22,8 @@ func (s *system) runOperation(t *testing.T, path string, body any) map[string]an
 	location := started.Header.Get("Location")
 	require.NotEmpty(t, location)
 	var op map[string]any
-	eventually(t, time.Minute, "operation "+location+" ends", func() (bool, string) {
-		op = s.call(t, http.StatusOK, "GET", location, adminToken, nil).json(t)
+	e2ekit.Eventually(t, time.Minute, "operation "+location+" ends", func() (bool, string) {
+		op = s.call(t, http.StatusOK, "GET", location, adminToken, nil).JSON(t)
 		return op["state"] != "running", fmt.Sprint(op)
 	})
 	require.Equal(t, "done", op["state"], "%v", op)
@@ -34,7 +36,7 @@ func (s *system) runOperation(t *testing.T, path string, body any) map[string]an
 func TestRebuildBillingWhileCommandsLand(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t, "rebuild", "")
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := e2ekit.CtxFor(t, 3*time.Minute)
 	token := s.newUser(t, "payer")
 	var mu sync.Mutex
 	var last int64
@@ -46,12 +48,12 @@ func TestRebuildBillingWhileCommandsLand(t *testing.T) {
 			id := live[0]
 			live = live[1:]
 			mu.Unlock()
-			pos = s.call(t, http.StatusNoContent, "DELETE", "/v1/files/"+id, token, nil).position(t)
+			pos = s.call(t, http.StatusNoContent, "DELETE", "/v1/files/"+id, token, nil).Position(t)
 		} else {
 			f := s.call(t, http.StatusCreated, "POST", "/v1/files", token, map[string]any{"name": fmt.Sprint("f", i), "size_bytes": 1000 + i})
-			pos = f.position(t)
+			pos = f.Position(t)
 			mu.Lock()
-			live = append(live, f.json(t)["id"].(string))
+			live = append(live, f.JSON(t)["id"].(string))
 			mu.Unlock()
 		}
 		mu.Lock()
@@ -90,13 +92,13 @@ func TestRebuildBillingWhileCommandsLand(t *testing.T) {
 	require.NotEqual(t, "0", fmt.Sprint(op["events_applied"]))
 
 	caughtUp := func() {
-		eventually(t, 30*time.Second, "billing applied every command", func() (bool, string) {
+		e2ekit.Eventually(t, 30*time.Second, "billing applied every command", func() (bool, string) {
 			code := s.get(t, s.api, usageNow(last), token)
 			return code == http.StatusOK, fmt.Sprint(code)
 		})
 	}
 	caughtUp()
-	checkStorageAndBilling(t, ctx, s.pool, loadEvents(t, ctx, s.pool))
+	e2ekit.CheckStorageAndBilling(t, ctx, s.pool, e2ekit.LoadEvents(t, ctx, s.pool))
 
 	// Four rows corrupted: two sizes, one row gone, one row that no event
 	// made.
@@ -111,7 +113,7 @@ func TestRebuildBillingWhileCommandsLand(t *testing.T) {
 
 	op = s.runOperation(t, "/v1/admin/subscribers/billing/rebuild", nil)
 	require.Equal(t, "4", fmt.Sprint(op["differences"]), "%v", op)
-	checkStorageAndBilling(t, ctx, s.pool, loadEvents(t, ctx, s.pool))
+	e2ekit.CheckStorageAndBilling(t, ctx, s.pool, e2ekit.LoadEvents(t, ctx, s.pool))
 	// Repaired: a third finds nothing.
 	op = s.runOperation(t, "/v1/admin/subscribers/billing/rebuild", nil)
 	require.Equal(t, "0", fmt.Sprint(op["differences"]))

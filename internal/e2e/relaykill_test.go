@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"math/big"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -15,12 +14,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/e2ekit"
 	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/readmodel"
-	"github.com/catacloud/epoch/internal/storage"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -37,7 +35,7 @@ func TestRelayKilledAtRandomPoints(t *testing.T) {
 		totalEvents = 10_000
 		rounds      = 8 // each ends in a SIGKILL: even rounds the fault's (ours if it did not fire within 5 s), odd ones ours
 	)
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := e2ekit.CtxFor(t, 3*time.Minute)
 	pool, dbURL := testdb.New(t)
 	amqpURL := testbroker.New(t)
 	start := time.Now()
@@ -75,9 +73,9 @@ func TestRelayKilledAtRandomPoints(t *testing.T) {
 
 	// A first worker declares the topology, so the recorder can bind before
 	// anything is written.
-	topo := startProc(t, "worker", "worker-topology", env(false))
-	topo.waitReady(t, 30*time.Second)
-	topo.kill()
+	topo := bin.Start(t, "worker", "worker-topology", env(false))
+	topo.WaitReady(t, 30*time.Second)
+	topo.Kill()
 	rec := newRecorder(t, amqpURL)
 
 	kills, selfKills := 0, 0
@@ -89,36 +87,36 @@ func TestRelayKilledAtRandomPoints(t *testing.T) {
 		share := int64(totalEvents * (round + 1) / rounds)
 		prod.raise(share)
 		half := prev + (share-prev)/2
-		eventually(t, 30*time.Second, "backlog written", func() (bool, string) {
+		e2ekit.Eventually(t, 30*time.Second, "backlog written", func() (bool, string) {
 			return prod.produced.Load() >= half, fmt.Sprintf("produced %d of %d", prod.produced.Load(), half)
 		})
 		prev = share
-		before := rec.distinct()
+		before := rec.Distinct()
 		fault := round%2 == 0
-		w := startProc(t, "worker", fmt.Sprintf("worker-round-%d", round), env(fault))
+		w := bin.Start(t, "worker", fmt.Sprintf("worker-round-%d", round), env(fault))
 		if fault {
 			select {
-			case <-w.done:
+			case <-w.Done():
 			case <-time.After(5 * time.Second):
 			}
-			if w.exited() {
-				require.True(t, w.killedBySIGKILL(), "round %d: the worker ended otherwise than by the fault's SIGKILL: %v", round, w.err)
+			if w.Exited() {
+				require.True(t, w.KilledBySIGKILL(), "round %d: the worker ended otherwise than by the fault's SIGKILL: %v", round, w.Err())
 				selfKills++
 			}
 		} else {
 			// The random point: once the relay has passed a random share
 			// of what is there to publish.
 			frac := 0.1 + 0.7*rand.Float64()
-			eventually(t, 20*time.Second, "relay progress", func() (bool, string) {
+			e2ekit.Eventually(t, 20*time.Second, "relay progress", func() (bool, string) {
 				goal := before + int(frac*float64(int(prod.produced.Load())-before))
-				return rec.distinct() >= goal, fmt.Sprintf("recorder has %d, waiting for %d", rec.distinct(), goal)
+				return rec.Distinct() >= goal, fmt.Sprintf("recorder has %d, waiting for %d", rec.Distinct(), goal)
 			})
 		}
-		backlog := outboxBacklog(t, ctx, pool)
-		w.kill()
-		require.True(t, w.killedBySIGKILL(), "round %d: worker ended by %v, not SIGKILL", round, w.err)
+		backlog := e2ekit.OutboxBacklog(t, ctx, pool)
+		w.Kill()
+		require.True(t, w.KilledBySIGKILL(), "round %d: worker ended by %v, not SIGKILL", round, w.Err())
 		kills++
-		distinct, deliveries := rec.stats()
+		distinct, deliveries := rec.Stats()
 		t.Logf("round %d (fault=%v): killed with %d outbox rows left; produced %d; recorder %d distinct / %d deliveries",
 			round, fault, backlog, prod.produced.Load(), distinct, deliveries)
 	}
@@ -137,20 +135,20 @@ func TestRelayKilledAtRandomPoints(t *testing.T) {
 	t.Logf("%d kills (%d by the fault between confirm and mark); events written in %s", kills, selfKills, time.Since(start))
 
 	// A clean run to the end.
-	w := startProc(t, "worker", "worker-clean", env(false))
-	w.waitReady(t, 15*time.Second)
-	events := loadEvents(t, ctx, pool)
+	w := bin.Start(t, "worker", "worker-clean", env(false))
+	w.WaitReady(t, 15*time.Second)
+	events := e2ekit.LoadEvents(t, ctx, pool)
 	require.GreaterOrEqual(t, len(events), totalEvents)
-	ids := eventIDs(events)
-	fileEvents := countFileEvents(events)
-	eventually(t, 45*time.Second, "outbox drained, every event on the exchange, both subscribers caught up", func() (bool, string) {
-		backlog := outboxBacklog(t, ctx, pool)
-		missing, _ := rec.missing(ids)
-		st, bi := inboxCount(t, ctx, pool, "storage"), inboxCount(t, ctx, pool, "billing")
+	ids := e2ekit.EventIDs(events)
+	fileEvents := e2ekit.CountFileEvents(events)
+	e2ekit.Eventually(t, 45*time.Second, "outbox drained, every event on the exchange, both subscribers caught up", func() (bool, string) {
+		backlog := e2ekit.OutboxBacklog(t, ctx, pool)
+		missing, _ := rec.Missing(ids)
+		st, bi := e2ekit.InboxCount(t, ctx, pool, "storage"), e2ekit.InboxCount(t, ctx, pool, "billing")
 		return backlog == 0 && missing == 0 && st == fileEvents && bi == fileEvents,
 			fmt.Sprintf("outbox %d rows, %d events not received, inbox storage %d billing %d of %d file events", backlog, missing, st, bi, fileEvents)
 	})
-	distinct, deliveries := rec.stats()
+	distinct, deliveries := rec.Stats()
 	require.Equal(t, len(events), distinct, "the recorder got messages that are not in the events table")
 	if selfKills > 0 {
 		require.Greater(t, deliveries, distinct, "a crash between confirm and mark must republish its batch")
@@ -158,55 +156,8 @@ func TestRelayKilledAtRandomPoints(t *testing.T) {
 	t.Logf("%d events, %d file events; %d deliveries (%d duplicates); total %s",
 		len(events), fileEvents, deliveries, deliveries-distinct, time.Since(start))
 
-	checkStorageAndBilling(t, ctx, pool, events)
-	t.Logf("storage and billing of %d owners checked; total %s", len(bruteForce(t, events).owners()), time.Since(start))
-}
-
-// checkStorageAndBilling compares storage.Read and billing.Read for every
-// owner with a brute-force computation from the events, exactly.
-func checkStorageAndBilling(t *testing.T, ctx context.Context, pool *pgxpool.Pool, events []event) {
-	t.Helper()
-	tr := bruteForce(t, events)
-	price, err := billing.ParsePrice("0.00003", "USD")
-	require.NoError(t, err)
-	first, last := events[0].OccurredAt, events[len(events)-1].OccurredAt
-	n := len(events)
-	windows := []struct{ from, to, now time.Time }{
-		{first.Add(-time.Hour), last.Add(time.Second), last.Add(time.Hour)},                                 // everything, now after
-		{events[n/3].OccurredAt, events[2*n/3].OccurredAt.Add(123 * time.Microsecond), last.Add(time.Hour)}, // cuts intervals on both sides
-		{first.Add(-time.Hour), first.Add(-time.Minute), last},                                              // before anything: 0
-	}
-	gb := new(big.Rat).SetInt64(1_000_000_000 * 3600)
-	owners := tr.owners()
-	require.NotEmpty(t, owners)
-	for _, owner := range owners {
-		count, bytes := tr.storage(owner)
-		got, err := storage.Read(ctx, pool, owner)
-		require.NoError(t, err)
-		require.Equal(t, storage.Usage{FileCount: count, Bytes: jsonNumber(bytes), Position: tr.position[owner]}, got, "storage of %s", owner)
-		for i, w := range windows {
-			want := tr.byteSeconds(owner, w.from, w.to, w.now)
-			u, err := billing.Read(ctx, pool, owner, w.from, w.to, w.now, price)
-			require.NoError(t, err)
-			require.Equal(t, billing.FormatDecimal(want, 6), u.ByteSeconds, "byte_seconds of %s, window %d", owner, i)
-			require.Equal(t, billing.FormatDecimal(new(big.Rat).Quo(want, gb), 18), u.GBHours, "gb_hours of %s, window %d", owner, i)
-			require.Equal(t, tr.position[owner], u.Position, "billing position of %s", owner)
-		}
-	}
-}
-
-func outboxBacklog(t *testing.T, ctx context.Context, pool *pgxpool.Pool) int {
-	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(ctx, "SELECT coalesce(sum(last_position - position + 1), 0) FROM outbox").Scan(&n))
-	return n
-}
-
-func inboxCount(t *testing.T, ctx context.Context, pool *pgxpool.Pool, subscriber string) int {
-	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", subscriber).Scan(&n))
-	return n
+	e2ekit.CheckStorageAndBilling(t, ctx, pool, events)
+	t.Logf("storage and billing of %d owners checked; total %s", len(e2ekit.BruteForce(t, events).Owners()), time.Since(start))
 }
 
 // producer writes events in the test process through command.Service (the

@@ -1,21 +1,17 @@
 package e2e_test
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/e2ekit"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -29,9 +25,9 @@ type system struct {
 	name    string
 	pool    *pgxpool.Pool
 	amqpURL string
-	api     *proc
-	worker  *proc
-	rec     *recorder
+	api     *e2ekit.Proc
+	worker  *e2ekit.Proc
+	rec     *e2ekit.Recorder
 	http    *http.Client
 	apiEnv  map[string]string // what the api was started with, for another one
 }
@@ -54,69 +50,26 @@ func newSystem(t *testing.T, name, inline string) *system {
 	}
 	// The worker declares the topology; the recorder binds to it before the
 	// api takes the first command.
-	s.worker = startProc(t, "worker", name+"-worker", workerEnv)
-	s.worker.waitReady(t, 30*time.Second)
+	s.worker = bin.Start(t, "worker", name+"-worker", workerEnv)
+	s.worker.WaitReady(t, 30*time.Second)
 	s.rec = newRecorder(t, amqpURL)
 	s.apiEnv = apiEnv
-	s.api = startProc(t, "api", name+"-api", apiEnv)
-	s.api.waitReady(t, 30*time.Second)
+	s.api = bin.Start(t, "api", name+"-api", apiEnv)
+	s.api.WaitReady(t, 30*time.Second)
 	return s
 }
 
-// answer is an HTTP response, read whole.
-type answer struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-func (a answer) position(t *testing.T) int64 {
-	t.Helper()
-	p, err := strconv.ParseInt(a.Header.Get("Epoch-Position"), 10, 64)
-	require.NoError(t, err, "Epoch-Position header: %q", a.Header.Get("Epoch-Position"))
-	return p
-}
-
-func (a answer) json(t *testing.T) map[string]any {
-	t.Helper()
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(a.Body))
-	dec.UseNumber()
-	require.NoError(t, dec.Decode(&m), "body: %s", a.Body)
-	return m
-}
-
 // call sends a request to the api and requires the status want.
-func (s *system) call(t *testing.T, want int, method, path, token string, body any) answer {
+func (s *system) call(t *testing.T, want int, method, path, token string, body any) e2ekit.Answer {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		require.NoError(t, err)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, "http://"+s.api.addr+path, rd)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.http.Do(req)
-	require.NoError(t, err, "%s %s on %s", method, path, s.name)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, want, resp.StatusCode, "%s %s on %s: %s", method, path, s.name, b)
-	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	return e2ekit.Call(t, s.http, s.api.Addr, want, method, path, token, body)
 }
 
 // get sends GET path to the api process p as token and returns the status,
 // whatever it is (call requires one).
-func (s *system) get(t *testing.T, p *proc, path, token string) int {
+func (s *system) get(t *testing.T, p *e2ekit.Proc, path, token string) int {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+p.addr+path, nil)
+	req, err := http.NewRequest("GET", "http://"+p.Addr+path, nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := s.http.Do(req)
@@ -128,38 +81,20 @@ func (s *system) get(t *testing.T, p *proc, path, token string) int {
 
 // usageNow is GET /v1/usage around now, with minPosition.
 func usageNow(minPosition int64) string {
-	return usagePath(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), minPosition)
+	return e2ekit.UsagePath(time.Now().Add(-time.Hour), time.Now().Add(time.Hour), minPosition)
 }
 
 func (s *system) newUser(t *testing.T, name string) string {
 	t.Helper()
 	got := s.call(t, http.StatusCreated, "POST", "/v1/users", adminToken, map[string]string{"name": name})
-	return got.json(t)["token"].(string)
+	return got.JSON(t)["token"].(string)
 }
 
-// metric sums the samples of a Prometheus metric of the worker whose labels
-// contain match (e.g. `subscriber="storage"`).
+// workerMetric sums the samples of a Prometheus metric of the worker whose
+// labels contain match (e.g. `subscriber="storage"`).
 func (s *system) workerMetric(t *testing.T, name, match string) float64 {
 	t.Helper()
-	resp, err := s.http.Get("http://" + s.worker.addr + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || !strings.Contains(line, match) {
-			continue
-		}
-		if rest := line[len(name):]; rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		require.NoError(t, err, "metric line %q", line)
-		sum += v
-	}
-	require.NoError(t, sc.Err())
-	return sum
+	return e2ekit.Metric(t, s.http, s.worker.Addr, name, match)
 }
 
 // step is one command of a script, in terms of the script's own numbering
@@ -238,17 +173,17 @@ func (s *system) run(t *testing.T, users int, script []step) (tokens []string, p
 	files, jobs := map[int]string{}, map[int]string{}
 	for i, st := range script {
 		tok := tokens[st.User]
-		var a answer
+		var a e2ekit.Answer
 		switch st.Kind {
 		case "upload":
 			a = s.call(t, http.StatusCreated, "POST", "/v1/files", tok, map[string]any{
 				"name": fmt.Sprintf("file-%d.bin", st.File), "size_bytes": st.Size, "content_type": "application/x-e2e"})
-			files[st.File] = a.json(t)["id"].(string)
+			files[st.File] = a.JSON(t)["id"].(string)
 		case "delete_file":
 			a = s.call(t, http.StatusNoContent, "DELETE", "/v1/files/"+files[st.File], tok, nil)
 		case "create_job":
 			a = s.call(t, http.StatusCreated, "POST", "/v1/jobs", tok, map[string]any{"name": fmt.Sprintf("job-%d", st.Job)})
-			jobs[st.Job] = a.json(t)["id"].(string)
+			jobs[st.Job] = a.JSON(t)["id"].(string)
 		case "link":
 			a = s.call(t, http.StatusOK, "PUT", "/v1/jobs/"+jobs[st.Job]+"/files/"+files[st.File], tok, nil)
 		case "unlink":
@@ -264,7 +199,7 @@ func (s *system) run(t *testing.T, users int, script []step) (tokens []string, p
 		default:
 			t.Fatalf("step %d: unknown kind %q", i, st.Kind)
 		}
-		positions = append(positions, a.position(t))
+		positions = append(positions, a.Position(t))
 	}
 	return tokens, positions
 }

@@ -1,4 +1,4 @@
-package e2e_test
+package e2ekit
 
 import (
 	"fmt"
@@ -7,15 +7,31 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/broker"
 )
 
-// exchange is DESIGN.md's exchange, spelled out here rather than imported:
+// Exchange is DESIGN.md's exchange, spelled out here rather than imported:
 // the tests check the contract as an outside client knows it.
-const exchange = "catacloud.events"
+const Exchange = "catacloud.events"
 
-// recorder is an outside AMQP consumer: its own queue, bound to the
+// RecorderConfig says where a Recorder listens.
+type RecorderConfig struct {
+	// URL is the vhost's AMQP URL, or the comma-separated URLs of the
+	// nodes of one cluster (each dial starts at the next, as the binaries
+	// do).
+	URL string
+	// Queue is the recorder's own queue.
+	Queue string
+	// Quorum makes Queue a quorum queue, replicated like the subscribers'
+	// queues, so the recorder loses nothing when a cluster node goes; a
+	// classic queue lives on one node only.
+	Quorum bool
+}
+
+// Recorder is an outside AMQP consumer: its own queue, bound to the
 // exchange with "#", records every message it gets.
-type recorder struct {
+type Recorder struct {
 	mu         sync.Mutex
 	count      map[string]int // message_id → deliveries
 	first      map[string]amqp.Delivery
@@ -23,16 +39,16 @@ type recorder struct {
 	deliveries int
 }
 
-// newRecorder binds a queue of its own with "#" to the exchange, which a
+// NewRecorder binds a queue of its own with "#" to the exchange, which a
 // worker must have declared already (an outside client does not declare
 // the system's exchange: its arguments are the worker's business), and
 // consumes it until t ends, acking each message once recorded. When its
-// connection is closed (a test dropping the broker's connections), it
-// dials again and goes on: the unacked messages come back.
-func newRecorder(t *testing.T, amqpURL string) *recorder {
+// connection is closed (a test dropping the broker's connections, a node
+// going), it dials again and goes on: the unacked messages come back.
+func NewRecorder(t testing.TB, cfg RecorderConfig) *Recorder {
 	t.Helper()
-	r := &recorder{count: make(map[string]int), first: make(map[string]amqp.Delivery)}
-	msgs, conn, err := r.subscribe(amqpURL)
+	r := &Recorder{count: make(map[string]int), first: make(map[string]amqp.Delivery)}
+	msgs, conn, err := r.subscribe(cfg)
 	if err != nil {
 		t.Fatalf("recorder: %v", err)
 	}
@@ -58,7 +74,7 @@ func newRecorder(t *testing.T, amqpURL string) *recorder {
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
-				m, c, err := r.subscribe(amqpURL)
+				m, c, err := r.subscribe(cfg)
 				if err != nil {
 					continue
 				}
@@ -80,10 +96,10 @@ func newRecorder(t *testing.T, amqpURL string) *recorder {
 }
 
 // subscribe dials, binds the recorder's queue and starts consuming it.
-func (r *recorder) subscribe(amqpURL string) (<-chan amqp.Delivery, *amqp.Connection, error) {
-	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "e2e-recorder"}})
+func (r *Recorder) subscribe(cfg RecorderConfig) (<-chan amqp.Delivery, *amqp.Connection, error) {
+	conn, err := broker.Dial(cfg.URL, cfg.Queue)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial: %w", err)
+		return nil, nil, err
 	}
 	fail := func(err error) (<-chan amqp.Delivery, *amqp.Connection, error) {
 		_ = conn.Close()
@@ -93,20 +109,24 @@ func (r *recorder) subscribe(amqpURL string) (<-chan amqp.Delivery, *amqp.Connec
 	if err != nil {
 		return fail(fmt.Errorf("channel: %w", err))
 	}
-	if err := ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return fail(fmt.Errorf("exchange %s is not there (the worker declares it at start): %w", exchange, err))
+	if err := ch.ExchangeDeclarePassive(Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fail(fmt.Errorf("exchange %s is not there (the worker declares it at start): %w", Exchange, err))
 	}
-	q, err := ch.QueueDeclare("e2e.recorder", true, false, false, false, nil)
+	var args amqp.Table
+	if cfg.Quorum {
+		args = amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	}
+	q, err := ch.QueueDeclare(cfg.Queue, true, false, false, false, args)
 	if err != nil {
 		return fail(fmt.Errorf("declare queue: %w", err))
 	}
-	if err := ch.QueueBind(q.Name, "#", exchange, false, nil); err != nil {
+	if err := ch.QueueBind(q.Name, "#", Exchange, false, nil); err != nil {
 		return fail(fmt.Errorf("bind: %w", err))
 	}
 	if err := ch.Qos(2000, 0, false); err != nil {
 		return fail(fmt.Errorf("qos: %w", err))
 	}
-	msgs, err := ch.Consume(q.Name, "e2e-recorder", false, false, false, false, nil)
+	msgs, err := ch.Consume(q.Name, cfg.Queue, false, false, false, false, nil)
 	if err != nil {
 		return fail(fmt.Errorf("consume: %w", err))
 	}
@@ -114,7 +134,7 @@ func (r *recorder) subscribe(amqpURL string) (<-chan amqp.Delivery, *amqp.Connec
 }
 
 // record notes a delivery, then acks it.
-func (r *recorder) record(d amqp.Delivery) {
+func (r *Recorder) record(d amqp.Delivery) {
 	r.mu.Lock()
 	r.deliveries++
 	if r.count[d.MessageId] == 0 {
@@ -128,22 +148,22 @@ func (r *recorder) record(d amqp.Delivery) {
 	_ = d.Ack(false)
 }
 
-// distinct is the number of different message ids received.
-func (r *recorder) distinct() int {
+// Distinct is the number of different message ids received.
+func (r *Recorder) Distinct() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.count)
 }
 
-// stats returns distinct ids and all deliveries.
-func (r *recorder) stats() (distinct, deliveries int) {
+// Stats returns distinct ids and all deliveries.
+func (r *Recorder) Stats() (distinct, deliveries int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.count), r.deliveries
 }
 
-// missing returns how many of ids were never received, and one of them.
-func (r *recorder) missing(ids []string) (int, string) {
+// Missing returns how many of ids were never received, and one of them.
+func (r *Recorder) Missing(ids []string) (int, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n, example := 0, ""
@@ -156,16 +176,16 @@ func (r *recorder) missing(ids []string) (int, string) {
 	return n, example
 }
 
-// hasAll is a condition for eventually: every id arrived.
-func (r *recorder) hasAll(ids []string) func() (bool, string) {
+// HasAll is a condition for Eventually: every id arrived.
+func (r *Recorder) HasAll(ids []string) func() (bool, string) {
 	return func() (bool, string) {
-		n, example := r.missing(ids)
+		n, example := r.Missing(ids)
 		return n == 0, fmt.Sprintf("%d of %d events never arrived (e.g. %s)", n, len(ids), example)
 	}
 }
 
-// snapshot returns the first delivery of each id and the arrival order.
-func (r *recorder) snapshot() (map[string]amqp.Delivery, []string) {
+// Snapshot returns the first delivery of each id and the arrival order.
+func (r *Recorder) Snapshot() (map[string]amqp.Delivery, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	first := make(map[string]amqp.Delivery, len(r.first))
