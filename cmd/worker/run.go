@@ -138,11 +138,21 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			}
 			defer consumerPool.Close()
 		}
+		// On every reconnect a consumer declares again its own queues
+		// only: they are quorum queues, there to declare while a majority
+		// runs, where the unsubscribed queue is a classic one that lives
+		// on one node, and declaring it while that node is down would
+		// keep the consumer from consuming at all.
+		var ownTopology func(ch *amqp.Channel) error
+		if topology != nil {
+			own := []broker.Subscription{{Name: sub.Name(), EventTypes: sub.EventTypes()}}
+			ownTopology = func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, own, cfg.DeliveryLimit) }
+		}
 		c, err := consumer.New(consumerPool, sub, consumer.Config{
 			URL:           cfg.AMQPURL,
 			Prefetch:      cfg.ConsumerPrefetch,
 			DeliveryLimit: cfg.DeliveryLimit,
-			Topology:      topology,
+			Topology:      ownTopology,
 		}, logger, registry)
 		if err != nil {
 			return err

@@ -373,14 +373,16 @@ func (c *cluster) leader(queue string) string {
 	return nodeOf(q.Leader)
 }
 
-// home is the node (a, b or c) a classic queue of the test's vhost lives on.
+// home is the node (a, b or c) a classic queue of the test's vhost lives
+// on, or "" when the management API does not show it: it answers 404 for
+// a classic queue whose home node is down.
 func (c *cluster) home(queue string) string {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	q, err := c.queue(ctx, queue)
 	if err != nil || q.Node == "" {
-		c.t.Fatalf("home of %s: %v (%+v)", queue, err, q)
+		return ""
 	}
 	return nodeOf(q.Node)
 }

@@ -30,7 +30,6 @@ func TestLeaderStoppedGracefully(t *testing.T) {
 	for _, q := range []string{storageQueue, billingQueue, recorderQueue} {
 		c.awaitOnline(q)
 	}
-	d.back(f)
 	time.Sleep(time.Second)
 	l.stop()
 	l.requireNoFailures(t)
