@@ -197,14 +197,3 @@ func TestMarkdownWritesLargeValuesWithoutExponent(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(b), "| B9 | preview_10000_files_bytes | 3291152 bytes |")
 }
-
-// The cluster's nodes come from the last line `scripts/rabbitmq-cluster up`
-// prints; output without one is refused with what it said.
-func TestUpURLs(t *testing.T) {
-	t.Parallel()
-	nodes, err := upURLs([]byte("cluster up\nEPOCH_AMQP_URL=" + strings.Join(clusterNodeURLs, ",") + "\n"))
-	require.NoError(t, err)
-	require.Equal(t, clusterNodeURLs, nodes)
-	_, err = upURLs([]byte("FAIL: rabbit_a@localhost: no pid file after 30s\n"))
-	require.ErrorContains(t, err, "no pid file")
-}

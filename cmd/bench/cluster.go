@@ -1,24 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -28,13 +22,8 @@ import (
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/testcluster"
 )
-
-// clusterLockPath is the machine-wide lock of the one three-node cluster
-// scripts/rabbitmq-cluster runs: whoever uses the cluster (a test, the
-// bench) holds it exclusive, so nobody kills or stops a node under a
-// measurement, and nobody takes the cluster down while another uses it.
-const clusterLockPath = "/tmp/epoch-cluster.lock"
 
 // clusterNodeURLs are the nodes scripts/rabbitmq-cluster runs (rabbit_a,
 // b and c@localhost), as its `up` prints them. The bench looks at them
@@ -91,7 +80,9 @@ func openCluster(ctx context.Context, log *slog.Logger, root string) (_ *cluster
 			c.close()
 		}
 	}()
-	if err := c.takeLock(ctx); err != nil {
+	if c.lock, err = testcluster.Lock(ctx, func() {
+		c.log.Info("waiting for the cluster lock (another run or test is using the cluster)", "lock", testcluster.LockPath)
+	}); err != nil {
 		return nil, err
 	}
 	nodes := clusterNodeURLs
@@ -161,37 +152,6 @@ func openCluster(ctx context.Context, log *slog.Logger, root string) (_ *cluster
 	return c, nil
 }
 
-// takeLock holds clusterLockPath exclusive, polling so a cancelled run
-// does not stay blocked behind a test.
-func (c *cluster) takeLock(ctx context.Context) error {
-	f, err := os.OpenFile(clusterLockPath, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		return fmt.Errorf("cluster lock: %w", err)
-	}
-	logged := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			c.lock = f
-			return nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return fmt.Errorf("cluster lock: %w", err)
-		}
-		if !logged {
-			c.log.Info("waiting for the cluster lock (another run or test is using the cluster)", "lock", clusterLockPath)
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
 // nodeAnswers reports whether an AMQP connection to u opens.
 func nodeAnswers(u string) bool {
 	conn, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
@@ -202,17 +162,14 @@ func nodeAnswers(u string) bool {
 	return true
 }
 
-// up runs `scripts/rabbitmq-cluster up` and returns the URLs it prints.
-// It is not tied to ctx: a script killed half way would leave nodes
-// running that nobody stops; its own waits are bounded.
+// up runs the cluster script's `up` and returns the URLs it prints. The
+// script's own waits are bounded; it is not tied to ctx, since one killed
+// half way would leave nodes running that nobody stops.
 func (c *cluster) up(ctx context.Context) ([]string, error) {
-	c.log.Info("starting the RabbitMQ cluster", "script", clusterScript)
+	c.log.Info("starting the RabbitMQ cluster", "script", testcluster.Script)
 	start := time.Now()
-	out, err := c.script("up")
-	if err != nil {
-		return nil, err
-	}
-	nodes, err := upURLs(out)
+	nodes, log, err := testcluster.Up(c.root, 10*time.Minute)
+	c.logScript("up", log)
 	if err != nil {
 		return nil, err
 	}
@@ -220,43 +177,13 @@ func (c *cluster) up(ctx context.Context) ([]string, error) {
 	return nodes, ctx.Err()
 }
 
-// upURLs reads the nodes from what `up` printed: its last
-// EPOCH_AMQP_URL= line, the comma-separated URLs of the three nodes.
-func upURLs(out []byte) ([]string, error) {
-	var line string
-	s := bufio.NewScanner(bytes.NewReader(out))
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "EPOCH_AMQP_URL="); ok {
-			line = v
-		}
-	}
-	nodes, err := broker.ParseURLs(line)
-	if err != nil {
-		return nil, fmt.Errorf("%s up printed no EPOCH_AMQP_URL (%w):\n%s", clusterScript, err, out)
-	}
-	return nodes, nil
-}
-
-// clusterScript starts and stops the cluster, from the module root.
-const clusterScript = "scripts/rabbitmq-cluster"
-
-// script runs clusterScript with arg; its log (stderr) goes to the
-// bench's log, its stdout is returned.
-func (c *cluster) script(arg string) ([]byte, error) {
-	cmd := exec.Command(filepath.Join(c.root, clusterScript), arg)
-	cmd.Dir = c.root
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+// logScript puts the cluster script's log in the bench's.
+func (c *cluster) logScript(arg string, log []byte) {
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
 		if line != "" {
 			c.log.Info("cluster script", "arg", arg, "line", line)
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w\n%s", clusterScript, arg, err, stderr.String())
-	}
-	return stdout.Bytes(), nil
 }
 
 // declare declares, from rabbit_a, what the worker declares at its start
@@ -276,7 +203,7 @@ func (c *cluster) declare() error {
 	if err := broker.DeclareTopology(ch, subs, broker.DefaultDeliveryLimit); err != nil {
 		return err
 	}
-	allTypes := append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
+	allTypes := domain.EventTypes()
 	return broker.DeclareUnsubscribed(ch, subs, allTypes)
 }
 
@@ -293,7 +220,9 @@ func (c *cluster) close() {
 	}
 	if c.started {
 		c.log.Info("stopping the RabbitMQ cluster this run started")
-		if _, err := c.script("down"); err != nil {
+		_, log, err := testcluster.Run(c.root, 5*time.Minute, "down")
+		c.logScript("down", log)
+		if err != nil {
 			c.log.Error("cluster down", "error", err)
 		}
 	}
@@ -346,13 +275,8 @@ func (c *cluster) settled(ctx context.Context, e *env) (bool, error) {
 // processes, so the CPU breakdown tells the nodes apart (and from the
 // machine's own broker, which stays "rabbitmq").
 func (c *cluster) pids(m map[int]string) map[int]string {
-	dir := getenv("EPOCH_CLUSTER_DIR", "/tmp/epoch-rabbitmq-cluster")
-	for _, n := range []string{"a", "b", "c"} {
-		b, err := os.ReadFile(filepath.Join(dir, n, "beam.pid"))
-		if err != nil {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+	for _, n := range testcluster.Nodes {
+		if pid, err := testcluster.BeamPid(n); err == nil {
 			m[pid] = "rabbit_" + n
 		}
 	}

@@ -52,7 +52,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	for i, s := range remoteSubscribers {
 		subscriptions[i] = broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()}
 	}
-	allTypes := append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
+	allTypes := domain.EventTypes()
 	topology := func(ch *amqp.Channel) error {
 		if err := broker.DeclareTopology(ch, subscriptions, cfg.DeliveryLimit); err != nil {
 			return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/migrate"
+	"github.com/catacloud/epoch/internal/syncbuf"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -81,7 +80,7 @@ func TestWorkerWaitsForTheSchema(t *testing.T) {
 	require.NoError(t, err)
 	cfg.HTTPAddr = ln.Addr().String()
 	require.NoError(t, ln.Close())
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil))) }()
@@ -115,23 +114,6 @@ func TestWorkerWaitsForTheSchema(t *testing.T) {
 	}, 15*time.Second, 50*time.Millisecond, "not ready once the schema is applied: %s", logs.String())
 	require.Contains(t, logs.String(), `"pending_migrations":`)
 	require.Contains(t, logs.String(), "database schema applied")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // loop is a stand-in for a role or the server: it runs until its context

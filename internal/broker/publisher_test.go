@@ -18,14 +18,9 @@ import (
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
-// blocker is a queue bound to every event that takes (almost) nothing: a
-// quorum queue past its x-max-length with reject-publish overflow nacks
-// each publish routed to it, while the channel stays open.
-const blocker = "test.blocker"
-
 // declareBlocked declares the topology with a probe queue bound to
-// eventTypes and the blocker bound to all, and fills the blocker until the
-// broker nacks, so every publish routed to it is nacked from then on.
+// eventTypes, and makes the broker nack every publish from then on
+// (testbroker.Block).
 func declareBlocked(t *testing.T, amqpURL string, eventTypes ...string) {
 	t.Helper()
 	conn, err := amqp.Dial(amqpURL)
@@ -34,38 +29,7 @@ func declareBlocked(t *testing.T, amqpURL string, eventTypes ...string) {
 	ch, err := conn.Channel()
 	require.NoError(t, err)
 	require.NoError(t, broker.DeclareTopology(ch, []broker.Subscription{{Name: "probe", EventTypes: eventTypes}}, broker.DefaultDeliveryLimit))
-	_, err = ch.QueueDeclare(blocker, true, false, false, false, amqp.Table{
-		amqp.QueueTypeArg:     amqp.QueueTypeQuorum,
-		amqp.QueueMaxLenArg:   int64(1),
-		amqp.QueueOverflowArg: amqp.QueueOverflowRejectPublish,
-	})
-	require.NoError(t, err)
-	require.NoError(t, ch.QueueBind(blocker, "#", broker.Exchange, false, nil))
-	require.NoError(t, ch.Confirm(false))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for range 10 {
-		// Through the default exchange, so only the blocker gets them.
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", blocker, false, false, amqp.Publishing{Body: []byte("{}")})
-		require.NoError(t, err)
-		acked, err := dc.WaitContext(ctx)
-		require.NoError(t, err)
-		if !acked {
-			return
-		}
-	}
-	t.Fatal("the blocker queue never nacked a publish")
-}
-
-func unblock(t *testing.T, amqpURL string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	require.NoError(t, err)
-	defer conn.Close()
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	_, err = ch.QueueDelete(blocker, false, false, false)
-	require.NoError(t, err)
+	testbroker.Block(t, amqpURL)
 }
 
 // startPublisher runs a publisher until the test ends and waits for its
@@ -143,7 +107,7 @@ func TestPublisherReplacesANackedSession(t *testing.T) {
 		return len(now) == 1 && now[0] != first[0]
 	}, 30*time.Second, 100*time.Millisecond, "the broker does not list one new connection in place of the nacked one")
 
-	unblock(t, amqpURL)
+	testbroker.Unblock(t, amqpURL)
 	for i, err := range pub.Publish(ctx, broker.Exchange, messages(10, "file.uploaded"), 5*time.Second) {
 		require.NoError(t, err, "message %d on the fresh session", i)
 	}

@@ -8,9 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,11 +18,12 @@ import (
 
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/testcluster"
 )
 
-// nodes are the cluster's nodes as scripts/rabbitmq-cluster names them; it
-// gives node i (from 1) AMQP port 5680+i and management port 15680+i.
-var nodes = []string{"a", "b", "c"}
+// nodes are the cluster's nodes; the script gives node i (from 1) AMQP
+// port 5680+i and management port 15680+i.
+var nodes = testcluster.Nodes
 
 func nodeName(n string) string { return "rabbit_" + n + "@localhost" }
 
@@ -197,14 +196,6 @@ func (c *cluster) background(args ...string) {
 		defer c.pending.Done()
 		start := time.Now()
 		out, err := clusterScript(3*time.Minute, args...)
-		if err != nil && args[0] == "start" && strings.Contains(string(out), "died while booting") {
-			// RabbitMQ 3.10's feature-flag sync between nodes booting at
-			// the same moment can crash one of them (badarg in
-			// rabbit_feature_flags:enable_dependencies); booted again
-			// once the others are up, it joins them.
-			c.t.Logf("scripts/rabbitmq-cluster %s: the node died while booting, starting it once more:\n%s", strings.Join(args, " "), lastLines(out, 5))
-			out, err = clusterScript(3*time.Minute, args...)
-		}
 		msg := fmt.Sprintf("scripts/rabbitmq-cluster %s (%s): %s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -299,20 +290,12 @@ func (c *cluster) startInBackground(ns ...string) {
 	}
 }
 
-// beamPid is the pid of node n's VM, from the script's state dir.
+// beamPid is the pid of node n's VM.
 func beamPid(t *testing.T, n string) int {
 	t.Helper()
-	dir := os.Getenv("EPOCH_CLUSTER_DIR")
-	if dir == "" {
-		dir = "/tmp/epoch-rabbitmq-cluster"
-	}
-	b, err := os.ReadFile(filepath.Join(dir, n, "beam.pid"))
+	pid, err := testcluster.BeamPid(n)
 	if err != nil {
-		t.Fatalf("pid of %s: %v", nodeName(n), err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("pid of %s: %v", nodeName(n), err)
+		t.Fatal(err)
 	}
 	return pid
 }
@@ -431,10 +414,4 @@ func (c *cluster) awaitOnline(queue string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// lastLines is the last n lines of out.
-func lastLines(out []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -31,7 +31,7 @@ func TestBrokerPermissions(t *testing.T) {
 		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
 		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
 	}
-	allTypes := append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
+	allTypes := domain.EventTypes()
 	require.NoError(t, broker.DeclareTopology(topo, subs, broker.DefaultDeliveryLimit))
 	require.NoError(t, broker.DeclareUnsubscribed(topo, subs, allTypes))
 	requireRefused(t, publish(t, channel(t, conns[topologyService]), domain.FileUploaded, "t"), "the topology's user publishes")

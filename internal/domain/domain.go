@@ -5,6 +5,8 @@
 package domain
 
 import (
+	"slices"
+
 	"github.com/google/uuid"
 )
 
@@ -29,6 +31,10 @@ var (
 	FileEventTypes = []string{FileUploaded, FileDeleted}
 	JobEventTypes  = []string{JobCreated, JobFileLinked, JobFileUnlinked, JobDeleted}
 )
+
+// EventTypes is every event type the system stores and publishes, in a
+// slice of the caller's own.
+func EventTypes() []string { return append(slices.Clone(FileEventTypes), JobEventTypes...) }
 
 // FileUploadedData is the data of file.uploaded.
 type FileUploadedData struct {

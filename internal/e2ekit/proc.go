@@ -7,16 +7,15 @@
 package e2ekit
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/catacloud/epoch/internal/syncbuf"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,30 +51,12 @@ func (b Binaries) Remove() { _ = os.RemoveAll(b.Dir) }
 // logTail is how much of a process's output goes into a failed test's log.
 const logTail = 32 << 10
 
-// lockedBuffer collects a process's stdout and stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Proc is one api or worker process of a test.
 type Proc struct {
 	Name string
 	Addr string // EPOCH_HTTP_ADDR
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 	done chan struct{} // closed once the process has exited
 	err  error         // cmd.Wait's answer, set before done closes
 }
@@ -86,7 +67,7 @@ type Proc struct {
 // when t failed.
 func (b Binaries) Start(t testing.TB, binary, name string, env map[string]string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Addr: FreeAddr(t), out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, Addr: FreeAddr(t), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(b.Dir, binary))
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "EPOCH_") {

@@ -7,63 +7,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
-
-// blocker is a quorum queue bound to every event that is kept full: with
-// reject-publish overflow the broker nacks each publish routed to it, while
-// the publisher's channel stays open.
-const blocker = "test.blocker"
-
-// block declares the blocker and fills it until the broker nacks.
-func block(t *testing.T, amqpURL string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	require.NoError(t, err)
-	defer conn.Close()
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	_, err = ch.QueueDeclare(blocker, true, false, false, false, amqp.Table{
-		amqp.QueueTypeArg:     amqp.QueueTypeQuorum,
-		amqp.QueueMaxLenArg:   int64(1),
-		amqp.QueueOverflowArg: amqp.QueueOverflowRejectPublish,
-	})
-	require.NoError(t, err)
-	require.NoError(t, ch.QueueBind(blocker, "#", broker.Exchange, false, nil))
-	require.NoError(t, ch.Confirm(false))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for range 10 {
-		// Through the default exchange, so only the blocker gets them.
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", blocker, false, false, amqp.Publishing{Body: []byte("{}")})
-		require.NoError(t, err)
-		acked, err := dc.WaitContext(ctx)
-		require.NoError(t, err)
-		if !acked {
-			return
-		}
-	}
-	t.Fatal("the blocker queue never nacked a publish")
-}
-
-func unblock(t *testing.T, amqpURL string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	require.NoError(t, err)
-	defer conn.Close()
-	ch, err := conn.Channel()
-	require.NoError(t, err)
-	// Deleted, not purged: a purged quorum queue takes a message or two and
-	// is full again.
-	_, err = ch.QueueDelete(blocker, false, false, false)
-	require.NoError(t, err)
-}
 
 // While a queue nacks every publish, the relay deletes no row, replaces its
 // publisher's session after each nacked batch, and holds the failing
@@ -73,7 +22,7 @@ func unblock(t *testing.T, amqpURL string) {
 func TestRelayBacksOffWhileNacked(t *testing.T) {
 	t.Parallel()
 	e := setup(t, testbroker.New(t), "#")
-	block(t, e.amqpURL)
+	testbroker.Block(t, e.amqpURL)
 	ctx := context.Background()
 	rec := consume(t, e.amqpURL)
 
@@ -142,7 +91,7 @@ func TestRelayBacksOffWhileNacked(t *testing.T) {
 	require.Equal(t, counter(t, reg, "epoch_relay_published_total"), counter(t, reg, "epoch_relay_failed_total"))
 	requireKept()
 
-	unblock(t, e.amqpURL)
+	testbroker.Unblock(t, e.amqpURL)
 	rec.waitAll(t, all, 30*time.Second)
 	rec.requireStreamOrder(t)
 	requireOutboxEmpty(t, e.pool)

@@ -1,7 +1,6 @@
 package outbox_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/syncbuf"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -334,7 +334,7 @@ func TestRelayNamesTheTransactionHoldingItBack(t *testing.T) {
 	var pid int32
 	require.NoError(t, tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
 
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	pub, err := broker.NewPublisher(broker.PublisherConfig{URL: e.amqpURL}, testLogger(t))
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
@@ -352,23 +352,6 @@ func TestRelayNamesTheTransactionHoldingItBack(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond, "no log names the open transaction")
 	require.Equal(t, float64(pid), gauge(t, reg, "epoch_outbox_oldest_open_transaction_pid"))
 	require.GreaterOrEqual(t, gauge(t, reg, "epoch_outbox_oldest_open_transaction_age_seconds"), 0.2)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestThreeRelaysKeepStreamOrder(t *testing.T) {

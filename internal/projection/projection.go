@@ -30,7 +30,7 @@ func (Subscriber) Name() string { return Name }
 
 // EventTypes implements dispatch.Subscriber.
 func (Subscriber) EventTypes() []string {
-	return append(append([]string{}, domain.FileEventTypes...), domain.JobEventTypes...)
+	return domain.EventTypes()
 }
 
 // Tables implements dispatch.Rebuildable.

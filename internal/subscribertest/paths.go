@@ -1,7 +1,6 @@
 package subscribertest
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/syncbuf"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
@@ -88,7 +88,7 @@ type remote struct {
 	ch    *amqp.Channel // in confirm mode
 	reg   *prometheus.Registry
 	rec   *record
-	logs  *logBuffer
+	logs  *syncbuf.Buffer
 	sent  int // deliveries routed to the subscriber's queue so far
 }
 
@@ -102,9 +102,9 @@ func (e *env) remote(t *testing.T) *remote {
 	require.NoError(t, err)
 	subs := []broker.Subscription{{Name: e.s.name, EventTypes: e.s.types}}
 	require.NoError(t, broker.DeclareTopology(ch, subs, deliveryLimit))
-	require.NoError(t, broker.DeclareUnsubscribed(ch, subs, append(slices.Clone(domain.FileEventTypes), domain.JobEventTypes...)))
+	require.NoError(t, broker.DeclareUnsubscribed(ch, subs, domain.EventTypes()))
 	require.NoError(t, ch.Confirm(false))
-	p := &remote{pool: e.pool, name: e.s.name, types: e.s.types, ch: ch, reg: prometheus.NewRegistry(), rec: newRecord(), logs: &logBuffer{}}
+	p := &remote{pool: e.pool, name: e.s.name, types: e.s.types, ch: ch, reg: prometheus.NewRegistry(), rec: newRecord(), logs: &syncbuf.Buffer{}}
 	p.start(t, e, url, consumer.Config{Prefetch: 4, BatchSize: 1})
 	p.start(t, e, url, consumer.Config{Prefetch: 64, BatchSize: 16})
 	return p
@@ -174,11 +174,11 @@ func (p *remote) settle(t *testing.T) {
 		}
 		if polls%20 == 0 {
 			if dead := p.deadLetters(t); len(dead) > 0 {
-				t.Fatalf("remote: the consumers kept dead letters %v (event id: reason); their warnings:\n%s", dead, p.logs)
+				t.Fatalf("remote: the consumers kept dead letters %v (event id: reason); their warnings:\n%s", dead, warnings(p.logs))
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("remote: the consumers settled %d of %d deliveries in %s; their warnings:\n%s", settled, p.sent, settleTimeout, p.logs)
+			t.Fatalf("remote: the consumers settled %d of %d deliveries in %s; their warnings:\n%s", settled, p.sent, settleTimeout, warnings(p.logs))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -218,27 +218,6 @@ func (p *remote) deadLetters(t *testing.T) map[string]string {
 		out[d[0]] = d[1]
 	}
 	return out
-}
-
-// logBuffer keeps the consumers' warnings for a failure's message.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() == 0 {
-		return "(none)"
-	}
-	return b.buf.String()
 }
 
 // record is which events reached a subscriber's Handle, and how often (a
@@ -391,4 +370,12 @@ func (e *env) mismatch(rd *round, applied map[int]bool, when string, got, want [
 func describe(e eventstore.Event) string {
 	return fmt.Sprintf("%s %s v%d at %d %s %s", e.Type, e.StreamID.String()[:8], e.Version, e.Position,
 		e.OccurredAt.Format(time.RFC3339Nano), e.Data)
+}
+
+// warnings is the consumers' warnings for a failure's message.
+func warnings(logs *syncbuf.Buffer) string {
+	if s := logs.String(); s != "" {
+		return s
+	}
+	return "(none)"
 }
