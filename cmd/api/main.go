@@ -18,6 +18,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
@@ -223,12 +224,16 @@ func queueReader(cfg config) (func(ctx context.Context, queue string) (int64, er
 	}, nil
 }
 
+// migrateMaxWait is the longest wait between the api's tries to reach
+// Postgres at its start.
+const migrateMaxWait = 2 * time.Second
+
 // migrateWhenReady applies the migrations, waiting (with backoff) while
 // Postgres does not answer yet, at most timeout.
 func migrateWhenReady(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	wait := 100 * time.Millisecond
+	again := backoff.New(backoff.DefaultMin, migrateMaxWait)
 	for {
 		applied, err := migrate.Up(ctx, pool)
 		if err == nil {
@@ -238,12 +243,10 @@ func migrateWhenReady(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logg
 		if !database.IsUnavailable(err) && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 			return fmt.Errorf("start-up: %w", err)
 		}
+		wait := again.Next()
 		logger.Warn("waiting for Postgres", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return fmt.Errorf("start-up: Postgres did not answer within %s: %w", timeout, err)
-		case <-time.After(wait):
 		}
-		wait = min(wait*2, 2*time.Second)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/consumer"
@@ -275,7 +276,7 @@ func (s supervisor) run(ctx context.Context) error {
 // up yet, at most timeout.
 func declareWhenReady(ctx context.Context, url string, topology func(*amqp.Channel) error, timeout time.Duration, logger *slog.Logger) error {
 	deadline := time.Now().Add(timeout)
-	wait := 100 * time.Millisecond
+	again := backoff.New(backoff.DefaultMin, backoff.DefaultMax)
 	for {
 		err := declare(url, topology)
 		if err == nil {
@@ -284,13 +285,11 @@ func declareWhenReady(ctx context.Context, url string, topology func(*amqp.Chann
 		if time.Now().After(deadline) {
 			return fmt.Errorf("declare topology: %w", err)
 		}
+		wait := again.Next()
 		logger.Warn("RabbitMQ not ready, retrying", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -355,7 +354,8 @@ func crashAfterConfirm(p float64, logger *slog.Logger) func() {
 	}
 }
 
-// schemaPoll is how often a worker started before the schema looks again.
+// schemaPoll is the longest a worker started before the schema waits
+// before it looks again (from backoff.DefaultMin up).
 const schemaPoll = time.Second
 
 // waitForSchema returns once every migration this binary knows is applied,
@@ -363,6 +363,7 @@ const schemaPoll = time.Second
 // tables the api creates at its start.
 func waitForSchema(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
 	logged := false
+	again := backoff.New(backoff.DefaultMin, schemaPoll)
 	for {
 		pending, err := migrate.Pending(ctx, pool)
 		switch {
@@ -377,10 +378,8 @@ func waitForSchema(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger)
 			logged = true
 			logger.Warn("waiting for the database schema: start the api, which applies it", "pending_migrations", pending, "error", err)
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, again.Next()) {
 			return ctx.Err()
-		case <-time.After(schemaPoll):
 		}
 	}
 }

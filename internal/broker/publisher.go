@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/backoff"
 )
 
 // Errors a message of a batch can fail with. A failed message may or may not
@@ -40,7 +42,7 @@ type PublisherConfig struct {
 	// (default 1000); larger batches go out in chunks of that size.
 	MaxInFlight int
 	// MinBackoff and MaxBackoff bound the wait between redials (defaults
-	// 100ms and 5s).
+	// backoff.DefaultMin and backoff.DefaultMax).
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -55,10 +57,10 @@ func (c *PublisherConfig) setDefaults() error {
 		c.MaxInFlight = 1000
 	}
 	if c.MinBackoff == 0 {
-		c.MinBackoff = 100 * time.Millisecond
+		c.MinBackoff = backoff.DefaultMin
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 5 * time.Second
+		c.MaxBackoff = backoff.DefaultMax
 	}
 	if c.MaxInFlight < 0 || c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
 		return fmt.Errorf("broker: invalid publisher config %+v", *c)
@@ -120,20 +122,18 @@ func NewPublisher(cfg PublisherConfig, logger *slog.Logger) (*Publisher, error) 
 // Run dials, keeps the session until the broker closes it, and dials again,
 // until ctx ends. It returns nil after ctx ends.
 func (p *Publisher) Run(ctx context.Context) error {
-	backoff := p.cfg.MinBackoff
+	redial := backoff.New(p.cfg.MinBackoff, p.cfg.MaxBackoff)
 	for {
 		sess, err := p.dial()
 		if err != nil {
-			p.logger.WarnContext(ctx, "broker: connect failed", "error", err, "retry_in", backoff.String())
-			select {
-			case <-ctx.Done():
+			wait := redial.Next()
+			p.logger.WarnContext(ctx, "broker: connect failed", "error", err, "retry_in", wait.String())
+			if !backoff.Sleep(ctx, wait) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, p.cfg.MaxBackoff)
 			continue
 		}
-		backoff = p.cfg.MinBackoff
+		redial.Reset()
 		connClosed := sess.conn.NotifyClose(make(chan *amqp.Error, 1))
 		chClosed := sess.ch.NotifyClose(make(chan *amqp.Error, 1))
 		p.sessions.Add(1)

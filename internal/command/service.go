@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/backpressure"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -25,6 +26,13 @@ import (
 // row lock, so a retry is needed only after a deadlock with a file deletion
 // or a version taken by a writer that did not lock.
 const maxAttempts = 10
+
+// Between attempts Run backs off (backoff.Exponential) from
+// minConflictBackoff up to maxConflictBackoff, so colliders spread out.
+const (
+	minConflictBackoff = time.Millisecond
+	maxConflictBackoff = 100 * time.Millisecond
+)
 
 // Service runs commands. Each method takes the caller's transaction; Run
 // supplies one and retries it on conflicts.
@@ -58,16 +66,17 @@ func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		return err
 	}
 	defer release()
+	again := backoff.New(minConflictBackoff, maxConflictBackoff)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = database.InTx(ctx, s.pool, fn)
 		if err == nil || !(errors.Is(err, eventstore.ErrConcurrency) || database.IsTransient(err)) {
 			return err
 		}
-		// Back off a little, more each time, so colliders spread out.
-		select {
-		case <-ctx.Done():
+		if attempt == maxAttempts {
+			break
+		}
+		if !backoff.Sleep(ctx, again.Next()) {
 			return ctx.Err()
-		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("command gave up after %d conflicts: %w", maxAttempts, err)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -54,7 +55,7 @@ type Config struct {
 	BatchSize int
 	// MinBackoff and MaxBackoff bound the waits before redialing the broker
 	// and before retrying a batch while Postgres is unreachable (defaults
-	// 100ms and 5s).
+	// backoff.DefaultMin and backoff.DefaultMax).
 	MinBackoff, MaxBackoff time.Duration
 	// BatchIdle closes a batch when no delivery came for this long
 	// (default 50µs); BatchMaxWait closes it this long after its first
@@ -91,10 +92,10 @@ func (c *Config) setDefaults() error {
 		c.BatchMaxWait = 20 * time.Millisecond
 	}
 	if c.MinBackoff == 0 {
-		c.MinBackoff = 100 * time.Millisecond
+		c.MinBackoff = backoff.DefaultMin
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 5 * time.Second
+		c.MaxBackoff = backoff.DefaultMax
 	}
 	if c.TxTimeout == 0 {
 		c.TxTimeout = 30 * time.Second
@@ -166,7 +167,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	announced := make(chan struct{})
 	defer func() { <-announced }()
 	go func() { defer close(announced); c.announcer(ctx) }()
-	backoff := c.cfg.MinBackoff
+	redial := backoff.New(c.cfg.MinBackoff, c.cfg.MaxBackoff)
 	for {
 		started := time.Now()
 		err := c.session(ctx)
@@ -174,13 +175,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 		if time.Since(started) > 10*c.cfg.MaxBackoff {
-			backoff = c.cfg.MinBackoff // it ran a good while: not a dial loop
+			redial.Reset() // it ran a good while: not a dial loop
 		}
-		c.logger.Warn("consumer disconnected, reconnecting", "queue", c.queue, "error", err, "backoff", backoff.String())
-		if !sleep(ctx, backoff) {
+		wait := redial.Next()
+		c.logger.Warn("consumer disconnected, reconnecting", "queue", c.queue, "error", err, "backoff", wait.String())
+		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
-		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
 }
 
@@ -420,7 +421,7 @@ func deliveryCount(d amqp.Delivery) int {
 // counts. It returns the error of a transaction that failed for another
 // reason, or ctx's error when shutdown came first.
 func (c *Consumer) apply(ctx context.Context, notices []notice) error {
-	backoff := c.cfg.MinBackoff
+	again := backoff.New(c.cfg.MinBackoff, c.cfg.MaxBackoff)
 	transient := 0
 	for {
 		res, err := c.applyOnce(ctx, notices)
@@ -441,11 +442,11 @@ func (c *Consumer) apply(ctx context.Context, notices []notice) error {
 		if !retry {
 			return err
 		}
-		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", backoff.String())
-		if !sleep(ctx, backoff) {
+		wait := again.Next()
+		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", wait.String())
+		if !backoff.Sleep(ctx, wait) {
 			return ctx.Err()
 		}
-		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
 }
 
@@ -531,7 +532,7 @@ func (c *Consumer) announcer(ctx context.Context) {
 			c.logger.Debug("announce failed", "error", err)
 		}
 		cancel()
-		if !sleep(ctx, announceGap) {
+		if !backoff.Sleep(ctx, announceGap) {
 			return
 		}
 	}
@@ -574,16 +575,4 @@ func (h *headCache) get(ctx context.Context, pool *pgxpool.Pool) (int64, bool) {
 	}
 	h.at, h.pos = time.Now(), pos
 	return pos, true
-}
-
-// sleep waits d or until ctx ends; it reports whether it waited d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

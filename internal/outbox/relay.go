@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -53,7 +54,7 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait after a Postgres error, and
 	// before a partition whose events were not all confirmed is tried
 	// again: doubled after each failure in a row, with jitter (defaults
-	// 100ms and 5s).
+	// backoff.DefaultMin and backoff.DefaultMax).
 	MinBackoff, MaxBackoff time.Duration
 	// VacuumAfter: the relay vacuums the outbox after this many deleted
 	// rows (default 20,000; negative: never, leaving it to autovacuum).
@@ -90,8 +91,8 @@ func (c *Config) setDefaults() error {
 	def(&c.ConfirmTimeout, 10*time.Second)
 	def(&c.MonitorInterval, 5*time.Second)
 	def(&c.HeldBackAfter, 30*time.Second)
-	def(&c.MinBackoff, 100*time.Millisecond)
-	def(&c.MaxBackoff, 5*time.Second)
+	def(&c.MinBackoff, backoff.DefaultMin)
+	def(&c.MaxBackoff, backoff.DefaultMax)
 	switch {
 	case c.BatchSize < 0 || c.BatchSize > math.MaxInt32:
 		return fmt.Errorf("outbox relay: batch size %d out of range", c.BatchSize)
@@ -188,7 +189,7 @@ func (r *Relay) Run(ctx context.Context) error {
 // runLane cycles until ctx ends: straight on while cycles move rows,
 // otherwise waiting for a NOTIFY or the poll interval.
 func (r *Relay) runLane(ctx context.Context, l *lane) {
-	backoff := r.cfg.MinBackoff
+	again := backoff.New(r.cfg.MinBackoff, r.cfg.MaxBackoff)
 	for {
 		if ctx.Err() != nil {
 			return
@@ -205,12 +206,12 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			return
 		}
 		if err != nil {
-			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", backoff.String())
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, r.cfg.MaxBackoff)
+			wait := again.Next()
+			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", wait.String())
+			backoff.Sleep(ctx, wait)
 			continue
 		}
-		backoff = r.cfg.MinBackoff
+		again.Reset()
 		if res.relayed > 0 {
 			continue // drain without waiting; failing partitions are held off
 		}
@@ -586,13 +587,4 @@ func OldestOpenTransaction(ctx context.Context, db database.DBTX) (pid int32, ag
 		return 0, 0, false, nil
 	}
 	return rows[0].Pid, time.Duration(rows[0].AgeSeconds * float64(time.Second)), true, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -4,12 +4,14 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/catacloud/epoch/internal/backoff"
 )
 
 // holdOff keeps a relay's cycles off the partitions whose last publish
 // failed (a message nacked, returned, unconfirmed in time or not sent), for
 // a wait that doubles with each failure in a row, from MinBackoff up to
-// MaxBackoff, with jitter. Without it a failing partition is sent again at
+// MaxBackoff, with jitter (backoff.Delay). Without it a failing partition is sent again at
 // every cycle, NOTIFY or poll, and a broker that refuses messages (a queue
 // full, a leader being elected) is asked again at once by every relay; the
 // rows stay meanwhile, and the other partitions go on. A partition is
@@ -81,17 +83,6 @@ func (h *holdOff) record(now time.Time, claimed []int16, failed map[int16]bool) 
 			h.waiting[p] = r
 		}
 		r.failures++
-		r.at = now.Add(h.wait(r.failures, jitter))
+		r.at = now.Add(backoff.Delay(h.min, h.max, r.failures, jitter))
 	}
-}
-
-// wait is MinBackoff doubled for each failure after the first, at most
-// MaxBackoff, times jitter in [0.5, 1), and never under MinBackoff.
-func (h *holdOff) wait(failures int, jitter float64) time.Duration {
-	d := h.min
-	for i := 1; i < failures && d < h.max; i++ {
-		d *= 2
-	}
-	d = min(d, h.max)
-	return max(time.Duration(float64(d)*jitter), h.min)
 }

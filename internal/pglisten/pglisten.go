@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/catacloud/epoch/internal/backoff"
 )
 
 // Config is what Run needs. Pool, Channels and Logger are required.
@@ -28,7 +30,7 @@ type Config struct {
 	// OnDisconnect is called when a listening connection is lost.
 	OnDisconnect func()
 	// MinBackoff and MaxBackoff bound the wait before reconnecting.
-	// Defaults 100 ms and 5 s.
+	// Defaults backoff.DefaultMin and backoff.DefaultMax.
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -38,12 +40,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("pglisten: Pool, Channels and Logger are required")
 	}
 	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = 100 * time.Millisecond
+		cfg.MinBackoff = backoff.DefaultMin
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
-		cfg.MaxBackoff = max(cfg.MinBackoff, 5*time.Second)
+		cfg.MaxBackoff = max(cfg.MinBackoff, backoff.DefaultMax)
 	}
-	backoff := cfg.MinBackoff
+	reconnect := backoff.New(cfg.MinBackoff, cfg.MaxBackoff)
 	for ctx.Err() == nil {
 		listening, err := listenOnce(ctx, cfg)
 		if listening && cfg.OnDisconnect != nil {
@@ -53,15 +55,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		}
 		if listening {
-			backoff = cfg.MinBackoff
+			reconnect.Reset()
 		}
-		cfg.Logger.WarnContext(ctx, "listen connection lost", "channels", cfg.Channels, "error", err, "retry_in", backoff.String())
-		select {
-		case <-ctx.Done():
+		wait := reconnect.Next()
+		cfg.Logger.WarnContext(ctx, "listen connection lost", "channels", cfg.Channels, "error", err, "retry_in", wait.String())
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, cfg.MaxBackoff)
 	}
 	return nil
 }
