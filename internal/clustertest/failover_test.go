@@ -46,13 +46,20 @@ type failover struct {
 // node stays down until downFor has passed.
 func (d *deployment) lose(c *cluster, what, node string, lostAt time.Time) *failover {
 	d.t.Helper()
+	return d.loseWithin(c, what, node, lostAt, failoverWait)
+}
+
+// loseWithin is lose with a bound of its own for the next event's confirm
+// and apply, from lostAt.
+func (d *deployment) loseWithin(c *cluster, what, node string, lostAt time.Time, within time.Duration) *failover {
+	d.t.Helper()
 	f := &failover{what: what, node: node, lostAt: lostAt, next: d.commitProbe()}
 	if home := c.home(unsubscribedQueue); home == node || home == "" {
 		f.what += " (home of " + unsubscribedQueue + " too)"
 	}
 	_, f.election = c.awaitLeaderOtherThan(billingQueue, node, lostAt)
 	var ok bool
-	f.probe, ok = d.awaitProbe(d.t.Context(), f.next, lostAt, time.Until(lostAt.Add(failoverWait)), probeResult{})
+	f.probe, ok = d.awaitProbe(d.t.Context(), f.next, lostAt, time.Until(lostAt.Add(within)), probeResult{})
 	if ok {
 		d.t.Logf("%s: new leader after %s; next event confirmed %s and applied %s after it",
 			what, f.election.Round(time.Millisecond), f.probe.confirmed.Round(time.Millisecond), f.probe.applied.Round(time.Millisecond))
@@ -67,7 +74,7 @@ func (d *deployment) lose(c *cluster, what, node string, lostAt time.Time) *fail
 			d.t.Log(d.relayStacks(p))
 		}
 		d.t.Fatalf("%s: new leader after %s, but the next event was not applied by both subscribers within %s while the node was down (%s); "+
-			"the relays failed %v publishes per worker meanwhile", what, f.election.Round(time.Millisecond), failoverWait, confirmed, w.failed)
+			"the relays failed %v publishes per worker meanwhile", what, f.election.Round(time.Millisecond), within, confirmed, w.failed)
 	}
 	time.Sleep(time.Until(lostAt.Add(downFor)))
 	return f
