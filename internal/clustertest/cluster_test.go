@@ -405,20 +405,20 @@ func (c *cluster) home(queue string) string {
 	return nodeOf(q.Node)
 }
 
-// awaitLeaderOtherThan waits until queue has a leader that is not node n,
-// and returns it and how long that took from since.
-func (c *cluster) awaitLeaderOtherThan(queue, n string, since time.Time) (string, time.Duration) {
-	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+// leaderOtherThan waits at most within until queue has a leader that is
+// not node n, and returns how long that took from since. It does not
+// touch the test, so it may run beside the test's own waits.
+func (c *cluster) leaderOtherThan(queue, n string, since time.Time, within time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		q, err := c.queue(ctx, queue)
 		cancel()
 		if err == nil && q.Leader != "" && nodeOf(q.Leader) != n && slices.Contains(q.Online, q.Leader) {
-			return nodeOf(q.Leader), time.Since(since)
+			return time.Since(since), nil
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%s has no leader but %s 30s after %s: %+v (%v)", queue, n, since.Format(time.StampMilli), q, err)
+			return 0, fmt.Errorf("%s has no leader but %s %s after %s: %+v (%v)", queue, n, within, since.Format(time.StampMilli), q, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -23,7 +23,7 @@ const (
 	// left the others' cluster and paused itself. The nodes tick every
 	// net_ticktime (10 s): the silence is noticed 10-12.5 s after the cut,
 	// and pause_minority then stops the lone node's broker.
-	pauseBound = 40 * time.Second
+	pauseBound = 30 * time.Second
 	// cutFailoverWait bounds the next event's confirm and apply after the
 	// cut. Until the cut-off node pauses, it keeps its clients' connections
 	// open and gets nothing done for them (its queue members cannot reach
@@ -34,7 +34,7 @@ const (
 	// healBound is how soon after the heal the node must be back in the
 	// cluster, seen so by every node, and every member of the test's
 	// queues online.
-	healBound = 60 * time.Second
+	healBound = 45 * time.Second
 )
 
 // Under a steady load, the node leading the subscriber queues is cut off
