@@ -49,7 +49,7 @@ type cluster struct {
 	amqpURL string // the three nodes' URLs with the vhost, comma-separated
 
 	mu      sync.Mutex
-	down    map[string]string // node → "killed" or "stopped"
+	down    map[string]string // node → "killed", "stopped" or "cut"
 	pending sync.WaitGroup    // script runs left to finish in the background
 	failed  []string          // what they said when they failed
 	back    map[string]time.Time
@@ -86,10 +86,15 @@ func (c *cluster) admin(n string, timeout time.Duration) *rabbitadmin.Client {
 }
 
 // answering returns the management client of the first node that answers
-// now, or an error naming why none did.
+// now, or an error naming why none did. A node cut off from the others is
+// not asked: until it pauses it answers from its own side of the
+// partition, where it may still lead the queues.
 func (c *cluster) answering(ctx context.Context) (*rabbitadmin.Client, error) {
 	var errs []string
 	for _, n := range nodes {
+		if c.isDown(n, "cut") {
+			continue
+		}
 		a := c.admin(n, 2*time.Second)
 		if err := a.Do(ctx, http.MethodGet, "/api/overview", nil, nil); err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", n, err))
@@ -107,23 +112,33 @@ func (c *cluster) requireWhole() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, n := range nodes {
-		var got []struct {
-			Name    string `json:"name"`
-			Running bool   `json:"running"`
-		}
-		if err := c.admin(n, 5*time.Second).Do(ctx, http.MethodGet, "/api/nodes", nil, &got); err != nil {
+		running, err := runningSeenBy(ctx, c.admin(n, 5*time.Second))
+		if err != nil {
 			c.t.Fatalf("cluster node %s does not answer (is scripts/rabbitmq-cluster up running?): %v", nodeName(n), err)
 		}
-		running := 0
-		for _, g := range got {
-			if g.Running {
-				running++
-			}
-		}
-		if running != len(nodes) {
-			c.t.Fatalf("node %s sees %d running nodes of %d: %+v", nodeName(n), running, len(nodes), got)
+		if len(running) != len(nodes) {
+			c.t.Fatalf("node %s sees %d running nodes of %d: %v", nodeName(n), len(running), len(nodes), running)
 		}
 	}
+}
+
+// runningSeenBy is the nodes (a, b, c) that a node's management API lists
+// as running in its cluster.
+func runningSeenBy(ctx context.Context, a *rabbitadmin.Client) ([]string, error) {
+	var got []struct {
+		Name    string `json:"name"`
+		Running bool   `json:"running"`
+	}
+	if err := a.Do(ctx, http.MethodGet, "/api/nodes", nil, &got); err != nil {
+		return nil, err
+	}
+	var running []string
+	for _, g := range got {
+		if g.Running {
+			running = append(running, nodeOf(g.Name))
+		}
+	}
+	return running, nil
 }
 
 // newVhost makes the test's vhost (guest may do everything on it), waits
@@ -176,6 +191,12 @@ func (c *cluster) newVhost() {
 		urls = append(urls, uri.String())
 	}
 	c.amqpURL = strings.Join(urls, ",")
+}
+
+func (c *cluster) isDown(n, how string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down[n] == how
 }
 
 func (c *cluster) setDown(n, how string) {
@@ -315,15 +336,21 @@ func processAlive(pid int) bool {
 func (c *cluster) restore() {
 	c.pending.Wait()
 	c.mu.Lock()
-	var killed, stopped []string
+	var killed, stopped, cut []string
 	for n, how := range c.down {
-		if how == "killed" {
+		switch how {
+		case "killed":
 			killed = append(killed, n)
-		} else {
+		case "cut":
+			cut = append(cut, n)
+		default:
 			stopped = append(stopped, n)
 		}
 	}
 	c.mu.Unlock()
+	for _, n := range cut {
+		c.awaitRejoined(n, c.heal(n))
+	}
 	for _, n := range stopped {
 		c.startApp(n)
 	}
@@ -378,22 +405,31 @@ func (c *cluster) home(queue string) string {
 	return nodeOf(q.Node)
 }
 
-// awaitLeaderOtherThan waits until queue has a leader that is not node n,
-// and returns it and how long that took from since.
-func (c *cluster) awaitLeaderOtherThan(queue, n string, since time.Time) (string, time.Duration) {
-	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+// leaderOtherThan waits at most within until queue has a leader that is
+// not node n, and returns how long that took from since. It does not
+// touch the test, so it may run beside the test's own waits.
+func (c *cluster) leaderOtherThan(queue, n string, since time.Time, within time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		q, err := c.queue(ctx, queue)
 		cancel()
 		if err == nil && q.Leader != "" && nodeOf(q.Leader) != n && slices.Contains(q.Online, q.Leader) {
-			return nodeOf(q.Leader), time.Since(since)
+			return time.Since(since), nil
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%s has no leader but %s 30s after %s: %+v (%v)", queue, n, since.Format(time.StampMilli), q, err)
+			return 0, fmt.Errorf("%s has no leader but %s %s after %s: %+v (%v)", queue, n, within, since.Format(time.StampMilli), q, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// awaitQueuesOnline waits until every member of the subscriber queues and
+// the recorder's is online again.
+func (c *cluster) awaitQueuesOnline() {
+	c.t.Helper()
+	for _, q := range []string{storageQueue, billingQueue, recorderQueue} {
+		c.awaitOnline(q)
 	}
 }
 

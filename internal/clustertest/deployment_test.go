@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -518,4 +519,42 @@ func (d *deployment) verify(ctx context.Context, l *load, alive []*e2ekit.Proc) 
 	}
 	t.Logf("%d events (%d file events) of %d commands: all at the recorder (%d deliveries, %d again) and applied by both subscribers (%v deliveries again); storage and usage of %d users exact",
 		len(events), fileEvents, l.commands.Load(), deliveries, deliveries-distinct, duplicates, len(l.users)+1)
+}
+
+// steadyRun is how each node-loss test starts and ends: the cluster's
+// turn and a vhost, the deployment on it and its steady load, flowing
+// before the fault.
+type steadyRun struct {
+	t     *testing.T
+	c     *cluster
+	ctx   context.Context
+	d     *deployment
+	l     *load
+	start time.Time
+}
+
+// startSteady takes the cluster's turn, starts the deployment named name
+// with four users' load, and waits until it flows; the test's checks are
+// bounded by timeout.
+func startSteady(t *testing.T, name string, timeout time.Duration) *steadyRun {
+	t.Helper()
+	r := &steadyRun{t: t, c: useCluster(t), ctx: e2ekit.CtxFor(t, timeout), start: time.Now()}
+	r.d = newDeployment(t, deploymentConfig{name: name, amqpURL: r.c.amqpURL, apiManagement: apiManagement()})
+	r.l = r.d.startLoad(4, 15*time.Millisecond)
+	r.d.awaitFlow(r.ctx, r.l, 200)
+	return r
+}
+
+// finish lets the load run a second more, stops it, and checks the
+// outcome (verify, with every process the one started), then sums up the
+// workers' logs.
+func (r *steadyRun) finish() {
+	r.t.Helper()
+	time.Sleep(time.Second)
+	r.l.stop()
+	r.l.requireNoFailures(r.t)
+	r.d.verify(r.ctx, r.l, slices.Concat(r.d.apis, r.d.workers))
+	for _, w := range r.d.workers {
+		r.t.Log(logSummary(w, r.start))
+	}
 }

@@ -2,7 +2,9 @@
 // RabbitMQ cluster (scripts/rabbitmq-cluster): two api and two worker
 // processes share one Postgres database and a vhost of the cluster, under a
 // steady load of commands, while the test kills, stops and restarts nodes
-// (the queues' leader, then another, then all three) or kills a worker.
+// (the queues' leader, then another, then all three), cuts the leader off
+// from the other two (nftables, until pause_minority pauses it, then
+// heals), or kills a worker.
 // Each asserts what DESIGN.md promises through it: every committed event
 // reaches each subscriber and an outside consumer, each stream in version
 // order, and storage and usage stay exact to the microsecond.

@@ -15,6 +15,9 @@ const (
 	// failover, long enough that a relay channel still failing every
 	// publish (nacked until its node returns) shows in the counts.
 	downFor = 5 * time.Second
+	// electionWait bounds the wait, after a node is lost, for the queue's
+	// leader to be seen on another node.
+	electionWait = 30 * time.Second
 )
 
 // apiManagement points each api's queue depths at a node of the cluster.
@@ -46,13 +49,37 @@ type failover struct {
 // node stays down until downFor has passed.
 func (d *deployment) lose(c *cluster, what, node string, lostAt time.Time) *failover {
 	d.t.Helper()
+	return d.loseWithin(c, what, node, lostAt, failoverWait)
+}
+
+// loseWithin is lose with a bound of its own for the next event's confirm
+// and apply, from lostAt (and for the new leader, if longer than
+// electionWait).
+func (d *deployment) loseWithin(c *cluster, what, node string, lostAt time.Time, within time.Duration) *failover {
+	d.t.Helper()
 	f := &failover{what: what, node: node, lostAt: lostAt, next: d.commitProbe()}
+	// The new leader is watched for beside the next event: the management
+	// API can take seconds to answer while a node is unreachable (rather
+	// than down), and the event's clock must not wait for it.
+	type elected struct {
+		took time.Duration
+		err  error
+	}
+	election := make(chan elected, 1)
+	go func() {
+		took, err := c.leaderOtherThan(billingQueue, node, lostAt, max(electionWait, within))
+		election <- elected{took, err}
+	}()
+	var ok bool
+	f.probe, ok = d.awaitProbe(d.t.Context(), f.next, lostAt, time.Until(lostAt.Add(within)), probeResult{})
+	e := <-election
+	if e.err != nil {
+		d.t.Fatal(e.err)
+	}
+	f.election = e.took
 	if home := c.home(unsubscribedQueue); home == node || home == "" {
 		f.what += " (home of " + unsubscribedQueue + " too)"
 	}
-	_, f.election = c.awaitLeaderOtherThan(billingQueue, node, lostAt)
-	var ok bool
-	f.probe, ok = d.awaitProbe(d.t.Context(), f.next, lostAt, time.Until(lostAt.Add(failoverWait)), probeResult{})
 	if ok {
 		d.t.Logf("%s: new leader after %s; next event confirmed %s and applied %s after it",
 			what, f.election.Round(time.Millisecond), f.probe.confirmed.Round(time.Millisecond), f.probe.applied.Round(time.Millisecond))
@@ -67,7 +94,7 @@ func (d *deployment) lose(c *cluster, what, node string, lostAt time.Time) *fail
 			d.t.Log(d.relayStacks(p))
 		}
 		d.t.Fatalf("%s: new leader after %s, but the next event was not applied by both subscribers within %s while the node was down (%s); "+
-			"the relays failed %v publishes per worker meanwhile", what, f.election.Round(time.Millisecond), failoverWait, confirmed, w.failed)
+			"the relays failed %v publishes per worker meanwhile", what, f.election.Round(time.Millisecond), within, confirmed, w.failed)
 	}
 	time.Sleep(time.Until(lostAt.Add(downFor)))
 	return f

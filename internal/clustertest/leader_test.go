@@ -5,8 +5,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/catacloud/epoch/internal/e2ekit"
 )
 
 // Under a steady load of uploads and deletes through both api processes,
@@ -18,12 +16,8 @@ import (
 // committed event's confirm and apply.
 func TestQueueLeaderKilledThenTheNext(t *testing.T) {
 	t.Parallel()
-	c := useCluster(t)
-	ctx := e2ekit.CtxFor(t, 4*time.Minute)
-	start := time.Now()
-	d := newDeployment(t, deploymentConfig{name: "leaders", amqpURL: c.amqpURL, apiManagement: apiManagement()})
-	l := d.startLoad(4, 15*time.Millisecond)
-	d.awaitFlow(ctx, l, 200)
+	r := startSteady(t, "leaders", 4*time.Minute)
+	c, d, l := r.c, r.d, r.l
 
 	var lost []*failover
 	killed := ""
@@ -44,9 +38,7 @@ func TestQueueLeaderKilledThenTheNext(t *testing.T) {
 		lost = append(lost, f)
 		if round == 0 {
 			c.start(victim)
-			for _, q := range []string{storageQueue, billingQueue, recorderQueue} {
-				c.awaitOnline(q)
-			}
+			c.awaitQueuesOnline()
 			t.Logf("%s back %s after the kill, %d commands meanwhile", nodeName(victim), time.Since(killAt).Round(time.Millisecond), l.commands.Load()-before)
 		} else {
 			// The last one rejoins while the test checks the outcome.
@@ -54,14 +46,8 @@ func TestQueueLeaderKilledThenTheNext(t *testing.T) {
 		}
 		killed = victim
 	}
-	time.Sleep(time.Second)
-	l.stop()
-	l.requireNoFailures(t)
-	d.verify(ctx, l, slices.Concat(d.apis, d.workers))
+	r.finish()
 	c.settle()
-	for _, w := range d.workers {
-		t.Log(logSummary(w, start))
-	}
 	for i, f := range lost {
 		until := time.Now()
 		if i+1 < len(lost) {
@@ -69,5 +55,5 @@ func TestQueueLeaderKilledThenTheNext(t *testing.T) {
 		}
 		t.Logf("failover: %s", d.report(c, f, until))
 	}
-	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("total %s", time.Since(r.start).Round(time.Millisecond))
 }

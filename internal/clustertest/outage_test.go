@@ -2,13 +2,10 @@ package clustertest_test
 
 import (
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/catacloud/epoch/internal/e2ekit"
 )
 
 // outage is how long the whole cluster stays down.
@@ -23,12 +20,8 @@ const outage = 30 * time.Second
 // in order, storage and usage exact.
 func TestWholeClusterDown(t *testing.T) {
 	t.Parallel()
-	c := useCluster(t)
-	ctx := e2ekit.CtxFor(t, 4*time.Minute)
-	start := time.Now()
-	d := newDeployment(t, deploymentConfig{name: "outage", amqpURL: c.amqpURL, apiManagement: apiManagement()})
-	l := d.startLoad(4, 15*time.Millisecond)
-	d.awaitFlow(ctx, l, 200)
+	r := startSteady(t, "outage", 4*time.Minute)
+	c, ctx, d, l := r.c, r.ctx, r.d, r.l
 
 	for _, n := range nodes {
 		c.kill(n)
@@ -64,13 +57,7 @@ func TestWholeClusterDown(t *testing.T) {
 		startAt.Sub(downAt).Round(time.Millisecond), back.Round(time.Millisecond),
 		res.confirmed.Round(time.Millisecond), res.applied.Round(time.Millisecond))
 	t.Log(line)
-	time.Sleep(time.Second)
-	l.stop()
-	l.requireNoFailures(t)
-	d.verify(ctx, l, slices.Concat(d.apis, d.workers))
-	for _, w := range d.workers {
-		t.Log(logSummary(w, start))
-	}
+	r.finish()
 	t.Log("failover: " + line)
-	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("total %s", time.Since(r.start).Round(time.Millisecond))
 }

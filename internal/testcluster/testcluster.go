@@ -128,3 +128,27 @@ func BeamPid(n string) (int, error) {
 	}
 	return pid, nil
 }
+
+// Cut cuts node n off from the other two nodes for real (the script's
+// `cut`: an nftables table of its own drops the distribution traffic
+// between n and them, both ways), bounded by d. Clients and the CLI still
+// reach every node, so a test can watch n pause itself (the cluster runs
+// pause_minority). It needs nft and CAP_NET_ADMIN; a machine without them
+// fails, never skips. Heal undoes it; `up` and `down` do too.
+func Cut(root, n string, d time.Duration) error {
+	return runVerb(root, d, "cut", n)
+}
+
+// Heal removes the cut, whichever node it was (a no-op without one),
+// bounded by d. The paused node rejoins the others by itself.
+func Heal(root, n string, d time.Duration) error {
+	return runVerb(root, d, "heal", n)
+}
+
+// runVerb runs a verb whose log matters only when it fails.
+func runVerb(root string, d time.Duration, args ...string) error {
+	if _, log, err := Run(root, d, args...); err != nil {
+		return fmt.Errorf("%w: %s", err, bytes.TrimSpace(log))
+	}
+	return nil
+}
