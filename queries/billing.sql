@@ -1,4 +1,4 @@
--- name: BillingFileApply :exec
+-- name: BillingFileApply :batchexec
 -- Applies a batch of file events, merged to one entry per file (file_ids
 -- unique, sorted so concurrent consumers lock rows in the same order).
 -- The upload brings size_bytes and uploaded_at, the delete deleted_at; each

@@ -1,9 +1,9 @@
--- name: FileGet :one
+-- name: FileGet :batchone
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
 WHERE id = @id AND owner_id = @owner_id;
 
--- name: FileLockForUpdate :one
+-- name: FileLockForUpdate :batchone
 -- Locks a file before deleting it. First it takes the file's lock
 -- (command.FileLock) exclusive; the InitPlan runs before the row is locked.
 -- A job command that names the file holds that lock shared from its start,
@@ -15,7 +15,7 @@ WHERE id = @id AND owner_id = @owner_id
   AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, @file_lock::integer) IS NOT NULL)
 FOR UPDATE;
 
--- name: FilesForLink :many
+-- name: FilesForLink :batchmany
 -- The owner's files a job command is about to link or unlink. No row lock:
 -- their file locks, held shared since the job was locked, keep them from
 -- being deleted before the command commits.

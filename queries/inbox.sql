@@ -71,7 +71,7 @@ WHERE ctid = ANY(ARRAY(
     WHERE i.subscriber = @subscriber::text AND i.position <= @applied_through::bigint
     LIMIT @max_count::int));
 
--- name: InboxAnnounce :exec
+-- name: InboxAnnounce :batchexec
 -- Announces that a subscriber committed applied events (channel
 -- dispatch.AppliedChannel, the subscriber's name as payload): the api's
 -- min_position waits look again on it instead of polling. Sent right after

@@ -1,9 +1,9 @@
--- name: JobGet :one
+-- name: JobGet :batchone
 SELECT id, owner_id, name, created_at, created_position, version, position, file_count, total_bytes::text AS total_bytes
 FROM jobs
 WHERE id = @id AND owner_id = @owner_id;
 
--- name: JobLockForUpdate :one
+-- name: JobLockForUpdate :batchone
 -- Serialises the commands on one job: the second waits for the first to
 -- commit, then reads its version. Before the row it takes, shared, the file
 -- locks of the files the command reads (command.FileLock: one of 64 per
@@ -35,7 +35,7 @@ WHERE owner_id = @owner_id AND created_position < @before
 ORDER BY created_position DESC
 LIMIT @max_count;
 
--- name: JobFileList :many
+-- name: JobFileList :batchmany
 -- Scoped to the owner like JobGet: another user's job costs one probe of
 -- jobs' primary key, as a missing one does; with no job row to join, none
 -- of its job_files rows is read.
@@ -45,12 +45,12 @@ JOIN job_files AS jf ON jf.job_id = j.id
 WHERE j.id = @job_id AND j.owner_id = @owner_id
 ORDER BY jf.linked_position;
 
--- name: JobFileIDsInLinkOrder :many
+-- name: JobFileIDsInLinkOrder :batchmany
 SELECT file_id FROM job_files WHERE job_id = @job_id ORDER BY linked_position;
 
--- name: JobFileLinkedIDs :many
+-- name: JobFileLinkedIDs :batchmany
 -- Which of the given files the job has.
 SELECT file_id FROM job_files WHERE job_id = @job_id AND file_id = ANY(@file_ids::uuid[]);
 
--- name: JobIDsWithFile :many
+-- name: JobIDsWithFile :batchmany
 SELECT job_id FROM job_files WHERE file_id = @file_id ORDER BY job_id;

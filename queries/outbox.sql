@@ -1,22 +1,23 @@
--- name: OutboxInsert :exec
+-- name: OutboxInsert :batchexec
 -- Queues a command's events for the relay, one row per run (see
 -- outbox.Enqueue). It does not wake the relay: see OutboxWake.
 INSERT INTO outbox (position, last_position, partition)
 SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[]);
 
--- name: OutboxWake :exec
--- Wakes the relays once a command has committed outbox rows: sent right
--- after its COMMIT, in the same round trip, as a transaction of its own
--- (database.AfterCommit, from outbox.Enqueue). A NOTIFY inside the
--- command's own transaction would take a database-wide lock at its commit
--- and hold it through that commit's WAL flush, so every command's commit
--- waited for the one before it. This one is only a hint, so it commits
+-- name: OutboxWake :batchexec
+-- Wakes the relays once a command has committed outbox rows (channel:
+-- outbox.NotifyChannel): sent right after its COMMIT, in the same round
+-- trip, as a transaction of its own (Tx.AfterCommit, from
+-- outbox.Enqueue). A NOTIFY inside the command's own transaction would
+-- take a database-wide lock at its commit and hold it through that
+-- commit's WAL flush, so every command's commit waited for the one before
+-- it. This one is only a hint, so it commits
 -- without waiting for its flush: a hint lost in a crash just leaves the
 -- rows to the relay's next poll.
-SELECT pg_notify('epoch_outbox', '')
+SELECT pg_notify(@channel::text, '')
 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
 
--- name: OutboxPreferIndexes :exec
+-- name: OutboxPreferIndexes :batchexec
 -- Keeps the relay's statements in this transaction off sequential scans
 -- (sent first in the claim's batch; the setting ends with the
 -- transaction). Postgres caches a generic plan after five runs, with the
@@ -24,11 +25,11 @@ WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
 -- claim's per-row range read was a sequential scan, and stayed one as the
 -- table grew, until an ANALYZE invalidated it; on a new database that is
 -- minutes of scans that grow with every event. Planned with sequential
--- scans off, every plan the relay caches reads by index, and is not made
--- again each cycle.
-SELECT set_config('enable_seqscan', 'off', true);
+-- scans off ('off'), every plan the relay caches reads by index, and is
+-- not made again each cycle.
+SELECT set_config('enable_seqscan', @enable_seqscan::text, true);
 
--- name: OutboxPartitionsLock :many
+-- name: OutboxPartitionsLock :batchmany
 -- Finds and locks a cycle's partitions in one round trip:
 -- 1. pending: the partitions that have rows, by a loose index scan (one
 --    probe of outbox_partition_position_idx per partition present, however
@@ -65,7 +66,7 @@ FROM (
 WHERE pg_try_advisory_xact_lock(sqlc.arg(lock_key)::integer, ordered.partition::integer)
 LIMIT (SELECT ceil(sqlc.arg(share)::float8 * count(*))::integer FROM eligible);
 
--- name: OutboxClaim :many
+-- name: OutboxClaim :batchmany
 -- The oldest rows of each partition this transaction locked (with
 -- OutboxPartitionsLock, sent in the same batch: the locks are read back
 -- from pg_locks, so this statement needs nothing from that one's answer),
@@ -114,7 +115,7 @@ CROSS JOIN LATERAL (
 ) AS e
 ORDER BY e.position;
 
--- name: OutboxDelete :execrows
+-- name: OutboxDelete :batchexec
 -- Removes rows whose events the broker all confirmed. It also turns
 -- synchronous_commit off for the rest of the relay's transaction (the
 -- InitPlan runs once): the commit only records that the broker has these
@@ -124,7 +125,7 @@ DELETE FROM outbox
 WHERE position = ANY(@row_positions::bigint[])
   AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL;
 
--- name: OutboxKeepUnconfirmed :execrows
+-- name: OutboxKeepUnconfirmed :batchexec
 -- Moves the key of rows confirmed only in part to their first event not
 -- confirmed: the events before it are relayed for good, the rest are sent
 -- again (a later one of them may already have been confirmed: at least
@@ -136,13 +137,14 @@ FROM (
 ) AS moved
 WHERE o.position = moved.row_position;
 
--- name: OutboxBacklog :one
--- How many events wait and how old the oldest row is, in seconds.
+-- name: OutboxBacklog :batchone
+-- How many events wait and how old the oldest row is, in seconds, at
+-- @at (NULL: now, by the server's clock, which stamped the rows).
 SELECT coalesce(sum(last_position - position + 1), 0)::bigint AS pending,
-       coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS oldest_age_seconds
+       coalesce(extract(epoch FROM coalesce(sqlc.narg(at)::timestamptz, clock_timestamp()) - min(created_at)), 0)::float8 AS oldest_age_seconds
 FROM outbox;
 
--- name: OutboxOpenTransactions :many
+-- name: OutboxOpenTransactions :batchmany
 -- The other transactions of this database that have written something,
 -- oldest first, at most max_count: their outbox rows, if any, are
 -- invisible to the relay until they end, so the relay cannot get past

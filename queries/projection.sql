@@ -2,7 +2,7 @@
 -- of consecutive events of one type, one statement per run, so a command
 -- touching 1,000 files costs the same few round trips as one touching one.
 
--- name: ProjectionFilesUploaded :exec
+-- name: ProjectionFilesUploaded :batchexec
 INSERT INTO files (id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position)
 SELECT
     unnest(@ids::uuid[]),
@@ -15,10 +15,10 @@ SELECT
     unnest(@versions::integer[]),
     unnest(@positions::bigint[]);
 
--- name: ProjectionFilesDeleted :exec
+-- name: ProjectionFilesDeleted :batchexec
 DELETE FROM files WHERE id = ANY(@ids::uuid[]);
 
--- name: ProjectionJobsCreated :exec
+-- name: ProjectionJobsCreated :batchexec
 INSERT INTO jobs (id, owner_id, name, created_at, created_position, version, position)
 SELECT
     unnest(@ids::uuid[]),
@@ -29,13 +29,13 @@ SELECT
     unnest(@versions::integer[]),
     unnest(@positions::bigint[]);
 
--- name: ProjectionJobsDeleted :exec
+-- name: ProjectionJobsDeleted :batchexec
 WITH gone_files AS (
     DELETE FROM job_files WHERE job_id = ANY(@ids::uuid[])
 )
 DELETE FROM jobs WHERE id = ANY(@ids::uuid[]);
 
--- name: ProjectionJobFilesLinked :exec
+-- name: ProjectionJobFilesLinked :batchexec
 -- Adds the links, copying each file's name and size, and moves each job's
 -- counters, version and position in the same statement.
 WITH ev AS (
@@ -62,7 +62,7 @@ SET version = head.version,
 FROM head LEFT JOIN added ON added.job_id = head.job_id
 WHERE j.id = head.job_id;
 
--- name: ProjectionJobFilesUnlinked :exec
+-- name: ProjectionJobFilesUnlinked :batchexec
 WITH ev AS (
     SELECT
         unnest(@job_ids::uuid[]) AS job_id,

@@ -1,4 +1,4 @@
--- name: StatusSubscribers :many
+-- name: StatusSubscribers :batchmany
 -- Per subscriber, in the order given: the highest position it applied (its
 -- newest inbox row, or its watermark when that is higher: the inbox is
 -- pruned below the watermark) and the dead letters it keeps. Each is one

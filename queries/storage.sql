@@ -1,4 +1,4 @@
--- name: StorageFileApply :exec
+-- name: StorageFileApply :batchexec
 -- Applies a batch of file events, merged to one entry per file (file_ids
 -- unique, sorted so concurrent consumers lock rows in the same order).
 -- has_upload/size come from file.uploaded, deleted from file.deleted. Each

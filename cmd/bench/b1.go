@@ -371,7 +371,7 @@ func (r *rawLinker) projectAndCommit(ctx context.Context, conn *pgx.Conn, job uu
 	b.Queue(q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": r.owner})...)
 	b.Queue(q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job, "owner_id": r.owner})...)
 	b.Queue("commit")
-	b.Queue(q["OutboxWake"].sql, q["OutboxWake"].args(nil)...)
+	b.Queue(q["OutboxWake"].sql, q["OutboxWake"].args(map[string]any{"channel": outbox.NotifyChannel})...)
 	br := conn.SendBatch(ctx, b)
 	err = errors.Join(
 		func() error { _, err := br.Exec(); return err }(),

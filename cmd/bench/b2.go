@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/catacloud/epoch/internal/database"
 	"time"
 
 	"github.com/google/uuid"
@@ -128,7 +129,7 @@ func fillOutbox(ctx context.Context, e *env, n int) error {
 		data, _ := json.Marshal(map[string]any{"owner_id": owners[0], "name": "odd.bin", "size_bytes": 1, "content_type": "application/octet-stream"})
 		rows = append(rows, []any{eventstore.ID(f, 1), domain.StreamFile, f, int32(1), domain.FileUploaded, data, at})
 	}
-	return pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+	return database.InTx(ctx, e.pool, func(tx *database.Tx) error {
 		var from int64
 		if err := tx.QueryRow(ctx, "SELECT coalesce(max(position), 0) FROM events").Scan(&from); err != nil {
 			return err

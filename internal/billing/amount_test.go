@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/billing"
@@ -64,7 +63,7 @@ func TestUsageKnownValues(t *testing.T) {
 	del := base.Add(2 * time.Hour)
 	f.deleted = &del
 	evs := events(t, f)
-	require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error { return eventstore.Append(ctx, tx, evs) }))
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, evs) }))
 	deliver(t, ctx, pool, evs)
 
 	u, err := billing.Read(ctx, pool, owner, base.Add(time.Hour), base.Add(5*time.Hour), base.Add(9*time.Hour), price)
@@ -97,7 +96,7 @@ func TestOrderAndDuplicatesChangeNothing(t *testing.T) {
 		d := base.Add(90*time.Minute + 7*time.Microsecond)
 		evs := events(t, file{id: uuid.New(), owner: owner, size: 123_456_789, uploaded: base.Add(3 * time.Microsecond), deleted: &d})
 		evs = append(evs, events(t, file{id: uuid.New(), owner: owner, size: 42, uploaded: base.Add(time.Hour)})...)
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error { return eventstore.Append(ctx, tx, evs) }))
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, evs) }))
 		return evs
 	}
 	read := func(owner uuid.UUID) billing.Usage {
@@ -125,7 +124,7 @@ func TestOrderAndDuplicatesChangeNothing(t *testing.T) {
 
 	evs = history(raw)
 	for _, batch := range [][]eventstore.Event{{evs[1]}, {evs[1], evs[0]}, evs, {evs[0]}} {
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
 			return billing.Subscriber{}.Handle(ctx, tx, batch)
 		}))
 	}
@@ -139,7 +138,7 @@ func TestBillingRejectsMalformedEvents(t *testing.T) {
 	for _, data := range []string{`{"owner_id":42}`, `{"size_bytes":1}`, `{"owner_id":"` + uuid.NewString() + `","size_bytes":-1}`} {
 		e, err := eventstore.New("file", uuid.New(), 1, "file.uploaded", json.RawMessage(data), time.Now())
 		require.NoError(t, err)
-		err = database.InTx(ctx, pool, func(tx pgx.Tx) error { return billing.Subscriber{}.Handle(ctx, tx, []eventstore.Event{e}) })
+		err = database.InTx(ctx, pool, func(tx *database.Tx) error { return billing.Subscriber{}.Handle(ctx, tx, []eventstore.Event{e}) })
 		require.ErrorIs(t, err, billing.ErrMalformedEvent, data)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -44,7 +43,7 @@ func (Subscriber) Tables() []string { return []string{"billing_files"} }
 // filefacts: a batch may hold a file's upload and its delete, and one
 // INSERT ... ON CONFLICT cannot touch a row twice). Times are the events'
 // occurred_at, so when an event is applied does not matter.
-func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (Subscriber) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	ids, facts, err := filefacts.Fold(events)
 	if err != nil {
 		return err
@@ -60,14 +59,11 @@ func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Eve
 		p.HasUpload[i], p.Sizes[i], p.UploadedAts[i] = f.HasUpload, f.Size, f.UploadedAt
 		p.HasDelete[i], p.DeletedAts[i] = f.HasDelete, f.DeletedAt
 	}
-	// Deferred to go with the transaction's COMMIT: one round trip fewer
-	// per batch. An error comes back from the commit, failing the batch.
-	return database.Defer(tx, func(db database.DBTX) error {
-		if err := dbsqlc.New().BillingFileApply(ctx, db, p); err != nil {
-			return fmt.Errorf("billing: apply %d files: %w", n, err)
-		}
-		return nil
-	})
+	// Queued, unread, to go with the transaction's COMMIT: one round trip
+	// fewer per batch. An error comes back from the commit, named
+	// BillingFileApply, failing the batch.
+	dbsqlc.New().BillingFileApply(ctx, tx, []*dbsqlc.BillingFileApplyParams{p})
+	return nil
 }
 
 // Usage is the body of GET /v1/usage. The three amounts are decimal strings

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"pgregory.net/rapid"
@@ -46,7 +45,7 @@ func events(t require.TestingT, f file) []eventstore.Event {
 }
 
 func deliver(t require.TestingT, ctx context.Context, pool *pgxpool.Pool, batch []eventstore.Event) {
-	err := database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		if err := dispatch.Deliver(ctx, tx, storage.Subscriber{}, batch); err != nil {
 			return err
 		}
@@ -136,7 +135,7 @@ func TestUsageMatchesBruteForce(t *testing.T) {
 			_ = i
 			all = append(all, events(rt, f)...)
 		}
-		require.NoError(rt, database.InTx(ctx, pool, func(tx pgx.Tx) error { return eventstore.Append(ctx, tx, all) }))
+		require.NoError(rt, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, all) }))
 
 		// Deliver a subset (a late upload may never have arrived yet), with
 		// duplicates, shuffled, in several batches.

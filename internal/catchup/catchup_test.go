@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/catchup"
@@ -31,13 +30,13 @@ func TestWait(t *testing.T) {
 			domain.FileUploadedData{OwnerID: o, Name: "f", SizeBytes: 1, ContentType: "text/plain"}, time.Now())
 		require.NoError(t, err)
 		evs := []eventstore.Event{e}
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
 			return eventstore.Append(ctx, tx, evs)
 		}))
 		return evs[0]
 	}
 	deliver := func(e eventstore.Event) {
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
 			return dispatch.Deliver(ctx, tx, storage.Subscriber{}, []eventstore.Event{e})
 		}))
 	}

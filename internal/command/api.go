@@ -24,6 +24,10 @@ var (
 	// ErrJobFileLimit: the command would take the job past
 	// domain.MaxJobFiles files (409).
 	ErrJobFileLimit = fmt.Errorf("a job holds at most %d files", domain.MaxJobFiles)
+	// ErrConflict wraps a conflict the caller found in its own part of a
+	// command's transaction (a key stored concurrently, say): Run runs the
+	// command again, as it does after a version conflict.
+	ErrConflict = errors.New("conflict")
 )
 
 // NotFoundError is database.ErrNotFound naming what was not found: the
@@ -52,6 +56,7 @@ type UploadFile struct {
 // for the Epoch-Position header (the last event written, or, when none was,
 // the highest position of what it read).
 type Outcome struct {
+	ID       uuid.UUID // the file or job the command wrote or created
 	Position int64
 	Events   int // how many events the command wrote
 }

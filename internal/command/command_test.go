@@ -46,42 +46,57 @@ func newService(t *testing.T, pool *pgxpool.Pool) *command.Service {
 
 func (f fixture) upload(t *testing.T, owner uuid.UUID, name string, size int64) readmodel.File {
 	t.Helper()
-	var later *readmodel.Later[readmodel.File]
-	err := f.svc.Run(context.Background(), func(tx pgx.Tx) (err error) {
-		later, _, err = f.svc.UploadFile(context.Background(), tx, owner, command.UploadFile{Name: name, SizeBytes: size})
-		return err
+	file, _, err := runFile(context.Background(), f.svc, owner, func(tx *database.Tx) (command.Outcome, error) {
+		return f.svc.UploadFile(context.Background(), tx, owner, command.UploadFile{Name: name, SizeBytes: size})
 	})
-	require.NoError(t, err)
-	file, err := later.Value()
 	require.NoError(t, err)
 	return file
 }
 
 func (f fixture) createJob(t *testing.T, owner uuid.UUID, name string) readmodel.Job {
 	t.Helper()
-	var later *readmodel.Later[readmodel.Job]
-	err := f.svc.Run(context.Background(), func(tx pgx.Tx) (err error) {
-		later, _, err = f.svc.CreateJob(context.Background(), tx, owner, name)
-		return err
+	job, _, err := runJob(context.Background(), f.svc, owner, func(tx *database.Tx) (command.Outcome, error) {
+		return f.svc.CreateJob(context.Background(), tx, owner, name)
 	})
-	require.NoError(t, err)
-	job, err := later.Value()
 	require.NoError(t, err)
 	return job
 }
 
 func (f fixture) link(ctx context.Context, ref command.JobRef, file uuid.UUID) (readmodel.Job, command.Outcome, error) {
-	var later *readmodel.Later[readmodel.Job]
-	var out command.Outcome
-	err := f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		later, out, err = f.svc.LinkFile(ctx, tx, ref, file)
-		return err
+	return runJob(ctx, f.svc, ref.OwnerID, func(tx *database.Tx) (command.Outcome, error) {
+		return f.svc.LinkFile(ctx, tx, ref, file)
 	})
-	if err != nil {
-		return readmodel.Job{}, out, err
-	}
-	job, err := later.Value()
+}
+
+// runJob runs a job command and reads its answer with the COMMIT, as the
+// api does.
+func runJob(ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error)) (job readmodel.Job, out command.Outcome, err error) {
+	err = svc.Run(ctx, func(tx *database.Tx) (err error) {
+		if out, err = cmd(tx); err != nil {
+			return err
+		}
+		tx.ReadAtCommit(func(db database.DBTX) (err error) {
+			job, err = readmodel.GetJob(ctx, db, owner, out.ID)
+			return err
+		})
+		return nil
+	})
 	return job, out, err
+}
+
+// runFile is runJob for a file command.
+func runFile(ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error)) (file readmodel.File, out command.Outcome, err error) {
+	err = svc.Run(ctx, func(tx *database.Tx) (err error) {
+		if out, err = cmd(tx); err != nil {
+			return err
+		}
+		tx.ReadAtCommit(func(db database.DBTX) (err error) {
+			file, err = readmodel.GetFile(ctx, db, owner, out.ID)
+			return err
+		})
+		return nil
+	})
+	return file, out, err
 }
 
 func (f fixture) count(t *testing.T, table string) int {
@@ -120,9 +135,9 @@ func TestReadYourWritesOnAnotherConnection(t *testing.T) {
 	owner := uuid.New()
 	job := f.createJob(t, owner, "render")
 
-	reader, err := pgx.Connect(ctx, f.url)
+	reader, err := database.Connect(ctx, f.url, 1, nil)
 	require.NoError(t, err)
-	defer reader.Close(ctx)
+	defer reader.Close()
 
 	const n = 1000
 	files := make([]readmodel.File, n)
@@ -133,8 +148,11 @@ func TestReadYourWritesOnAnotherConnection(t *testing.T) {
 	for i, file := range files {
 		_, out, err := f.link(ctx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
 		require.NoError(t, err)
-		preview, err := readmodel.GetJob(ctx, reader, owner, job.ID)
-		require.NoError(t, err)
+		var preview readmodel.Job
+		require.NoError(t, database.Pipeline(ctx, reader, func(db *database.Conn) (err error) {
+			preview, err = readmodel.GetJob(ctx, db, owner, job.ID)
+			return err
+		}))
 		if len(*preview.Files) != i+1 || (*preview.Files)[i].ID != file.ID || preview.Position != out.Position {
 			stale++
 		}
@@ -229,7 +247,7 @@ func TestDeleteFileUnlinksEverywhere(t *testing.T) {
 		jobs = append(jobs, job)
 	}
 	var out command.Outcome
-	require.NoError(t, f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
+	require.NoError(t, f.svc.Run(ctx, func(tx *database.Tx) (err error) {
 		out, err = f.svc.DeleteFile(ctx, tx, owner, doomed.ID)
 		return err
 	}))
@@ -253,7 +271,7 @@ func TestDeleteFileUnlinksEverywhere(t *testing.T) {
 
 	// A second delete, a link of the deleted file: not found, nothing written.
 	before := f.count(t, "events")
-	err = f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
+	err = f.svc.Run(ctx, func(tx *database.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
 	require.ErrorIs(t, err, database.ErrNotFound)
 	_, _, err = f.link(ctx, command.JobRef{OwnerID: owner, JobID: jobs[0].ID}, doomed.ID)
 	require.ErrorIs(t, err, database.ErrNotFound)
@@ -283,12 +301,9 @@ func TestNoOpCommandsWriteNothing(t *testing.T) {
 
 	other := f.upload(t, owner, "b", 1)
 	before = f.count(t, "events")
-	var later *readmodel.Later[readmodel.Job]
-	require.NoError(t, f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		later, out2, err = f.svc.UnlinkFile(ctx, tx, ref, other.ID)
-		return err
-	}))
-	unlinked, err := later.Value()
+	unlinked, out2, err := runJob(ctx, f.svc, owner, func(tx *database.Tx) (command.Outcome, error) {
+		return f.svc.UnlinkFile(ctx, tx, ref, other.ID)
+	})
 	require.NoError(t, err)
 	require.Zero(t, out2.Events)
 	require.Equal(t, []uuid.UUID{file.ID}, fileIDs(unlinked))
@@ -320,17 +335,9 @@ func TestSetJobFiles(t *testing.T) {
 	job := f.createJob(t, owner, "j")
 	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
 	set := func(ids ...uuid.UUID) (readmodel.Job, command.Outcome, error) {
-		var later *readmodel.Later[readmodel.Job]
-		var out command.Outcome
-		err := f.svc.Run(ctx, func(tx pgx.Tx) (err error) {
-			later, out, err = f.svc.SetJobFiles(ctx, tx, ref, ids)
-			return err
+		return runJob(ctx, f.svc, owner, func(tx *database.Tx) (command.Outcome, error) {
+			return f.svc.SetJobFiles(ctx, tx, ref, ids)
 		})
-		if err != nil {
-			return readmodel.Job{}, out, err
-		}
-		preview, err := later.Value()
-		return preview, out, err
 	}
 	preview, out, err := set(c.ID, a.ID)
 	require.NoError(t, err)
@@ -378,19 +385,19 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 	job := f.createJob(t, owner, "job")
 	ref := command.JobRef{OwnerID: owner, JobID: job.ID}
 	deleteFile := func(id uuid.UUID) error {
-		return f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, id); return err })
+		return f.svc.Run(ctx, func(tx *database.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, id); return err })
 	}
 
 	// A link in flight, then a deletion: the deletion waits, then unlinks.
 	first := f.upload(t, owner, "first", 10)
-	tx, err := f.pool.Begin(ctx)
-	require.NoError(t, err)
-	_, _, err = f.svc.LinkFile(ctx, tx, ref, first.ID)
+	held := testdb.Hold(t, f.pool)
+	tx := held.Tx
+	_, err := f.svc.LinkFile(ctx, tx, ref, first.ID)
 	require.NoError(t, err)
 	deleted := make(chan error, 1)
 	go func() { deleted <- deleteFile(first.ID) }()
 	f.waitForLock(t, "advisory", "nobody waits for the file lock")
-	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, held.Commit())
 	require.NoError(t, <-deleted)
 	preview, err := readmodel.GetJob(ctx, f.pool, owner, job.ID)
 	require.NoError(t, err)
@@ -400,14 +407,14 @@ func TestDeleteFileAndLinkSerialise(t *testing.T) {
 
 	// A deletion in flight, then a link: the link waits, then is not found.
 	second := f.upload(t, owner, "second", 20)
-	tx, err = f.pool.Begin(ctx)
-	require.NoError(t, err)
+	held = testdb.Hold(t, f.pool)
+	tx = held.Tx
 	_, err = f.svc.DeleteFile(ctx, tx, owner, second.ID)
 	require.NoError(t, err)
 	linked := make(chan error, 1)
 	go func() { _, _, err := f.link(ctx, ref, second.ID); linked <- err }()
 	f.waitForLock(t, "advisory", "nobody waits for the file lock")
-	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, held.Commit())
 	require.ErrorIs(t, <-linked, database.ErrNotFound)
 	require.Equal(t, 0, f.count(t, "job_files"))
 }
@@ -428,17 +435,16 @@ func TestDeletionsOfOtherFilesDoNotWait(t *testing.T) {
 			break
 		}
 	}
-	tx, err := f.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
-	_, err = f.svc.DeleteFile(ctx, tx, owner, first.ID)
+	held := testdb.Hold(t, f.pool)
+	tx := held.Tx
+	_, err := f.svc.DeleteFile(ctx, tx, owner, first.ID)
 	require.NoError(t, err)
 
 	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err = f.svc.Run(waitCtx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(waitCtx, tx, owner, second.ID); return err })
+	err = f.svc.Run(waitCtx, func(tx *database.Tx) error { _, err := f.svc.DeleteFile(waitCtx, tx, owner, second.ID); return err })
 	require.NoError(t, err, "the second deletion waited for the first")
-	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, held.Commit())
 	// Files uploaded while looking for a second lock stay: count the two.
 	var left int
 	require.NoError(t, f.pool.QueryRow(ctx, "SELECT count(*) FROM files WHERE id = ANY($1)",
@@ -460,16 +466,16 @@ func TestDeleteFileAfterASetDroppedIt(t *testing.T) {
 	_, _, err := f.link(ctx, ref, doomed.ID)
 	require.NoError(t, err)
 
-	tx, err := f.pool.Begin(ctx)
-	require.NoError(t, err)
-	_, _, err = f.svc.SetJobFiles(ctx, tx, ref, []uuid.UUID{})
+	held := testdb.Hold(t, f.pool)
+	tx := held.Tx
+	_, err = f.svc.SetJobFiles(ctx, tx, ref, []uuid.UUID{})
 	require.NoError(t, err)
 	deleted := make(chan error, 1)
 	go func() {
-		deleted <- f.svc.Run(ctx, func(tx pgx.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
+		deleted <- f.svc.Run(ctx, func(tx *database.Tx) error { _, err := f.svc.DeleteFile(ctx, tx, owner, doomed.ID); return err })
 	}()
 	f.waitForLock(t, "", "the deletion does not wait for the job")
-	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, held.Commit())
 	require.NoError(t, <-deleted)
 
 	rows, err := f.pool.Query(ctx, "SELECT type FROM events WHERE stream_id = $1 ORDER BY version", job.ID)
@@ -491,12 +497,9 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 	owner := uuid.New()
 	job := f.createJob(t, owner, "j")
 
-	var uploaded *readmodel.Later[readmodel.File]
-	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		uploaded, _, err = svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: "a.bin", SizeBytes: 7})
-		return err
-	}))
-	file, err := uploaded.Value()
+	file, _, err := runFile(ctx, svc, owner, func(tx *database.Tx) (command.Outcome, error) {
+		return svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: "a.bin", SizeBytes: 7})
+	})
 	require.NoError(t, err)
 	require.Equal(t, "a.bin", file.Name)
 	require.Equal(t, [][]string{
@@ -504,13 +507,9 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 		{"ProjectionFilesUploaded", "OutboxInsert", "FileGet", "COMMIT", "OutboxWake"},
 	}, rec.Take())
 
-	var linked *readmodel.Later[readmodel.Job]
-	var out command.Outcome
-	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		linked, out, err = svc.LinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
-		return err
-	}))
-	preview, err := linked.Value()
+	preview, out, err := runJob(ctx, svc, owner, func(tx *database.Tx) (command.Outcome, error) {
+		return svc.LinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
+	})
 	require.NoError(t, err)
 	require.Equal(t, []uuid.UUID{file.ID}, fileIDs(preview))
 	require.Equal(t, out.Position, preview.Position)
@@ -520,12 +519,19 @@ func TestAnswersAreReadWithTheCommit(t *testing.T) {
 		{"ProjectionJobFilesLinked", "OutboxInsert", "JobGet", "JobFileList", "COMMIT", "OutboxWake"},
 	}, rec.Take())
 
-	// Asked for before the COMMIT, the answer is not there yet.
-	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
-		later, _, err := svc.UnlinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
+	// The read runs once, at the commit: not before the command's function
+	// returned, and not again.
+	reads := 0
+	require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+		_, err := svc.UnlinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, file.ID)
 		require.NoError(t, err)
-		_, err = later.Value()
-		require.ErrorIs(t, err, readmodel.ErrNotRead)
+		tx.ReadAtCommit(func(db database.DBTX) error {
+			reads++
+			_, err := readmodel.GetJob(ctx, db, owner, job.ID)
+			return err
+		})
+		require.Zero(t, reads)
 		return nil
 	}))
+	require.Equal(t, 1, reads)
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/backoff"
@@ -19,7 +18,6 @@ import (
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
-	"github.com/catacloud/epoch/internal/readmodel"
 )
 
 // maxAttempts bounds Run's retries. Commands on one job are serialised by a
@@ -57,10 +55,12 @@ func (s *Service) Inline() []string { return s.dispatcher.Inline() }
 func (s *Service) HoldBackWith(gate *backpressure.Gate) { s.gate = gate }
 
 // Run runs fn in a transaction and commits it; on a version conflict,
-// deadlock or serialization failure it runs fn again in a new transaction,
-// so concurrent commands on one job all land. fn may therefore run more
-// than once and must not have effects outside the transaction.
-func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// deadlock, serialization failure or ErrConflict it runs fn again in a new
+// transaction, so concurrent commands on one job all land. It is the one
+// retry loop of a command. fn may therefore run more than once and must not
+// have effects outside the transaction; what it reads for its answer it
+// reads with the COMMIT (Tx.ReadAtCommit), once per attempt.
+func (s *Service) Run(ctx context.Context, fn func(tx *database.Tx) error) error {
 	release, err := s.gate.Enter(ctx)
 	if err != nil {
 		return err
@@ -69,7 +69,7 @@ func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	again := backoff.New(minConflictBackoff, maxConflictBackoff)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = database.InTx(ctx, s.pool, fn)
-		if err == nil || !(errors.Is(err, eventstore.ErrConcurrency) || database.IsTransient(err)) {
+		if err == nil || !(errors.Is(err, eventstore.ErrConcurrency) || errors.Is(err, ErrConflict) || database.IsTransient(err)) {
 			return err
 		}
 		if attempt == maxAttempts {
@@ -82,40 +82,29 @@ func (s *Service) Run(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return fmt.Errorf("command gave up after %d conflicts: %w", maxAttempts, err)
 }
 
-// UploadFile stores a new file of owner.
-// The file comes back Later: read with the COMMIT.
-func (s *Service) UploadFile(ctx context.Context, tx pgx.Tx, owner uuid.UUID, in UploadFile) (*readmodel.Later[readmodel.File], Outcome, error) {
+// UploadFile stores a new file of owner; Outcome.ID is its id.
+func (s *Service) UploadFile(ctx context.Context, tx *database.Tx, owner uuid.UUID, in UploadFile) (Outcome, error) {
 	id := uuid.Must(uuid.NewV7())
 	changes, err := domain.NewFile(id, owner, in.Name, in.SizeBytes, in.ContentType)
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
-	out, err := s.write(ctx, tx, changes, map[uuid.UUID]int32{id: 0})
-	if err != nil {
-		return nil, Outcome{}, err
-	}
-	file, err := readmodel.GetFileLater(ctx, tx, owner, id)
-	return file, out, err
+	return s.write(ctx, tx, id, changes, map[uuid.UUID]int32{id: 0})
 }
 
 // DeleteFile deletes owner's file and unlinks it from every job that has
 // it, in one transaction.
-func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.UUID) (Outcome, error) {
+func (s *Service) DeleteFile(ctx context.Context, tx *database.Tx, owner, fileID uuid.UUID) (Outcome, error) {
 	q := dbsqlc.New()
 	// The lock, then the jobs it keeps from gaining the file, in one round
 	// trip.
-	var file *dbsqlc.File
-	var jobIDs []uuid.UUID
-	err := database.Batch(ctx, tx,
-		func(db database.DBTX) (err error) {
-			file, err = q.FileLockForUpdate(ctx, db, &dbsqlc.FileLockForUpdateParams{ID: fileID, OwnerID: owner, FileLock: FileLock(fileID)})
-			return database.NotFound(err)
-		},
-		func(db database.DBTX) (err error) {
-			jobIDs, err = q.JobIDsWithFile(ctx, db, fileID)
-			return err
-		},
-	)
+	lock := q.FileLockForUpdate(ctx, tx, []*dbsqlc.FileLockForUpdateParams{{ID: fileID, OwnerID: owner, FileLock: FileLock(fileID)}})
+	withFile := q.JobIDsWithFile(ctx, tx, []uuid.UUID{fileID})
+	file, err := database.One(lock)
+	if err != nil {
+		return Outcome{}, err
+	}
+	jobIDs, err := database.Many(withFile)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -132,67 +121,61 @@ func (s *Service) DeleteFile(ctx context.Context, tx pgx.Tx, owner, fileID uuid.
 		// file without naming it (so without its file lock) may have
 		// committed while this waited for its job. No job can gain the file
 		// meanwhile: linking it needs the file lock this holds.
-		if jobIDs, err = q.JobIDsWithFile(ctx, tx, fileID); err != nil {
+		if jobIDs, err = database.Many(q.JobIDsWithFile(ctx, tx, []uuid.UUID{fileID})); err != nil {
 			return Outcome{}, err
 		}
 	}
-	return s.write(ctx, tx, domain.DeleteFile(fileID, owner, jobIDs), versions)
+	return s.write(ctx, tx, fileID, domain.DeleteFile(fileID, owner, jobIDs), versions)
 }
 
-// CreateJob creates an empty job of owner; its preview comes back Later,
-// read with the COMMIT.
-func (s *Service) CreateJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, name string) (*readmodel.Later[readmodel.Job], Outcome, error) {
+// CreateJob creates an empty job of owner; Outcome.ID is its id.
+func (s *Service) CreateJob(ctx context.Context, tx *database.Tx, owner uuid.UUID, name string) (Outcome, error) {
 	id := uuid.Must(uuid.NewV7())
 	changes, err := domain.NewJob(id, owner, name)
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
-	out, err := s.write(ctx, tx, changes, map[uuid.UUID]int32{id: 0})
-	if err != nil {
-		return nil, Outcome{}, err
-	}
-	job, err := readmodel.GetJobLater(ctx, tx, owner, id)
-	return job, out, err
+	return s.write(ctx, tx, id, changes, map[uuid.UUID]int32{id: 0})
 }
 
 // DeleteJob deletes a job; its files stay.
-func (s *Service) DeleteJob(ctx context.Context, tx pgx.Tx, ref JobRef) (Outcome, error) {
-	var job *dbsqlc.JobLockForUpdateRow
-	if err := lockJob(ctx, ref, nil, &job)(tx); err != nil {
+func (s *Service) DeleteJob(ctx context.Context, tx *database.Tx, ref JobRef) (Outcome, error) {
+	job, err := database.One(lockJob(ctx, tx, ref, nil))
+	if err != nil {
 		return Outcome{}, err
 	}
 	if err := checkIfMatch(ref, job); err != nil {
 		return Outcome{}, err
 	}
-	return s.write(ctx, tx, domain.DeleteJob(job.ID), map[uuid.UUID]int32{job.ID: job.Version})
+	return s.write(ctx, tx, job.ID, domain.DeleteJob(job.ID), map[uuid.UUID]int32{job.ID: job.Version})
 }
 
 // LinkFile attaches one of the owner's files to the job; linking a linked
 // file writes nothing.
-func (s *Service) LinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
+func (s *Service) LinkFile(ctx context.Context, tx *database.Tx, ref JobRef, fileID uuid.UUID) (Outcome, error) {
 	return s.setFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, true)
 }
 
 // UnlinkFile detaches one of the owner's files from the job; unlinking a
 // file that is not linked writes nothing.
-func (s *Service) UnlinkFile(ctx context.Context, tx pgx.Tx, ref JobRef, fileID uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
+func (s *Service) UnlinkFile(ctx context.Context, tx *database.Tx, ref JobRef, fileID uuid.UUID) (Outcome, error) {
 	return s.setFilesDelta(ctx, tx, ref, []uuid.UUID{fileID}, false)
 }
 
 // setFilesDelta links (link true) or unlinks the given files of the owner,
 // skipping those already in the wanted state.
-func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (*readmodel.Later[readmodel.Job], Outcome, error) {
+func (s *Service) setFilesDelta(ctx context.Context, tx *database.Tx, ref JobRef, fileIDs []uuid.UUID, link bool) (Outcome, error) {
 	var linkedIDs []uuid.UUID
-	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
-		linkedIDs, err = dbsqlc.New().JobFileLinkedIDs(ctx, db, &dbsqlc.JobFileLinkedIDsParams{JobID: ref.JobID, FileIds: fileIDs})
-		return err
+	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func() func() error {
+		links := dbsqlc.New().JobFileLinkedIDs(ctx, tx, []*dbsqlc.JobFileLinkedIDsParams{{JobID: ref.JobID, FileIds: fileIDs}})
+		return func() (err error) { linkedIDs, err = database.Many(links); return err }
 	})
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
 	read, err := files.highest()
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
 	isLinked := make(map[uuid.UUID]bool, len(linkedIDs))
 	for _, id := range linkedIDs {
@@ -209,59 +192,53 @@ func (s *Service) setFilesDelta(ctx context.Context, tx pgx.Tx, ref JobRef, file
 	// Only new links count: a link that changes nothing answers as usual,
 	// even on a full job.
 	if link && len(changes) > 0 && job.FileCount+int64(len(changes)) > domain.MaxJobFiles {
-		return nil, Outcome{}, ErrJobFileLimit
+		return Outcome{}, ErrJobFileLimit
 	}
-	return s.writeJob(ctx, tx, ref.OwnerID, job, changes, max(read, job.Position))
+	return s.writeJob(ctx, tx, job, changes, max(read, job.Position))
 }
 
 // SetJobFiles makes the job's files exactly fileIDs (at most
 // domain.MaxJobFiles, no duplicates): it unlinks the files not listed, then
 // links the new ones in the order given. The number of statements does not
 // grow with the number of files.
-func (s *Service) SetJobFiles(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID) (*readmodel.Later[readmodel.Job], Outcome, error) {
+func (s *Service) SetJobFiles(ctx context.Context, tx *database.Tx, ref JobRef, fileIDs []uuid.UUID) (Outcome, error) {
 	// The job ends up with exactly these files, whatever it holds now, so
 	// too many is known before anything is read or locked.
 	if len(fileIDs) > domain.MaxJobFiles {
-		return nil, Outcome{}, ErrJobFileLimit
+		return Outcome{}, ErrJobFileLimit
 	}
 	var linked []uuid.UUID
-	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func(db database.DBTX) (err error) {
-		linked, err = dbsqlc.New().JobFileIDsInLinkOrder(ctx, db, ref.JobID)
-		return err
+	job, files, err := lockJobAndRead(ctx, tx, ref, fileIDs, func() func() error {
+		links := dbsqlc.New().JobFileIDsInLinkOrder(ctx, tx, []uuid.UUID{ref.JobID})
+		return func() (err error) { linked, err = database.Many(links); return err }
 	})
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
 	changes, err := domain.SetFiles(job.ID, linked, fileIDs)
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
 	read, err := files.highest()
 	if err != nil {
-		return nil, Outcome{}, err
+		return Outcome{}, err
 	}
-	return s.writeJob(ctx, tx, ref.OwnerID, job, changes, max(read, job.Position))
+	return s.writeJob(ctx, tx, job, changes, max(read, job.Position))
 }
 
-// writeJob writes a job command's changes (if any) and reads the preview
-// back in the same transaction, with its COMMIT (readmodel.Later).
-// readPosition is the answer's position when nothing was written.
-func (s *Service) writeJob(ctx context.Context, tx pgx.Tx, owner uuid.UUID, job *dbsqlc.JobLockForUpdateRow, changes []domain.Change, readPosition int64) (*readmodel.Later[readmodel.Job], Outcome, error) {
-	out := Outcome{Position: readPosition}
-	if len(changes) > 0 {
-		var err error
-		if out, err = s.write(ctx, tx, changes, map[uuid.UUID]int32{job.ID: job.Version}); err != nil {
-			return nil, Outcome{}, err
-		}
+// writeJob writes a job command's changes, if any. readPosition is the
+// answer's position when nothing was written.
+func (s *Service) writeJob(ctx context.Context, tx *database.Tx, job *dbsqlc.JobLockForUpdateRow, changes []domain.Change, readPosition int64) (Outcome, error) {
+	if len(changes) == 0 {
+		return Outcome{ID: job.ID, Position: readPosition}, nil
 	}
-	preview, err := readmodel.GetJobLater(ctx, tx, owner, job.ID)
-	return preview, out, err
+	return s.write(ctx, tx, job.ID, changes, map[uuid.UUID]int32{job.ID: job.Version})
 }
 
 // write turns changes into events with the next versions of their streams
 // (versions holds each stream's current version), appends them, runs the
-// inline subscribers and queues the outbox rows.
-func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change, versions map[uuid.UUID]int32) (Outcome, error) {
+// inline subscribers and queues the outbox rows. id is the Outcome's.
+func (s *Service) write(ctx context.Context, tx *database.Tx, id uuid.UUID, changes []domain.Change, versions map[uuid.UUID]int32) (Outcome, error) {
 	at := s.now()
 	events := make([]eventstore.Event, len(changes))
 	for i, c := range changes {
@@ -278,20 +255,17 @@ func (s *Service) write(ctx context.Context, tx pgx.Tx, changes []domain.Change,
 	if err := s.dispatcher.Dispatch(ctx, tx, events); err != nil {
 		return Outcome{}, err
 	}
-	return Outcome{Position: events[len(events)-1].Position, Events: len(events)}, nil
+	return Outcome{ID: id, Position: events[len(events)-1].Position, Events: len(events)}, nil
 }
 
-// lockJob is the statement that locks the owner's job for the rest of the
-// transaction (into *job), so commands on one job run one after another;
-// database.ErrNotFound when the owner has no such job. First it takes the
-// file locks of fileIDs shared, which file deletion takes exclusive: they,
-// not a row lock per file, keep the command's files from being deleted
-// under it.
-func lockJob(ctx context.Context, ref JobRef, fileIDs []uuid.UUID, job **dbsqlc.JobLockForUpdateRow) database.Statement {
-	return func(db database.DBTX) (err error) {
-		*job, err = dbsqlc.New().JobLockForUpdate(ctx, db, &dbsqlc.JobLockForUpdateParams{ID: ref.JobID, OwnerID: ref.OwnerID, FileLocks: fileLocks(fileIDs)})
-		return database.NotFound(err)
-	}
+// lockJob queues the statement that locks the owner's job for the rest of
+// the transaction, so commands on one job run one after another; its row
+// is database.ErrNotFound when the owner has no such job. First it takes
+// the file locks of fileIDs shared, which file deletion takes exclusive:
+// they, not a row lock per file, keep the command's files from being
+// deleted under it.
+func lockJob(ctx context.Context, tx *database.Tx, ref JobRef, fileIDs []uuid.UUID) *dbsqlc.JobLockForUpdateBatchResults {
+	return dbsqlc.New().JobLockForUpdate(ctx, tx, []*dbsqlc.JobLockForUpdateParams{{ID: ref.JobID, OwnerID: ref.OwnerID, FileLocks: fileLocks(fileIDs)}})
 }
 
 // checkIfMatch checks If-Match against the locked job: a mismatch fails
@@ -304,21 +278,29 @@ func checkIfMatch(ref JobRef, job *dbsqlc.JobLockForUpdateRow) error {
 }
 
 // lockJobAndRead locks the owner's job (lockJob), then reads its links
-// (links) and the owner's files named, all in one round trip, and checks
-// If-Match. The files are read without row locks: the file locks lockJob
-// took keep them from being deleted until the command commits.
-func lockJobAndRead(ctx context.Context, tx pgx.Tx, ref JobRef, fileIDs []uuid.UUID, links database.Statement) (*dbsqlc.JobLockForUpdateRow, *fileRead, error) {
-	var job *dbsqlc.JobLockForUpdateRow
+// (links queues their read and returns how to read it) and the owner's
+// files named, all in one round trip, and checks If-Match. The files are
+// read without row locks: the file locks lockJob took keep them from being
+// deleted until the command commits.
+func lockJobAndRead(ctx context.Context, tx *database.Tx, ref JobRef, fileIDs []uuid.UUID, links func() (read func() error)) (*dbsqlc.JobLockForUpdateRow, *fileRead, error) {
+	lock := lockJob(ctx, tx, ref, fileIDs)
+	readLinks := links()
 	files := &fileRead{ids: fileIDs}
-	stmts := []database.Statement{lockJob(ctx, ref, fileIDs, &job), links}
+	var forLink *dbsqlc.FilesForLinkBatchResults
 	if len(fileIDs) > 0 {
-		stmts = append(stmts, func(db database.DBTX) (err error) {
-			files.rows, err = dbsqlc.New().FilesForLink(ctx, db, &dbsqlc.FilesForLinkParams{Ids: fileIDs, OwnerID: ref.OwnerID})
-			return err
-		})
+		forLink = dbsqlc.New().FilesForLink(ctx, tx, []*dbsqlc.FilesForLinkParams{{Ids: fileIDs, OwnerID: ref.OwnerID}})
 	}
-	if err := database.Batch(ctx, tx, stmts...); err != nil {
+	job, err := database.One(lock)
+	if err != nil {
 		return nil, nil, err
+	}
+	if err := readLinks(); err != nil {
+		return nil, nil, err
+	}
+	if forLink != nil {
+		if files.rows, err = database.Many(forLink); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := checkIfMatch(ref, job); err != nil {
 		return nil, nil, err

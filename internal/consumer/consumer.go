@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -467,7 +466,7 @@ func (c *Consumer) applyOnce(ctx context.Context, notices []notice) (batchResult
 	defer cancel()
 	var res batchResult
 	began := time.Now()
-	err := database.InTx(txCtx, c.pool, func(tx pgx.Tx) error {
+	err := database.InTx(txCtx, c.pool, func(tx *database.Tx) error {
 		res = batchResult{}
 		for i := range notices {
 			if notices[i].reason != ReasonFailed {

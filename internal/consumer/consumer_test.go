@@ -118,7 +118,7 @@ func (e *env) history(t *testing.T, owner uuid.UUID, n int) []eventstore.Event {
 			evs = append(evs, del)
 		}
 	}
-	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx *database.Tx) error {
 		return eventstore.Append(context.Background(), tx, evs)
 	}))
 	return evs
@@ -280,7 +280,7 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 	bad, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, json.RawMessage(`{"owner_id":42}`), t0)
 	require.NoError(t, err)
 	stored := []eventstore.Event{bad}
-	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx *database.Tx) error {
 		return eventstore.Append(context.Background(), tx, stored)
 	}))
 	bad = stored[0]
@@ -388,7 +388,7 @@ func TestConsumerAppliesOnlyStoredEvents(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, early.ID, realDelete.ID)
 	appended := []eventstore.Event{realDelete}
-	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(context.Background(), e.pool, func(tx *database.Tx) error {
 		return eventstore.Append(context.Background(), tx, appended)
 	}))
 	realDelete = appended[0]

@@ -7,11 +7,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/catacloud/epoch/internal/database"
 	"slices"
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/canonjson"
@@ -82,7 +82,7 @@ func (n *notice) deadLetterID() string {
 // statement (InboxClaimStored), settling each notice: verified (stored set
 // to the event as stored) or dead-lettered with its reason. It returns the
 // stored events new to the subscriber, in delivery order, each once.
-func claimStored(ctx context.Context, tx pgx.Tx, sub dispatch.Subscriber, notices []notice) ([]eventstore.Event, error) {
+func claimStored(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, notices []notice) ([]eventstore.Event, error) {
 	p := &dbsqlc.InboxClaimStoredParams{Subscriber: sub.Name(), Subscribed: sub.EventTypes()}
 	var standing []*notice
 	for i := range notices {
@@ -168,7 +168,7 @@ func sameData(stored, claimed []byte) bool {
 
 // recordDead keeps the dead-lettered notices in dead_letters, in tx, and
 // returns the reasons of those that were not kept already.
-func recordDead(ctx context.Context, tx pgx.Tx, subscriber string, notices []notice) ([]string, error) {
+func recordDead(ctx context.Context, tx *database.Tx, subscriber string, notices []notice) ([]string, error) {
 	p := &dbsqlc.DeadLetterRecordParams{Subscriber: subscriber}
 	seen := map[string]bool{}
 	for i := range notices {

@@ -27,7 +27,7 @@ func BenchmarkTransaction(b *testing.B) {
 		b.Fatal(err)
 	}
 	next := 0
-	body := func(tx pgx.Tx) error {
+	body := func(tx database.DBTX) error {
 		next++
 		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1, 0)", next); err != nil {
 			return err
@@ -47,9 +47,9 @@ func BenchmarkTransaction(b *testing.B) {
 		}
 	}
 	b.Run("begin-rides-along", func(b *testing.B) {
-		run(b, func() error { return database.InTx(ctx, pool, body) })
+		run(b, func() error { return database.InTx(ctx, pool, func(tx *database.Tx) error { return body(tx) }) })
 	})
 	b.Run("begin-alone", func(b *testing.B) {
-		run(b, func() error { return pgx.BeginFunc(ctx, pool, body) })
+		run(b, func() error { return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return body(tx) }) })
 	})
 }

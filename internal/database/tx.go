@@ -1,24 +1,56 @@
 package database
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// Tx is one transaction, begun and ended by InTx only. It sends nothing
+// until something needs an answer: a batch sent through it (what sqlc's
+// :batchexec, :batchone and :batchmany methods do) is queued, and goes to
+// Postgres with the next thing that needs an answer (the first read of any
+// queued batch's results, an Exec, Query or QueryRow, or the COMMIT), all
+// in one pgx batch, BEGIN first when not sent yet (pgx.Batch.BeginTx). So
+// every transaction saves the round trip of its BEGIN, a write whose result
+// nobody reads (a :batchexec with no read) costs no round trip of its own,
+// and several statements go in one round trip when their methods are called
+// one after another before any of their results is read.
+//
+// Results are read in queue order. A queued batch whose results nobody
+// reads is read by the Tx when a later result is read, or at COMMIT, and
+// its error then fails the transaction, named after its statement; its
+// results cannot be read after that.
+type Tx struct {
+	queue
+	atCommit func(db DBTX) error
+	trailers []trailer // to follow the COMMIT (AfterCommit)
+	sp       int       // savepoints made, for their names
+}
+
+// trailer is a batch that follows the COMMIT, and who hears of its error.
+type trailer struct {
+	r      *Results
+	failed func(error)
+}
+
 // InTx runs fn in one transaction: committed when fn returns nil, rolled
 // back otherwise (and when fn panics). It is the only place transactions
-// begin and end.
-//
-// The transaction's BEGIN is not sent on its own: it travels with fn's
-// first statement, in one pgx batch (pgx.Batch.BeginTx), so every
-// transaction costs one round trip fewer. On this path that is a command,
-// a relay cycle and a subscriber's batch alike. A transaction whose fn
-// sends nothing sends nothing at all.
-func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) (err error) {
+// begin and end. A transaction whose fn sends nothing sends nothing.
+func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx *Tx) error) error {
+	return InTxWith(ctx, pool, pgx.TxOptions{}, fn)
+}
+
+// InTxWith is InTx with the transaction's options (an isolation level).
+func InTxWith(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(tx *Tx) error) error {
 	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -26,373 +58,436 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) (er
 	// A connection left inside a transaction (a rollback that could not
 	// be sent) is closed by the pool on release, not reused.
 	defer c.Release()
-	tx := &lazyTx{conn: c.Conn()}
+	tx := &Tx{queue: queue{conn: c.Conn(), begin: &opts}}
 	defer func() {
-		if rbErr := tx.Rollback(ctx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
-			err = rbErr
+		if tx.err != pgx.ErrTxClosed { // fn failed or panicked
+			tx.rollback(ctx)
 		}
 	}()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	return tx.commit(ctx)
 }
 
-// Defer queues stmt to go with the transaction's next statement or its
-// COMMIT: one round trip fewer for each. stmt is a write whose result
-// nobody reads, or a read whose results are wanted only once that has
-// been sent (a command's answer, read back with the COMMIT): stmt runs
-// again then, with its results. Its error, if any, comes back from that
-// next statement or from Commit, and fails the transaction all the same;
-// so defer only statements whose errors no caller tells apart. What stmt
-// passes (slices included) must not change until then. Outside InTx's
-// transactions stmt runs at once.
-func Defer(tx pgx.Tx, stmt Statement) error {
-	lt, ok := tx.(*lazyTx)
-	if !ok {
-		return stmt(tx)
-	}
-	return lt.queue(&lt.pending, stmt)
+// AfterCommit queues what send sends (batch statements only) to follow the
+// transaction's COMMIT in the COMMIT's round trip, each statement a
+// transaction of its own: for work that must not be part of the
+// transaction but should follow it at once (the relays' wake-up NOTIFY:
+// see queries/outbox.sql, OutboxWake). send runs at once; its statements
+// run only if the COMMIT succeeded. Their error is not the transaction's,
+// which has committed by then: failed, when not nil, gets it.
+func (t *Tx) AfterCommit(send func(db DBTX), failed func(error)) {
+	send(afterCommit{t: t, failed: failed})
 }
 
-// AfterCommit queues stmt to run just after the transaction's COMMIT, in
-// the COMMIT's round trip, as a transaction of its own: for work that must
-// not be part of the transaction but should follow it at once (the
-// relays' wake-up NOTIFY: see queries/outbox.sql, OutboxWake). It runs
-// only if the COMMIT succeeded. Its error is not the transaction's, which
-// has committed by then: stmt gets it on its second run and must deal
-// with it there. Outside InTx's transactions it does nothing: nothing
-// rides with a COMMIT the caller sends itself.
-func AfterCommit(tx pgx.Tx, stmt Statement) error {
-	lt, ok := tx.(*lazyTx)
-	if !ok {
-		return nil
+// ReadAtCommit registers read to run once, at commit: the statements it
+// queues go ahead of the COMMIT, in the COMMIT's round trip, so what it
+// reads is the transaction's last view of its own writes (a command's
+// answer) at no round trip of its own. read must queue all its statements
+// before it reads any result. Its error fails Commit, even when the COMMIT
+// went through. One per transaction.
+func (t *Tx) ReadAtCommit(read func(db DBTX) error) {
+	if t.atCommit != nil {
+		panic("database: a second ReadAtCommit in one transaction")
 	}
-	return lt.queue(&lt.trailers, stmt)
+	t.atCommit = read
 }
 
-// Flush sends what Defer queued on tx now (with BEGIN, if not sent yet),
-// so that deferred reads have their results; nothing when nothing waits.
-func Flush(ctx context.Context, tx pgx.Tx) error {
-	lt, ok := tx.(*lazyTx)
-	if !ok || len(lt.pending) == 0 {
-		return nil
+// Savepoint runs fn in a savepoint of t: what fn did is rolled back when
+// it fails, the rest of the transaction stays. fn's queued writes are
+// sent and checked before the savepoint is released, so their errors are
+// fn's.
+func (t *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
+	t.sp++
+	name := "sp" + strconv.Itoa(t.sp)
+	if _, err := t.Exec(ctx, "SAVEPOINT "+name); err != nil {
+		return err
 	}
-	_, err := lt.begun(ctx)
+	trailers, atCommit := len(t.trailers), t.atCommit
+	err := fn(t)
+	if err == nil {
+		if _, err = t.Exec(ctx, "RELEASE SAVEPOINT "+name); err == nil {
+			return nil
+		}
+	}
+	t.waiting, t.trailers, t.atCommit = nil, t.trailers[:trailers], atCommit
+	_ = t.settle()
+	t.err = nil
+	if _, rbErr := t.Exec(ctx, "ROLLBACK TO SAVEPOINT "+name); rbErr != nil {
+		return rbErr
+	}
 	return err
 }
 
-// lazyTx is InTx's pgx.Tx. Until it has something to send, it sends
-// nothing: its BEGIN and its deferred statements (Defer) wait to go in one
-// batch with the next Exec, Query, QueryRow, SendBatch or COMMIT. Once
-// begun with nothing deferred, calls go straight to the transaction pgx
-// began. The calls that cannot share a batch (CopyFrom, Prepare, a nested
-// Begin, large objects) send a plain BEGIN and the deferred statements
-// first.
-type lazyTx struct {
-	conn     *pgx.Conn
-	tx       pgx.Tx // the transaction once begun; nil before
-	pending  []deferred
-	trailers []deferred // to follow the COMMIT (AfterCommit)
-	closed   bool       // committed or rolled back
+// CopyFrom sends what waits (with BEGIN), then copies: COPY cannot share
+// a batch.
+func (t *Tx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	if err := t.Flush(ctx); err != nil {
+		return 0, err
+	}
+	return t.conn.CopyFrom(ctx, table, columns, src)
 }
 
-type deferred struct {
-	stmt Statement
-	rec  *recorder
-}
-
-var _ pgx.Tx = (*lazyTx)(nil)
-
-// queue records stmt (its SQL and arguments) onto list, to be sent later.
-func (t *lazyTx) queue(list *[]deferred, stmt Statement) error {
-	if t.closed {
-		return pgx.ErrTxClosed
+// commit runs the read registered with ReadAtCommit and sends COMMIT with
+// what still waits, then the trailers, in one round trip.
+func (t *Tx) commit(ctx context.Context) error {
+	if t.err != nil {
+		return t.err
 	}
-	rec, err := record(stmt)
-	if err != nil {
-		return err
+	committed := &Results{q: &t.queue, ctx: ctx, queries: []*pgx.QueuedQuery{{SQL: "commit"}}, name: "COMMIT"}
+	t.tail = []*Results{committed}
+	for _, tr := range t.trailers {
+		t.tail = append(t.tail, tr.r)
 	}
-	*list = append(*list, deferred{stmt: stmt, rec: rec})
-	return nil
-}
-
-// direct reports whether a call can go straight to the begun transaction.
-func (t *lazyTx) direct() bool { return t.tx != nil && len(t.pending) == 0 }
-
-// send sends what waits (BEGIN, the deferred statements) with tail in one
-// batch and reads the results of what waited; the caller reads tail's and
-// closes the results.
-func (t *lazyTx) send(ctx context.Context, tail ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
-	b := &pgx.Batch{}
-	begin := t.tx == nil
-	if begin {
-		b.BeginTx(pgx.TxOptions{})
+	var readErr error
+	if t.atCommit != nil {
+		readErr = t.atCommit(t)
 	}
-	pending := t.pending
-	t.pending = nil
-	for _, d := range pending {
-		b.Queue(d.rec.sql, d.rec.args...)
-	}
-	b.QueuedQueries = append(b.QueuedQueries, tail...)
-	br := t.conn.SendBatch(ctx, b)
-	if begin {
-		t.tx = br.Tx()
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return nil, err
+	if t.tail != nil { // the read sent nothing: COMMIT goes now
+		if readErr != nil {
+			return readErr
+		}
+		if t.begin != nil && len(t.waiting) == 0 {
+			t.tail, t.err = nil, pgx.ErrTxClosed
+			return nil // nothing was sent: nothing to commit
+		}
+		if err := t.send(ctx); err != nil {
+			return err
 		}
 	}
-	for _, d := range pending {
-		if err := d.stmt(&replayer{br: br, want: d.rec}); err != nil {
-			_ = br.Close()
-			return nil, err
-		}
-	}
-	return br, nil
-}
-
-func queued(sql string, args []any) *pgx.QueuedQuery {
-	return &pgx.QueuedQuery{SQL: sql, Arguments: args}
-}
-
-// begun returns the transaction with everything that waited sent, using
-// a plain BEGIN when nothing else is to go.
-func (t *lazyTx) begun(ctx context.Context) (pgx.Tx, error) {
-	if t.closed {
-		return nil, pgx.ErrTxClosed
-	}
-	switch {
-	case len(t.pending) > 0:
-		br, err := t.send(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := br.Close(); err != nil {
-			return nil, err
-		}
-	case t.tx == nil:
-		tx, err := t.conn.Begin(ctx)
-		if err != nil {
-			return nil, err
-		}
-		t.tx = tx
-	}
-	return t.tx, nil
-}
-
-func (t *lazyTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if t.closed {
-		return pgconn.CommandTag{}, pgx.ErrTxClosed
-	}
-	if t.direct() {
-		return t.tx.Exec(ctx, sql, args...)
-	}
-	br, err := t.send(ctx, queued(sql, args))
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	tag, err := br.Exec()
-	if closeErr := br.Close(); err == nil {
-		err = closeErr
-	}
-	return tag, err
-}
-
-func (t *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if t.closed {
-		return nil, pgx.ErrTxClosed
-	}
-	if t.direct() {
-		return t.tx.Query(ctx, sql, args...)
-	}
-	br, err := t.send(ctx, queued(sql, args))
-	if err != nil {
-		return nil, err
-	}
-	rows, err := br.Query()
-	if err != nil {
-		_ = br.Close()
-		return nil, err
-	}
-	return &batchRows{Rows: rows, br: br}, nil
-}
-
-func (t *lazyTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if !t.closed && t.direct() {
-		return t.tx.QueryRow(ctx, sql, args...)
-	}
-	rows, err := t.Query(ctx, sql, args...)
-	return &firstRow{rows: rows, err: err}
-}
-
-// SendBatch sends b inside the transaction; what waited goes ahead of b's
-// queries, and the results start at b's first.
-func (t *lazyTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if t.closed {
-		return pgx.FailedBatchResults(b, pgx.ErrTxClosed)
-	}
-	if t.direct() {
-		return t.tx.SendBatch(ctx, b)
-	}
-	br, err := t.send(ctx, b.QueuedQueries...)
-	if err != nil {
-		return pgx.FailedBatchResults(b, err)
-	}
-	return br
-}
-
-// Commit sends COMMIT, with what still waits in the same batch.
-func (t *lazyTx) Commit(ctx context.Context) error {
-	if t.closed {
-		return pgx.ErrTxClosed
-	}
-	t.closed = true
-	switch {
-	case len(t.pending) > 0 || (t.tx != nil && len(t.trailers) > 0):
-		err := t.commitInBatch(ctx)
-		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
-			// A deferred statement failed, so COMMIT was never run.
-			_, _ = t.conn.Exec(ctx, "rollback")
-		}
-		return err
-	case t.tx == nil:
-		return nil // nothing was sent: nothing to commit
-	default:
-		return t.tx.Commit(ctx)
-	}
-}
-
-// commitInBatch sends what waits, COMMIT and the trailers (AfterCommit)
-// in one batch. The trailers run only after a COMMIT that went through;
-// their results and errors are theirs, not the commit's.
-func (t *lazyTx) commitInBatch(ctx context.Context) error {
-	tail := []*pgx.QueuedQuery{queued("commit", nil)}
-	for _, d := range t.trailers {
-		tail = append(tail, queued(d.rec.sql, d.rec.args))
-	}
-	br, err := t.send(ctx, tail...)
-	if err != nil {
-		return err
-	}
-	tag, err := br.Exec()
+	tag, err := committed.Exec()
 	if err == nil && tag.String() == "ROLLBACK" {
 		err = pgx.ErrTxCommitRollback
 	}
 	if err == nil {
-		for _, d := range t.trailers {
-			_ = d.stmt(&replayer{br: br, want: d.rec})
+		for _, tr := range t.trailers {
+			if trErr := tr.r.drain(); trErr != nil && tr.failed != nil {
+				tr.failed(trErr)
+			}
 		}
 	}
 	// Close's own error is the COMMIT's, already in err, or a trailer's.
-	_ = br.Close()
+	t.err = nil
+	_ = t.settle()
+	if err != nil {
+		return err
+	}
+	t.err = pgx.ErrTxClosed
+	return readErr
+}
+
+// rollback drops what waits and rolls back what was sent.
+func (t *Tx) rollback(ctx context.Context) {
+	begun := t.begin == nil
+	t.waiting, t.tail = nil, nil
+	_ = t.settle()
+	t.err = pgx.ErrTxClosed
+	if begun && t.conn.PgConn().TxStatus() != 'I' {
+		_, _ = t.conn.Exec(ctx, "rollback")
+	}
+}
+
+// afterCommit is the DBTX AfterCommit's send gets: it queues batches to
+// follow the COMMIT.
+type afterCommit struct {
+	t      *Tx
+	failed func(error)
+}
+
+var errAfterCommit = errors.New("database: only batch statements can follow the COMMIT")
+
+func (a afterCommit) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	r := a.t.results(ctx, b.QueuedQueries)
+	a.t.trailers = append(a.t.trailers, trailer{r: r, failed: a.failed})
+	return r
+}
+
+func (afterCommit) Exec(context.Context, string, ...any) (pgconn.CommandTag, error) {
+	return pgconn.CommandTag{}, errAfterCommit
+}
+
+func (afterCommit) Query(context.Context, string, ...any) (pgx.Rows, error) {
+	return nil, errAfterCommit
+}
+
+func (afterCommit) QueryRow(context.Context, string, ...any) pgx.Row { return errRow{errAfterCommit} }
+
+// Conn is a connection of Pipeline's: the same queue as a Tx, outside a
+// transaction, for reads that send several statements in one round trip.
+type Conn struct {
+	queue
+}
+
+// Pipeline runs fn on one connection of pool, whose batches are queued
+// and sent as a Tx's are (without BEGIN and COMMIT): a read of two
+// statements, both queued before either is read, costs one round trip.
+// What still waits when fn returns is sent and checked.
+func Pipeline(ctx context.Context, pool *pgxpool.Pool, fn func(db *Conn) error) error {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	db := &Conn{queue: queue{conn: c.Conn()}}
+	if err := fn(db); err != nil {
+		db.waiting = nil
+		_ = db.settle()
+		return err
+	}
+	return db.Flush(ctx)
+}
+
+// queue is what a Tx and a Conn send through: batches wait in it until an
+// answer is needed, then go in one pgx batch.
+type queue struct {
+	conn    *pgx.Conn
+	begin   *pgx.TxOptions // BEGIN, until sent
+	waiting []*Results     // queued, not sent
+	tail    []*Results     // to go last with the next send (COMMIT, trailers)
+	last    bool           // the tail went: nothing may follow
+	sent    []*Results     // sent, with results still to be read, in order
+	br      pgx.BatchResults
+	err     error // the first error of a batch nobody read, or ErrTxClosed
+}
+
+var _ DBTX = (*queue)(nil)
+
+// SendBatch queues b; its results are read from what it returns.
+func (q *queue) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	r := q.results(ctx, b.QueuedQueries)
+	if len(r.queries) > 0 {
+		q.waiting = append(q.waiting, r)
+	}
+	return r
+}
+
+func (q *queue) results(ctx context.Context, queries []*pgx.QueuedQuery) *Results {
+	r := &Results{q: q, ctx: ctx, queries: queries, name: "statement"}
+	if len(queries) > 0 {
+		r.name = statementName(queries[0].SQL)
+	}
+	return r
+}
+
+// statementName is the name sqlc writes at the start of a query's SQL
+// ("-- name: OutboxInsert :batchexec"), or the statement's first words.
+func statementName(sql string) string {
+	if name, ok := strings.CutPrefix(sql, "-- name: "); ok {
+		return strings.Fields(name)[0]
+	}
+	words := strings.Fields(sql)
+	return strings.Join(words[:min(len(words), 3)], " ")
+}
+
+// Exec queues sql, sends it with what waits, and returns its result.
+func (q *queue) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return q.SendBatch(ctx, one(sql, args)).Exec()
+}
+
+// Query is Exec for rows.
+func (q *queue) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return q.SendBatch(ctx, one(sql, args)).Query()
+}
+
+// QueryRow is Exec for one row.
+func (q *queue) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return q.SendBatch(ctx, one(sql, args)).QueryRow()
+}
+
+func one(sql string, args []any) *pgx.Batch {
+	return &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: sql, Arguments: args}}}
+}
+
+// Flush sends what waits (with BEGIN, if not sent yet) and reads every
+// result nobody read yet, returning the first error; nothing when nothing
+// waits.
+func (q *queue) Flush(ctx context.Context) error {
+	if err := q.send(ctx); err != nil {
+		return err
+	}
+	return q.settle()
+}
+
+// send sends BEGIN (if not sent yet), what waits and the tail in one
+// batch; nothing when none of them is there.
+func (q *queue) send(ctx context.Context) error {
+	if err := q.settle(); err != nil {
+		return err
+	}
+	if q.begin == nil && len(q.waiting) == 0 && len(q.tail) == 0 {
+		return nil
+	}
+	if q.last {
+		return errors.New("database: a statement sent after the COMMIT")
+	}
+	q.last = len(q.tail) > 0
+	b := &pgx.Batch{}
+	if q.begin != nil {
+		b.BeginTx(*q.begin)
+	}
+	q.sent = append(q.waiting, q.tail...)
+	q.waiting, q.tail = nil, nil
+	for _, r := range q.sent {
+		b.QueuedQueries = append(b.QueuedQueries, r.queries...)
+	}
+	q.br = q.conn.SendBatch(ctx, b)
+	if q.begin != nil {
+		q.begin = nil
+		if _, err := q.br.Exec(); err != nil {
+			return q.fail(err)
+		}
+	}
+	return nil
+}
+
+// settle reads, for nobody, what is left of the last batch sent, and
+// closes its results.
+func (q *queue) settle() error {
+	err := q.err
+	for len(q.sent) > 0 && err == nil {
+		if err = q.sent[0].drain(); err != nil {
+			q.fail(err)
+		}
+	}
+	q.sent = nil
+	if q.br != nil {
+		if closeErr := q.br.Close(); err == nil {
+			err = closeErr
+		}
+		q.br = nil
+	}
 	return err
 }
 
-// Rollback drops what waits and rolls back what was sent.
-func (t *lazyTx) Rollback(ctx context.Context) error {
-	if t.closed {
-		return pgx.ErrTxClosed
+func (q *queue) fail(err error) error {
+	if q.err == nil {
+		q.err = err
 	}
-	t.closed = true
-	t.pending, t.trailers = nil, nil
-	if t.tx == nil {
-		return nil
-	}
-	return t.tx.Rollback(ctx)
+	return q.err
 }
 
-func (t *lazyTx) Begin(ctx context.Context) (pgx.Tx, error) {
-	tx, err := t.begun(ctx)
-	if err != nil {
-		return nil, err
+// Results are the results of one batch queued on a Tx or Conn; the first
+// read sends the batch, with what waits before it.
+type Results struct {
+	q       *queue
+	ctx     context.Context
+	queries []*pgx.QueuedQuery
+	name    string
+	read    int  // how many of its results were read
+	skipped bool // read by the queue because a later result was read first
+}
+
+var _ pgx.BatchResults = (*Results)(nil)
+
+// next makes the next of r's results the next to read: sent, and every
+// result before it read.
+func (r *Results) next() error {
+	q := r.q
+	switch {
+	case r.skipped:
+		return fmt.Errorf("database: the results of %s were read after a later statement's", r.name)
+	case r.read == len(r.queries):
+		return fmt.Errorf("database: %s: %w", r.name, errNoMoreResults)
 	}
-	return tx.Begin(ctx)
-}
-
-func (t *lazyTx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
-	tx, err := t.begun(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return tx.CopyFrom(ctx, table, columns, src)
-}
-
-func (t *lazyTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
-	tx, err := t.begun(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return tx.Prepare(ctx, name, sql)
-}
-
-// LargeObjects needs a transaction that has begun, and takes no context:
-// it begins one with a background context.
-func (t *lazyTx) LargeObjects() pgx.LargeObjects {
-	tx, err := t.begun(context.Background())
-	if err != nil {
-		return pgx.LargeObjects{}
-	}
-	return tx.LargeObjects()
-}
-
-func (t *lazyTx) Conn() *pgx.Conn { return t.conn }
-
-// batchRows are the rows of a statement that went in one batch with what
-// waited (BEGIN, deferred statements): closing them closes the batch as
-// well, and an error there is theirs.
-type batchRows struct {
-	pgx.Rows
-	br     pgx.BatchResults
-	err    error
-	closed bool
-}
-
-func (r *batchRows) Next() bool {
-	if r.Rows.Next() {
-		return true
-	}
-	r.Close()
-	return false
-}
-
-func (r *batchRows) Close() {
-	if r.closed {
-		return
-	}
-	r.closed = true
-	r.Rows.Close()
-	r.err = r.br.Close()
-}
-
-func (r *batchRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	return r.err
-}
-
-// firstRow is QueryRow's row for a statement that went in one batch with
-// what waited; it scans as pgx's own row does.
-type firstRow struct {
-	rows pgx.Rows
-	err  error
-}
-
-func (r *firstRow) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
-	}
-	defer r.rows.Close()
-	if !r.rows.Next() {
-		if err := r.rows.Err(); err != nil {
+	if !slices.Contains(q.sent, r) {
+		if err := q.send(r.ctx); err != nil {
 			return err
 		}
-		return pgx.ErrNoRows
 	}
-	if err := r.rows.Scan(dest...); err != nil {
+	for q.sent[0] != r {
+		if err := q.sent[0].drain(); err != nil {
+			return q.fail(err)
+		}
+	}
+	return nil
+}
+
+var errNoMoreResults = errors.New("no more results")
+
+// done notes one result of r read.
+func (r *Results) done() {
+	if r.read++; r.read == len(r.queries) {
+		r.q.sent = r.q.sent[1:]
+	}
+}
+
+// drain reads what is left of r's results (r first in the queue's sent
+// batches) and returns the first error, named after r's statement.
+func (r *Results) drain() error {
+	var first error
+	r.skipped = r.read < len(r.queries)
+	for r.read < len(r.queries) {
+		if _, err := r.q.br.Exec(); err != nil && first == nil {
+			first = fmt.Errorf("%s: %w", r.name, err)
+		}
+		r.done()
+	}
+	return first
+}
+
+// Exec implements pgx.BatchResults.
+func (r *Results) Exec() (pgconn.CommandTag, error) {
+	if err := r.next(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer r.done()
+	return r.q.br.Exec()
+}
+
+// Query implements pgx.BatchResults.
+func (r *Results) Query() (pgx.Rows, error) {
+	if err := r.next(); err != nil {
+		return nil, err
+	}
+	defer r.done()
+	return r.q.br.Query()
+}
+
+// QueryRow implements pgx.BatchResults.
+func (r *Results) QueryRow() pgx.Row {
+	if err := r.next(); err != nil {
+		return errRow{err}
+	}
+	defer r.done()
+	return r.q.br.QueryRow()
+}
+
+// Close reads what is left of r's results, sending them if they wait, and
+// returns the first error.
+func (r *Results) Close() error {
+	if r.read == len(r.queries) && !r.skipped {
+		return nil
+	}
+	if err := r.next(); err != nil {
 		return err
 	}
-	r.rows.Close()
-	return r.rows.Err()
+	return r.drain()
+}
+
+// Tx implements pgx.BatchResults: r began no pgx transaction.
+func (r *Results) Tx() pgx.Tx { return nil }
+
+type errRow struct{ err error }
+
+func (e errRow) Scan(...any) error { return e.err }
+
+// One reads the result of a :batchone statement queued with one set of
+// arguments: its row, or its error, no row being ErrNotFound (NotFound).
+func One[T any](b interface{ QueryRow(func(int, T, error)) }) (row T, err error) {
+	b.QueryRow(func(_ int, r T, e error) { row, err = r, NotFound(e) })
+	return row, err
+}
+
+// Many reads the rows of a :batchmany statement queued with one set of
+// arguments.
+func Many[T any](b interface{ Query(func(int, []T, error)) }) (rows []T, err error) {
+	b.Query(func(_ int, r []T, e error) { rows, err = r, e })
+	return rows, err
+}
+
+// Exec reads the result of a :batchexec statement: its first error.
+func Exec(b interface{ Exec(func(int, error)) }) (err error) {
+	b.Exec(func(_ int, e error) { err = cmp.Or(err, e) })
+	return err
 }

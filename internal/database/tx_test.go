@@ -42,7 +42,7 @@ func TestBeginRidesWithTheFirstStatement(t *testing.T) {
 	t.Parallel()
 	pool, rec := setup(t)
 	ctx := context.Background()
-	err := database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		var n int
 		if err := tx.QueryRow(ctx, "INSERT INTO t VALUES (1) RETURNING id").Scan(&n); err != nil {
 			return err
@@ -62,15 +62,15 @@ func TestBeginRidesWithTheFirstStatement(t *testing.T) {
 func TestEachFirstCallRidesWithBegin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	first := map[string]func(tx pgx.Tx) error{
-		"exec": func(tx pgx.Tx) error {
+	first := map[string]func(tx *database.Tx) error{
+		"exec": func(tx *database.Tx) error {
 			tag, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)")
 			if err == nil && tag.RowsAffected() != 1 {
 				err = errors.New("no row")
 			}
 			return err
 		},
-		"query": func(tx pgx.Tx) error {
+		"query": func(tx *database.Tx) error {
 			rows, err := tx.Query(ctx, "INSERT INTO t VALUES (1) RETURNING id")
 			if err != nil {
 				return err
@@ -81,7 +81,7 @@ func TestEachFirstCallRidesWithBegin(t *testing.T) {
 			}
 			return err
 		},
-		"batch": func(tx pgx.Tx) error {
+		"batch": func(tx *database.Tx) error {
 			b := &pgx.Batch{}
 			b.Queue("INSERT INTO t VALUES (1)")
 			b.Queue("SELECT count(*) FROM t")
@@ -121,9 +121,9 @@ func TestFailedFirstStatementRollsBack(t *testing.T) {
 	ctx := context.Background()
 	_, err := pool.Exec(ctx, "INSERT INTO t VALUES (1)")
 	require.NoError(t, err)
-	for _, first := range []func(tx pgx.Tx) error{
-		func(tx pgx.Tx) error { _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); return err },
-		func(tx pgx.Tx) error {
+	for _, first := range []func(tx *database.Tx) error{
+		func(tx *database.Tx) error { _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); return err },
+		func(tx *database.Tx) error {
 			var n int
 			return tx.QueryRow(ctx, "INSERT INTO t VALUES (1) RETURNING id").Scan(&n)
 		},
@@ -131,7 +131,7 @@ func TestFailedFirstStatementRollsBack(t *testing.T) {
 		err := database.InTx(ctx, pool, first)
 		require.True(t, database.IsUniqueViolation(err, "t_pkey"), "%v", err)
 		// The one connection is reusable: a transaction writes again.
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO t VALUES (2)")
 			return err
 		}))
@@ -146,7 +146,7 @@ func TestLaterErrorRollsBackTheFirstStatement(t *testing.T) {
 	pool, _ := setup(t)
 	ctx := context.Background()
 	boom := errors.New("boom")
-	err := database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
 			return err
 		}
@@ -154,7 +154,7 @@ func TestLaterErrorRollsBackTheFirstStatement(t *testing.T) {
 	})
 	require.ErrorIs(t, err, boom)
 	require.Panics(t, func() {
-		_ = database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		_ = database.InTx(ctx, pool, func(tx *database.Tx) error {
 			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (2)"); err != nil {
 				return err
 			}
@@ -168,7 +168,7 @@ func TestFirstQueryRowWithNoRow(t *testing.T) {
 	t.Parallel()
 	pool, _ := setup(t)
 	ctx := context.Background()
-	err := database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		var n int
 		if err := tx.QueryRow(ctx, "SELECT id FROM t").Scan(&n); !errors.Is(err, pgx.ErrNoRows) {
 			return err
@@ -183,7 +183,7 @@ func TestFirstQueryRowWithNoRow(t *testing.T) {
 func TestTransactionThatSendsNothingSendsNothing(t *testing.T) {
 	t.Parallel()
 	pool, rec := setup(t)
-	require.NoError(t, database.InTx(context.Background(), pool, func(pgx.Tx) error { return nil }))
+	require.NoError(t, database.InTx(context.Background(), pool, func(*database.Tx) error { return nil }))
 	require.Empty(t, rec.Take())
 }
 
@@ -194,7 +194,7 @@ func TestCopyFromBeginsFirst(t *testing.T) {
 	pool, rec := setup(t)
 	ctx := context.Background()
 	boom := errors.New("boom")
-	err := database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		n, err := tx.CopyFrom(ctx, pgx.Identifier{"t"}, []string{"id"}, pgx.CopyFromRows([][]any{{1}, {2}}))
 		if err != nil || n != 2 {
 			return errors.Join(err, errors.New("copy"))
@@ -210,8 +210,8 @@ func TestClosedTransactionRefusesStatements(t *testing.T) {
 	t.Parallel()
 	pool, _ := setup(t)
 	ctx := context.Background()
-	var kept pgx.Tx
-	require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error { kept = tx; return nil }))
+	var kept *database.Tx
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { kept = tx; return nil }))
 	_, err := kept.Exec(ctx, "INSERT INTO t VALUES (1)")
 	require.ErrorIs(t, err, pgx.ErrTxClosed)
 	require.Empty(t, ids(t, pool))

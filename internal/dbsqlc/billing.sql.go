@@ -12,62 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const billingFileApply = `-- name: BillingFileApply :exec
-INSERT INTO billing_files (file_id, owner_id, size_bytes, uploaded_at, deleted_at, position)
-SELECT
-    e.file_id, e.owner_id,
-    CASE WHEN e.has_upload THEN e.size_bytes END,
-    CASE WHEN e.has_upload THEN e.uploaded_at END,
-    CASE WHEN e.has_delete THEN e.deleted_at END,
-    e.position
-FROM (
-    SELECT
-        unnest($1::uuid[])            AS file_id,
-        unnest($2::uuid[])           AS owner_id,
-        unnest($3::boolean[])       AS has_upload,
-        unnest($4::bigint[])             AS size_bytes,
-        unnest($5::timestamptz[]) AS uploaded_at,
-        unnest($6::boolean[])       AS has_delete,
-        unnest($7::timestamptz[])  AS deleted_at,
-        unnest($8::bigint[])         AS position
-) AS e
-ON CONFLICT (file_id) DO UPDATE SET
-    size_bytes  = coalesce(billing_files.size_bytes, excluded.size_bytes),
-    uploaded_at = least(billing_files.uploaded_at, excluded.uploaded_at),
-    deleted_at  = least(billing_files.deleted_at, excluded.deleted_at),
-    position    = greatest(billing_files.position, excluded.position)
-`
-
-type BillingFileApplyParams struct {
-	FileIds     []uuid.UUID
-	OwnerIds    []uuid.UUID
-	HasUpload   []bool
-	Sizes       []int64
-	UploadedAts []time.Time
-	HasDelete   []bool
-	DeletedAts  []time.Time
-	Positions   []int64
-}
-
-// Applies a batch of file events, merged to one entry per file (file_ids
-// unique, sorted so concurrent consumers lock rows in the same order).
-// The upload brings size_bytes and uploaded_at, the delete deleted_at; each
-// is set by whichever event brings it (the earliest time if ever two did)
-// and never unset, so order and duplicates do not change the row.
-func (q *Queries) BillingFileApply(ctx context.Context, db DBTX, arg *BillingFileApplyParams) error {
-	_, err := db.Exec(ctx, billingFileApply,
-		arg.FileIds,
-		arg.OwnerIds,
-		arg.HasUpload,
-		arg.Sizes,
-		arg.UploadedAts,
-		arg.HasDelete,
-		arg.DeletedAts,
-		arg.Positions,
-	)
-	return err
-}
-
 const billingUsage = `-- name: BillingUsage :one
 SELECT
     coalesce(trim_scale(sum(

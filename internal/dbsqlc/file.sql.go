@@ -11,34 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const fileGet = `-- name: FileGet :one
-SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
-FROM files
-WHERE id = $1 AND owner_id = $2
-`
-
-type FileGetParams struct {
-	ID      uuid.UUID
-	OwnerID uuid.UUID
-}
-
-func (q *Queries) FileGet(ctx context.Context, db DBTX, arg *FileGetParams) (*File, error) {
-	row := db.QueryRow(ctx, fileGet, arg.ID, arg.OwnerID)
-	var i File
-	err := row.Scan(
-		&i.ID,
-		&i.OwnerID,
-		&i.Name,
-		&i.SizeBytes,
-		&i.ContentType,
-		&i.CreatedAt,
-		&i.CreatedPosition,
-		&i.Version,
-		&i.Position,
-	)
-	return &i, err
-}
-
 const fileList = `-- name: FileList :many
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files
@@ -74,85 +46,6 @@ func (q *Queries) FileList(ctx context.Context, db DBTX, arg *FileListParams) ([
 			&i.Version,
 			&i.Position,
 		); err != nil {
-			return nil, err
-		}
-		items = append(items, &i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const fileLockForUpdate = `-- name: FileLockForUpdate :one
-SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
-FROM files
-WHERE id = $1 AND owner_id = $2
-  AND (SELECT pg_advisory_xact_lock(x'0e0c0b02'::integer, $3::integer) IS NOT NULL)
-FOR UPDATE
-`
-
-type FileLockForUpdateParams struct {
-	ID       uuid.UUID
-	OwnerID  uuid.UUID
-	FileLock int32
-}
-
-// Locks a file before deleting it. First it takes the file's lock
-// (command.FileLock) exclusive; the InitPlan runs before the row is locked.
-// A job command that names the file holds that lock shared from its start,
-// so a deletion waits for the links in flight, whose rows it then sees, and
-// a link that starts meanwhile waits and then finds the file gone.
-func (q *Queries) FileLockForUpdate(ctx context.Context, db DBTX, arg *FileLockForUpdateParams) (*File, error) {
-	row := db.QueryRow(ctx, fileLockForUpdate, arg.ID, arg.OwnerID, arg.FileLock)
-	var i File
-	err := row.Scan(
-		&i.ID,
-		&i.OwnerID,
-		&i.Name,
-		&i.SizeBytes,
-		&i.ContentType,
-		&i.CreatedAt,
-		&i.CreatedPosition,
-		&i.Version,
-		&i.Position,
-	)
-	return &i, err
-}
-
-const filesForLink = `-- name: FilesForLink :many
-SELECT f.id, f.size_bytes, f.position
-FROM unnest($1::uuid[]) AS wanted(id)
-JOIN files AS f ON f.id = wanted.id
-WHERE f.owner_id = $2
-`
-
-type FilesForLinkParams struct {
-	Ids     []uuid.UUID
-	OwnerID uuid.UUID
-}
-
-type FilesForLinkRow struct {
-	ID        uuid.UUID
-	SizeBytes int64
-	Position  int64
-}
-
-// The owner's files a job command is about to link or unlink. No row lock:
-// their file locks, held shared since the job was locked, keep them from
-// being deleted before the command commits.
-// The ids are joined, not filtered with = ANY: against a parameter array
-// that is a linear search per row, a million comparisons for 1,000 files.
-func (q *Queries) FilesForLink(ctx context.Context, db DBTX, arg *FilesForLinkParams) ([]*FilesForLinkRow, error) {
-	rows, err := db.Query(ctx, filesForLink, arg.Ids, arg.OwnerID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []*FilesForLinkRow{}
-	for rows.Next() {
-		var i FilesForLinkRow
-		if err := rows.Scan(&i.ID, &i.SizeBytes, &i.Position); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)

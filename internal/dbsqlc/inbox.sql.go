@@ -12,21 +12,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const inboxAnnounce = `-- name: InboxAnnounce :exec
-SELECT pg_notify('epoch_applied', $1::text)
-WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
-`
-
-// Announces that a subscriber committed applied events (channel
-// dispatch.AppliedChannel, the subscriber's name as payload): the api's
-// min_position waits look again on it instead of polling. Sent right after
-// the subscriber's COMMIT, as a transaction of its own, for the reasons
-// OutboxWake gives: only a hint, so it need not wait for its flush either.
-func (q *Queries) InboxAnnounce(ctx context.Context, db DBTX, subscriber string) error {
-	_, err := db.Exec(ctx, inboxAnnounce, subscriber)
-	return err
-}
-
 const inboxClaim = `-- name: InboxClaim :many
 INSERT INTO inbox (subscriber, event_id, position)
 SELECT $1::text, c.event_id, c.position

@@ -11,50 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const storageFileApply = `-- name: StorageFileApply :exec
-INSERT INTO storage_files (file_id, owner_id, size_bytes, deleted, position)
-SELECT e.file_id, e.owner_id, CASE WHEN e.has_upload THEN e.size_bytes END, e.deleted, e.position
-FROM (
-    SELECT
-        unnest($1::uuid[])     AS file_id,
-        unnest($2::uuid[])    AS owner_id,
-        unnest($3::boolean[]) AS has_upload,
-        unnest($4::bigint[])      AS size_bytes,
-        unnest($5::boolean[])   AS deleted,
-        unnest($6::bigint[])  AS position
-) AS e
-ON CONFLICT (file_id) DO UPDATE SET
-    size_bytes = coalesce(storage_files.size_bytes, excluded.size_bytes),
-    deleted    = storage_files.deleted OR excluded.deleted,
-    position   = greatest(storage_files.position, excluded.position)
-`
-
-type StorageFileApplyParams struct {
-	FileIds   []uuid.UUID
-	OwnerIds  []uuid.UUID
-	HasUpload []bool
-	Sizes     []int64
-	Deleted   []bool
-	Positions []int64
-}
-
-// Applies a batch of file events, merged to one entry per file (file_ids
-// unique, sorted so concurrent consumers lock rows in the same order).
-// has_upload/size come from file.uploaded, deleted from file.deleted. Each
-// column is set by whichever event brings it and never unset, so the result
-// does not depend on the order or repetition of deliveries.
-func (q *Queries) StorageFileApply(ctx context.Context, db DBTX, arg *StorageFileApplyParams) error {
-	_, err := db.Exec(ctx, storageFileApply,
-		arg.FileIds,
-		arg.OwnerIds,
-		arg.HasUpload,
-		arg.Sizes,
-		arg.Deleted,
-		arg.Positions,
-	)
-	return err
-}
-
 const storageUsage = `-- name: StorageUsage :one
 SELECT
     count(*) FILTER (WHERE size_bytes IS NOT NULL AND NOT deleted)::bigint AS file_count,

@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -27,7 +26,7 @@ import (
 type Subscriber interface {
 	Name() string
 	EventTypes() []string
-	Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
+	Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error
 }
 
 // Rebuildable is a subscriber whose rows a rebuild can recompute from the
@@ -83,7 +82,7 @@ func (d *Dispatcher) Inline() []string {
 // Dispatch runs in the command's transaction, after the events were
 // appended (positions set). An error from any subscriber fails the command:
 // the caller rolls back, and nothing of it is kept.
-func (d *Dispatcher) Dispatch(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (d *Dispatcher) Dispatch(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	for _, s := range d.projections {
 		if err := handle(ctx, tx, s, events); err != nil {
 			return err
@@ -104,33 +103,29 @@ const AppliedChannel = "epoch_applied"
 // Announce queues, on the subscriber's transaction, the NOTIFY on
 // AppliedChannel that follows its COMMIT. A lost one only delays the
 // waits, which look again on their own.
-func Announce(ctx context.Context, tx pgx.Tx, subscriber string) error {
-	return database.AfterCommit(tx, func(db database.DBTX) error {
-		err := dbsqlc.New().InboxAnnounce(ctx, db, subscriber)
-		if database.IsRecorded(err) {
-			return err
-		}
-		return nil // a hint: the transaction committed, whatever became of it
-	})
+func Announce(ctx context.Context, tx *database.Tx, subscriber string) error {
+	// A hint: the transaction committed, whatever becomes of it.
+	tx.AfterCommit(func(db database.DBTX) { dbsqlc.New().InboxAnnounce(ctx, db, []string{subscriber}) }, nil)
+	return nil
 }
 
 // Notify sends the NOTIFY on AppliedChannel for subscriber at once, as a
 // transaction of its own: for a subscriber whose batches committed already.
 func Notify(ctx context.Context, db database.DBTX, subscriber string) error {
-	return dbsqlc.New().InboxAnnounce(ctx, db, subscriber)
+	return database.Exec(dbsqlc.New().InboxAnnounce(ctx, db, []string{subscriber}))
 }
 
 // Deliver hands events to a deduplicated subscriber: inbox rows are written
 // in the same transaction, and only the events it has not handled yet reach
 // it. Both the inline path and the remote consumers go through here, which
 // is what makes a remote copy of an inline-handled event a no-op.
-func Deliver(ctx context.Context, tx pgx.Tx, s Subscriber, events []eventstore.Event) error {
+func Deliver(ctx context.Context, tx *database.Tx, s Subscriber, events []eventstore.Event) error {
 	_, err := DeliverCount(ctx, tx, s, events)
 	return err
 }
 
 // DeliverCount is Deliver, also reporting how many events were new.
-func DeliverCount(ctx context.Context, tx pgx.Tx, s Subscriber, events []eventstore.Event) (int, error) {
+func DeliverCount(ctx context.Context, tx *database.Tx, s Subscriber, events []eventstore.Event) (int, error) {
 	relevant := Filter(s, events)
 	if len(relevant) == 0 {
 		return 0, nil
@@ -167,7 +162,7 @@ func DeliverCount(ctx context.Context, tx pgx.Tx, s Subscriber, events []eventst
 	return len(news), nil
 }
 
-func handle(ctx context.Context, tx pgx.Tx, s Subscriber, events []eventstore.Event) error {
+func handle(ctx context.Context, tx *database.Tx, s Subscriber, events []eventstore.Event) error {
 	relevant := Filter(s, events)
 	if len(relevant) == 0 {
 		return nil

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"github.com/catacloud/epoch/internal/database"
 	"testing"
 
 	"github.com/google/uuid"
@@ -26,7 +27,7 @@ type recorder struct {
 
 func (r *recorder) Name() string         { return r.name }
 func (r *recorder) EventTypes() []string { return []string{domain.FileUploaded} }
-func (r *recorder) Handle(_ context.Context, _ pgx.Tx, events []eventstore.Event) error {
+func (r *recorder) Handle(_ context.Context, _ *database.Tx, events []eventstore.Event) error {
 	if r.fail != nil {
 		return r.fail
 	}
@@ -59,8 +60,8 @@ func TestInlineFailureRollsTheCommandBack(t *testing.T) {
 	require.NoError(t, err)
 	svc := command.NewService(pool, d)
 
-	err = svc.Run(ctx, func(tx pgx.Tx) error {
-		_, _, err := svc.UploadFile(ctx, tx, uuid.New(), command.UploadFile{Name: "a", SizeBytes: 1})
+	err = svc.Run(ctx, func(tx *database.Tx) error {
+		_, err := svc.UploadFile(ctx, tx, uuid.New(), command.UploadFile{Name: "a", SizeBytes: 1})
 		return err
 	})
 	require.ErrorContains(t, err, "disk on fire")
@@ -83,8 +84,8 @@ func TestInlineDeliveryIsDeduplicated(t *testing.T) {
 	require.Equal(t, []string{"storage"}, d.Inline())
 	svc := command.NewService(pool, d)
 
-	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
-		_, _, err := svc.UploadFile(ctx, tx, uuid.New(), command.UploadFile{Name: "a", SizeBytes: 1})
+	require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+		_, err := svc.UploadFile(ctx, tx, uuid.New(), command.UploadFile{Name: "a", SizeBytes: 1})
 		return err
 	}))
 	require.Len(t, inline.got, 1)
@@ -93,7 +94,7 @@ func TestInlineDeliveryIsDeduplicated(t *testing.T) {
 
 	// The remote copy of the same event, delivered again: nothing new.
 	var fresh int
-	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
 		fresh, err = dispatch.DeliverCount(ctx, tx, inline, inline.got)
 		return err
 	}))
@@ -103,7 +104,7 @@ func TestInlineDeliveryIsDeduplicated(t *testing.T) {
 	// The other subscriber, remote, takes it once, and twice in one batch
 	// still counts once.
 	events := []eventstore.Event{inline.got[0], inline.got[0]}
-	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
 		fresh, err = dispatch.DeliverCount(ctx, tx, remote, events)
 		return err
 	}))

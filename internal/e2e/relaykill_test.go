@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"github.com/catacloud/epoch/internal/database"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -18,7 +18,6 @@ import (
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/e2ekit"
 	"github.com/catacloud/epoch/internal/projection"
-	"github.com/catacloud/epoch/internal/readmodel"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -272,32 +271,22 @@ func (p *producer) runUpTo(ctx context.Context, g int, final int64) error {
 		}
 		var written int
 		var newFiles, newJobs []uuid.UUID
-		err := p.svc.Run(ctx, func(tx pgx.Tx) error {
+		err := p.svc.Run(ctx, func(tx *database.Tx) error {
 			written, newFiles, newJobs = 0, newFiles[:0], newJobs[:0]
 			for i, o := range ops {
 				var out command.Outcome
 				var err error
 				switch o.kind {
 				case "upload":
-					var later *readmodel.Later[readmodel.File]
-					later, out, err = p.svc.UploadFile(ctx, tx, o.owner.id, command.UploadFile{Name: fmt.Sprintf("f-%d-%d", g, i), SizeBytes: o.size})
-					if err == nil {
-						var f readmodel.File
-						f, err = later.ValueNow(ctx, tx)
-						newFiles = append(newFiles, f.ID)
-					}
+					out, err = p.svc.UploadFile(ctx, tx, o.owner.id, command.UploadFile{Name: fmt.Sprintf("f-%d-%d", g, i), SizeBytes: o.size})
+					newFiles = append(newFiles, out.ID)
 				case "delete":
 					out, err = p.svc.DeleteFile(ctx, tx, o.owner.id, o.file)
 				case "job":
-					var later *readmodel.Later[readmodel.Job]
-					later, out, err = p.svc.CreateJob(ctx, tx, o.owner.id, fmt.Sprintf("j-%d-%d", g, i))
-					if err == nil {
-						var j readmodel.Job
-						j, err = later.ValueNow(ctx, tx)
-						newJobs = append(newJobs, j.ID)
-					}
+					out, err = p.svc.CreateJob(ctx, tx, o.owner.id, fmt.Sprintf("j-%d-%d", g, i))
+					newJobs = append(newJobs, out.ID)
 				case "link":
-					_, out, err = p.svc.LinkFile(ctx, tx, command.JobRef{OwnerID: o.owner.id, JobID: o.job}, o.file)
+					out, err = p.svc.LinkFile(ctx, tx, command.JobRef{OwnerID: o.owner.id, JobID: o.job}, o.file)
 				}
 				if err != nil {
 					return fmt.Errorf("%s: %w", o.kind, err)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -173,7 +172,7 @@ func (s *server) replayIDs(r *http.Request, sub dispatch.Subscriber, ids []strin
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
 	var replayed int64
-	err := database.InTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, s.cfg.Pool, func(tx *database.Tx) error {
 		rows, err := dbsqlc.New().DeadLetterClaimByIDs(ctx, tx, &dbsqlc.DeadLetterClaimByIDsParams{
 			Subscriber: sub.Name(), EventIds: ids})
 		if err != nil {
@@ -198,7 +197,7 @@ func (s *server) replayAll(r *http.Request, sub dispatch.Subscriber) (int64, err
 		var rows []*dbsqlc.DeadLetterClaimPageRow
 		var replayed int64
 		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
-		err := database.InTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
+		err := database.InTx(ctx, s.cfg.Pool, func(tx *database.Tx) error {
 			var err error
 			rows, err = dbsqlc.New().DeadLetterClaimPage(ctx, tx, &dbsqlc.DeadLetterClaimPageParams{
 				Subscriber: sub.Name(), AfterAt: after.at, AfterID: after.id, MaxCount: replayBatch})
@@ -226,7 +225,7 @@ func (s *server) replayAll(r *http.Request, sub dispatch.Subscriber) (int64, err
 // they are no longer dead, whether the subscriber's inbox took them now or
 // had them already. The others stay as they are. It returns how many left
 // the list.
-func (s *server) replayClaimed(ctx context.Context, tx pgx.Tx, sub dispatch.Subscriber, rows []*dbsqlc.DeadLetterClaimPageRow) (int64, error) {
+func (s *server) replayClaimed(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, rows []*dbsqlc.DeadLetterClaimPageRow) (int64, error) {
 	events := make([]eventstore.Event, 0, len(rows))
 	for _, row := range rows {
 		if row.ID == nil || !row.Position.Valid {
@@ -265,7 +264,7 @@ func (s *server) replayClaimed(ctx context.Context, tx pgx.Tx, sub dispatch.Subs
 // that fails again (a dead letter kept as failed) stays dead without
 // keeping the others from being applied. It returns the events applied
 // and how many were new to sub. An unreachable database fails it all.
-func (s *server) applyIsolated(ctx context.Context, tx pgx.Tx, sub dispatch.Subscriber, events []eventstore.Event) ([]eventstore.Event, int, error) {
+func (s *server) applyIsolated(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, events []eventstore.Event) ([]eventstore.Event, int, error) {
 	fresh, err := deliverInSavepoint(ctx, tx, sub, events)
 	if err == nil {
 		return events, fresh, nil
@@ -292,22 +291,15 @@ func (s *server) applyIsolated(ctx context.Context, tx pgx.Tx, sub dispatch.Subs
 }
 
 // deliverInSavepoint is dispatch.DeliverCount in a savepoint of tx,
-// rolled back (inbox rows included) when it fails. In a savepoint the
-// subscriber's deferred statements run at once, so their errors surface
-// here rather than at COMMIT.
-func deliverInSavepoint(ctx context.Context, tx pgx.Tx, sub dispatch.Subscriber, events []eventstore.Event) (int, error) {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n, err := dispatch.DeliverCount(ctx, sp, sub, events)
-	if err != nil {
-		if rbErr := sp.Rollback(ctx); rbErr != nil {
-			return 0, rbErr
-		}
-		return 0, err
-	}
-	return n, sp.Commit(ctx)
+// rolled back (inbox rows included) when it fails. The subscriber's queued
+// writes are sent and checked before the savepoint is released, so their
+// errors surface here rather than at COMMIT.
+func deliverInSavepoint(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, events []eventstore.Event) (n int, err error) {
+	err = tx.Savepoint(ctx, func(tx *database.Tx) (err error) {
+		n, err = dispatch.DeliverCount(ctx, tx, sub, events)
+		return err
+	})
+	return n, err
 }
 
 // discardDeadLetter is DELETE /v1/admin/subscribers/{name}/dead-letters/{event_id}.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/billing"
@@ -47,7 +46,7 @@ func (e *env) storeUploads(t *testing.T, owner uuid.UUID, size int64, n int) []e
 		require.NoError(t, err)
 		evs[i] = ev
 	}
-	require.NoError(t, database.InTx(t.Context(), e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(t.Context(), e.pool, func(tx *database.Tx) error {
 		return eventstore.Append(t.Context(), tx, evs)
 	}))
 	return evs
@@ -70,7 +69,7 @@ func (e *env) kill(t *testing.T, subscriber string, dls ...deadLetter) {
 		p.Reasons = append(p.Reasons, d.reason)
 		p.Bodies = append(p.Bodies, []byte(`{"some":"body"}`))
 	}
-	require.NoError(t, database.InTx(t.Context(), e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(t.Context(), e.pool, func(tx *database.Tx) error {
 		_, err := dbsqlc.New().DeadLetterRecord(t.Context(), tx, p)
 		return err
 	}))
@@ -224,7 +223,7 @@ func TestDeadLetterReplayFailingAgainStays(t *testing.T) {
 	bad, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, json.RawMessage(`{"owner_id":42}`), time.Now())
 	require.NoError(t, err)
 	evs := []eventstore.Event{bad}
-	require.NoError(t, database.InTx(t.Context(), e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(t.Context(), e.pool, func(tx *database.Tx) error {
 		return eventstore.Append(t.Context(), tx, evs)
 	}))
 	bad = evs[0]

@@ -7,7 +7,6 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
@@ -54,10 +53,11 @@ func position(p int64) string { return strconv.FormatInt(p, 10) }
 
 func etag(version int32) string { return `"` + strconv.FormatInt(int64(version), 10) + `"` }
 
-// jobAnswer is a job preview with its ETag and the command's position.
-func jobAnswer(status int, later *readmodel.Later[readmodel.Job], out command.Outcome, location bool) pendingAnswer {
-	return func() (answer, error) {
-		job, err := later.Value()
+// jobAnswer reads the job the command wrote, as a preview with its ETag
+// and the command's position.
+func jobAnswer(status int, owner uuid.UUID, out command.Outcome, location bool) readAnswer {
+	return func(ctx context.Context, db database.DBTX) (answer, error) {
+		job, err := readmodel.GetJob(ctx, db, owner, out.ID)
 		if err != nil {
 			return answer{}, err
 		}
@@ -69,10 +69,11 @@ func jobAnswer(status int, later *readmodel.Later[readmodel.Job], out command.Ou
 	}
 }
 
-// fileAnswer is a new file with its Location and the command's position.
-func fileAnswer(later *readmodel.Later[readmodel.File], out command.Outcome) pendingAnswer {
-	return func() (answer, error) {
-		file, err := later.Value()
+// fileAnswer reads the new file with its Location and the command's
+// position.
+func fileAnswer(owner uuid.UUID, out command.Outcome) readAnswer {
+	return func(ctx context.Context, db database.DBTX) (answer, error) {
+		file, err := readmodel.GetFile(ctx, db, owner, out.ID)
 		if err != nil {
 			return answer{}, err
 		}
@@ -112,12 +113,12 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
-		later, out, err := s.cfg.Commands.UploadFile(ctx, tx, user, upload)
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx *database.Tx) (readAnswer, error) {
+		out, err := s.cfg.Commands.UploadFile(ctx, tx, user, upload)
 		if err != nil {
 			return nil, err
 		}
-		return fileAnswer(later, out), nil
+		return fileAnswer(user, out), nil
 	})
 }
 
@@ -128,7 +129,7 @@ func (s *server) deleteFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx *database.Tx) (readAnswer, error) {
 		out, err := s.cfg.Commands.DeleteFile(ctx, tx, user, id)
 		if err != nil {
 			return nil, err
@@ -149,12 +150,12 @@ func (s *server) createJob(w http.ResponseWriter, r *http.Request, user uuid.UUI
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
-		job, out, err := s.cfg.Commands.CreateJob(ctx, tx, user, name)
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx *database.Tx) (readAnswer, error) {
+		out, err := s.cfg.Commands.CreateJob(ctx, tx, user, name)
 		if err != nil {
 			return nil, err
 		}
-		return jobAnswer(http.StatusCreated, job, out, true), nil
+		return jobAnswer(http.StatusCreated, user, out, true), nil
 	})
 }
 
@@ -165,7 +166,7 @@ func (s *server) deleteJob(w http.ResponseWriter, r *http.Request, user uuid.UUI
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx *database.Tx) (readAnswer, error) {
 		out, err := s.cfg.Commands.DeleteJob(ctx, tx, ref)
 		if err != nil {
 			return nil, err
@@ -185,7 +186,7 @@ func (s *server) unlinkFile(w http.ResponseWriter, r *http.Request, user uuid.UU
 }
 
 func (s *server) jobFileCommand(w http.ResponseWriter, r *http.Request, user uuid.UUID,
-	cmd func(context.Context, pgx.Tx, command.JobRef, uuid.UUID) (*readmodel.Later[readmodel.Job], command.Outcome, error)) {
+	cmd func(context.Context, *database.Tx, command.JobRef, uuid.UUID) (command.Outcome, error)) {
 	ref, err := jobRef(r, user)
 	if err != nil {
 		s.fail(w, r, err)
@@ -196,12 +197,12 @@ func (s *server) jobFileCommand(w http.ResponseWriter, r *http.Request, user uui
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, nil, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
-		job, out, err := cmd(ctx, tx, ref, fileID)
+	s.runCommand(w, r, user, nil, func(ctx context.Context, tx *database.Tx) (readAnswer, error) {
+		out, err := cmd(ctx, tx, ref, fileID)
 		if err != nil {
 			return nil, err
 		}
-		return jobAnswer(http.StatusOK, job, out, false), nil
+		return jobAnswer(http.StatusOK, user, out, false), nil
 	})
 }
 
@@ -222,12 +223,12 @@ func (s *server) setJobFiles(w http.ResponseWriter, r *http.Request, user uuid.U
 		s.fail(w, r, err)
 		return
 	}
-	s.runCommand(w, r, user, body, func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error) {
-		job, out, err := s.cfg.Commands.SetJobFiles(ctx, tx, ref, ids)
+	s.runCommand(w, r, user, body, func(ctx context.Context, tx *database.Tx) (readAnswer, error) {
+		out, err := s.cfg.Commands.SetJobFiles(ctx, tx, ref, ids)
 		if err != nil {
 			return nil, err
 		}
-		return jobAnswer(http.StatusOK, job, out, false), nil
+		return jobAnswer(http.StatusOK, user, out, false), nil
 	})
 }
 
@@ -287,7 +288,11 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request, user uuid.UUID) 
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	preview, err := readmodel.ReadPreview(ctx, s.cfg.Pool, user, id)
+	var preview *readmodel.Preview
+	err = database.Pipeline(ctx, s.cfg.Pool, func(db *database.Conn) (err error) {
+		preview, err = readmodel.ReadPreview(ctx, db, user, id)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -10,9 +10,9 @@ import (
 	"net/http"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/canonjson"
+	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
 )
@@ -46,21 +46,25 @@ func jsonAnswer(status int, v any, header map[string]string) (answer, error) {
 	return answer{Status: status, Header: header, Body: append(b, '\n')}, nil
 }
 
-// commandFunc runs one command in tx. It may run more than once (Run
-// retries on conflicts), so it must not keep state between runs.
-type commandFunc func(ctx context.Context, tx pgx.Tx) (pendingAnswer, error)
+// commandFunc runs one command in tx and says how to read its answer. It
+// may run more than once (Run retries on conflicts), so it must not keep
+// state between runs.
+type commandFunc func(ctx context.Context, tx *database.Tx) (readAnswer, error)
 
-// pendingAnswer builds a command's answer once what the command read back
-// for it has arrived: the read goes with the COMMIT (readmodel.Later), so
-// it is called after the transaction committed, or after database.Flush.
-type pendingAnswer func() (answer, error)
+// readAnswer reads a command's answer with db: in the command's
+// transaction, with its COMMIT (Tx.ReadAtCommit), or before the COMMIT
+// when the answer is stored with an Idempotency-Key.
+type readAnswer func(ctx context.Context, db database.DBTX) (answer, error)
 
-// ready is the pendingAnswer of an answer already in hand.
-func ready(a answer) pendingAnswer { return func() (answer, error) { return a, nil } }
+// ready is the readAnswer of an answer already in hand.
+func ready(a answer) readAnswer {
+	return func(context.Context, database.DBTX) (answer, error) { return a, nil }
+}
 
 // errKeyTaken: a concurrent request stored the same key first (possible
-// only if the lock below did not serialise us); run again to replay it.
-var errKeyTaken = errors.New("idempotency key stored concurrently")
+// only if the lock below did not serialise us); Run runs the command again
+// to replay it.
+var errKeyTaken = fmt.Errorf("idempotency key stored concurrently: %w", command.ErrConflict)
 
 // runCommand runs fn in one transaction with the request's Idempotency-Key
 // handled in that same transaction: a stored answer for the same request is
@@ -77,22 +81,10 @@ func (s *server) runCommand(w http.ResponseWriter, r *http.Request, user uuid.UU
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
 
-	var pending pendingAnswer
-	for attempt := 0; ; attempt++ {
-		err = s.cfg.Commands.Run(ctx, func(tx pgx.Tx) error {
-			var err error
-			pending, err = s.commandOnce(ctx, tx, user, key, hash, fn)
-			return err
-		})
-		if errors.Is(err, errKeyTaken) && attempt < 3 {
-			continue
-		}
-		break
-	}
 	var ans answer
-	if err == nil {
-		ans, err = pending()
-	}
+	err = s.cfg.Commands.Run(ctx, func(tx *database.Tx) error {
+		return s.commandOnce(ctx, tx, user, key, hash, fn, &ans)
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -100,46 +92,51 @@ func (s *server) runCommand(w http.ResponseWriter, r *http.Request, user uuid.UU
 	ans.write(w)
 }
 
-// commandOnce runs fn once in tx. Without a key its answer is read back
-// with the COMMIT; with one the answer is read first (database.Flush), to
+// commandOnce runs fn once in tx, its answer to be in *ans once tx
+// committed. Without a key the answer is read with the COMMIT
+// (Tx.ReadAtCommit); with one it is read first (one round trip more), to
 // be stored before the COMMIT.
-func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key string, hash []byte, fn commandFunc) (pendingAnswer, error) {
+func (s *server) commandOnce(ctx context.Context, tx *database.Tx, user uuid.UUID, key string, hash []byte, fn commandFunc, ans *answer) error {
 	if key == "" {
-		return fn(ctx, tx)
+		read, err := fn(ctx, tx)
+		if err != nil {
+			return err
+		}
+		tx.ReadAtCommit(func(db database.DBTX) (err error) {
+			*ans, err = read(ctx, db)
+			return err
+		})
+		return nil
 	}
 	q := dbsqlc.New()
 	if err := q.IdempotencyLock(ctx, tx, user.String()+"/"+key); err != nil {
-		return nil, fmt.Errorf("idempotency lock: %w", err)
+		return fmt.Errorf("idempotency lock: %w", err)
 	}
 	stored, err := q.IdempotencyGet(ctx, tx, &dbsqlc.IdempotencyGetParams{UserID: user, Key: key})
 	switch err = database.NotFound(err); {
 	case err == nil:
 		if !bytes.Equal(stored.RequestHash, hash) {
-			return nil, errKeyReused
+			return errKeyReused
 		}
-		ans := answer{Status: int(stored.Status), Body: stored.Body}
+		*ans = answer{Status: int(stored.Status), Body: stored.Body}
 		if err := json.Unmarshal(stored.Headers, &ans.Header); err != nil {
-			return nil, fmt.Errorf("idempotency headers: %w", err)
+			return fmt.Errorf("idempotency headers: %w", err)
 		}
-		return ready(ans), nil
+		return nil
 	case !errors.Is(err, database.ErrNotFound):
-		return nil, fmt.Errorf("idempotency get: %w", err)
+		return fmt.Errorf("idempotency get: %w", err)
 	}
 
-	pending, err := fn(ctx, tx)
+	read, err := fn(ctx, tx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := database.Flush(ctx, tx); err != nil {
-		return nil, err
-	}
-	ans, err := pending()
-	if err != nil {
-		return nil, err
+	if *ans, err = read(ctx, tx); err != nil {
+		return err
 	}
 	headers, err := json.Marshal(ans.Header)
 	if err != nil {
-		return nil, fmt.Errorf("idempotency headers: %w", err)
+		return fmt.Errorf("idempotency headers: %w", err)
 	}
 	if ans.Body == nil {
 		ans.Body = []byte{} // body is NOT NULL; a 204 has none
@@ -148,12 +145,12 @@ func (s *server) commandOnce(ctx context.Context, tx pgx.Tx, user uuid.UUID, key
 		UserID: user, Key: key, RequestHash: hash, Status: int32(ans.Status), Headers: headers, Body: ans.Body,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("idempotency store: %w", err)
+		return fmt.Errorf("idempotency store: %w", err)
 	}
 	if n == 0 {
-		return nil, errKeyTaken
+		return errKeyTaken
 	}
-	return ready(ans), nil
+	return nil
 }
 
 // requestHash identifies a request for its key: method, path and the body

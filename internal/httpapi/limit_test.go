@@ -3,18 +3,17 @@ package httpapi_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/catacloud/epoch/internal/database"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/readmodel"
 )
 
 // A job holds domain.MaxJobFiles files and not one more: the link and the
@@ -30,26 +29,20 @@ func TestJobFileLimit(t *testing.T) {
 
 	// The files in one transaction through the command service: the setup
 	// takes a second, not 10,000 requests.
-	var laters []*readmodel.Later[readmodel.File]
-	err := svc.Run(t.Context(), func(tx pgx.Tx) error {
-		laters = laters[:0]
+	var ids []string
+	err := svc.Run(t.Context(), func(tx *database.Tx) error {
+		ids = ids[:0]
 		for i := range domain.MaxJobFiles {
 			name := fmt.Sprintf("%05d", i) + strings.Repeat("n", domain.MaxTextLength-5)
-			later, _, err := svc.UploadFile(t.Context(), tx, owner, command.UploadFile{Name: name, SizeBytes: int64(i)})
+			out, err := svc.UploadFile(t.Context(), tx, owner, command.UploadFile{Name: name, SizeBytes: int64(i)})
 			if err != nil {
 				return err
 			}
-			laters = append(laters, later)
+			ids = append(ids, out.ID.String())
 		}
 		return nil
 	})
 	require.NoError(t, err)
-	ids := make([]string, len(laters))
-	for i, l := range laters {
-		file, err := l.Value()
-		require.NoError(t, err)
-		ids[i] = file.ID.String()
-	}
 
 	job := e.createJob(t, a, "full")
 	jobPath := "/v1/jobs/" + job

@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/catacloud/epoch/internal/database"
 	"net/http"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/eventstore"
@@ -96,7 +95,7 @@ func (s *server) rebuildSubscriber(w http.ResponseWriter, r *http.Request) {
 	}
 	target := rebuild.Target{
 		Tables: rb.Tables(),
-		Apply: func(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+		Apply: func(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 			return rb.Handle(ctx, tx, dispatch.Filter(rb, events))
 		},
 		Applied: rebuild.Subscriber, AppliedArgs: []any{rb.Name(), rb.EventTypes()},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/catacloud/epoch/internal/database"
 	"net/http"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ type uploads struct{}
 
 func (uploads) Name() string         { return "uploads" }
 func (uploads) EventTypes() []string { return []string{domain.FileUploaded} }
-func (uploads) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (uploads) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	for _, e := range events {
 		var d domain.FileUploadedData
 		if err := json.Unmarshal(e.Data, &d); err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/database"
@@ -133,7 +132,7 @@ func TestMinPositionWaitsHoldNothing(t *testing.T) {
 	require.Eventually(t, func() bool { return e.waiting(t, storage.Name) == users*perUser }, 10*time.Second, 10*time.Millisecond)
 	events, err := eventstore.After(t.Context(), pool, 0, 10000)
 	require.NoError(t, err)
-	require.NoError(t, database.InTx(t.Context(), pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(t.Context(), pool, func(tx *database.Tx) error {
 		if err := dispatch.Deliver(t.Context(), tx, storage.Subscriber{}, events); err != nil {
 			return err
 		}

@@ -46,7 +46,7 @@ func history(t *testing.T, ctx context.Context, pool *pgxpool.Pool, files int) [
 			require.NoError(t, err)
 			evs = append(evs, job)
 		}
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error { return eventstore.Append(ctx, tx, evs) }))
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, evs) }))
 		all = append(all, evs...)
 	}
 	return all
@@ -55,7 +55,7 @@ func history(t *testing.T, ctx context.Context, pool *pgxpool.Pool, files int) [
 func deliver(t *testing.T, ctx context.Context, pool *pgxpool.Pool, events []eventstore.Event) {
 	t.Helper()
 	for _, sub := range subscribers {
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error { return dispatch.Deliver(ctx, tx, sub, events) }))
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return dispatch.Deliver(ctx, tx, sub, events) }))
 	}
 }
 

@@ -23,9 +23,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/database"
+	goosedb "github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/schema"
 )
 
@@ -186,7 +187,7 @@ func adoptLegacy(ctx context.Context, db *sql.DB) error {
 // copyLegacy copies every version of the runner's table into goose's, in
 // one transaction, creating goose's table first when create is true.
 func copyLegacy(ctx context.Context, conn *sql.Conn, create bool) (err error) {
-	store, err := database.NewStore(database.DialectPostgres, VersionTable)
+	store, err := goosedb.NewStore(goosedb.DialectPostgres, VersionTable)
 	if err != nil {
 		return err
 	}
@@ -204,7 +205,7 @@ func copyLegacy(ctx context.Context, conn *sql.Conn, create bool) (err error) {
 		if err := store.CreateVersionTable(ctx, tx); err != nil {
 			return err
 		}
-		if err := store.Insert(ctx, tx, database.InsertRequest{Version: 0}); err != nil {
+		if err := store.Insert(ctx, tx, goosedb.InsertRequest{Version: 0}); err != nil {
 			return err
 		}
 	}
@@ -232,7 +233,7 @@ func pending(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) (int, error) {
 		return 0, fmt.Errorf("migrate: pending: %w", err)
 	}
 	var applied []int64
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err = database.InTx(ctx, pool, func(tx *database.Tx) error {
 		var table *string
 		if err := tx.QueryRow(ctx, `SELECT CASE WHEN to_regclass($1) IS NOT NULL THEN $1 WHEN to_regclass($2) IS NOT NULL THEN $2 END`,
 			VersionTable, LegacyTable).Scan(&table); err != nil || table == nil {

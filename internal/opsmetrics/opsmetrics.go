@@ -9,6 +9,7 @@ package opsmetrics
 import (
 	"context"
 	"errors"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/opstatus"
 )
 
@@ -28,7 +28,7 @@ const DefaultTimeout = 2 * time.Second
 // Config is what the collector reads.
 type Config struct {
 	// DB is the worker's database; required.
-	DB database.Sender
+	DB *pgxpool.Pool
 	// Subscribers are the remote subscribers reported, whatever this
 	// worker consumes.
 	Subscribers []string

@@ -7,6 +7,8 @@ package opstatus
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"time"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -51,21 +53,26 @@ type Subscriber struct {
 }
 
 // Read reads the status of the outbox and of subscribers in one round trip.
-func Read(ctx context.Context, db database.Sender, subscribers []string) (Status, error) {
+func Read(ctx context.Context, pool *pgxpool.Pool, subscribers []string) (Status, error) {
 	q := dbsqlc.New()
 	var (
 		backlog *dbsqlc.OutboxBacklogRow
 		open    []*dbsqlc.OutboxOpenTransactionsRow
 		subs    []*dbsqlc.StatusSubscribersRow
 	)
-	err := database.Batch(ctx, db,
-		func(db database.DBTX) (err error) { backlog, err = q.OutboxBacklog(ctx, db); return err },
-		func(db database.DBTX) (err error) {
-			open, err = q.OutboxOpenTransactions(ctx, db, MaxBlockers)
+	err := database.Pipeline(ctx, pool, func(db *database.Conn) (err error) {
+		backlogs := q.OutboxBacklog(ctx, db, []*time.Time{nil})
+		opens := q.OutboxOpenTransactions(ctx, db, []int32{MaxBlockers})
+		statuses := q.StatusSubscribers(ctx, db, [][]string{subscribers})
+		if backlog, err = database.One(backlogs); err != nil {
 			return err
-		},
-		func(db database.DBTX) (err error) { subs, err = q.StatusSubscribers(ctx, db, subscribers); return err },
-	)
+		}
+		if open, err = database.Many(opens); err != nil {
+			return err
+		}
+		subs, err = database.Many(statuses)
+		return err
+	})
 	if err != nil {
 		return Status{}, fmt.Errorf("read status: %w", err)
 	}

@@ -6,7 +6,6 @@ package outbox
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -39,33 +37,19 @@ func PartitionOf(streamID uuid.UUID) int16 {
 // caller's transaction, and the relays' wake-up to follow its commit. It
 // writes one row per run: events of one partition whose positions follow
 // one another. A command's events on one stream are usually one run, so
-// linking 1,000 files queues one row. The insert is deferred
-// (database.Defer) to go with the transaction's next statement or its
+// linking 1,000 files queues one row. The insert is a batch statement
+// nobody reads, so it goes with the transaction's next statement or its
 // COMMIT; the wake-up NOTIFY goes right after that COMMIT, in the same
-// round trip, as a transaction of its own (database.AfterCommit;
-// OutboxWake says why not inside).
-func Enqueue(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+// round trip, as a transaction of its own (Tx.AfterCommit; OutboxWake says
+// why not inside).
+func Enqueue(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	p := runs(events)
-	err := database.Defer(tx, func(db database.DBTX) error {
-		if err := dbsqlc.New().OutboxInsert(ctx, db, p); err != nil {
-			return fmt.Errorf("enqueue outbox: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return database.AfterCommit(tx, func(db database.DBTX) error {
-		err := dbsqlc.New().OutboxWake(ctx, db)
-		if err != nil && !database.IsRecorded(err) {
-			wakeLost(err)
-			return nil
-		}
-		return err
-	})
+	q := dbsqlc.New()
+	q.OutboxInsert(ctx, tx, []*dbsqlc.OutboxInsertParams{runs(events)})
+	tx.AfterCommit(func(db database.DBTX) { q.OutboxWake(ctx, db, []string{NotifyChannel}) }, wakeLost)
+	return nil
 }
 
 // lastWakeLostLog is when wakeLost last logged (unix nanoseconds).

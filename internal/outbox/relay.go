@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -259,27 +258,22 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 	}
 	claimed := false
 	var settled int64 // outbox rows deleted or trimmed
-	err := database.InTx(txCtx, r.pool, func(tx pgx.Tx) error {
+	err := database.InTx(txCtx, r.pool, func(tx *database.Tx) error {
 		// BEGIN, the plan setting (OutboxPreferIndexes), the locks and the
-		// rows of the locked partitions: one round trip (database.Batch).
-		var locked []int16
-		var rows []*dbsqlc.OutboxClaimRow
-		err := database.Batch(txCtx, tx,
-			func(db database.DBTX) error { return q.OutboxPreferIndexes(txCtx, db) },
-			func(db database.DBTX) (err error) {
-				locked, err = q.OutboxPartitionsLock(txCtx, db, &dbsqlc.OutboxPartitionsLockParams{
-					StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
-					Skip: r.holdOff.held(time.Now()),
-				})
-				return err
-			},
-			func(db database.DBTX) (err error) {
-				rows, err = q.OutboxClaim(txCtx, db, &dbsqlc.OutboxClaimParams{LockKey: relayLockKey, BatchSize: int32(r.cfg.BatchSize)})
-				return err
-			},
-		)
+		// rows of the locked partitions: queued, then read, one round trip.
+		q.OutboxPreferIndexes(txCtx, tx, []string{"off"})
+		lock := q.OutboxPartitionsLock(txCtx, tx, []*dbsqlc.OutboxPartitionsLockParams{{
+			StartAt: int32(l.next), PartitionCount: Partitions, LockKey: relayLockKey, Share: r.cfg.PartitionShare,
+			Skip: r.holdOff.held(time.Now()),
+		}})
+		claim := q.OutboxClaim(txCtx, tx, []*dbsqlc.OutboxClaimParams{{LockKey: relayLockKey, BatchSize: int32(r.cfg.BatchSize)}})
+		locked, err := database.Many(lock)
 		if err != nil {
-			return fmt.Errorf("lock partitions and read their rows: %w", err)
+			return fmt.Errorf("lock partitions: %w", err)
+		}
+		rows, err := database.Many(claim)
+		if err != nil {
+			return fmt.Errorf("read the locked partitions' rows: %w", err)
 		}
 		phaseDone(cyclePhaseClaim)
 		r.observeClaimWait(rows)
@@ -302,20 +296,10 @@ func (r *Relay) cycle(ctx context.Context, l *lane) (cycleResult, error) {
 		// delete or trim.
 		finished, partial := settle(rows, done)
 		if len(finished) > 0 {
-			if err := database.Defer(tx, func(db database.DBTX) error {
-				_, err := q.OutboxDelete(txCtx, db, finished)
-				return err
-			}); err != nil {
-				return fmt.Errorf("delete relayed rows: %w", err)
-			}
+			q.OutboxDelete(txCtx, tx, [][]int64{finished})
 		}
 		if len(partial.RowPositions) > 0 {
-			if err := database.Defer(tx, func(db database.DBTX) error {
-				_, err := q.OutboxKeepUnconfirmed(txCtx, db, partial)
-				return err
-			}); err != nil {
-				return fmt.Errorf("trim partly relayed rows: %w", err)
-			}
+			q.OutboxKeepUnconfirmed(txCtx, tx, []*dbsqlc.OutboxKeepUnconfirmedParams{partial})
 		}
 		settled = int64(len(finished) + len(partial.RowPositions))
 		res.relayed = len(done)
@@ -568,7 +552,7 @@ func (r *Relay) observe(ctx context.Context) {
 // Backlog returns how many events wait in the outbox and the age of the
 // oldest row.
 func Backlog(ctx context.Context, db database.DBTX) (pending int64, oldestAge time.Duration, err error) {
-	row, err := dbsqlc.New().OutboxBacklog(ctx, db)
+	row, err := database.One(dbsqlc.New().OutboxBacklog(ctx, db, []*time.Time{nil}))
 	if err != nil {
 		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
 	}
@@ -579,7 +563,7 @@ func Backlog(ctx context.Context, db database.DBTX) (pending int64, oldestAge ti
 // that has written something (so may hold outbox rows the relay cannot see
 // yet): its backend pid and age. ok is false when there is none.
 func OldestOpenTransaction(ctx context.Context, db database.DBTX) (pid int32, age time.Duration, ok bool, err error) {
-	rows, err := dbsqlc.New().OutboxOpenTransactions(ctx, db, 1)
+	rows, err := database.Many(dbsqlc.New().OutboxOpenTransactions(ctx, db, []int32{1}))
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("oldest open transaction: %w", err)
 	}

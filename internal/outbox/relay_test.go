@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -104,7 +103,7 @@ func newEvent(t *testing.T, stream uuid.UUID, version int32, eventType string) e
 // write appends and enqueues events in one committed transaction.
 func write(t *testing.T, ctx context.Context, pool *pgxpool.Pool, events []eventstore.Event) {
 	t.Helper()
-	require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
 		if err := eventstore.Append(ctx, tx, events); err != nil {
 			return err
 		}
@@ -258,9 +257,8 @@ func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
 	rec := consume(t, e.amqpURL)
 
 	// A takes the lower position but commits last.
-	txA, err := e.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer txA.Rollback(ctx) //nolint:errcheck
+	heldA := testdb.Hold(t, e.pool)
+	txA := heldA.Tx
 	evA := []eventstore.Event{newEvent(t, uuid.New(), 1, "file.uploaded")}
 	require.NoError(t, eventstore.Append(ctx, txA, evA))
 	require.NoError(t, outbox.Enqueue(ctx, txA, evA))
@@ -268,8 +266,8 @@ func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
 	require.NoError(t, txA.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidA))
 
 	// C rolls back: its event must never be published.
-	txC, err := e.pool.Begin(ctx)
-	require.NoError(t, err)
+	heldC := testdb.Hold(t, e.pool)
+	txC := heldC.Tx
 	evC := []eventstore.Event{newEvent(t, uuid.New(), 1, "file.uploaded")}
 	require.NoError(t, eventstore.Append(ctx, txC, evC))
 	require.NoError(t, outbox.Enqueue(ctx, txC, evC))
@@ -277,7 +275,7 @@ func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
 	evB := []eventstore.Event{newEvent(t, uuid.New(), 1, "file.uploaded"), newEvent(t, uuid.New(), 1, "job.created")}
 	write(t, ctx, e.pool, evB)
 	require.Greater(t, evB[0].Position, evA[0].Position)
-	require.NoError(t, txC.Rollback(ctx))
+	require.NoError(t, heldC.Rollback())
 
 	startRelay(t, e, outbox.Config{}, nil)
 	rec.waitAll(t, evB, 30*time.Second)
@@ -290,7 +288,7 @@ func TestRelayOutOfOrderCommitsAndRollback(t *testing.T) {
 	require.Equal(t, pidA, pid)
 	require.Greater(t, age, time.Duration(0))
 
-	require.NoError(t, txA.Commit(ctx))
+	require.NoError(t, heldA.Commit())
 	rec.waitAll(t, evA, 30*time.Second)
 	requireOutboxEmpty(t, e.pool)
 	_, _, ok, err = outbox.OldestOpenTransaction(ctx, e.pool)
@@ -325,9 +323,7 @@ func TestRelayNamesTheTransactionHoldingItBack(t *testing.T) {
 	e := setup(t, testbroker.New(t), "#")
 	ctx := context.Background()
 
-	tx, err := e.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
+	tx := testdb.Hold(t, e.pool).Tx
 	ev := []eventstore.Event{newEvent(t, uuid.New(), 1, "file.uploaded")}
 	require.NoError(t, eventstore.Append(ctx, tx, ev))
 	require.NoError(t, outbox.Enqueue(ctx, tx, ev))

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -75,7 +74,7 @@ func TestRolledBackCommandWakesNoOne(t *testing.T) {
 	notified := listenForWakeUps(t, pool)
 	boom := errors.New("boom")
 	events := []eventstore.Event{newEvent(t, uuid.New(), 1, "file.uploaded")}
-	err := database.InTx(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		if err := eventstore.Append(ctx, tx, events); err != nil {
 			return err
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -38,9 +37,10 @@ func (Subscriber) Tables() []string { return []string{"files", "jobs", "job_file
 
 // Handle applies events in order, one statement per run of consecutive
 // events of the same type: a command's 1,000 links are one statement. The
-// statements are deferred (database.Defer): they go to Postgres with the
-// command's next statement, a read of what they wrote, or its COMMIT.
-func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+// statements are batch statements whose results nobody reads: they wait
+// in the transaction (database.Tx) to go to Postgres with the command's
+// next statement, a read of what they wrote, or its COMMIT.
+func (Subscriber) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	for start := 0; start < len(events); {
 		end := start + 1
 		for end < len(events) && events[end].Type == events[start].Type {
@@ -54,7 +54,7 @@ func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Eve
 	return nil
 }
 
-func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
+func applyRun(ctx context.Context, tx *database.Tx, run []eventstore.Event) error {
 	q := dbsqlc.New()
 	switch run[0].Type {
 	case domain.FileUploaded:
@@ -73,10 +73,12 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 			p.Positions = append(p.Positions, e.Position)
 			p.Versions = append(p.Versions, e.Version)
 		}
-		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionFilesUploaded(ctx, db, p) })
+		q.ProjectionFilesUploaded(ctx, tx, []*dbsqlc.ProjectionFilesUploadedParams{p})
+		return nil
 	case domain.FileDeleted:
 		ids := streamIDs(run)
-		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionFilesDeleted(ctx, db, ids) })
+		q.ProjectionFilesDeleted(ctx, tx, [][]uuid.UUID{ids})
+		return nil
 	case domain.JobCreated:
 		p := &dbsqlc.ProjectionJobsCreatedParams{}
 		for _, e := range run {
@@ -91,10 +93,12 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 			p.Positions = append(p.Positions, e.Position)
 			p.Versions = append(p.Versions, e.Version)
 		}
-		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobsCreated(ctx, db, p) })
+		q.ProjectionJobsCreated(ctx, tx, []*dbsqlc.ProjectionJobsCreatedParams{p})
+		return nil
 	case domain.JobDeleted:
 		ids := streamIDs(run)
-		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobsDeleted(ctx, db, ids) })
+		q.ProjectionJobsDeleted(ctx, tx, [][]uuid.UUID{ids})
+		return nil
 	case domain.JobFileLinked, domain.JobFileUnlinked:
 		jobs, files, versions, positions, err := linkColumns(run)
 		if err != nil {
@@ -102,10 +106,12 @@ func applyRun(ctx context.Context, tx pgx.Tx, run []eventstore.Event) error {
 		}
 		if run[0].Type == domain.JobFileLinked {
 			p := &dbsqlc.ProjectionJobFilesLinkedParams{JobIds: jobs, FileIds: files, Versions: versions, Positions: positions}
-			return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobFilesLinked(ctx, db, p) })
+			q.ProjectionJobFilesLinked(ctx, tx, []*dbsqlc.ProjectionJobFilesLinkedParams{p})
+			return nil
 		}
 		p := &dbsqlc.ProjectionJobFilesUnlinkedParams{JobIds: jobs, FileIds: files, Versions: versions, Positions: positions}
-		return database.Defer(tx, func(db database.DBTX) error { return q.ProjectionJobFilesUnlinked(ctx, db, p) })
+		q.ProjectionJobFilesUnlinked(ctx, tx, []*dbsqlc.ProjectionJobFilesUnlinkedParams{p})
+		return nil
 	default:
 		return fmt.Errorf("unknown event type %q", run[0].Type)
 	}
@@ -150,7 +156,7 @@ const replayBatch = 5000
 // Rebuild empties the projection tables and replays every event into them,
 // in the caller's transaction. The result equals the live tables: that is
 // the test that the event store is the truth.
-func Rebuild(ctx context.Context, tx pgx.Tx) error {
+func Rebuild(ctx context.Context, tx *database.Tx) error {
 	if err := dbsqlc.New().ProjectionTruncate(ctx, tx); err != nil {
 		return fmt.Errorf("truncate projections: %w", err)
 	}

@@ -70,34 +70,34 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 		steps := rapid.IntRange(1, 40).Draw(rt, "steps")
 		for range steps {
 			owner := rapid.SampledFrom(owners).Draw(rt, "owner")
-			err := svc.Run(ctx, func(tx pgx.Tx) error {
+			err := svc.Run(ctx, func(tx *database.Tx) error {
 				switch rapid.IntRange(0, 6).Draw(rt, "command") {
 				case 0:
-					later, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{
+					out, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{
 						Name: rapid.StringMatching(`[a-z]{1,8}\.bin`).Draw(rt, "name"), SizeBytes: rapid.Int64Range(0, 1<<40).Draw(rt, "size")})
 					if err != nil {
 						return err
 					}
-					f, err := later.ValueNow(ctx, tx)
+					f, err := readmodel.GetFile(ctx, tx, owner, out.ID)
 					if err == nil {
 						files, ownerOf[f.ID] = append(files, f.ID), owner
 					}
 					return err
 				case 1:
-					later, _, err := svc.CreateJob(ctx, tx, owner, "job")
+					out, err := svc.CreateJob(ctx, tx, owner, "job")
 					if err != nil {
 						return err
 					}
-					j, err := later.ValueNow(ctx, tx)
+					j, err := readmodel.GetJob(ctx, tx, owner, out.ID)
 					if err == nil {
 						jobs, ownerOf[j.ID] = append(jobs, j.ID), owner
 					}
 					return err
 				case 2:
-					_, _, err := svc.LinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: pick(jobs, "job")}, pick(files, "file"))
+					_, err := svc.LinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: pick(jobs, "job")}, pick(files, "file"))
 					return err
 				case 3:
-					_, _, err := svc.UnlinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: pick(jobs, "job")}, pick(files, "file"))
+					_, err := svc.UnlinkFile(ctx, tx, command.JobRef{OwnerID: owner, JobID: pick(jobs, "job")}, pick(files, "file"))
 					return err
 				case 4:
 					var want []uuid.UUID
@@ -106,7 +106,7 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 							want = append(want, f)
 						}
 					}
-					_, _, err := svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: pick(jobs, "job")}, want)
+					_, err := svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: pick(jobs, "job")}, want)
 					return err
 				case 5:
 					_, err := svc.DeleteFile(ctx, tx, owner, pick(files, "file"))
@@ -122,9 +122,8 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 		}
 
 		live := snapshot(t, pool)
-		tx, err := pool.Begin(ctx)
-		require.NoError(t, err)
-		defer tx.Rollback(ctx) //nolint:errcheck // the rebuild is only compared, never kept
+		held := testdb.Hold(t, pool) // the rebuild is only compared, never kept
+		tx := held.Tx
 		require.NoError(t, projection.Rebuild(ctx, tx))
 		rebuilt := snapshot(t, tx)
 		if live != rebuilt {
@@ -132,7 +131,7 @@ func TestRebuildEqualsLiveTables(t *testing.T) {
 		}
 		// The operator's verify, beside the live tables, agrees (once the
 		// rebuild above, which holds the tables, is gone).
-		require.NoError(t, tx.Rollback(ctx))
+		require.NoError(t, held.Rollback())
 		if _, differences := verify(t, pool, false); differences != 0 {
 			rt.Fatalf("projection verify found %d differences after a sequence of commands", differences)
 		}
@@ -160,25 +159,19 @@ func TestProjectionVerifyFindsAndSwapRepairs(t *testing.T) {
 	owner := uuid.New()
 	var ids []uuid.UUID
 	for i := range 5 {
-		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
-			later, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i + 1)})
-			if err != nil {
-				return err
-			}
-			f, err := later.ValueNow(ctx, tx)
-			ids = append(ids, f.ID)
+		require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+			out, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i + 1)})
+			ids = append(ids, out.ID)
 			return err
 		}))
 	}
-	var job *readmodel.Later[readmodel.Job]
-	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-		job, _, err = svc.CreateJob(ctx, tx, owner, "j")
+	var j command.Outcome
+	require.NoError(t, svc.Run(ctx, func(tx *database.Tx) (err error) {
+		j, err = svc.CreateJob(ctx, tx, owner, "j")
 		return err
 	}))
-	j, err := job.Value()
-	require.NoError(t, err)
-	require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
-		_, _, err := svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: j.ID}, ids)
+	require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+		_, err := svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: j.ID}, ids)
 		return err
 	}))
 	good := snapshot(t, pool)
@@ -187,7 +180,7 @@ func TestProjectionVerifyFindsAndSwapRepairs(t *testing.T) {
 	require.Positive(t, applied)
 
 	// Three rows corrupted: a file renamed, a link dropped, a job's count.
-	_, err = pool.Exec(ctx, `UPDATE files SET name = 'forged' WHERE id = $1`, ids[0])
+	_, err := pool.Exec(ctx, `UPDATE files SET name = 'forged' WHERE id = $1`, ids[0])
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `DELETE FROM job_files WHERE file_id = $1`, ids[1])
 	require.NoError(t, err)
@@ -220,32 +213,30 @@ func TestSetJobFilesStatementCountIsConstant(t *testing.T) {
 	// Upload the files outside the measurement.
 	ids := make([]uuid.UUID, 1000)
 	for i := range ids {
-		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) error {
-			later, _, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i)})
-			if err != nil {
-				return err
-			}
-			f, err := later.ValueNow(ctx, tx)
-			ids[i] = f.ID
+		require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+			out, err := svc.UploadFile(ctx, tx, owner, command.UploadFile{Name: fmt.Sprintf("f%d", i), SizeBytes: int64(i)})
+			ids[i] = out.ID
 			return err
 		}))
 	}
 	measure := func(fileIDs []uuid.UUID) (int64, readmodel.Job) {
-		var newJob *readmodel.Later[readmodel.Job]
-		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-			newJob, _, err = svc.CreateJob(ctx, tx, owner, "fan-in")
+		var job command.Outcome
+		require.NoError(t, svc.Run(ctx, func(tx *database.Tx) (err error) {
+			job, err = svc.CreateJob(ctx, tx, owner, "fan-in")
 			return err
 		}))
-		job, err := newJob.Value()
-		require.NoError(t, err)
 		before := testutil.ToFloat64(counter)
-		var later *readmodel.Later[readmodel.Job]
-		require.NoError(t, svc.Run(ctx, func(tx pgx.Tx) (err error) {
-			later, _, err = svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, fileIDs)
-			return err
+		var preview readmodel.Job
+		require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+			if _, err := svc.SetJobFiles(ctx, tx, command.JobRef{OwnerID: owner, JobID: job.ID}, fileIDs); err != nil {
+				return err
+			}
+			tx.ReadAtCommit(func(db database.DBTX) (err error) {
+				preview, err = readmodel.GetJob(ctx, db, owner, job.ID)
+				return err
+			})
+			return nil
 		}))
-		preview, err := later.Value()
-		require.NoError(t, err)
 		return int64(testutil.ToFloat64(counter) - before), preview
 	}
 	one, _ := measure(ids[:1])

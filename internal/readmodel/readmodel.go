@@ -60,9 +60,9 @@ type Page[T any] struct {
 
 // GetFile reads one file of owner.
 func GetFile(ctx context.Context, db database.DBTX, owner, id uuid.UUID) (File, error) {
-	row, err := dbsqlc.New().FileGet(ctx, db, &dbsqlc.FileGetParams{ID: id, OwnerID: owner})
+	row, err := database.One(dbsqlc.New().FileGet(ctx, db, []*dbsqlc.FileGetParams{{ID: id, OwnerID: owner}}))
 	if err != nil {
-		return File{}, fmt.Errorf("get file: %w", database.NotFound(err))
+		return File{}, fmt.Errorf("get file: %w", err)
 	}
 	return fileFrom(row), nil
 }
@@ -80,9 +80,9 @@ func ListFiles(ctx context.Context, db database.DBTX, owner uuid.UUID, cursor Cu
 	return page(items, limit, func(f File) int64 { return f.createdPosition }), nil
 }
 
-// GetJob reads owner's job preview with its files in link order: two
-// statements, one round trip.
-func GetJob(ctx context.Context, db database.Sender, owner, id uuid.UUID) (Job, error) {
+// GetJob reads owner's job preview with its files in link order (see
+// ReadPreview).
+func GetJob(ctx context.Context, db database.DBTX, owner, id uuid.UUID) (Job, error) {
 	p, err := ReadPreview(ctx, db, owner, id)
 	if err != nil {
 		return Job{}, err
@@ -151,29 +151,22 @@ func (p *Preview) WriteJSON(w io.Writer) error {
 }
 
 // ReadPreview reads owner's job preview with its files in link order: two
-// statements, one round trip.
-func ReadPreview(ctx context.Context, db database.Sender, owner, id uuid.UUID) (*Preview, error) {
+// statements, queued before either is read, so one round trip on a Tx or
+// a database.Pipeline connection.
+func ReadPreview(ctx context.Context, db database.DBTX, owner, id uuid.UUID) (*Preview, error) {
 	q := dbsqlc.New()
-	var row *dbsqlc.JobGetRow
-	var files []*dbsqlc.JobFileListRow
-	err := database.Batch(ctx, db,
-		func(db database.DBTX) (err error) {
-			if row, err = q.JobGet(ctx, db, &dbsqlc.JobGetParams{ID: id, OwnerID: owner}); err != nil {
-				return fmt.Errorf("get job: %w", database.NotFound(err))
-			}
-			return nil
-		},
-		func(db database.DBTX) (err error) {
-			if files, err = q.JobFileList(ctx, db, &dbsqlc.JobFileListParams{JobID: id, OwnerID: owner}); err != nil {
-				return fmt.Errorf("get job files: %w", err)
-			}
-			return nil
-		},
-	)
+	job := q.JobGet(ctx, db, []*dbsqlc.JobGetParams{{ID: id, OwnerID: owner}})
+	files := q.JobFileList(ctx, db, []*dbsqlc.JobFileListParams{{JobID: id, OwnerID: owner}})
+	row, err := database.One(job)
 	if err != nil {
-		return nil, err
+		_ = files.Close() // on a pool, its connection goes back
+		return nil, fmt.Errorf("get job: %w", err)
 	}
-	return &Preview{row: row, files: files}, nil
+	list, err := database.Many(files)
+	if err != nil {
+		return nil, fmt.Errorf("get job files: %w", err)
+	}
+	return &Preview{row: row, files: list}, nil
 }
 
 // previewFrom makes a job preview of its row and its files.

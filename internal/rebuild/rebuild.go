@@ -41,7 +41,7 @@ type Target struct {
 	Tables []string
 	// Apply applies events as the live side does, writing the tables by
 	// their unqualified names.
-	Apply func(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
+	Apply func(ctx context.Context, tx *database.Tx, events []eventstore.Event) error
 	// Applied selects the positions of the events the live side has applied
 	// (a query over public tables, with AppliedArgs).
 	Applied     string
@@ -87,13 +87,13 @@ func Run(ctx context.Context, pool *pgxpool.Pool, t Target, swap bool, progress 
 		return err
 	}
 
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return createCopies(ctx, tx, schema, t.Tables) }); err != nil {
+	if err := database.InTx(ctx, pool, func(tx *database.Tx) error { return createCopies(ctx, tx, schema, t.Tables) }); err != nil {
 		return err
 	}
 	// The bulk, twice: the second round takes what landed during the first,
 	// so the round in one snapshot below has little left to do.
 	for range 2 {
-		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return markPending(ctx, tx, schema, t) }); err != nil {
+		if err := database.InTx(ctx, pool, func(tx *database.Tx) error { return markPending(ctx, tx, schema, t) }); err != nil {
 			return err
 		}
 		if err := replayPending(ctx, pool, schema, t, progress); err != nil {
@@ -103,7 +103,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, t Target, swap bool, progress 
 	var differences int64
 	var err2 error
 	if !swap {
-		err2 = pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) (err error) {
+		err2 = database.InTxWith(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx *database.Tx) (err error) {
 			differences, err = catchUpAndCompare(ctx, tx, schema, t, keys, progress)
 			return err
 		})
@@ -129,7 +129,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, t Target, swap bool, progress 
 // live rows that differ are rewritten. It returns how many did.
 func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, keys map[string][]string, progress *operations.Progress) (int64, error) {
 	var differences int64
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		live := make([]string, len(t.Tables))
 		for i, table := range t.Tables {
 			live[i] = "public." + ident(table)
@@ -149,7 +149,7 @@ func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, ke
 // catchUpAndCompare replays, in tx, what the live side applied that the
 // copies lack, and compares: in one snapshot, so the live rows and the list
 // of what the live side applied agree.
-func catchUpAndCompare(ctx context.Context, tx pgx.Tx, schema string, t Target, keys map[string][]string, progress *operations.Progress) (int64, error) {
+func catchUpAndCompare(ctx context.Context, tx *database.Tx, schema string, t Target, keys map[string][]string, progress *operations.Progress) (int64, error) {
 	if err := markPending(ctx, tx, schema, t); err != nil {
 		return 0, err
 	}
@@ -164,7 +164,7 @@ func catchUpAndCompare(ctx context.Context, tx pgx.Tx, schema string, t Target, 
 
 // markPending lists in the schema's pending table what the live side has
 // applied and the copies have not.
-func markPending(ctx context.Context, tx pgx.Tx, schema string, t Target) error {
+func markPending(ctx context.Context, tx *database.Tx, schema string, t Target) error {
 	s := ident(schema)
 	if _, err := tx.Exec(ctx, "INSERT INTO "+s+".pending SELECT position FROM ("+t.Applied+") a EXCEPT SELECT position FROM "+s+".applied", t.AppliedArgs...); err != nil {
 		return fmt.Errorf("rebuild: what the live side applied: %w", err)
@@ -178,7 +178,7 @@ func replayPending(ctx context.Context, pool *pgxpool.Pool, schema string, t Tar
 	var after int64
 	for {
 		var last int64
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) (err error) {
+		err := database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
 			last, err = replayOne(ctx, tx, schema, t, after, progress)
 			return err
 		})
@@ -186,14 +186,14 @@ func replayPending(ctx context.Context, pool *pgxpool.Pool, schema string, t Tar
 			return err
 		}
 		if last == 0 {
-			return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return settlePending(ctx, tx, schema) })
+			return database.InTx(ctx, pool, func(tx *database.Tx) error { return settlePending(ctx, tx, schema) })
 		}
 		after = last
 	}
 }
 
 // replayAll replays every pending event in tx, page by page.
-func replayAll(ctx context.Context, tx pgx.Tx, schema string, t Target, progress *operations.Progress) error {
+func replayAll(ctx context.Context, tx *database.Tx, schema string, t Target, progress *operations.Progress) error {
 	var after int64
 	for {
 		last, err := replayOne(ctx, tx, schema, t, after, progress)
@@ -205,7 +205,7 @@ func replayAll(ctx context.Context, tx pgx.Tx, schema string, t Target, progress
 }
 
 // settlePending moves the pending positions to the applied list.
-func settlePending(ctx context.Context, tx pgx.Tx, schema string) error {
+func settlePending(ctx context.Context, tx *database.Tx, schema string) error {
 	s := ident(schema)
 	for _, stmt := range []string{"INSERT INTO " + s + ".applied SELECT position FROM " + s + ".pending", "TRUNCATE " + s + ".pending"} {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
@@ -217,7 +217,7 @@ func settlePending(ctx context.Context, tx pgx.Tx, schema string) error {
 
 // createCopies makes the schema, an empty copy of each table (columns,
 // defaults, constraints, indexes), and the applied list.
-func createCopies(ctx context.Context, tx pgx.Tx, schema string, tables []string) error {
+func createCopies(ctx context.Context, tx *database.Tx, schema string, tables []string) error {
 	s := ident(schema)
 	stmts := []string{"CREATE SCHEMA " + s, "CREATE TABLE " + s + ".applied (position bigint PRIMARY KEY)",
 		"CREATE TABLE " + s + ".pending (position bigint PRIMARY KEY)"}
@@ -236,7 +236,7 @@ func createCopies(ctx context.Context, tx pgx.Tx, schema string, tables []string
 // after, in position order, to the copies (search_path puts them before
 // public for the rest of the transaction), and returns the last position
 // it applied (0: none left).
-func replayOne(ctx context.Context, tx pgx.Tx, schema string, t Target, after int64, progress *operations.Progress) (int64, error) {
+func replayOne(ctx context.Context, tx *database.Tx, schema string, t Target, after int64, progress *operations.Progress) (int64, error) {
 	s := ident(schema)
 	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", s+", public"); err != nil {
 		return 0, fmt.Errorf("rebuild: search_path: %w", err)
@@ -267,7 +267,7 @@ WHERE e.position > $1 ORDER BY e.position LIMIT $2`, after, pageSize)
 
 // compare counts the keys whose rows differ between the copies and the
 // live tables: missing on one side, or with other values.
-func compare(ctx context.Context, tx pgx.Tx, schema string, tables []string, keys map[string][]string) (int64, error) {
+func compare(ctx context.Context, tx *database.Tx, schema string, tables []string, keys map[string][]string) (int64, error) {
 	var total int64
 	for _, table := range tables {
 		copyT, liveT, k := ident(schema)+"."+ident(table), "public."+ident(table), strings.Join(keys[table], ", ")
@@ -285,7 +285,7 @@ func compare(ctx context.Context, tx pgx.Tx, schema string, tables []string, key
 }
 
 // repair rewrites the live rows that differ from the copies.
-func repair(ctx context.Context, tx pgx.Tx, schema string, tables []string, keys map[string][]string) error {
+func repair(ctx context.Context, tx *database.Tx, schema string, tables []string, keys map[string][]string) error {
 	for _, table := range tables {
 		copyT, liveT, k := ident(schema)+"."+ident(table), "public."+ident(table), strings.Join(keys[table], ", ")
 		if _, err := tx.Exec(ctx, `DELETE FROM `+liveT+` WHERE (`+k+`) IN (

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/database"
@@ -37,7 +36,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, sub dispatch.Subscriber, from 
 		}
 		after = page[len(page)-1].Position
 		var fresh int
-		err = database.InTx(ctx, pool, func(tx pgx.Tx) (err error) {
+		err = database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
 			if fresh, err = dispatch.DeliverCount(ctx, tx, sub, page); err != nil || fresh == 0 {
 				return err
 			}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -38,7 +37,7 @@ func (Subscriber) Tables() []string { return []string{"storage_files"} }
 // Handle applies a batch in one statement, one row per file (see
 // filefacts: a batch may hold a file's upload and its delete, and one
 // INSERT ... ON CONFLICT cannot touch a row twice).
-func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (Subscriber) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	ids, facts, err := filefacts.Fold(events)
 	if err != nil {
 		return err
@@ -51,14 +50,11 @@ func (Subscriber) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Eve
 	for i, f := range facts {
 		p.OwnerIds[i], p.HasUpload[i], p.Sizes[i], p.Deleted[i], p.Positions[i] = f.Owner, f.HasUpload, f.Size, f.HasDelete, f.Position
 	}
-	// Deferred to go with the transaction's COMMIT: one round trip fewer
-	// per batch. An error comes back from the commit, failing the batch.
-	return database.Defer(tx, func(db database.DBTX) error {
-		if err := dbsqlc.New().StorageFileApply(ctx, db, p); err != nil {
-			return fmt.Errorf("storage: apply %d files: %w", n, err)
-		}
-		return nil
-	})
+	// Queued, unread, to go with the transaction's COMMIT: one round trip
+	// fewer per batch. An error comes back from the commit, named
+	// StorageFileApply, failing the batch.
+	dbsqlc.New().StorageFileApply(ctx, tx, []*dbsqlc.StorageFileApplyParams{p})
+	return nil
 }
 
 // ErrMalformedEvent is an event whose data does not decode: handling it again

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/database"
@@ -41,11 +40,11 @@ func TestStorage(t *testing.T) {
 				evs = append(evs, del)
 			}
 		}
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error { return eventstore.Append(ctx, tx, evs) }))
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, evs) }))
 		return evs
 	}
 	apply := func(evs []eventstore.Event, viaInbox bool) {
-		require.NoError(t, database.InTx(ctx, pool, func(tx pgx.Tx) error {
+		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
 			if viaInbox {
 				return dispatch.Deliver(ctx, tx, storage.Subscriber{}, evs)
 			}
@@ -100,7 +99,7 @@ func TestStorageRejectsMalformedEvents(t *testing.T) {
 	for _, data := range []string{`{"owner_id":"not-a-uuid"}`, `{"size_bytes":1}`, `[]`} {
 		e, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, json.RawMessage(data), time.Now())
 		require.NoError(t, err)
-		err = database.InTx(ctx, pool, func(tx pgx.Tx) error { return storage.Subscriber{}.Handle(ctx, tx, []eventstore.Event{e}) })
+		err = database.InTx(ctx, pool, func(tx *database.Tx) error { return storage.Subscriber{}.Handle(ctx, tx, []eventstore.Event{e}) })
 		require.ErrorIs(t, err, storage.ErrMalformedEvent, data)
 	}
 }

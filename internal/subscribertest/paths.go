@@ -62,7 +62,7 @@ func (p *inline) deliver(t *testing.T, rd *round, batch []int) {
 	for k, i := range batch {
 		events[k] = rd.made[i]
 	}
-	require.NoError(t, database.InTx(ctx, p.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(ctx, p.pool, func(tx *database.Tx) error {
 		return dispatch.Deliver(ctx, tx, p.sub, events)
 	}), "inline delivery of %v", batch)
 }
@@ -262,7 +262,7 @@ type observed struct {
 
 func observe(s dispatch.Subscriber) observed { return observed{Subscriber: s, rec: newRecord()} }
 
-func (o observed) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (o observed) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	o.rec.add(events)
 	return o.Subscriber.Handle(ctx, tx, events)
 }
@@ -286,7 +286,7 @@ func (r *reference) rows(t *testing.T, events []eventstore.Event) []string {
 	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	require.NoError(t, database.InTx(ctx, r.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(ctx, r.pool, func(tx *database.Tx) error {
 		if _, err := tx.Exec(ctx, truncate(r.tables)); err != nil {
 			return err
 		}

@@ -34,7 +34,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -345,7 +344,7 @@ func (e *env) append(t *testing.T, rd *round, idx []int, d *dispatch.Dispatcher)
 	for k, i := range idx {
 		events[k] = rd.made[i]
 	}
-	require.NoError(t, database.InTx(ctx, e.pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(ctx, e.pool, func(tx *database.Tx) error {
 		if err := eventstore.Append(ctx, tx, events); err != nil {
 			return err
 		}

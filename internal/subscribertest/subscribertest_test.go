@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/database"
@@ -27,7 +26,7 @@ func (uploads) Name() string         { return "uploads" }
 func (uploads) EventTypes() []string { return []string{domain.FileUploaded} }
 func (uploads) Tables() []string     { return []string{"subscribertest_uploads"} }
 
-func (uploads) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (uploads) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	return upsertUploads(ctx, tx, events, `
     uploads = subscribertest_uploads.uploads + excluded.uploads,
     bytes   = subscribertest_uploads.bytes + excluded.bytes`)
@@ -35,7 +34,7 @@ func (uploads) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 
 // upsertUploads adds a batch's uploads to each owner's row, set as set
 // says when the row is there.
-func upsertUploads(ctx context.Context, tx pgx.Tx, events []eventstore.Event, set string) error {
+func upsertUploads(ctx context.Context, tx *database.Tx, events []eventstore.Event, set string) error {
 	owners, sizes := make([]uuid.UUID, len(events)), make([]int64, len(events))
 	for i, e := range events {
 		d, err := eventstore.Decode[domain.FileUploadedData](e)
@@ -58,7 +57,7 @@ ON CONFLICT (owner_id) DO UPDATE SET`+set, owners, sizes)
 // handed, so its rows depend on how deliveries were ordered and batched.
 type lastBatch struct{ uploads }
 
-func (lastBatch) Handle(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+func (lastBatch) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	return upsertUploads(ctx, tx, events, `
     uploads = excluded.uploads,
     bytes   = excluded.bytes`)

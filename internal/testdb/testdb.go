@@ -9,9 +9,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,4 +181,49 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Held is a transaction a test holds open across its steps (a writer
+// that commits late, or never): InTx's, run on a goroutine of its own
+// until Commit or Rollback. Use Tx only from the test's goroutine.
+type Held struct {
+	Tx   *database.Tx
+	end  chan error
+	done chan error
+	once sync.Once
+	err  error
+}
+
+var errHeldRolledBack = errors.New("testdb: held transaction rolled back")
+
+// Hold begins a transaction on pool, rolled back when t ends unless
+// committed before.
+func Hold(t testing.TB, pool *pgxpool.Pool) *Held {
+	h := &Held{end: make(chan error), done: make(chan error, 1)}
+	began := make(chan *database.Tx)
+	go func() {
+		h.done <- database.InTx(context.Background(), pool, func(tx *database.Tx) error {
+			began <- tx
+			return <-h.end
+		})
+	}()
+	h.Tx = <-began
+	t.Cleanup(func() { _ = h.Rollback() })
+	return h
+}
+
+// Commit commits the held transaction.
+func (h *Held) Commit() error { return h.finish(nil) }
+
+// Rollback rolls the held transaction back.
+func (h *Held) Rollback() error {
+	if err := h.finish(errHeldRolledBack); !errors.Is(err, errHeldRolledBack) {
+		return err
+	}
+	return nil
+}
+
+func (h *Held) finish(err error) error {
+	h.once.Do(func() { h.end <- err; h.err = <-h.done })
+	return h.err
 }

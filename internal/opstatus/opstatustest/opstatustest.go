@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/testdb"
 )
 
 // Events makes n events of one new file stream, versions 1 to n.
@@ -39,7 +39,7 @@ func Events(t testing.TB, n int) []eventstore.Event {
 func Write(t testing.TB, pool *pgxpool.Pool, n int) []eventstore.Event {
 	t.Helper()
 	events := Events(t, n)
-	require.NoError(t, database.InTx(context.Background(), pool, func(tx pgx.Tx) error {
+	require.NoError(t, database.InTx(context.Background(), pool, func(tx *database.Tx) error {
 		return appendAndEnqueue(tx, events)
 	}))
 	return events
@@ -49,17 +49,14 @@ func Write(t testing.TB, pool *pgxpool.Pool, n int) []eventstore.Event {
 // until t ends, and returns that transaction's backend pid.
 func HoldOpen(t testing.TB, pool *pgxpool.Pool) int32 {
 	t.Helper()
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-	require.NoError(t, appendAndEnqueue(tx, Events(t, 1)))
+	held := testdb.Hold(t, pool)
+	require.NoError(t, appendAndEnqueue(held.Tx, Events(t, 1)))
 	var pid int32
-	require.NoError(t, tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	require.NoError(t, held.Tx.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid))
 	return pid
 }
 
-func appendAndEnqueue(tx pgx.Tx, events []eventstore.Event) error {
+func appendAndEnqueue(tx *database.Tx, events []eventstore.Event) error {
 	ctx := context.Background()
 	if err := eventstore.Append(ctx, tx, events); err != nil {
 		return err
@@ -67,7 +64,7 @@ func appendAndEnqueue(tx pgx.Tx, events []eventstore.Event) error {
 	if err := outbox.Enqueue(ctx, tx, events); err != nil {
 		return err
 	}
-	return database.Flush(ctx, tx)
+	return tx.Flush(ctx)
 }
 
 // DeadLetters keeps n dead letters for subscriber, and a second death of
