@@ -206,7 +206,7 @@ func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
 // file_count read back with the COMMIT. links names the read of the
 // job's links the command makes (JobFileLinkedIDs for a link or an unlink,
 // JobFileIDsInLinkOrder for a set). It sends them in the same round trips
-// as the api (database.InTx, Batch and Defer there; pgx batches here), and
+// as the api (database.InTx and its Tx's queue there; pgx batches here), and
 // like the api's token cache it looked the token up once, in newRawLinker:
 //  1. BEGIN, JobLockForUpdate, the links read, FilesForLink;
 //  2. EventAppend, one event per file;

@@ -27,6 +27,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/schema"
 )
 
@@ -121,11 +122,20 @@ func upTo(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, version int64) (i
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
 	results, err := p.UpTo(ctx, version)
+	var partial *goose.PartialError
+	if errors.As(err, &partial) {
+		results = partial.Applied
+	}
+	// goose begins and commits each migration's transaction, so none
+	// carries a wake-up of ours: one for them all, for the outbox rows a
+	// migration may have written or moved.
+	if len(results) > 0 {
+		outbox.Wake(ctx, pool)
+	}
+	if partial != nil {
+		return len(results), fmt.Errorf("migrate %s: %w", path.Base(partial.Failed.Source.Path), partial.Err)
+	}
 	if err != nil {
-		var partial *goose.PartialError
-		if errors.As(err, &partial) {
-			return len(partial.Applied), fmt.Errorf("migrate %s: %w", path.Base(partial.Failed.Source.Path), partial.Err)
-		}
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
 	return len(results), nil

@@ -52,6 +52,16 @@ func Enqueue(ctx context.Context, tx *database.Tx, events []eventstore.Event) er
 	return nil
 }
 
+// Wake wakes the relays at once, as a transaction of its own: for outbox
+// rows no Enqueue wrote, whose transactions carried no wake-up (a
+// migration's, which goose begins and commits). A wake-up that cannot be
+// sent is only logged, as Enqueue's.
+func Wake(ctx context.Context, db database.DBTX) {
+	if err := database.Exec(dbsqlc.New().OutboxWake(ctx, db, []string{NotifyChannel})); err != nil {
+		wakeLost(err)
+	}
+}
+
 // lastWakeLostLog is when wakeLost last logged (unix nanoseconds).
 var lastWakeLostLog atomic.Int64
 

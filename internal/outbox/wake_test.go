@@ -11,9 +11,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -85,4 +89,43 @@ func TestRolledBackCommandWakesNoOne(t *testing.T) {
 	})
 	require.ErrorIs(t, err, boom)
 	require.False(t, notified(300*time.Millisecond), "a NOTIFY for a rolled-back command")
+}
+
+// Every transaction that writes outbox rows is followed by a wake-up once
+// it committed: a command's (its NOTIFY after the COMMIT, in the COMMIT's
+// round trip), and the migrations', whose transactions goose begins and
+// commits, so migrate sends one wake-up once it applied them (none when
+// there was nothing to apply).
+func TestEveryOutboxWriteWakesTheRelaysAfterItsCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("command", func(t *testing.T) {
+		t.Parallel()
+		pool, _ := testdb.New(t)
+		notified := listenForWakeUps(t, pool)
+		trips := &testdb.Trips{Name: testdb.StatementName}
+		d, err := dispatch.New([]dispatch.Subscriber{projection.Subscriber{}}, nil, nil)
+		require.NoError(t, err)
+		svc := command.NewService(testdb.Traced(t, pool, trips), d)
+		require.NoError(t, svc.Run(ctx, func(tx *database.Tx) error {
+			_, err := svc.CreateJob(ctx, tx, uuid.New(), "j")
+			return err
+		}))
+		require.True(t, notified(5*time.Second), "no NOTIFY after the command's commit")
+		sent := trips.Take()
+		require.Equal(t, []string{"COMMIT", "OutboxWake"}, sent[len(sent)-1][len(sent[len(sent)-1])-2:])
+	})
+	t.Run("migrations", func(t *testing.T) {
+		t.Parallel()
+		pool, _ := testdb.Empty(t)
+		notified := listenForWakeUps(t, pool)
+		n, err := migrate.Up(ctx, pool)
+		require.NoError(t, err)
+		require.Positive(t, n)
+		require.True(t, notified(5*time.Second), "no NOTIFY after the migrations committed")
+		n, err = migrate.Up(ctx, pool)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.False(t, notified(300*time.Millisecond), "a NOTIFY with no migration applied")
+	})
 }
