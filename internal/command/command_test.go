@@ -70,33 +70,28 @@ func (f fixture) link(ctx context.Context, ref command.JobRef, file uuid.UUID) (
 
 // runJob runs a job command and reads its answer with the COMMIT, as the
 // api does.
-func runJob(ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error)) (job readmodel.Job, out command.Outcome, err error) {
-	err = svc.Run(ctx, func(tx *database.Tx) (err error) {
-		if out, err = cmd(tx); err != nil {
-			return err
-		}
-		tx.ReadAtCommit(func(db database.DBTX) (err error) {
-			job, err = readmodel.GetJob(ctx, db, owner, out.ID)
-			return err
-		})
-		return nil
-	})
-	return job, out, err
+func runJob(ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error)) (readmodel.Job, command.Outcome, error) {
+	return run(ctx, svc, owner, cmd, readmodel.GetJob)
 }
 
 // runFile is runJob for a file command.
-func runFile(ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error)) (file readmodel.File, out command.Outcome, err error) {
+func runFile(ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error)) (readmodel.File, command.Outcome, error) {
+	return run(ctx, svc, owner, cmd, readmodel.GetFile)
+}
+
+func run[T any](ctx context.Context, svc *command.Service, owner uuid.UUID, cmd func(tx *database.Tx) (command.Outcome, error),
+	read func(context.Context, database.DBTX, uuid.UUID, uuid.UUID) (T, error)) (answer T, out command.Outcome, err error) {
 	err = svc.Run(ctx, func(tx *database.Tx) (err error) {
 		if out, err = cmd(tx); err != nil {
 			return err
 		}
 		tx.ReadAtCommit(func(db database.DBTX) (err error) {
-			file, err = readmodel.GetFile(ctx, db, owner, out.ID)
+			answer, err = read(ctx, db, owner, out.ID)
 			return err
 		})
 		return nil
 	})
-	return file, out, err
+	return answer, out, err
 }
 
 func (f fixture) count(t *testing.T, table string) int {

@@ -14,6 +14,9 @@ import (
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
+// ctx is the context of every call of these tests.
+var ctx = context.Background()
+
 // named is setup with the round trips' statements named as sqlc names
 // them (the others upper-cased).
 func named(t *testing.T) (*pgxpool.Pool, *testdb.Trips) {
@@ -30,6 +33,20 @@ func queue(ctx context.Context, db database.DBTX, sql string, args ...any) pgx.B
 	return db.SendBatch(ctx, b)
 }
 
+// commit runs fn in a transaction that must commit.
+func commit(t *testing.T, pool *pgxpool.Pool, fn func(tx *database.Tx) error) {
+	t.Helper()
+	require.NoError(t, database.InTx(context.Background(), pool, fn))
+}
+
+// requireSent checks the round trips sent since the last look, and the
+// rows t holds.
+func requireSent(t *testing.T, pool *pgxpool.Pool, rec *testdb.Trips, trips [][]string, rows []int) {
+	t.Helper()
+	require.Equal(t, trips, rec.Take())
+	require.Equal(t, rows, ids(t, pool))
+}
+
 func insert(ctx context.Context, db database.DBTX, id int) pgx.BatchResults {
 	return queue(ctx, db, "INSERT INTO t VALUES ($1)", id)
 }
@@ -42,9 +59,8 @@ func count(ctx context.Context, db database.DBTX) pgx.BatchResults {
 func TestQueuedWritesGoWithTheNextStatement(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
 	var n int
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		insert(ctx, tx, 1)
 		insert(ctx, tx, 2)
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil {
@@ -52,13 +68,12 @@ func TestQueuedWritesGoWithTheNextStatement(t *testing.T) {
 		}
 		insert(ctx, tx, 3)
 		return nil
-	}))
+	})
 	require.Equal(t, 2, n, "the read did not see the queued writes")
-	require.Equal(t, [][]string{
+	requireSent(t, pool, rec, [][]string{
 		{"BEGIN", "TStatement", "TStatement", "SELECT COUNT(*) FROM T"},
 		{"TStatement", "COMMIT"},
-	}, rec.Take())
-	require.Equal(t, []int{1, 2, 3}, ids(t, pool))
+	}, []int{1, 2, 3})
 }
 
 // A transaction of queued writes only is one round trip; one that fails
@@ -66,12 +81,11 @@ func TestQueuedWritesGoWithTheNextStatement(t *testing.T) {
 func TestQueuedWritesGoWithTheCommit(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		insert(ctx, tx, 1)
 		insert(ctx, tx, 2)
 		return nil
-	}))
+	})
 	require.Equal(t, [][]string{{"BEGIN", "TStatement", "TStatement", "COMMIT"}}, rec.Take())
 	boom := errors.New("boom")
 	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
@@ -88,10 +102,7 @@ func TestQueuedWritesGoWithTheCommit(t *testing.T) {
 // rolls back whole and the one connection is usable afterwards.
 func TestFailedQueuedWriteNamesItsStatement(t *testing.T) {
 	t.Parallel()
-	pool, _ := setup(t)
-	ctx := context.Background()
-	_, err := pool.Exec(ctx, "INSERT INTO t VALUES (1)")
-	require.NoError(t, err)
+	pool := seeded(t)
 	cases := map[string]func(tx *database.Tx) error{
 		"at commit": func(tx *database.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO t VALUES (5)")
@@ -127,10 +138,9 @@ func TestFailedQueuedWriteNamesItsStatement(t *testing.T) {
 func TestQueuedBatchesAreReadInOrderInOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
 	var inserted, counted int
 	var got []int
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		write := queue(ctx, tx, "INSERT INTO t SELECT generate_series(1, $1::int)", 3)
 		read := queue(ctx, tx, "SELECT count(*) FROM t WHERE id >= $1", 2)
 		list := queue(ctx, tx, "SELECT id FROM t ORDER BY id DESC")
@@ -149,7 +159,7 @@ func TestQueuedBatchesAreReadInOrderInOneRoundTrip(t *testing.T) {
 		}
 		got, err = pgx.CollectRows(rows, pgx.RowTo[int])
 		return err
-	}))
+	})
 	require.Equal(t, 3, inserted)
 	require.Equal(t, 2, counted)
 	require.Equal(t, []int{3, 2, 1}, got)
@@ -161,7 +171,6 @@ func TestQueuedBatchesAreReadInOrderInOneRoundTrip(t *testing.T) {
 func TestResultsReadOutOfOrderAreAnError(t *testing.T) {
 	t.Parallel()
 	pool, _ := setup(t)
-	ctx := context.Background()
 	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		first, second := count(ctx, tx), count(ctx, tx)
 		var n int
@@ -176,22 +185,20 @@ func TestResultsReadOutOfOrderAreAnError(t *testing.T) {
 func TestAfterCommitFollowsTheCommitInItsRoundTrip(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
 	var failed []error
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
 			return err
 		}
 		insert(ctx, tx, 2)
 		tx.AfterCommit(func(db database.DBTX) { insert(ctx, db, 3) }, func(err error) { failed = append(failed, err) })
 		return nil
-	}))
+	})
 	require.Empty(t, failed)
-	require.Equal(t, [][]string{
+	requireSent(t, pool, rec, [][]string{
 		{"BEGIN", "INSERT INTO T VALUES (1)"},
 		{"TStatement", "COMMIT", "TStatement"},
-	}, rec.Take())
-	require.Equal(t, []int{1, 2, 3}, ids(t, pool))
+	}, []int{1, 2, 3})
 }
 
 // A statement after the COMMIT that fails does not fail the transaction,
@@ -199,18 +206,17 @@ func TestAfterCommitFollowsTheCommitInItsRoundTrip(t *testing.T) {
 func TestAfterCommitFailureLeavesTheCommitStanding(t *testing.T) {
 	t.Parallel()
 	pool, _ := setup(t)
-	ctx := context.Background()
 	var failed error
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
-		insert(ctx, tx, 1)
+	commit(t, pool, func(tx *database.Tx) error {
 		tx.AfterCommit(func(db database.DBTX) { queue(ctx, db, "SELECT 1/0") }, func(err error) { failed = err })
+		insert(ctx, tx, 1)
 		return nil
-	}))
+	})
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, failed, &pgErr)
 	require.Equal(t, "22012", pgErr.Code, "division by zero")
 	require.Equal(t, []int{1}, ids(t, pool))
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { insert(ctx, tx, 2); return nil }))
+	commit(t, pool, func(tx *database.Tx) error { insert(ctx, tx, 2); return nil })
 	require.Equal(t, []int{1, 2}, ids(t, pool))
 }
 
@@ -218,10 +224,8 @@ func TestAfterCommitFailureLeavesTheCommitStanding(t *testing.T) {
 // queued write fails the COMMIT's batch, not when fn fails.
 func TestAfterCommitRunsOnlyAfterACommit(t *testing.T) {
 	t.Parallel()
-	pool, _ := setup(t)
-	ctx := context.Background()
-	_, err := pool.Exec(ctx, "INSERT INTO t VALUES (1)")
-	require.NoError(t, err)
+	pool := seeded(t)
+	var err error
 	ran := 0
 	after := func(tx *database.Tx) {
 		tx.AfterCommit(func(db database.DBTX) { insert(ctx, db, 9) }, func(error) {})
@@ -253,9 +257,8 @@ func TestAfterCommitRunsOnlyAfterACommit(t *testing.T) {
 func TestReadAtCommitGoesWithTheCommit(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
 	n, reads := -1, 0
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
 			return err
 		}
@@ -266,13 +269,13 @@ func TestReadAtCommitGoesWithTheCommit(t *testing.T) {
 		})
 		require.Zero(t, reads)
 		return nil
-	}))
+	})
 	require.Equal(t, 1, reads)
 	require.Equal(t, 2, n, "the read did not see the transaction's writes")
-	require.Equal(t, [][]string{
+	requireSent(t, pool, rec, [][]string{
 		{"BEGIN", "INSERT INTO T VALUES (1)"},
 		{"TStatement", "TStatement", "COMMIT"},
-	}, rec.Take())
+	}, []int{1, 2})
 
 	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
 		insert(ctx, tx, 3)
@@ -290,8 +293,7 @@ func TestReadAtCommitGoesWithTheCommit(t *testing.T) {
 func TestFlushSendsWhatWaits(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		insert(ctx, tx, 1)
 		require.NoError(t, tx.Flush(ctx))
 		require.Equal(t, [][]string{{"BEGIN", "TStatement"}}, rec.Take())
@@ -299,7 +301,7 @@ func TestFlushSendsWhatWaits(t *testing.T) {
 		require.Empty(t, rec.Take())
 		insert(ctx, tx, 2)
 		return nil
-	}))
+	})
 	require.Equal(t, [][]string{{"TStatement", "COMMIT"}}, rec.Take())
 }
 
@@ -308,7 +310,6 @@ func TestFlushSendsWhatWaits(t *testing.T) {
 func TestPipelineSendsReadsInOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	pool, rec := named(t)
-	ctx := context.Background()
 	var before, after int
 	require.NoError(t, database.Pipeline(ctx, pool, func(db *database.Conn) error {
 		first, second := count(ctx, db), queue(ctx, db, "SELECT count(*) + 1 FROM t")
@@ -322,8 +323,7 @@ func TestPipelineSendsReadsInOneRoundTrip(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, []int{0, 1}, []int{before, after})
-	require.Equal(t, [][]string{{"TStatement", "TStatement"}, {"TStatement"}}, rec.Take())
-	require.Equal(t, []int{1}, ids(t, pool))
+	requireSent(t, pool, rec, [][]string{{"TStatement", "TStatement"}, {"TStatement"}}, []int{1})
 	err := database.Pipeline(ctx, pool, func(db *database.Conn) error { insert(ctx, db, 1); return nil })
 	require.True(t, database.IsUniqueViolation(err, "t_pkey"), "%v", err)
 	require.ErrorContains(t, err, "TStatement")
@@ -333,11 +333,9 @@ func TestPipelineSendsReadsInOneRoundTrip(t *testing.T) {
 // named; the rest of the transaction commits.
 func TestSavepointRollsBackItsPart(t *testing.T) {
 	t.Parallel()
-	pool, _ := setup(t)
-	ctx := context.Background()
+	pool := seeded(t)
 	var inner error
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
-		insert(ctx, tx, 1)
+	commit(t, pool, func(tx *database.Tx) error {
 		inner = tx.Savepoint(ctx, func(tx *database.Tx) error {
 			insert(ctx, tx, 2)
 			insert(ctx, tx, 1)
@@ -349,7 +347,7 @@ func TestSavepointRollsBackItsPart(t *testing.T) {
 			return errors.New("never sent")
 		}))
 		return nil
-	}))
+	})
 	require.True(t, database.IsUniqueViolation(inner, "t_pkey"), "%v", inner)
 	require.ErrorContains(t, inner, "TStatement")
 	require.Equal(t, []int{1, 3}, ids(t, pool))
@@ -360,11 +358,10 @@ func TestSavepointRollsBackItsPart(t *testing.T) {
 func TestCopyFromSendsQueuedWritesFirst(t *testing.T) {
 	t.Parallel()
 	pool, _ := setup(t)
-	ctx := context.Background()
-	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+	commit(t, pool, func(tx *database.Tx) error {
 		insert(ctx, tx, 1)
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"t"}, []string{"id"}, pgx.CopyFromRows([][]any{{2}}))
 		return err
-	}))
+	})
 	require.Equal(t, []int{1, 2}, ids(t, pool))
 }

@@ -29,6 +29,15 @@ func setup(t *testing.T) (*pgxpool.Pool, *testdb.Trips) {
 	return pool, rec
 }
 
+// seeded is setup with the row 1 in t already.
+func seeded(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, _ := setup(t)
+	_, err := pool.Exec(context.Background(), "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	return pool
+}
+
 func ids(t *testing.T, pool *pgxpool.Pool) []int {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), "SELECT id FROM t ORDER BY id")
@@ -117,10 +126,8 @@ func TestEachFirstCallRidesWithBegin(t *testing.T) {
 // rolls back, and the connection goes back to the pool usable.
 func TestFailedFirstStatementRollsBack(t *testing.T) {
 	t.Parallel()
-	pool, _ := setup(t)
+	pool := seeded(t)
 	ctx := context.Background()
-	_, err := pool.Exec(ctx, "INSERT INTO t VALUES (1)")
-	require.NoError(t, err)
 	for _, first := range []func(tx *database.Tx) error{
 		func(tx *database.Tx) error { _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); return err },
 		func(tx *database.Tx) error {

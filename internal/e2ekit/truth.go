@@ -13,20 +13,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/storage"
 )
 
 // Event is a row of the events table.
-type Event struct {
-	Position   int64
-	ID         uuid.UUID
-	StreamType string
-	StreamID   uuid.UUID
-	Version    int32
-	Type       string
-	Data       []byte
-	OccurredAt time.Time
-}
+type Event = eventstore.Event
 
 // LoadEvents reads the whole events table in position order.
 func LoadEvents(t testing.TB, ctx context.Context, pool *pgxpool.Pool) []Event {
