@@ -85,8 +85,9 @@ func (t *Tx) AfterCommit(send func(db DBTX), failed func(error)) {
 // queues go ahead of the COMMIT, in the COMMIT's round trip, so what it
 // reads is the transaction's last view of its own writes (a command's
 // answer) at no round trip of its own. read must queue all its statements
-// before it reads any result. Its error fails Commit, even when the COMMIT
-// went through. One per transaction.
+// before it reads any result. InTx returns its error, even when the
+// COMMIT went through (then the after-commit statements ran too). One per
+// transaction.
 func (t *Tx) ReadAtCommit(read func(db DBTX) error) {
 	if t.atCommit != nil {
 		panic("database: a second ReadAtCommit in one transaction")
