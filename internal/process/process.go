@@ -6,6 +6,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -35,7 +36,7 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 		}
 	}
 	tuneGC()
-	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	logger := NewLogger(os.Stdout)
 	// Code without a logger of its own (a lost wake-up: outbox.Enqueue)
 	// logs through slog's default, the same JSON to stdout.
 	slog.SetDefault(logger)
@@ -55,4 +56,18 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 		os.Exit(1)
 	}
 	logger.Info(name + " stopped")
+}
+
+// NewLogger is a binary's logger: JSON lines to w, durations written as Go
+// writes them ("5s", "150ms"): slog's JSON handler writes a time.Duration
+// as its nanoseconds, which nobody reads at a glance.
+func NewLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: durationAsText}))
+}
+
+func durationAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
