@@ -9,10 +9,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/catacloud/epoch/internal/broker"
 	"slices"
 	"time"
 
+	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/process"
 )
 

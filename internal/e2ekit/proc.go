@@ -9,7 +9,6 @@ package e2ekit
 import (
 	"context"
 	"fmt"
-	"github.com/catacloud/epoch/internal/syncbuf"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/catacloud/epoch/internal/syncbuf"
 )
 
 // Binaries is a directory holding the api and worker binaries.

@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/catacloud/epoch/internal/database"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/command"
+	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/httpapi"
 )
