@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/catacloud/epoch/internal/broker"
 )
 
 const (
@@ -27,10 +29,6 @@ func apiManagement() []string {
 		strings.Replace(mgmtURL("b"), "http://", "http://guest:guest@", 1),
 	}
 }
-
-// unsubscribedQueue is the classic queue the worker binds the event types
-// no subscriber takes to.
-const unsubscribedQueue = "catacloud.unsubscribed"
 
 // failover is one node lost, as the test saw it.
 type failover struct {
@@ -77,8 +75,8 @@ func (d *deployment) loseWithin(c *cluster, what, node string, lostAt time.Time,
 		d.t.Fatal(e.err)
 	}
 	f.election = e.took
-	if home := c.home(unsubscribedQueue); home == node || home == "" {
-		f.what += " (home of " + unsubscribedQueue + " too)"
+	if home := c.home(broker.Unsubscribed); home == node || home == "" {
+		f.what += " (home of " + broker.Unsubscribed + " too)"
 	}
 	if ok {
 		d.t.Logf("%s: new leader after %s; next event confirmed %s and applied %s after it",
