@@ -4,7 +4,10 @@
 // steady load of commands, while the test kills, stops and restarts nodes
 // (the queues' leader, then another, then all three), cuts the leader off
 // from the other two (nftables, until pause_minority pauses it, then
-// heals), or kills a worker.
+// heals), kills the node the classic queue of unsubscribed events lives
+// on while job commands land, or kills a worker; and one test checks that
+// the subscriber queues and their dead-letter queues have a member on
+// every node.
 // Each asserts what DESIGN.md promises through it: every committed event
 // reaches each subscriber and an outside consumer, each stream in version
 // order, and storage and usage stay exact to the microsecond.
