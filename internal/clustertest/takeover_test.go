@@ -30,8 +30,12 @@ const (
 
 // frozen is how long the worker to be killed stays stopped (SIGSTOP)
 // first, holding its partitions while commands go on landing in them: a
-// worker that hangs, then dies.
-const frozen = 2 * time.Second
+// worker that hangs, then dies. It stays so up to frozenMax, until its
+// partitions have rows.
+const (
+	frozen    = 2 * time.Second
+	frozenMax = 15 * time.Second
+)
 
 // Two workers relay and consume under a steady load. One is frozen
 // (SIGSTOP) in the middle of a relay cycle, holding outbox partitions that
@@ -77,11 +81,18 @@ func TestWorkerKilledSurvivorTakesOver(t *testing.T) {
 	require.NoError(t, survivor.Signal(syscall.SIGCONT))
 	time.Sleep(frozen)
 	held, heldUpTo, heldRows := d.heldPartitions(ctx, victim.Name)
+	// A partition or two may go a while without a command of their own
+	// (the commands' new streams hash anywhere, and backpressure slows them
+	// while the victim holds rows back): it stays frozen until they have.
+	for deadline := time.Now().Add(frozenMax - frozen); heldRows == 0 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		held, heldUpTo, heldRows = d.heldPartitions(ctx, victim.Name)
+	}
 	backlog := e2ekit.OutboxBacklog(t, ctx, d.pool)
 	victim.Kill()
 	killAt := time.Now()
 	require.True(t, victim.KilledBySIGKILL(), "%s ended otherwise: %v", victim.Name, victim.Err())
-	require.Positive(t, heldRows, "the frozen worker's partitions got no rows in %s", frozen)
+	require.Positive(t, heldRows, "the frozen worker's partitions got no rows in %s", frozenMax)
 	t.Logf("%s SIGKILLed after %s frozen, holding %d partitions with %d outbox rows (up to position %d); backlog %d events",
 		victim.Name, frozen, len(held), heldRows, heldUpTo, backlog)
 
