@@ -219,6 +219,13 @@ func (c *Consumer) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", c.queue, err)
 	}
+	// A channel of its own for looking at the queue (stalled): the
+	// consuming one stays the acks'.
+	look, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	stalled := func() error { return c.stalled(look) }
 	c.logger.Info("consuming", "queue", c.queue, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
 	c.consuming.Store(true)
 	defer c.consuming.Store(false)
@@ -234,7 +241,7 @@ func (c *Consumer) session(ctx context.Context) error {
 		}
 	}()
 	for {
-		batch, err := c.collect(ctx, deliveries)
+		batch, err := c.collect(ctx, deliveries, stalled)
 		if len(batch) > 0 {
 			next := &settling{done: make(chan struct{})}
 			go func(prev *settling) {
@@ -262,6 +269,32 @@ func (c *Consumer) session(ctx context.Context) error {
 	}
 }
 
+// stallAfter is how long a consumer waits with no delivery before it looks
+// whether its queue holds messages nothing delivers to it (stalled).
+const stallAfter = 5 * time.Second
+
+// errStalled ends a session whose consumer gets nothing from a queue that
+// has messages for it.
+var errStalled = errors.New("consumer: stalled")
+
+// stalled looks at the queue through look after the consumer got nothing
+// for stallAfter, with room for more: messages ready there, or no consumer
+// of it, mean the broker is not delivering to this one (RabbitMQ 3.10 was
+// seen to keep a quorum queue's consumer registered, and silent, after the
+// whole cluster restarted), and the session ends so that a new one
+// consumes again. The queue's counts come from a passive declare, which
+// sends nothing to the queue.
+func (c *Consumer) stalled(look *amqp.Channel) error {
+	q, err := look.QueueDeclarePassive(c.queue, true, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("look at %s: %w", c.queue, err)
+	}
+	if q.Messages > 0 || q.Consumers == 0 {
+		return fmt.Errorf("%w: %s holds %d ready messages and %d consumers, none delivered for %s", errStalled, c.queue, q.Messages, q.Consumers, stallAfter)
+	}
+	return nil
+}
+
 // settling is a batch being applied and acked.
 type settling struct {
 	done chan struct{} // closed once settled
@@ -274,10 +307,11 @@ type settling struct {
 // is handed over in microseconds, so batches fill up when the subscriber is
 // behind, while under light load a batch closes a moment after its last
 // message and the event is applied at once.
-func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery) ([]amqp.Delivery, error) {
+func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery, stalled func() error) ([]amqp.Delivery, error) {
 	idle := time.NewTimer(time.Second)
 	defer idle.Stop()
 	var first amqp.Delivery
+	idleFor := time.Duration(0)
 	for waiting := true; waiting; {
 		select {
 		case <-ctx.Done():
@@ -289,6 +323,12 @@ func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery)
 			first, waiting = d, false
 		case <-idle.C:
 			c.metrics.lag.Set(0) // nothing came for a second: caught up with the queue
+			if idleFor += time.Second; idleFor >= stallAfter {
+				idleFor = 0
+				if err := stalled(); err != nil {
+					return nil, err
+				}
+			}
 			idle.Reset(time.Second)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/syncbuf"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
@@ -680,4 +682,34 @@ func TestConsumerAnnouncesAppliedBatches(t *testing.T) {
 	var applied int
 	require.NoError(t, e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", storage.Name).Scan(&applied))
 	require.Positive(t, applied)
+}
+
+// A consumer with nothing to do keeps its one session: looking at its
+// empty queue after each quiet spell (for a consumer the broker would have
+// stopped delivering to) finds nothing wrong, and a message that arrives
+// after the spells is applied at once.
+func TestIdleConsumerKeepsItsSession(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var logs syncbuf.Buffer
+	c, err := consumer.New(e.pool, storage.Subscriber{}, consumer.Config{
+		URL: e.amqp, DeliveryLimit: 3, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, c.Connected, 10*time.Second, 5*time.Millisecond)
+
+	time.Sleep(12 * time.Second) // past two looks at the queue
+	require.Equal(t, 1, strings.Count(logs.String(), "msg=consuming"), "sessions:\n%s", logs.String())
+	require.NotContains(t, logs.String(), "stalled")
+
+	owner := uuid.New()
+	e.publish(t, e.history(t, owner, 2)...)
+	require.Eventually(t, func() bool {
+		u, err := storage.Read(context.Background(), e.pool, owner)
+		return err == nil && u.FileCount > 0
+	}, 5*time.Second, 10*time.Millisecond)
 }

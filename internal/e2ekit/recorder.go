@@ -65,9 +65,7 @@ func NewRecorder(t testing.TB, cfg RecorderConfig) *Recorder {
 	go func() {
 		defer close(stopped)
 		for {
-			for d := range msgs {
-				r.record(d)
-			}
+			r.drain(msgs, conn, cfg.Queue)
 			for {
 				select {
 				case <-done:
@@ -131,6 +129,49 @@ func (r *Recorder) subscribe(cfg RecorderConfig) (<-chan amqp.Delivery, *amqp.Co
 		return fail(fmt.Errorf("consume: %w", err))
 	}
 	return msgs, conn, nil
+}
+
+// recorderStallAfter is how long the recorder waits with no delivery
+// before it looks whether its queue holds messages nothing delivers to it.
+const recorderStallAfter = 5 * time.Second
+
+// drain records msgs until the channel closes. After each quiet spell it
+// looks at its queue (on a channel of its own) and, when messages wait
+// there or no consumer is registered, closes conn so that the caller
+// consumes again: the broker can keep a quorum queue's consumer
+// registered, and silent, after the whole cluster restarted, and the
+// Epoch consumer does the same.
+func (r *Recorder) drain(msgs <-chan amqp.Delivery, conn *amqp.Connection, queue string) {
+	quiet := time.NewTimer(recorderStallAfter)
+	defer quiet.Stop()
+	for {
+		select {
+		case d, ok := <-msgs:
+			if !ok {
+				return
+			}
+			r.record(d)
+			quiet.Reset(recorderStallAfter)
+		case <-quiet.C:
+			if stalled(conn, queue) {
+				_ = conn.Close() // msgs closes next
+			}
+			quiet.Reset(recorderStallAfter)
+		}
+	}
+}
+
+// stalled: queue has ready messages, or no consumer, seen from a fresh
+// channel of conn; a connection that cannot answer is left to its own
+// close.
+func stalled(conn *amqp.Connection, queue string) bool {
+	ch, err := conn.Channel()
+	if err != nil {
+		return false
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	return err == nil && (q.Messages > 0 || q.Consumers == 0)
 }
 
 // record notes a delivery, then acks it.
