@@ -278,19 +278,20 @@ const stallAfter = 5 * time.Second
 var errStalled = errors.New("consumer: stalled")
 
 // stalled looks at the queue through look after the consumer got nothing
-// for stallAfter, with room for more: messages ready there, or no consumer
-// of it, mean the broker is not delivering to this one (RabbitMQ 3.10 was
-// seen to keep a quorum queue's consumer registered, and silent, after the
-// whole cluster restarted), and the session ends so that a new one
-// consumes again. The queue's counts come from a passive declare, which
-// sends nothing to the queue.
+// for stallAfter, with room for more: messages ready there mean the broker
+// is not delivering to this consumer (RabbitMQ 3.10 was seen to keep a
+// quorum queue's consumer registered, and silent, after the whole cluster
+// restarted), and the session ends so that a new one consumes again. The
+// ready count comes from a passive declare, which changes nothing; its
+// consumer count is not used: on a cluster it read 0 for queues two
+// consumers were taking from.
 func (c *Consumer) stalled(look *amqp.Channel) error {
 	q, err := look.QueueDeclarePassive(c.queue, true, false, false, false, nil)
 	if err != nil {
 		return fmt.Errorf("look at %s: %w", c.queue, err)
 	}
-	if q.Messages > 0 || q.Consumers == 0 {
-		return fmt.Errorf("%w: %s holds %d ready messages and %d consumers, none delivered for %s", errStalled, c.queue, q.Messages, q.Consumers, stallAfter)
+	if q.Messages > 0 {
+		return fmt.Errorf("%w: %s holds %d ready messages, none delivered for %s", errStalled, c.queue, q.Messages, stallAfter)
 	}
 	return nil
 }

@@ -137,7 +137,7 @@ const recorderStallAfter = 5 * time.Second
 
 // drain records msgs until the channel closes. After each quiet spell it
 // looks at its queue (on a channel of its own) and, when messages wait
-// there or no consumer is registered, closes conn so that the caller
+// there, closes conn so that the caller
 // consumes again: the broker can keep a quorum queue's consumer
 // registered, and silent, after the whole cluster restarted, and the
 // Epoch consumer does the same.
@@ -161,9 +161,8 @@ func (r *Recorder) drain(msgs <-chan amqp.Delivery, conn *amqp.Connection, queue
 	}
 }
 
-// stalled: queue has ready messages, or no consumer, seen from a fresh
-// channel of conn; a connection that cannot answer is left to its own
-// close.
+// stalled: queue has ready messages, seen from a fresh channel of conn; a
+// connection that cannot answer is left to its own close.
 func stalled(conn *amqp.Connection, queue string) bool {
 	ch, err := conn.Channel()
 	if err != nil {
@@ -171,7 +170,7 @@ func stalled(conn *amqp.Connection, queue string) bool {
 	}
 	defer ch.Close()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	return err == nil && (q.Messages > 0 || q.Consumers == 0)
+	return err == nil && q.Messages > 0
 }
 
 // record notes a delivery, then acks it.
