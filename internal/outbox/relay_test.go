@@ -605,7 +605,6 @@ func TestRelayTakesLargeRowsWhole(t *testing.T) {
 	e := setup(t, testbroker.New(t), "file.uploaded", "job.file_linked")
 	ctx := context.Background()
 	rec := consume(t, e.amqpURL)
-	startRelay(t, e, outbox.Config{BatchSize: 10}, nil)
 
 	job := uuid.New()
 	var all []eventstore.Event
@@ -622,6 +621,9 @@ func TestRelayTakesLargeRowsWhole(t *testing.T) {
 	var rows int
 	require.NoError(t, e.pool.QueryRow(ctx, "SELECT count(*) FROM outbox WHERE last_position - position + 1 = 250").Scan(&rows))
 	require.Equal(t, 1, rows, "the 250 events of one command and stream are one row")
+	// Started once the rows are counted: a relay running already could
+	// have taken them before the count.
+	startRelay(t, e, outbox.Config{BatchSize: 10}, nil)
 
 	all = append(append(all, first...), last...)
 	rec.waitAll(t, all, 30*time.Second)
