@@ -225,7 +225,6 @@ func (c *Consumer) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)
 	}
-	stalled := func() error { return c.stalled(look) }
 	c.logger.Info("consuming", "queue", c.queue, "prefetch", c.cfg.Prefetch, "batch_size", c.cfg.BatchSize)
 	c.consuming.Store(true)
 	defer c.consuming.Store(false)
@@ -241,7 +240,7 @@ func (c *Consumer) session(ctx context.Context) error {
 		}
 	}()
 	for {
-		batch, err := c.collect(ctx, deliveries, stalled)
+		batch, err := c.collect(ctx, deliveries, look)
 		if len(batch) > 0 {
 			next := &settling{done: make(chan struct{})}
 			go func(prev *settling) {
@@ -281,17 +280,14 @@ var errStalled = errors.New("consumer: stalled")
 // for stallAfter, with room for more: messages ready there mean the broker
 // is not delivering to this consumer (RabbitMQ 3.10 was seen to keep a
 // quorum queue's consumer registered, and silent, after the whole cluster
-// restarted), and the session ends so that a new one consumes again. The
-// ready count comes from a passive declare, which changes nothing; its
-// consumer count is not used: on a cluster it read 0 for queues two
-// consumers were taking from.
+// restarted), and the session ends so that a new one consumes again.
 func (c *Consumer) stalled(look *amqp.Channel) error {
-	q, err := look.QueueDeclarePassive(c.queue, true, false, false, false, nil)
+	ready, err := broker.Ready(look, c.queue)
 	if err != nil {
-		return fmt.Errorf("look at %s: %w", c.queue, err)
+		return err
 	}
-	if q.Messages > 0 {
-		return fmt.Errorf("%w: %s holds %d ready messages, none delivered for %s", errStalled, c.queue, q.Messages, stallAfter)
+	if ready > 0 {
+		return fmt.Errorf("%w: %s holds %d ready messages, none delivered for %s", errStalled, c.queue, ready, stallAfter)
 	}
 	return nil
 }
@@ -308,7 +304,7 @@ type settling struct {
 // is handed over in microseconds, so batches fill up when the subscriber is
 // behind, while under light load a batch closes a moment after its last
 // message and the event is applied at once.
-func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery, stalled func() error) ([]amqp.Delivery, error) {
+func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery, look *amqp.Channel) ([]amqp.Delivery, error) {
 	idle := time.NewTimer(time.Second)
 	defer idle.Stop()
 	var first amqp.Delivery
@@ -326,7 +322,7 @@ func (c *Consumer) collect(ctx context.Context, deliveries <-chan amqp.Delivery,
 			c.metrics.lag.Set(0) // nothing came for a second: caught up with the queue
 			if idleFor += time.Second; idleFor >= stallAfter {
 				idleFor = 0
-				if err := stalled(); err != nil {
+				if err := c.stalled(look); err != nil {
 					return nil, err
 				}
 			}

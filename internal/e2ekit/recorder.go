@@ -169,8 +169,8 @@ func stalled(conn *amqp.Connection, queue string) bool {
 		return false
 	}
 	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	return err == nil && q.Messages > 0
+	ready, err := broker.Ready(ch, queue)
+	return err == nil && ready > 0
 }
 
 // record notes a delivery, then acks it.

@@ -7,8 +7,9 @@ package opstatus
 import (
 	"context"
 	"fmt"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"

@@ -46,10 +46,15 @@ func Enqueue(ctx context.Context, tx *database.Tx, events []eventstore.Event) er
 	if len(events) == 0 {
 		return nil
 	}
-	q := dbsqlc.New()
-	q.OutboxInsert(ctx, tx, []*dbsqlc.OutboxInsertParams{runs(events)})
-	tx.AfterCommit(func(db database.DBTX) { q.OutboxWake(ctx, db, []string{NotifyChannel}) }, wakeLost)
+	dbsqlc.New().OutboxInsert(ctx, tx, []*dbsqlc.OutboxInsertParams{runs(events)})
+	tx.AfterCommit(func(db database.DBTX) { sendWake(ctx, db) }, wakeLost)
 	return nil
+}
+
+// sendWake sends (or, on a Tx, queues) the relays' wake-up NOTIFY on
+// NotifyChannel.
+func sendWake(ctx context.Context, db database.DBTX) *dbsqlc.OutboxWakeBatchResults {
+	return dbsqlc.New().OutboxWake(ctx, db, []string{NotifyChannel})
 }
 
 // Wake wakes the relays at once, as a transaction of its own: for outbox
@@ -57,7 +62,7 @@ func Enqueue(ctx context.Context, tx *database.Tx, events []eventstore.Event) er
 // migration's, which goose begins and commits). A wake-up that cannot be
 // sent is only logged, as Enqueue's.
 func Wake(ctx context.Context, db database.DBTX) {
-	if err := database.Exec(dbsqlc.New().OutboxWake(ctx, db, []string{NotifyChannel})); err != nil {
+	if err := database.Exec(sendWake(ctx, db)); err != nil {
 		wakeLost(err)
 	}
 }
