@@ -469,8 +469,17 @@ func (d *deployment) verify(ctx context.Context, l *load, alive []*e2ekit.Proc) 
 	require.Len(t, e2ekit.LoadEvents(t, ctx, d.pool), len(events), "events committed after the load stopped")
 	distinct, deliveries := d.rec.Stats()
 	require.Equal(t, len(events), distinct, "the recorder got messages that are not in the events table")
-	_, order := d.rec.Snapshot()
-	require.NoError(t, e2ekit.StreamOrder(events, order), "per-stream order at the recorder")
+	// The publisher's order shows in the first arrivals the broker did not
+	// redeliver: a redelivered one (its first delivery went to a consumer
+	// the broker then lost, as after the whole cluster restarted) may come
+	// after later versions, which AMQP allows. Every event's arrival is
+	// checked above.
+	first, order := d.rec.Snapshot()
+	sent := slices.DeleteFunc(slices.Clone(order), func(id string) bool { return first[id].Redelivered })
+	if len(sent) < len(order) {
+		t.Logf("%d of %d first arrivals at the recorder were redeliveries, left out of the order check", len(order)-len(sent), len(order))
+	}
+	require.NoError(t, e2ekit.StreamAscending(events, sent), "per-stream order at the recorder")
 
 	e2ekit.CheckStorageAndBilling(t, ctx, d.pool, events)
 	tr := e2ekit.BruteForce(t, events)
