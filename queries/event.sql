@@ -6,17 +6,28 @@
 -- The one-time filter gives the transaction its id before the first
 -- position is drawn, so a snapshot's xmax bounds every position handed out
 -- before it (inbox watermarks rely on it; see InboxWatermarkPropose).
+-- An event's occurred_at is the database's clock, read once for the
+-- statement after that filter (an init plan, run at the first row), so
+-- every process's events occur by one clock, and an event occurring before
+-- a moment belongs to a transaction that had its id before that moment
+-- (the billing closer's fences rely on it). An event given a time keeps
+-- it (a zero time.Time, 0001-01-01, asks for the clock): tests write
+-- histories of their own that way; commands never do.
 INSERT INTO events (id, stream_type, stream_id, version, type, data, occurred_at)
-SELECT
-    unnest(@ids::uuid[]),
-    unnest(@stream_types::text[]),
-    unnest(@stream_ids::uuid[]),
-    unnest(@versions::integer[]),
-    unnest(@types::text[]),
-    unnest(@datas::jsonb[]),
-    unnest(@occurred_ats::timestamptz[])
-WHERE pg_current_xact_id() IS NOT NULL
-RETURNING id, position;
+SELECT e.id, e.stream_type, e.stream_id, e.version, e.type, e.data,
+       CASE WHEN e.occurred_at = '0001-01-01 00:00:00+00' THEN (SELECT clock_timestamp()) ELSE e.occurred_at END
+FROM (
+    SELECT
+        unnest(@ids::uuid[]) AS id,
+        unnest(@stream_types::text[]) AS stream_type,
+        unnest(@stream_ids::uuid[]) AS stream_id,
+        unnest(@versions::integer[]) AS version,
+        unnest(@types::text[]) AS type,
+        unnest(@datas::jsonb[]) AS data,
+        unnest(@occurred_ats::timestamptz[]) AS occurred_at
+    WHERE pg_current_xact_id() IS NOT NULL
+) AS e
+RETURNING id, position, occurred_at;
 
 -- name: EventListAfter :many
 SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
@@ -27,3 +38,7 @@ LIMIT @max_count;
 
 -- name: EventMaxPosition :one
 SELECT coalesce(max(position), 0)::bigint FROM events;
+
+-- name: EventStreamVersion :one
+-- A stream's current version (0 for none), by events_stream_version_key.
+SELECT coalesce(max(version), 0)::integer FROM events WHERE stream_id = @stream_id;

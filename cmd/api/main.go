@@ -53,7 +53,9 @@ type config struct {
 	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
 	AdminToken        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /v1/users; empty: that call answers 403"`
 	PricePerGBHour    string        `envconfig:"PRICE_PER_GB_HOUR" default:"0.00003" desc:"price of one GB-hour (10^9 bytes for an hour), a decimal"`
-	Currency          string        `envconfig:"CURRENCY" default:"USD" desc:"currency of the price"`
+	Currency          string        `envconfig:"CURRENCY" default:"USD" desc:"currency of the price (ISO 4217)"`
+	BillingPeriod     string        `envconfig:"BILLING_PERIOD" default:"month" desc:"billing period: month (calendar months in EPOCH_BILLING_TIMEZONE) or a Go duration of at least 1s (10s, 1h), counted from 1970-01-01T00:00:00Z"`
+	BillingTimezone   string        `envconfig:"BILLING_TIMEZONE" default:"UTC" desc:"IANA time zone whose calendar months are the billing periods"`
 	InlineSubscribers []string      `envconfig:"INLINE_SUBSCRIBERS" desc:"comma-separated movable subscribers (storage, billing) to run inline in the command's transaction; the others run in the worker"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long in-flight requests may take to finish"`
 	Pprof             bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too (no token: keep it off where the port is public)"`
@@ -150,6 +152,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		AdminToken:      cfg.AdminToken,
 		PricePerGBHour:  cfg.PricePerGBHour,
 		Currency:        cfg.Currency,
+		BillingPeriod:   cfg.BillingPeriod,
+		BillingTimezone: cfg.BillingTimezone,
 		DBTimeout:       cfg.DBTimeout,
 		TokenCacheTTL:   tokenCacheTTL(cfg.TokenCacheTTL),
 		Background:      background,

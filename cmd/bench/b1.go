@@ -318,7 +318,6 @@ func (r *rawLinker) appendEvents(ctx context.Context, conn *pgx.Conn, job uuid.U
 	ids, streamIDs := make([]uuid.UUID, n), make([]uuid.UUID, n)
 	streamTypes, types := make([]string, n), make([]string, n)
 	versions, datas, at := make([]int32, n), make([][]byte, n), make([]time.Time, n)
-	now := time.Now().UTC().Truncate(time.Microsecond)
 	for i, f := range files {
 		data, err := json.Marshal(map[string]uuid.UUID{"file_id": f})
 		if err != nil {
@@ -326,7 +325,7 @@ func (r *rawLinker) appendEvents(ctx context.Context, conn *pgx.Conn, job uuid.U
 		}
 		versions[i] = version + int32(i) + 1
 		ids[i], streamIDs[i], streamTypes[i], types[i] = eventstore.ID(job, versions[i]), job, domain.StreamJob, eventType
-		datas[i], at[i] = data, now
+		datas[i] = data // at[i] zero: the database's clock, as the api's commands take it
 	}
 	rows, err := conn.Query(ctx, r.q["EventAppend"].sql, r.q["EventAppend"].args(map[string]any{
 		"ids": ids, "stream_types": streamTypes, "stream_ids": streamIDs,
@@ -339,7 +338,7 @@ func (r *rawLinker) appendEvents(ctx context.Context, conn *pgx.Conn, job uuid.U
 	positions = make([]int64, 0, n)
 	for rows.Next() {
 		var pos int64
-		if err := rows.Scan(nil, &pos); err != nil { // the id is ours already
+		if err := rows.Scan(nil, &pos, nil); err != nil { // the id is ours already; so is the time
 			return nil, nil, err
 		}
 		positions = append(positions, pos)

@@ -37,6 +37,10 @@ type config struct {
 	StartupTimeout         time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
 	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
 	Pprof                  bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`
+	PricePerGBHour         string        `envconfig:"PRICE_PER_GB_HOUR" default:"0.00003" desc:"price of one GB-hour (10^9 bytes for an hour), a decimal: the flat price (version 0) of the periods no price version prices; the billing role closes statements with it"`
+	Currency               string        `envconfig:"CURRENCY" default:"USD" desc:"currency of that price (ISO 4217)"`
+	BillingPeriod          string        `envconfig:"BILLING_PERIOD" default:"month" desc:"billing period: month (calendar months in EPOCH_BILLING_TIMEZONE) or a Go duration of at least 1s, counted from 1970-01-01T00:00:00Z; the api's must be the same"`
+	BillingTimezone        string        `envconfig:"BILLING_TIMEZONE" default:"UTC" desc:"IANA time zone whose calendar months are the billing periods; the api's must be the same"`
 	FaultCrashAfterConfirm float64       `envconfig:"FAULT_CRASH_AFTER_CONFIRM" default:"0" desc:"tests only: probability that the relay kills its own process (SIGKILL) after a batch is confirmed and before its rows are deleted"`
 }
 

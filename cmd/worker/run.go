@@ -159,6 +159,17 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			return err
 		}
 		roles = append(roles, role{sub.Name(), c.Run})
+		if sub.Name() == billing.Name {
+			// The billing role also closes the periods' statements,
+			// whichever process consumes billing's queue (one closer works
+			// at a time, whatever the number of billing workers).
+			settings, err := billing.NewSettings(cfg.BillingPeriod, cfg.BillingTimezone, cfg.PricePerGBHour, cfg.Currency)
+			if err != nil {
+				return err
+			}
+			closer := billing.NewCloser(pool, billing.CloserConfig{Settings: settings}, logger)
+			roles = append(roles, role{"billing-closer", closer.Run})
+		}
 		name := sub.Name()
 		ready = append(ready, func() error {
 			if !c.Connected() {

@@ -1,8 +1,6 @@
 package billing
 
 import (
-	"errors"
-	"fmt"
 	"math/big"
 	"strings"
 )
@@ -12,40 +10,6 @@ const Decimals = 18
 
 // bytesPerGBHour is 10^9 bytes × 3600 s: byte-seconds per GB-hour.
 var bytesPerGBHour = big.NewRat(3_600_000_000_000, 1)
-
-// Price is a validated price per GB-hour and its currency, from
-// configuration.
-type Price struct {
-	perGBHour *big.Rat
-	currency  string
-}
-
-// ParsePrice validates the configured price (a non-negative decimal such as
-// "0.00003") and currency (such as "USD").
-func ParsePrice(perGBHour, currency string) (Price, error) {
-	r, ok := parseDecimal(perGBHour)
-	if !ok || r.Sign() < 0 {
-		return Price{}, fmt.Errorf("billing: price per GB-hour %q is not a non-negative decimal", perGBHour)
-	}
-	if strings.TrimSpace(currency) == "" {
-		return Price{}, errors.New("billing: currency is empty")
-	}
-	return Price{perGBHour: r, currency: currency}, nil
-}
-
-// amounts derives gb_hours and cost from the exact byte-seconds.
-func (p Price) amounts(byteSeconds string) (gbHours, cost string, err error) {
-	if p.perGBHour == nil {
-		return "", "", errors.New("billing: price not set (use ParsePrice)")
-	}
-	bs, ok := parseDecimal(byteSeconds)
-	if !ok {
-		return "", "", fmt.Errorf("billing: byte_seconds %q from the database is not a decimal", byteSeconds)
-	}
-	h := new(big.Rat).Quo(bs, bytesPerGBHour)
-	c := new(big.Rat).Mul(h, p.perGBHour)
-	return FormatDecimal(h, Decimals), FormatDecimal(c, Decimals), nil
-}
 
 // parseDecimal accepts plain decimals only ("12", "0.5", "-3.25"): no
 // fractions or exponents, which big.Rat.SetString would also take.
@@ -97,4 +61,16 @@ func FormatDecimal(r *big.Rat, decimals int) string {
 		out = "-" + out
 	}
 	return out
+}
+
+// FormatFixed rounds r half-to-even to decimals places and writes it with
+// exactly that many ("12.30", "0.00", "1235" for none): money as it is
+// written.
+func FormatFixed(r *big.Rat, decimals int) string {
+	s := FormatDecimal(r, decimals)
+	if decimals == 0 {
+		return s
+	}
+	whole, frac, _ := strings.Cut(s, ".")
+	return whole + "." + frac + strings.Repeat("0", decimals-len(frac))
 }

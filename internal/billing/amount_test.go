@@ -46,8 +46,10 @@ func TestParsePrice(t *testing.T) {
 		_, err := billing.ParsePrice(p, "USD")
 		require.Error(t, err, p)
 	}
-	_, err = billing.ParsePrice("1", "")
-	require.Error(t, err)
+	for _, c := range []string{"", "usd", "ABC", "US"} {
+		_, err = billing.ParsePrice("1", c)
+		require.Error(t, err, c)
+	}
 }
 
 // TestUsageKnownValues pins the formula on a hand-computed case: 10^9
@@ -56,7 +58,7 @@ func TestUsageKnownValues(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool, _ := testdb.New(t)
-	price, err := billing.ParsePrice("0.00003", "USD")
+	price, err := billing.NewSettings("", "", "0.00003", "USD")
 	require.NoError(t, err)
 	owner := uuid.New()
 	f := file{id: uuid.New(), owner: owner, size: 1_000_000_000, uploaded: base}
@@ -89,7 +91,7 @@ func TestOrderAndDuplicatesChangeNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool, _ := testdb.New(t)
-	price, err := billing.ParsePrice("0.00003", "USD")
+	price, err := billing.NewSettings("", "", "0.00003", "USD")
 	require.NoError(t, err)
 
 	history := func(owner uuid.UUID) []eventstore.Event {

@@ -1,13 +1,20 @@
-// Package billing is the billing subscriber: from file.uploaded and
-// file.deleted it keeps, per file, its size and the times it was uploaded
-// and deleted, and answers GET /v1/usage with the exact byte-seconds a user
-// stored over a period, their GB-hours and their cost. It runs inline or
-// remote (internal/dispatch), with the same rows either way.
+// Package billing is the billing subscriber and what it answers: from
+// file.uploaded and file.deleted it keeps, per file, its size and the times
+// it was uploaded and deleted, and per owner a ledger of the instants the
+// bytes they store change, with running totals; from those it answers GET
+// /v1/usage (exact byte-seconds, GB-hours and cost over any range, or in
+// windows of a zone's calendar) and the statements of each billing period,
+// priced by the price book (price.scheduled events). Its Closer closes a
+// period's statements once the period is complete: every event that could
+// occur before its end has committed and been applied. The subscriber runs
+// inline or remote (internal/dispatch), with the same rows either way.
 package billing
 
 import (
+	"bytes"
 	"context"
-	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,74 +43,62 @@ func (Subscriber) Name() string { return Name }
 // EventTypes implements dispatch.Subscriber.
 func (Subscriber) EventTypes() []string { return []string{domain.FileUploaded, domain.FileDeleted} }
 
-// Tables implements dispatch.Rebuildable.
-func (Subscriber) Tables() []string { return []string{"billing_files"} }
+// Tables implements dispatch.Rebuildable: the rows that follow from the
+// file events alone. The statements and the closer's state are not among
+// them: a closed statement never changes, whatever a rebuild finds.
+func (Subscriber) Tables() []string {
+	return []string{"billing_files", "billing_levels", "billing_owners"}
+}
 
-// Handle applies a batch in one statement, one row per file (see
-// filefacts: a batch may hold a file's upload and its delete, and one
-// INSERT ... ON CONFLICT cannot touch a row twice). Times are the events'
-// occurred_at, so when an event is applied does not matter.
+// Handle applies a batch in two statements: the owners' rows, which lock
+// each owner for the rest of the transaction (BillingOwnersApply), then the
+// files' rows and the owners' ledgers (BillingApply, one row per file:
+// filefacts says why). Times are the events' occurred_at, so when an event
+// is applied does not matter.
 func (Subscriber) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	ids, facts, err := filefacts.Fold(events)
 	if err != nil {
 		return err
 	}
 	n := len(ids)
-	p := &dbsqlc.BillingFileApplyParams{
+	p := &dbsqlc.BillingApplyParams{
 		FileIds: ids, OwnerIds: make([]uuid.UUID, n),
 		HasUpload: make([]bool, n), Sizes: make([]int64, n), UploadedAts: make([]time.Time, n),
 		HasDelete: make([]bool, n), DeletedAts: make([]time.Time, n), Positions: make([]int64, n),
 	}
+	type ownerFacts struct {
+		hasUpload bool
+		firstAt   time.Time
+		position  int64
+	}
+	owners := map[uuid.UUID]*ownerFacts{}
 	for i, f := range facts {
 		p.OwnerIds[i], p.Positions[i] = f.Owner, f.Position
 		p.HasUpload[i], p.Sizes[i], p.UploadedAts[i] = f.HasUpload, f.Size, f.UploadedAt
 		p.HasDelete[i], p.DeletedAts[i] = f.HasDelete, f.DeletedAt
+		o := owners[f.Owner]
+		if o == nil {
+			o = &ownerFacts{}
+			owners[f.Owner] = o
+		}
+		o.position = max(o.position, f.Position)
+		if f.HasUpload && (!o.hasUpload || f.UploadedAt.Before(o.firstAt)) {
+			o.hasUpload, o.firstAt = true, f.UploadedAt
+		}
+	}
+	op := &dbsqlc.BillingOwnersApplyParams{}
+	for _, id := range slices.SortedFunc(maps.Keys(owners), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }) {
+		o := owners[id]
+		op.OwnerIds = append(op.OwnerIds, id)
+		op.HasUpload = append(op.HasUpload, o.hasUpload)
+		op.FirstUploadAts = append(op.FirstUploadAts, o.firstAt)
+		op.Positions = append(op.Positions, o.position)
 	}
 	// Queued, unread, to go with the transaction's COMMIT: one round trip
-	// fewer per batch. An error comes back from the commit, named
-	// BillingFileApply, failing the batch.
-	dbsqlc.New().BillingFileApply(ctx, tx, []*dbsqlc.BillingFileApplyParams{p})
+	// fewer per batch. An error comes back from the commit, named after its
+	// statement, failing the batch.
+	q := dbsqlc.New()
+	q.BillingOwnersApply(ctx, tx, []*dbsqlc.BillingOwnersApplyParams{op})
+	q.BillingApply(ctx, tx, []*dbsqlc.BillingApplyParams{p})
 	return nil
-}
-
-// Usage is the body of GET /v1/usage. The three amounts are decimal strings
-// in their shortest exact form: no exponent, no trailing zeros after the
-// point, no point at all when whole ("0", "7200", "1.5").
-//
-//   - ByteSeconds is exact (the events keep microseconds, so at most 6
-//     decimals).
-//   - GBHours = byte_seconds / (10^9 × 3600) and Cost = that exact quotient
-//     × the price, each rounded half-to-even to 18 decimals (a byte stored
-//     for a microsecond is 2.8e-19 GB-hours: below that, nothing is billed).
-type Usage struct {
-	From        time.Time `json:"from"`
-	To          time.Time `json:"to"`
-	ByteSeconds string    `json:"byte_seconds"`
-	GBHours     string    `json:"gb_hours"`
-	Cost        string    `json:"cost"`
-	Currency    string    `json:"currency"`
-	Position    int64     `json:"position"`
-}
-
-// Read returns owner's usage over [from, to) as the billing subscriber has
-// applied it so far. now (the time of the request) closes the interval of a
-// file not deleted yet. A file whose upload the subscriber has not seen
-// counts nothing. Position is the highest event position it applied for
-// owner (0 if none).
-func Read(ctx context.Context, db database.DBTX, owner uuid.UUID, from, to, now time.Time, price Price) (Usage, error) {
-	from, to = from.UTC().Truncate(time.Microsecond), to.UTC().Truncate(time.Microsecond)
-	row, err := dbsqlc.New().BillingUsage(ctx, db, &dbsqlc.BillingUsageParams{
-		OwnerID: owner, PeriodStart: from, PeriodEnd: to, Now: now.UTC().Truncate(time.Microsecond),
-	})
-	if err != nil {
-		return Usage{}, fmt.Errorf("billing: read usage: %w", err)
-	}
-	gbHours, cost, err := price.amounts(row.ByteSeconds)
-	if err != nil {
-		return Usage{}, err
-	}
-	return Usage{
-		From: from, To: to, ByteSeconds: row.ByteSeconds, GBHours: gbHours, Cost: cost,
-		Currency: price.currency, Position: row.Position,
-	}, nil
 }

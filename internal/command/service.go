@@ -37,13 +37,12 @@ const (
 type Service struct {
 	pool       *pgxpool.Pool
 	dispatcher *dispatch.Dispatcher
-	now        func() time.Time
 	gate       *backpressure.Gate
 }
 
 // NewService makes a Service writing through pool and dispatching to d.
 func NewService(pool *pgxpool.Pool, d *dispatch.Dispatcher) *Service {
-	return &Service{pool: pool, dispatcher: d, now: time.Now}
+	return &Service{pool: pool, dispatcher: d}
 }
 
 // Inline names the movable subscribers this service runs in the command's
@@ -239,7 +238,9 @@ func (s *Service) writeJob(ctx context.Context, tx *database.Tx, job *dbsqlc.Job
 // (versions holds each stream's current version), appends them, runs the
 // inline subscribers and queues the outbox rows. id is the Outcome's.
 func (s *Service) write(ctx context.Context, tx *database.Tx, id uuid.UUID, changes []domain.Change, versions map[uuid.UUID]int32) (Outcome, error) {
-	at := s.now()
+	// The zero time: Append takes the database's clock, one for every
+	// api process, inside the transaction.
+	var at time.Time
 	events := make([]eventstore.Event, len(changes))
 	for i, c := range changes {
 		versions[c.StreamID]++

@@ -173,7 +173,7 @@ func (e *env) publishRaw(t *testing.T, key string, p amqp.Publishing) {
 func (e *env) requireUsage(t *testing.T, owner uuid.UUID, n int, within time.Duration) {
 	t.Helper()
 	count, bytes, bs := expected(n)
-	price, err := billing.ParsePrice("0.00003", "USD")
+	price, err := billing.NewSettings("", "", "0.00003", "USD")
 	require.NoError(t, err)
 	require.EventuallyWithT(t, func(c *assertT) {
 		st, err := storage.Read(context.Background(), e.pool, owner)

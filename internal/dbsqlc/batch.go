@@ -18,15 +18,77 @@ var (
 	ErrBatchAlreadyClosed = errors.New("batch already closed")
 )
 
-const billingFileApply = `-- name: BillingFileApply :batchexec
-INSERT INTO billing_files (file_id, owner_id, size_bytes, uploaded_at, deleted_at, position)
-SELECT
-    e.file_id, e.owner_id,
-    CASE WHEN e.has_upload THEN e.size_bytes END,
-    CASE WHEN e.has_upload THEN e.uploaded_at END,
-    CASE WHEN e.has_delete THEN e.deleted_at END,
-    e.position
-FROM (
+const billingAccount = `-- name: BillingAccount :batchone
+SELECT statement_timestamp()::timestamptz AS now,
+       o.first_upload_at,
+       coalesce(o.position, 0)::bigint AS position,
+       c.next_period_start,
+       coalesce(c.cum_units, 0)::text AS cum_units
+FROM (SELECT $1::uuid AS owner_id) AS q
+LEFT JOIN billing_owners AS o ON o.owner_id = q.owner_id
+LEFT JOIN billing_close AS c ON c.owner_id = q.owner_id
+`
+
+type BillingAccountBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingAccountRow struct {
+	Now             time.Time
+	FirstUploadAt   *time.Time
+	Position        int64
+	NextPeriodStart *time.Time
+	CumUnits        string
+}
+
+// What billing knows of an owner for a read: its first upload, the highest
+// position applied, its closer state, and the database's clock, the one
+// clock events occur by.
+func (q *Queries) BillingAccount(ctx context.Context, db DBTX, ownerID []uuid.UUID) *BillingAccountBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range ownerID {
+		vals := []interface{}{
+			a,
+		}
+		batch.Queue(billingAccount, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingAccountBatchResults{br, len(ownerID), false}
+}
+
+func (b *BillingAccountBatchResults) QueryRow(f func(int, *BillingAccountRow, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		var i BillingAccountRow
+		if b.closed {
+			if f != nil {
+				f(t, nil, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		row := b.br.QueryRow()
+		err := row.Scan(
+			&i.Now,
+			&i.FirstUploadAt,
+			&i.Position,
+			&i.NextPeriodStart,
+			&i.CumUnits,
+		)
+		if f != nil {
+			f(t, &i, err)
+		}
+	}
+}
+
+func (b *BillingAccountBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingApply = `-- name: BillingApply :batchexec
+WITH batch AS (
     SELECT
         unnest($1::uuid[])            AS file_id,
         unnest($2::uuid[])           AS owner_id,
@@ -36,21 +98,101 @@ FROM (
         unnest($6::boolean[])       AS has_delete,
         unnest($7::timestamptz[])  AS deleted_at,
         unnest($8::bigint[])         AS position
-) AS e
-ON CONFLICT (file_id) DO UPDATE SET
-    size_bytes  = coalesce(billing_files.size_bytes, excluded.size_bytes),
-    uploaded_at = least(billing_files.uploaded_at, excluded.uploaded_at),
-    deleted_at  = least(billing_files.deleted_at, excluded.deleted_at),
-    position    = greatest(billing_files.position, excluded.position)
+), before AS (
+    SELECT f.file_id, f.owner_id, f.size_bytes, f.uploaded_at, f.deleted_at, f.position
+    FROM billing_files AS f
+    WHERE f.file_id = ANY($1::uuid[])
+), after AS (
+    SELECT b.file_id, b.owner_id,
+           coalesce(o.size_bytes, CASE WHEN b.has_upload THEN b.size_bytes END) AS size_bytes,
+           least(o.uploaded_at, CASE WHEN b.has_upload THEN b.uploaded_at END) AS uploaded_at,
+           least(o.deleted_at, CASE WHEN b.has_delete THEN b.deleted_at END) AS deleted_at,
+           greatest(o.position, b.position) AS position
+    FROM batch AS b
+    LEFT JOIN before AS o ON o.file_id = b.file_id
+), files AS (
+    INSERT INTO billing_files (file_id, owner_id, size_bytes, uploaded_at, deleted_at, position)
+    SELECT file_id, owner_id, size_bytes, uploaded_at, deleted_at, position FROM after
+    ON CONFLICT (file_id) DO UPDATE SET
+        size_bytes  = excluded.size_bytes,
+        uploaded_at = excluded.uploaded_at,
+        deleted_at  = excluded.deleted_at,
+        position    = excluded.position
+), stored AS (
+    SELECT 1 AS sign, owner_id, size_bytes, uploaded_at, deleted_at FROM after
+    UNION ALL
+    SELECT -1, owner_id, size_bytes, uploaded_at, deleted_at FROM before
+), changes AS (
+    SELECT s.owner_id, s.uploaded_at AS at, s.sign * s.size_bytes::numeric AS delta
+    FROM stored AS s
+    WHERE s.size_bytes IS NOT NULL AND s.uploaded_at IS NOT NULL AND (s.deleted_at IS NULL OR s.deleted_at > s.uploaded_at)
+    UNION ALL
+    SELECT s.owner_id, s.deleted_at, -s.sign * s.size_bytes::numeric
+    FROM stored AS s
+    WHERE s.size_bytes IS NOT NULL AND s.uploaded_at IS NOT NULL AND s.deleted_at > s.uploaded_at
+), new_deltas AS (
+    SELECT c.owner_id, c.at, sum(c.delta) AS delta
+    FROM changes AS c
+    GROUP BY c.owner_id, c.at
+    HAVING sum(c.delta) <> 0
+), firsts AS (
+    SELECT n.owner_id, min(n.at) AS from_at FROM new_deltas AS n GROUP BY n.owner_id
+), base AS (
+    SELECT f.owner_id, f.from_at, coalesce(p.level, 0) AS level,
+           coalesce(p.byte_seconds, 0) AS byte_seconds, p.at
+    FROM firsts AS f
+    LEFT JOIN LATERAL (
+        SELECT l.level, l.byte_seconds, l.at
+        FROM billing_levels AS l
+        WHERE l.owner_id = f.owner_id AND l.at < f.from_at
+        ORDER BY l.at DESC
+        LIMIT 1
+    ) AS p ON true
+), merged AS (
+    SELECT m.owner_id, m.at, sum(m.delta) AS delta
+    FROM (
+        SELECT n.owner_id, n.at, n.delta FROM new_deltas AS n
+        UNION ALL
+        SELECT l.owner_id, l.at, l.delta
+        FROM firsts AS f
+        JOIN billing_levels AS l ON l.owner_id = f.owner_id AND l.at >= f.from_at
+    ) AS m
+    GROUP BY m.owner_id, m.at
+), leveled AS (
+    SELECT m.owner_id, m.at, m.delta,
+           b.level + sum(m.delta) OVER w AS level,
+           b.byte_seconds + b.level * coalesce(extract(epoch FROM first_value(m.at) OVER w) - extract(epoch FROM b.at), 0) AS start_byte_seconds,
+           lead(m.at) OVER w AS next_at
+    FROM merged AS m
+    JOIN base AS b ON b.owner_id = m.owner_id
+    WHERE m.delta <> 0
+    WINDOW w AS (PARTITION BY m.owner_id ORDER BY m.at)
+), computed AS (
+    SELECT v.owner_id, v.at, v.delta, v.level,
+           v.start_byte_seconds + coalesce(sum(v.level * (extract(epoch FROM v.next_at) - extract(epoch FROM v.at)))
+               OVER (PARTITION BY v.owner_id ORDER BY v.at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS byte_seconds
+    FROM leveled AS v
+), gone AS (
+    DELETE FROM billing_levels AS l
+    USING merged AS m
+    WHERE m.delta = 0 AND l.owner_id = m.owner_id AND l.at = m.at
+)
+INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
+SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c
+ORDER BY c.owner_id, c.at
+ON CONFLICT (owner_id, at) DO UPDATE SET
+    delta        = excluded.delta,
+    level        = excluded.level,
+    byte_seconds = excluded.byte_seconds
 `
 
-type BillingFileApplyBatchResults struct {
+type BillingApplyBatchResults struct {
 	br     pgx.BatchResults
 	tot    int
 	closed bool
 }
 
-type BillingFileApplyParams struct {
+type BillingApplyParams struct {
 	FileIds     []uuid.UUID
 	OwnerIds    []uuid.UUID
 	HasUpload   []bool
@@ -62,11 +204,20 @@ type BillingFileApplyParams struct {
 }
 
 // Applies a batch of file events, merged to one entry per file (file_ids
-// unique, sorted so concurrent consumers lock rows in the same order).
-// The upload brings size_bytes and uploaded_at, the delete deleted_at; each
-// is set by whichever event brings it (the earliest time if ever two did)
-// and never unset, so order and duplicates do not change the row.
-func (q *Queries) BillingFileApply(ctx context.Context, db DBTX, arg []*BillingFileApplyParams) *BillingFileApplyBatchResults {
+// unique and sorted), to the file rows and to the owners' ledgers, in one
+// statement (the owners are locked by BillingOwnersApply, sent before it).
+// A file's row gains what an event brings (size and upload time from the
+// upload, delete time from the delete; the earliest if ever two did) and
+// never loses it, so order and duplicates do not change it. A file with its
+// size and upload time stores its bytes from the upload until the delete
+// (none when the delete is not later); the ledger changes by the difference
+// between what the file's row says after and before, at the instants it
+// names. Each owner's ledger rows from its earliest change on are then
+// recomputed from the row before (base): level is the running sum of the
+// deltas, byte_seconds the integral of the level up to each row. Rows whose
+// delta comes to 0 go, so the ledger is the same whichever order the
+// events came in.
+func (q *Queries) BillingApply(ctx context.Context, db DBTX, arg []*BillingApplyParams) *BillingApplyBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
 		vals := []interface{}{
@@ -79,13 +230,13 @@ func (q *Queries) BillingFileApply(ctx context.Context, db DBTX, arg []*BillingF
 			a.DeletedAts,
 			a.Positions,
 		}
-		batch.Queue(billingFileApply, vals...)
+		batch.Queue(billingApply, vals...)
 	}
 	br := db.SendBatch(ctx, batch)
-	return &BillingFileApplyBatchResults{br, len(arg), false}
+	return &BillingApplyBatchResults{br, len(arg), false}
 }
 
-func (b *BillingFileApplyBatchResults) Exec(f func(int, error)) {
+func (b *BillingApplyBatchResults) Exec(f func(int, error)) {
 	defer b.br.Close()
 	for t := 0; t < b.tot; t++ {
 		if b.closed {
@@ -101,7 +252,596 @@ func (b *BillingFileApplyBatchResults) Exec(f func(int, error)) {
 	}
 }
 
-func (b *BillingFileApplyBatchResults) Close() error {
+func (b *BillingApplyBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingBalances = `-- name: BillingBalances :batchmany
+SELECT t.n::bigint AS n,
+       coalesce(l.byte_seconds + l.level * (extract(epoch FROM t.at) - extract(epoch FROM l.at)), 0)::text AS byte_seconds
+FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(at, n)
+LEFT JOIN LATERAL (
+    SELECT b.level, b.byte_seconds, b.at
+    FROM billing_levels AS b
+    WHERE b.owner_id = $2 AND b.at <= t.at
+    ORDER BY b.at DESC
+    LIMIT 1
+) AS l ON true
+ORDER BY t.n
+`
+
+type BillingBalancesBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingBalancesParams struct {
+	Ats     []time.Time
+	OwnerID uuid.UUID
+}
+
+type BillingBalancesRow struct {
+	N           int64
+	ByteSeconds string
+}
+
+// The byte-seconds an owner stored from the start of its ledger up to each
+// of ats (row n answers ats[n]), as billing applied them so far: one
+// lookup of billing_levels_pkey per time, however long the ledger. The
+// caller cuts the times at now (nothing is stored in the future). Text,
+// exact.
+func (q *Queries) BillingBalances(ctx context.Context, db DBTX, arg []*BillingBalancesParams) *BillingBalancesBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.Ats,
+			a.OwnerID,
+		}
+		batch.Queue(billingBalances, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingBalancesBatchResults{br, len(arg), false}
+}
+
+func (b *BillingBalancesBatchResults) Query(f func(int, []*BillingBalancesRow, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		items := []*BillingBalancesRow{}
+		if b.closed {
+			if f != nil {
+				f(t, items, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		err := func() error {
+			rows, err := b.br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var i BillingBalancesRow
+				if err := rows.Scan(&i.N, &i.ByteSeconds); err != nil {
+					return err
+				}
+				items = append(items, &i)
+			}
+			return rows.Err()
+		}()
+		if f != nil {
+			f(t, items, err)
+		}
+	}
+}
+
+func (b *BillingBalancesBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingCloseSave = `-- name: BillingCloseSave :batchexec
+INSERT INTO billing_close (owner_id, next_period_start, cum_units, hash_state, hash_through, hash_covered)
+SELECT unnest($1::uuid[]), unnest($2::timestamptz[]), unnest($3::text[])::numeric,
+       unnest($4::bytea[]), unnest($5::bigint[]), unnest($6::bigint[])
+ON CONFLICT (owner_id) DO UPDATE SET
+    next_period_start = excluded.next_period_start,
+    cum_units         = excluded.cum_units,
+    hash_state        = excluded.hash_state,
+    hash_through      = excluded.hash_through,
+    hash_covered      = excluded.hash_covered
+`
+
+type BillingCloseSaveBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingCloseSaveParams struct {
+	OwnerIds         []uuid.UUID
+	NextPeriodStarts []time.Time
+	CumUnits         []string
+	HashStates       [][]byte
+	HashThroughs     []int64
+	HashCovereds     []int64
+}
+
+func (q *Queries) BillingCloseSave(ctx context.Context, db DBTX, arg []*BillingCloseSaveParams) *BillingCloseSaveBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.OwnerIds,
+			a.NextPeriodStarts,
+			a.CumUnits,
+			a.HashStates,
+			a.HashThroughs,
+			a.HashCovereds,
+		}
+		batch.Queue(billingCloseSave, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingCloseSaveBatchResults{br, len(arg), false}
+}
+
+func (b *BillingCloseSaveBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *BillingCloseSaveBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingOwnersApply = `-- name: BillingOwnersApply :batchexec
+INSERT INTO billing_owners (owner_id, first_upload_at, position)
+SELECT o.owner_id, CASE WHEN o.has_upload THEN o.first_upload_at END, o.position
+FROM (
+    SELECT unnest($1::uuid[])              AS owner_id,
+           unnest($2::boolean[])          AS has_upload,
+           unnest($3::timestamptz[]) AS first_upload_at,
+           unnest($4::bigint[])            AS position
+) AS o
+ORDER BY o.owner_id
+ON CONFLICT (owner_id) DO UPDATE SET
+    first_upload_at = least(billing_owners.first_upload_at, excluded.first_upload_at),
+    position        = greatest(billing_owners.position, excluded.position)
+`
+
+type BillingOwnersApplyBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingOwnersApplyParams struct {
+	OwnerIds       []uuid.UUID
+	HasUpload      []bool
+	FirstUploadAts []time.Time
+	Positions      []int64
+}
+
+// The owners of a batch (owner_ids unique and sorted): their rows are
+// locked in that order for the rest of the transaction, so the ledger
+// statement that follows reads and writes each owner's rows alone. The
+// first upload and the highest position only ever move one way, so order
+// and duplicates of deliveries do not change the row.
+func (q *Queries) BillingOwnersApply(ctx context.Context, db DBTX, arg []*BillingOwnersApplyParams) *BillingOwnersApplyBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.OwnerIds,
+			a.HasUpload,
+			a.FirstUploadAts,
+			a.Positions,
+		}
+		batch.Queue(billingOwnersApply, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingOwnersApplyBatchResults{br, len(arg), false}
+}
+
+func (b *BillingOwnersApplyBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *BillingOwnersApplyBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingStatementCums = `-- name: BillingStatementCums :batchmany
+SELECT t.n::bigint AS n, coalesce(s.cum_units, 0)::text AS cum_units
+FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(period_start, n)
+LEFT JOIN LATERAL (
+    SELECT b.cum_units
+    FROM billing_statements AS b
+    WHERE b.owner_id = $2 AND b.period_start < t.period_start
+    ORDER BY b.period_start DESC
+    LIMIT 1
+) AS s ON true
+ORDER BY t.n
+`
+
+type BillingStatementCumsBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingStatementCumsParams struct {
+	PeriodStarts []time.Time
+	OwnerID      uuid.UUID
+}
+
+type BillingStatementCumsRow struct {
+	N        int64
+	CumUnits string
+}
+
+// The running sums of amounts of an owner's closed statements just before
+// each of period_starts (the sum over the statements that start earlier):
+// row n answers period_starts[n]. One lookup per start.
+func (q *Queries) BillingStatementCums(ctx context.Context, db DBTX, arg []*BillingStatementCumsParams) *BillingStatementCumsBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.PeriodStarts,
+			a.OwnerID,
+		}
+		batch.Queue(billingStatementCums, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingStatementCumsBatchResults{br, len(arg), false}
+}
+
+func (b *BillingStatementCumsBatchResults) Query(f func(int, []*BillingStatementCumsRow, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		items := []*BillingStatementCumsRow{}
+		if b.closed {
+			if f != nil {
+				f(t, items, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		err := func() error {
+			rows, err := b.br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var i BillingStatementCumsRow
+				if err := rows.Scan(&i.N, &i.CumUnits); err != nil {
+					return err
+				}
+				items = append(items, &i)
+			}
+			return rows.Err()
+		}()
+		if f != nil {
+			f(t, items, err)
+		}
+	}
+}
+
+func (b *BillingStatementCumsBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingStatementGet = `-- name: BillingStatementGet :batchone
+SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
+       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
+       covered_position, events_sha256, closed_at, position
+FROM billing_statements WHERE id = $1 AND owner_id = $2
+`
+
+type BillingStatementGetBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingStatementGetParams struct {
+	ID      uuid.UUID
+	OwnerID uuid.UUID
+}
+
+type BillingStatementGetRow struct {
+	ID              uuid.UUID
+	OwnerID         uuid.UUID
+	PeriodStart     time.Time
+	PeriodEnd       time.Time
+	ByteSeconds     string
+	GbHours         string
+	Currency        string
+	PriceVersion    int32
+	Lines           []byte
+	Amount          string
+	AmountDue       string
+	AmountUnits     string
+	CumUnits        string
+	CoveredPosition int64
+	EventsSha256    string
+	ClosedAt        time.Time
+	Position        int64
+}
+
+func (q *Queries) BillingStatementGet(ctx context.Context, db DBTX, arg []*BillingStatementGetParams) *BillingStatementGetBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.ID,
+			a.OwnerID,
+		}
+		batch.Queue(billingStatementGet, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingStatementGetBatchResults{br, len(arg), false}
+}
+
+func (b *BillingStatementGetBatchResults) QueryRow(f func(int, *BillingStatementGetRow, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		var i BillingStatementGetRow
+		if b.closed {
+			if f != nil {
+				f(t, nil, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		row := b.br.QueryRow()
+		err := row.Scan(
+			&i.ID,
+			&i.OwnerID,
+			&i.PeriodStart,
+			&i.PeriodEnd,
+			&i.ByteSeconds,
+			&i.GbHours,
+			&i.Currency,
+			&i.PriceVersion,
+			&i.Lines,
+			&i.Amount,
+			&i.AmountDue,
+			&i.AmountUnits,
+			&i.CumUnits,
+			&i.CoveredPosition,
+			&i.EventsSha256,
+			&i.ClosedAt,
+			&i.Position,
+		)
+		if f != nil {
+			f(t, &i, err)
+		}
+	}
+}
+
+func (b *BillingStatementGetBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingStatementList = `-- name: BillingStatementList :batchmany
+SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
+       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
+       covered_position, events_sha256, closed_at, position
+FROM billing_statements
+WHERE owner_id = $1 AND period_start < $2
+ORDER BY period_start DESC
+LIMIT $3
+`
+
+type BillingStatementListBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingStatementListParams struct {
+	OwnerID  uuid.UUID
+	Before   time.Time
+	MaxCount int32
+}
+
+type BillingStatementListRow struct {
+	ID              uuid.UUID
+	OwnerID         uuid.UUID
+	PeriodStart     time.Time
+	PeriodEnd       time.Time
+	ByteSeconds     string
+	GbHours         string
+	Currency        string
+	PriceVersion    int32
+	Lines           []byte
+	Amount          string
+	AmountDue       string
+	AmountUnits     string
+	CumUnits        string
+	CoveredPosition int64
+	EventsSha256    string
+	ClosedAt        time.Time
+	Position        int64
+}
+
+// An owner's closed statements starting before a period, newest first
+// (billing_statements_owner_period_key).
+func (q *Queries) BillingStatementList(ctx context.Context, db DBTX, arg []*BillingStatementListParams) *BillingStatementListBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.OwnerID,
+			a.Before,
+			a.MaxCount,
+		}
+		batch.Queue(billingStatementList, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingStatementListBatchResults{br, len(arg), false}
+}
+
+func (b *BillingStatementListBatchResults) Query(f func(int, []*BillingStatementListRow, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		items := []*BillingStatementListRow{}
+		if b.closed {
+			if f != nil {
+				f(t, items, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		err := func() error {
+			rows, err := b.br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var i BillingStatementListRow
+				if err := rows.Scan(
+					&i.ID,
+					&i.OwnerID,
+					&i.PeriodStart,
+					&i.PeriodEnd,
+					&i.ByteSeconds,
+					&i.GbHours,
+					&i.Currency,
+					&i.PriceVersion,
+					&i.Lines,
+					&i.Amount,
+					&i.AmountDue,
+					&i.AmountUnits,
+					&i.CumUnits,
+					&i.CoveredPosition,
+					&i.EventsSha256,
+					&i.ClosedAt,
+					&i.Position,
+				); err != nil {
+					return err
+				}
+				items = append(items, &i)
+			}
+			return rows.Err()
+		}()
+		if f != nil {
+			f(t, items, err)
+		}
+	}
+}
+
+func (b *BillingStatementListBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingStatementsInsert = `-- name: BillingStatementsInsert :batchexec
+INSERT INTO billing_statements (id, owner_id, period_start, period_end, byte_seconds, gb_hours, currency,
+    price_version, lines, amount, amount_due, amount_units, cum_units, covered_position, events_sha256, closed_at, position)
+SELECT unnest($1::uuid[]), unnest($2::uuid[]), unnest($3::timestamptz[]),
+       unnest($4::timestamptz[]), unnest($5::text[])::numeric, unnest($6::text[]),
+       unnest($7::text[]), unnest($8::integer[]), unnest($9::jsonb[]),
+       unnest($10::text[]), unnest($11::text[]), unnest($12::text[])::numeric,
+       unnest($13::text[])::numeric, unnest($14::bigint[]), unnest($15::text[]),
+       unnest($16::timestamptz[]), unnest($17::bigint[])
+`
+
+type BillingStatementsInsertBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type BillingStatementsInsertParams struct {
+	Ids              []uuid.UUID
+	OwnerIds         []uuid.UUID
+	PeriodStarts     []time.Time
+	PeriodEnds       []time.Time
+	ByteSeconds      []string
+	GbHours          []string
+	Currencies       []string
+	PriceVersions    []int32
+	Lines            [][]byte
+	Amounts          []string
+	AmountsDue       []string
+	AmountUnits      []string
+	CumUnits         []string
+	CoveredPositions []int64
+	EventsSha256s    []string
+	ClosedAts        []time.Time
+	Positions        []int64
+}
+
+func (q *Queries) BillingStatementsInsert(ctx context.Context, db DBTX, arg []*BillingStatementsInsertParams) *BillingStatementsInsertBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.Ids,
+			a.OwnerIds,
+			a.PeriodStarts,
+			a.PeriodEnds,
+			a.ByteSeconds,
+			a.GbHours,
+			a.Currencies,
+			a.PriceVersions,
+			a.Lines,
+			a.Amounts,
+			a.AmountsDue,
+			a.AmountUnits,
+			a.CumUnits,
+			a.CoveredPositions,
+			a.EventsSha256s,
+			a.ClosedAts,
+			a.Positions,
+		}
+		batch.Queue(billingStatementsInsert, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingStatementsInsertBatchResults{br, len(arg), false}
+}
+
+func (b *BillingStatementsInsertBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *BillingStatementsInsertBatchResults) Close() error {
 	b.closed = true
 	return b.br.Close()
 }
@@ -1424,6 +2164,90 @@ func (b *OutboxWakeBatchResults) Exec(f func(int, error)) {
 }
 
 func (b *OutboxWakeBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const priceBookList = `-- name: PriceBookList :batchmany
+SELECT version, data, position, occurred_at
+FROM events
+WHERE stream_id = $1 AND version > $2
+ORDER BY version
+LIMIT $3
+`
+
+type PriceBookListBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type PriceBookListParams struct {
+	StreamID     uuid.UUID
+	AfterVersion int32
+	MaxCount     int32
+}
+
+type PriceBookListRow struct {
+	Version    int32
+	Data       []byte
+	Position   int64
+	OccurredAt time.Time
+}
+
+// The price versions: the events of the price_book stream, in version
+// order, by the stream's key (events_stream_version_key).
+func (q *Queries) PriceBookList(ctx context.Context, db DBTX, arg []*PriceBookListParams) *PriceBookListBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.StreamID,
+			a.AfterVersion,
+			a.MaxCount,
+		}
+		batch.Queue(priceBookList, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &PriceBookListBatchResults{br, len(arg), false}
+}
+
+func (b *PriceBookListBatchResults) Query(f func(int, []*PriceBookListRow, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		items := []*PriceBookListRow{}
+		if b.closed {
+			if f != nil {
+				f(t, items, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		err := func() error {
+			rows, err := b.br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var i PriceBookListRow
+				if err := rows.Scan(
+					&i.Version,
+					&i.Data,
+					&i.Position,
+					&i.OccurredAt,
+				); err != nil {
+					return err
+				}
+				items = append(items, &i)
+			}
+			return rows.Err()
+		}()
+		if f != nil {
+			f(t, items, err)
+		}
+	}
+}
+
+func (b *PriceBookListBatchResults) Close() error {
 	b.closed = true
 	return b.br.Close()
 }

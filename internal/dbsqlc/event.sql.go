@@ -14,16 +14,20 @@ import (
 
 const eventAppend = `-- name: EventAppend :many
 INSERT INTO events (id, stream_type, stream_id, version, type, data, occurred_at)
-SELECT
-    unnest($1::uuid[]),
-    unnest($2::text[]),
-    unnest($3::uuid[]),
-    unnest($4::integer[]),
-    unnest($5::text[]),
-    unnest($6::jsonb[]),
-    unnest($7::timestamptz[])
-WHERE pg_current_xact_id() IS NOT NULL
-RETURNING id, position
+SELECT e.id, e.stream_type, e.stream_id, e.version, e.type, e.data,
+       CASE WHEN e.occurred_at = '0001-01-01 00:00:00+00' THEN (SELECT clock_timestamp()) ELSE e.occurred_at END
+FROM (
+    SELECT
+        unnest($1::uuid[]) AS id,
+        unnest($2::text[]) AS stream_type,
+        unnest($3::uuid[]) AS stream_id,
+        unnest($4::integer[]) AS version,
+        unnest($5::text[]) AS type,
+        unnest($6::jsonb[]) AS data,
+        unnest($7::timestamptz[]) AS occurred_at
+    WHERE pg_current_xact_id() IS NOT NULL
+) AS e
+RETURNING id, position, occurred_at
 `
 
 type EventAppendParams struct {
@@ -37,8 +41,9 @@ type EventAppendParams struct {
 }
 
 type EventAppendRow struct {
-	ID       uuid.UUID
-	Position int64
+	ID         uuid.UUID
+	Position   int64
+	OccurredAt time.Time
 }
 
 // Appends a command's events in one round trip. The zipped unnests yield
@@ -48,6 +53,13 @@ type EventAppendRow struct {
 // The one-time filter gives the transaction its id before the first
 // position is drawn, so a snapshot's xmax bounds every position handed out
 // before it (inbox watermarks rely on it; see InboxWatermarkPropose).
+// An event's occurred_at is the database's clock, read once for the
+// statement after that filter (an init plan, run at the first row), so
+// every process's events occur by one clock, and an event occurring before
+// a moment belongs to a transaction that had its id before that moment
+// (the billing closer's fences rely on it). An event given a time keeps
+// it (a zero time.Time, 0001-01-01, asks for the clock): tests write
+// histories of their own that way; commands never do.
 func (q *Queries) EventAppend(ctx context.Context, db DBTX, arg *EventAppendParams) ([]*EventAppendRow, error) {
 	rows, err := db.Query(ctx, eventAppend,
 		arg.Ids,
@@ -65,7 +77,7 @@ func (q *Queries) EventAppend(ctx context.Context, db DBTX, arg *EventAppendPara
 	items := []*EventAppendRow{}
 	for rows.Next() {
 		var i EventAppendRow
-		if err := rows.Scan(&i.ID, &i.Position); err != nil {
+		if err := rows.Scan(&i.ID, &i.Position, &i.OccurredAt); err != nil {
 			return nil, err
 		}
 		items = append(items, &i)
@@ -125,6 +137,18 @@ SELECT coalesce(max(position), 0)::bigint FROM events
 func (q *Queries) EventMaxPosition(ctx context.Context, db DBTX) (int64, error) {
 	row := db.QueryRow(ctx, eventMaxPosition)
 	var column_1 int64
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
+const eventStreamVersion = `-- name: EventStreamVersion :one
+SELECT coalesce(max(version), 0)::integer FROM events WHERE stream_id = $1
+`
+
+// A stream's current version (0 for none), by events_stream_version_key.
+func (q *Queries) EventStreamVersion(ctx context.Context, db DBTX, streamID uuid.UUID) (int32, error) {
+	row := db.QueryRow(ctx, eventStreamVersion, streamID)
+	var column_1 int32
 	err := row.Scan(&column_1)
 	return column_1, err
 }

@@ -11,6 +11,23 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type BillingClose struct {
+	OwnerID         uuid.UUID
+	NextPeriodStart time.Time
+	CumUnits        pgtype.Numeric
+	HashState       []byte
+	HashThrough     int64
+	HashCovered     int64
+}
+
+type BillingFence struct {
+	PeriodEnd      time.Time
+	FenceXid       pgtype.Uint64
+	TakenAt        time.Time
+	PassedPosition pgtype.Int8
+	PassedAt       *time.Time
+}
+
 type BillingFile struct {
 	FileID     uuid.UUID
 	OwnerID    uuid.UUID
@@ -18,6 +35,54 @@ type BillingFile struct {
 	UploadedAt *time.Time
 	DeletedAt  *time.Time
 	Position   int64
+}
+
+type BillingGap struct {
+	Position   int64
+	EventID    uuid.UUID
+	OwnerID    uuid.UUID
+	OccurredAt time.Time
+}
+
+type BillingLevel struct {
+	OwnerID     uuid.UUID
+	At          time.Time
+	Delta       pgtype.Numeric
+	Level       pgtype.Numeric
+	ByteSeconds pgtype.Numeric
+}
+
+type BillingOwner struct {
+	OwnerID       uuid.UUID
+	FirstUploadAt *time.Time
+	Position      int64
+}
+
+type BillingProgress struct {
+	ID              int16
+	CompleteThrough int64
+	Candidate       pgtype.Int8
+	CandidateXid    pgtype.Uint64
+}
+
+type BillingStatement struct {
+	ID              uuid.UUID
+	OwnerID         uuid.UUID
+	PeriodStart     time.Time
+	PeriodEnd       time.Time
+	ByteSeconds     pgtype.Numeric
+	GbHours         string
+	Currency        string
+	PriceVersion    int32
+	Lines           []byte
+	Amount          string
+	AmountDue       string
+	AmountUnits     pgtype.Numeric
+	CumUnits        pgtype.Numeric
+	CoveredPosition int64
+	EventsSha256    string
+	ClosedAt        time.Time
+	Position        int64
 }
 
 type DeadLetter struct {

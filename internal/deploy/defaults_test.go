@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/backpressure"
+	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/catchup"
 	"github.com/catacloud/epoch/internal/consumer"
@@ -30,8 +31,10 @@ var homes = map[string]any{
 	"DB_TIMEOUT":                  httpapi.DefaultDBTimeout,
 	"TOKEN_CACHE_TTL":             httpapi.DefaultTokenCacheTTL,
 	"RABBITMQ_MANAGEMENT_TIMEOUT": httpapi.DefaultQueueTimeout,
-	"PRICE_PER_GB_HOUR":           httpapi.DefaultPricePerGBHour,
-	"CURRENCY":                    httpapi.DefaultCurrency,
+	"PRICE_PER_GB_HOUR":           billing.DefaultPricePerGBHour,
+	"CURRENCY":                    billing.DefaultCurrency,
+	"BILLING_PERIOD":              billing.DefaultPeriod,
+	"BILLING_TIMEZONE":            billing.DefaultTimezone,
 	"MAX_WAITS_PER_USER":          catchup.DefaultMaxWaitsPerOwner,
 	"OUTBOX_MAX_BACKLOG":          backpressure.DefaultMaxBacklog,
 	"RELAY_BATCH_SIZE":            outbox.DefaultBatchSize,

@@ -12,8 +12,10 @@ import (
 
 // Stream types.
 const (
-	StreamFile = "file"
-	StreamJob  = "job"
+	StreamFile      = "file"
+	StreamJob       = "job"
+	StreamPriceBook = "price_book"
+	StreamStatement = "statement"
 )
 
 // Event types (also the RabbitMQ routing keys).
@@ -24,17 +26,23 @@ const (
 	JobFileLinked   = "job.file_linked"
 	JobFileUnlinked = "job.file_unlinked"
 	JobDeleted      = "job.deleted"
+	PriceScheduled  = "price.scheduled"
+	StatementClosed = "statement.closed"
 )
 
-// FileEventTypes and JobEventTypes list each stream's event types.
+// FileEventTypes, JobEventTypes and BillingEventTypes list each stream's
+// event types (billing's: the price book's and the statements').
 var (
-	FileEventTypes = []string{FileUploaded, FileDeleted}
-	JobEventTypes  = []string{JobCreated, JobFileLinked, JobFileUnlinked, JobDeleted}
+	FileEventTypes    = []string{FileUploaded, FileDeleted}
+	JobEventTypes     = []string{JobCreated, JobFileLinked, JobFileUnlinked, JobDeleted}
+	BillingEventTypes = []string{PriceScheduled, StatementClosed}
 )
 
 // EventTypes is every event type the system stores and publishes, in a
 // slice of the caller's own.
-func EventTypes() []string { return append(slices.Clone(FileEventTypes), JobEventTypes...) }
+func EventTypes() []string {
+	return slices.Concat(FileEventTypes, JobEventTypes, BillingEventTypes)
+}
 
 // FileUploadedData is the data of file.uploaded.
 type FileUploadedData struct {

@@ -199,7 +199,7 @@ func (tr Truth) Owners() []uuid.UUID {
 func CheckStorageAndBilling(t testing.TB, ctx context.Context, pool *pgxpool.Pool, events []Event) {
 	t.Helper()
 	tr := BruteForce(t, events)
-	price, err := billing.ParsePrice("0.00003", "USD")
+	settings, err := billing.NewSettings("", "", "0.00003", "USD")
 	require.NoError(t, err)
 	first, last := events[0].OccurredAt, events[len(events)-1].OccurredAt
 	n := len(events)
@@ -218,7 +218,7 @@ func CheckStorageAndBilling(t testing.TB, ctx context.Context, pool *pgxpool.Poo
 		require.Equal(t, storage.Usage{FileCount: count, Bytes: json.Number(bytes), Position: tr.Position[owner]}, got, "storage of %s", owner)
 		for i, w := range windows {
 			want := tr.ByteSeconds(owner, w.from, w.to, w.now)
-			u, err := billing.Read(ctx, pool, owner, w.from, w.to, w.now, price)
+			u, err := billing.Read(ctx, pool, owner, w.from, w.to, w.now, settings)
 			require.NoError(t, err)
 			require.Equal(t, billing.FormatDecimal(want, 6), u.ByteSeconds, "byte_seconds of %s, window %d", owner, i)
 			require.Equal(t, billing.FormatDecimal(new(big.Rat).Quo(want, gb), 18), u.GBHours, "gb_hours of %s, window %d", owner, i)

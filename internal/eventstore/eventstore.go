@@ -68,7 +68,8 @@ func ID(streamID uuid.UUID, version int32) uuid.UUID {
 
 // New makes the event at version of a stream, its id derived from both
 // (ID). occurredAt is cut to microseconds, the precision Postgres keeps, so
-// the event reads back equal.
+// the event reads back equal; the zero time leaves it to Append to take
+// the database's clock, as commands do.
 func New(streamType string, streamID uuid.UUID, version int32, eventType string, data any, occurredAt time.Time) (Event, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
@@ -87,7 +88,10 @@ func New(streamType string, streamID uuid.UUID, version int32, eventType string,
 }
 
 // Append writes events in the given order in one statement and sets their
-// positions. Each event's Version is its expected version: the stream's
+// positions, and the occurred_at of those with a zero OccurredAt: the
+// database's clock in the insert, after the transaction has its id (one
+// clock for every process; EventAppend says why the order matters). Only
+// tests give events a time of their own. Each event's Version is its expected version: the stream's
 // current version plus one (plus its rank among this call's events of the
 // same stream). A version another transaction took first fails the whole
 // append with ErrConcurrency.
@@ -115,12 +119,13 @@ func Append(ctx context.Context, db database.DBTX, events []Event) error {
 		}
 		return fmt.Errorf("append events: %w", err)
 	}
-	byID := make(map[uuid.UUID]int64, len(rows))
+	byID := make(map[uuid.UUID]*dbsqlc.EventAppendRow, len(rows))
 	for _, r := range rows {
-		byID[r.ID] = r.Position
+		byID[r.ID] = r
 	}
 	for i := range events {
-		events[i].Position = byID[events[i].ID]
+		r := byID[events[i].ID]
+		events[i].Position, events[i].OccurredAt = r.Position, r.OccurredAt.UTC()
 	}
 	return nil
 }

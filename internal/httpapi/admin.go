@@ -12,4 +12,7 @@ func (s *server) adminRoutes() {
 	s.handle("POST /v1/admin/subscribers/{name}/dead-letters/replay", s.admin(s.replayDeadLetters))
 	s.handle("DELETE /v1/admin/subscribers/{name}/dead-letters/{event_id}", s.admin(s.discardDeadLetter))
 	s.handle("GET /v1/admin/status", s.admin(s.status))
+	s.handle("POST /v1/admin/prices", s.admin(s.schedulePrice))
+	s.handle("GET /v1/admin/prices", s.admin(s.listPrices))
+	s.handle("POST /v1/admin/statements/verify", s.admin(s.verifyStatements))
 }

@@ -45,10 +45,16 @@ type Config struct {
 	Registry *prometheus.Registry
 	// AdminToken authorises POST /v1/users. Empty: that call answers 403.
 	AdminToken string
-	// PricePerGBHour (a decimal string) and Currency price GET /v1/usage.
-	// Empty: DefaultPricePerGBHour and DefaultCurrency.
+	// PricePerGBHour (a decimal string) and Currency are the flat price
+	// (version 0) of the periods no price version prices. Empty:
+	// billing.DefaultPricePerGBHour and billing.DefaultCurrency.
 	PricePerGBHour string
 	Currency       string
+	// BillingPeriod ("month" or a duration) and BillingTimezone (IANA)
+	// cut time into billing periods. Empty: billing.DefaultPeriod and
+	// billing.DefaultTimezone.
+	BillingPeriod   string
+	BillingTimezone string
 	// DBTimeout bounds the database work of one request, so an unreachable
 	// Postgres answers 503 instead of hanging. Default DefaultDBTimeout.
 	DBTimeout time.Duration
@@ -96,8 +102,6 @@ const (
 	// DefaultQueueTimeout is short: a broker that does not answer must not
 	// hold up the status, which answers without its queue depths.
 	DefaultQueueTimeout   = 2 * time.Second
-	DefaultPricePerGBHour = "0.00003"
-	DefaultCurrency       = "USD"
 	// MaxBodyBytes is the largest request body accepted (413 past it).
 	MaxBodyBytes = 1 << 20
 )
@@ -107,7 +111,7 @@ type server struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	metrics  *metrics
-	price    billing.Price
+	billing  billing.Settings
 	tokens   *tokenCache
 	watchers map[string]*catchup.Watcher    // by subscriber
 	subs     map[string]dispatch.Subscriber // Config.Movable, by name
@@ -144,13 +148,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TokenCacheTTL == 0 {
 		cfg.TokenCacheTTL = DefaultTokenCacheTTL
 	}
-	if cfg.PricePerGBHour == "" {
-		cfg.PricePerGBHour = DefaultPricePerGBHour
-	}
-	if cfg.Currency == "" {
-		cfg.Currency = DefaultCurrency
-	}
-	price, err := billing.ParsePrice(cfg.PricePerGBHour, cfg.Currency)
+	settings, err := billing.NewSettings(cfg.BillingPeriod, cfg.BillingTimezone, cfg.PricePerGBHour, cfg.Currency)
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
@@ -168,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 	for _, sub := range cfg.Movable {
 		subs[sub.Name()] = sub
 	}
-	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, price: price,
+	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, billing: settings,
 		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}, subs: subs,
 		ops: operations.NewRunner(cfg.Background, cfg.Logger)}
 	s.life, s.endLife = context.WithCancel(context.Background())
@@ -222,6 +220,8 @@ func New(cfg Config) (*Server, error) {
 
 	s.handle("GET /v1/storage", s.authed(s.getStorage))
 	s.handle("GET /v1/usage", s.authed(s.getUsage))
+	s.handle("GET /v1/statements", s.authed(s.listStatements))
+	s.handle("GET /v1/statements/{id}", s.authed(s.getStatement))
 
 	s.adminRoutes()
 	return &Server{s}, nil

@@ -6,13 +6,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/catchup"
-	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/storage"
 )
 
@@ -74,30 +71,6 @@ func (s *server) getStorage(w http.ResponseWriter, r *http.Request, user uuid.UU
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
 	usage, err := storage.Read(ctx, s.cfg.Pool, user)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.Header().Set(headerPosition, position(usage.Position))
-	writeJSON(w, http.StatusOK, usage)
-}
-
-// GET /v1/usage?from=&to=
-func (s *server) getUsage(w http.ResponseWriter, r *http.Request, user uuid.UUID) {
-	q := r.URL.Query()
-	from, to, err := domain.ParsePeriod(q.Get("from"), q.Get("to"))
-	if err != nil {
-		s.fail(w, r, errInvalid(err.Error()))
-		return
-	}
-	if err := s.catchUp(r, user, billing.Name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	now := time.Now()
-	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
-	defer cancel()
-	usage, err := billing.Read(ctx, s.cfg.Pool, user, from, to, now, s.price)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -7,6 +7,7 @@ package projection
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -29,7 +30,7 @@ func (Subscriber) Name() string { return Name }
 
 // EventTypes implements dispatch.Subscriber.
 func (Subscriber) EventTypes() []string {
-	return domain.EventTypes()
+	return slices.Concat(domain.FileEventTypes, domain.JobEventTypes)
 }
 
 // Tables implements dispatch.Rebuildable.
