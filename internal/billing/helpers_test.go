@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"encoding/json"
+	"math/big"
 	"time"
 
 	"github.com/catacloud/epoch/internal/eventstore"
@@ -25,4 +26,10 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// bsUpTo is size bytes stored from from to to, in byte-seconds.
+func bsUpTo(from, to time.Time, size int64) *big.Rat {
+	us := big.NewInt(to.Sub(from).Microseconds())
+	return new(big.Rat).SetFrac(us.Mul(us, big.NewInt(size)), big.NewInt(1_000_000))
 }

@@ -101,7 +101,7 @@ const (
 	DefaultTokenCacheTTL  = 30 * time.Second
 	// DefaultQueueTimeout is short: a broker that does not answer must not
 	// hold up the status, which answers without its queue depths.
-	DefaultQueueTimeout   = 2 * time.Second
+	DefaultQueueTimeout = 2 * time.Second
 	// MaxBodyBytes is the largest request body accepted (413 past it).
 	MaxBodyBytes = 1 << 20
 )
