@@ -57,6 +57,30 @@ type env struct {
 	apiURL     string
 
 	keepLogs bool // a figure failed: close keeps the processes' logs
+	// extra is more environment for every process it starts.
+	extra []string
+}
+
+// sibling is an env of its own database and vhost beside e, with e's
+// binaries, whose processes get extra in their environment.
+func (e *env) sibling(ctx context.Context, extra ...string) (_ *env, err error) {
+	s := &env{log: e.log, root: e.root, adminToken: randomHex(16), apiBin: e.apiBin, workerBin: e.workerBin,
+		workerErr: e.workerErr, extra: extra}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.dir, err = os.MkdirTemp("", "epoch-bench-"); err != nil {
+		return nil, err
+	}
+	if err := s.createDatabase(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.createVhost(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func getenv(key, def string) string {
@@ -269,6 +293,7 @@ func (e *env) start(ctx context.Context, name, bin, addr string, extra ...string
 		"EPOCH_INLINE_SUBSCRIBERS=",
 		"EPOCH_PPROF=1", // served only to this loopback port; -pprof reads it
 	)
+	cmd.Env = append(cmd.Env, e.extra...)
 	cmd.Env = append(cmd.Env, extra...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

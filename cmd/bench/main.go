@@ -54,6 +54,9 @@ type sizes struct {
 	b10Duration time.Duration // each of B10's read windows
 	b10StatsLag time.Duration // quiet before B10 counts transactions
 	drainBudget time.Duration // most a backlog may take to drain
+	b14Files    int           // files of B14's large user
+	b15Duration time.Duration // B15's load
+	b16Users    int           // users whose statements B16 closes
 	// clusterEarly opens the cluster when the run starts, beside the
 	// single-node figures, instead of just before B11: a fresh `up`
 	// takes about 20 s, which the quick run would otherwise add, while a
@@ -72,6 +75,7 @@ var fullSizes = sizes{
 	b9Files: domain.MaxJobFiles, b9Rounds: 5,
 	b10Waits: 500, b10Duration: 3 * time.Second, b10StatsLag: 11 * time.Second,
 	drainBudget: 10 * time.Minute, placementWait: 15 * time.Second,
+	b14Files: 1_000_000, b15Duration: 60 * time.Second, b16Users: 100_000,
 }
 
 var quickSizes = sizes{
@@ -81,6 +85,7 @@ var quickSizes = sizes{
 	b9Files: 500, b9Rounds: 2,
 	b10Waits: 30, b10Duration: time.Second, b10StatsLag: time.Second,
 	drainBudget: 2 * time.Minute, clusterEarly: true, placementWait: time.Second,
+	b14Files: 5000, b15Duration: 22 * time.Second, b16Users: 2000,
 }
 
 func main() {
@@ -175,6 +180,9 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 		{"B11", b.b11},
 		{"B12", b.b12},
 		{"B13", b.b13},
+		{"B14", b.b14},
+		{"B15", b.b15},
+		{"B16", b.b16},
 	}
 	for _, p := range phases {
 		if !want[p.fig] {
@@ -276,7 +284,7 @@ func settle(ctx context.Context, e *env) error {
 // B5 is measured during B1 and B2, and B8 drains what B2 leaves, so naming
 // either runs what it needs. A name that is no figure is refused.
 func figuresWanted(only string) (map[string]bool, error) {
-	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13"}
+	all := []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15", "B16"}
 	want := map[string]bool{}
 	if strings.TrimSpace(only) == "" {
 		for _, f := range all {
