@@ -191,3 +191,55 @@ func (d *deployment) deadLetters(subscriber string) map[string]string {
 		cursor = next
 	}
 }
+
+// verifyCommandsAsync is verifyCommands for a failover that loses what the
+// old primary committed after shippedAt: a command answered 2xx before
+// shippedAt or after promotedAt is in the store at its position, one
+// answered between may be lost, and a delete of a file whose upload was
+// lost answers 404. Every command ended answered (after 503s at most,
+// never a 500 or a dropped connection), and no upload landed twice. It
+// returns how many 2xx answers were lost.
+func (d *deployment) verifyCommandsAsync(l *load, events []e2ekit.Event, shippedAt, promotedAt time.Time) (lost int) {
+	t := d.t
+	t.Helper()
+	byPosition := make(map[int64]e2ekit.Event, len(events))
+	uploads := map[string]int{}
+	files := map[string]bool{} // uploaded, in the store
+	for _, e := range events {
+		byPosition[e.Position] = e
+		if e.Type == "file.uploaded" {
+			var data struct {
+				Name string `json:"name"`
+			}
+			require.NoError(t, json.Unmarshal(e.Data, &data))
+			uploads[data.Name]++
+			files[e.StreamID.String()] = true
+		}
+	}
+	for _, c := range l.snapshot() {
+		final := c.tries[len(c.tries)-1]
+		for _, a := range c.tries[:len(c.tries)-1] {
+			require.Equal(t, http.StatusServiceUnavailable, a.status, "%s %s (key %s): only 503s come before the last try: %+v", c.api, c.kind, c.key, c.tries)
+		}
+		if c.kind == "delete" && final.status == http.StatusNotFound && !files[c.fileID] {
+			continue // its upload was lost
+		}
+		require.Empty(t, final.err, "%s %s (key %s): no answer", c.api, c.kind, c.key)
+		require.Equal(t, 2, final.status/100, "%s %s (key %s): answered %d: %+v", c.api, c.kind, c.key, final.status, c.tries)
+		if c.kind == "upload" {
+			require.LessOrEqual(t, uploads[c.name], 1, "uploads of %s stored (key %s)", c.name, c.key)
+		}
+		e, stored := byPosition[c.position]
+		if final.at.After(shippedAt) && final.at.Before(promotedAt) {
+			if !stored || e.StreamID.String() != c.fileID {
+				lost++
+			}
+			continue
+		}
+		want := map[string]string{"upload": "file.uploaded", "delete": "file.deleted"}[c.kind]
+		require.True(t, stored, "%s %s (key %s) answered 2xx at position %d, which the new primary does not hold", c.api, c.kind, c.key, c.position)
+		require.Equal(t, want, e.Type, "event at the answered position %d (key %s)", c.position, c.key)
+		require.Equal(t, c.fileID, e.StreamID.String(), "file of the event at the answered position %d (key %s)", c.position, c.key)
+	}
+	return lost
+}
