@@ -186,6 +186,7 @@ func TestAsynchronousFailover(t *testing.T) {
 	}
 	d.streamOrder(events)
 	d.requireAlive()
+	d.logsOfTheOutage(killAt)
 	t.Logf("%d events lost with the old primary (%d load commands answered 2xx while it was cut off, lost); %d new events took a lost one's position, %d its stream version; killed %s and promoted %s after the cut",
 		len(lost), lostCommands, len(samePosition), len(sameVersion), killAt.Sub(cutAt).Round(time.Millisecond), promotedAt.Sub(cutAt).Round(time.Millisecond))
 }

@@ -65,4 +65,5 @@ func TestSynchronousFailover(t *testing.T) {
 	require.NoError(t, d.pool.QueryRow(ctx, "SELECT count(*) FROM dead_letters").Scan(&dead))
 	require.Zero(t, dead, "dead letters")
 	d.requireAlive()
+	d.logsOfTheOutage(killAt)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -242,4 +243,59 @@ func (d *deployment) verifyCommandsAsync(l *load, events []e2ekit.Event, shipped
 		require.Equal(t, c.fileID, e.StreamID.String(), "file of the event at the answered position %d (key %s)", c.position, c.key)
 	}
 	return lost
+}
+
+// logSummary sums up a process's warnings and errors: each message with
+// its level, how often, first and last, in seconds since since.
+func logSummary(p *e2ekit.Proc, since time.Time) (summary string, errors []string) {
+	type entry struct {
+		key         string
+		n           int
+		first, last time.Time
+	}
+	var order []*entry
+	byKey := map[string]*entry{}
+	for _, line := range strings.Split(p.Output(), "\n") {
+		var rec struct {
+			Time  time.Time `json:"time"`
+			Level string    `json:"level"`
+			Msg   string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Level != "WARN" && rec.Level != "ERROR" {
+			continue
+		}
+		if rec.Level == "ERROR" {
+			errors = append(errors, line)
+		}
+		key := rec.Level + " " + rec.Msg
+		e := byKey[key]
+		if e == nil {
+			e = &entry{key: key, first: rec.Time}
+			byKey[key] = e
+			order = append(order, e)
+		}
+		e.n++
+		e.last = rec.Time
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:", p.Name)
+	for _, e := range order {
+		fmt.Fprintf(&b, "\n  %4d× %6.1fs..%6.1fs %s", e.n, e.first.Sub(since).Seconds(), e.last.Sub(since).Seconds(), e.key)
+	}
+	return b.String(), errors
+}
+
+// logsOfTheOutage logs what each process logged at warning and error
+// level, and requires no error of a worker: the database's outage is a
+// warning of the relay's and the subscribers', which pick up by
+// themselves.
+func (d *deployment) logsOfTheOutage(since time.Time) {
+	d.t.Helper()
+	for _, p := range append(slices.Clone(d.apis), d.workers...) {
+		summary, errs := logSummary(p, since)
+		d.t.Log(summary)
+		if slices.Contains(d.workers, p) {
+			require.Empty(d.t, errs, "%s logged errors for the database's outage", p.Name)
+		}
+	}
 }
