@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/e2ekit"
@@ -164,12 +165,38 @@ func TestAsynchronousFailover(t *testing.T) {
 		})
 		dead := d.deadLetters(sub)
 		reasons := map[string]int{}
-		for id, reason := range dead {
-			require.True(t, lostIDs[id], "%s dead-lettered %s (%s), which is no lost event", sub, id, reason)
-			require.Contains(t, []string{"unknown_event", "mismatch"}, reason, "%s's dead letter %s", sub, id)
-			reasons[reason]++
+		for id, dl := range dead {
+			require.True(t, lostIDs[id], "%s dead-lettered %s (%s), which is no lost event", sub, id, dl.reason)
+			require.Contains(t, []string{"unknown_event", "mismatch"}, dl.reason, "%s's dead letter %s", sub, id)
+			reasons[dl.reason]++
 		}
 		t.Logf("%s dead-lettered the %d lost events: %v", sub, len(dead), reasons)
+	}
+
+	// The lost deletes' messages once more, now that the deletes done
+	// again hold their ids (a late redelivery): they still name no stored
+	// event at their positions, and die again rather than apply.
+	var late []amqp.Delivery
+	for _, e := range sameVersion {
+		late = append(late, first[e.ID.String()])
+	}
+	before := map[string]map[string]deadLetter{}
+	for _, sub := range []string{"storage", "billing"} {
+		before[sub] = d.deadLetters(sub)
+	}
+	d.publishAgain(late)
+	for _, sub := range []string{"storage", "billing"} {
+		e2ekit.Eventually(t, 30*time.Second, sub+" dead-letters the lost deletes' late copies", func() (bool, string) {
+			dead := d.deadLetters(sub)
+			again := 0
+			for _, m := range late {
+				if dl := dead[m.MessageId]; dl.deaths > before[sub][m.MessageId].deaths {
+					require.Contains(t, []string{"unknown_event", "mismatch"}, dl.reason, "%s's dead letter %s", sub, m.MessageId)
+					again++
+				}
+			}
+			return again == len(late), fmt.Sprintf("%d of %d late copies dead-lettered", again, len(late))
+		})
 	}
 
 	// Storage and usage follow the new primary's events alone, and each

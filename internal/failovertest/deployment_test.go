@@ -41,6 +41,7 @@ type deployment struct {
 	workers []*e2ekit.Proc
 	rec     *e2ekit.Recorder
 	http    *http.Client
+	amqpURL string
 
 	mu      sync.Mutex
 	samples []workerSample
@@ -54,7 +55,7 @@ func newDeployment(t *testing.T, p *pair, name string) *deployment {
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	amqpURL := testbroker.New(t)
-	d := &deployment{t: t, pool: pool, http: &http.Client{Timeout: 30 * time.Second}}
+	d := &deployment{t: t, pool: pool, http: &http.Client{Timeout: 30 * time.Second}, amqpURL: amqpURL}
 	// The first api migrates the new database before anything else uses it.
 	for i := range 2 {
 		procName := fmt.Sprintf("%s-api-%d", name, i+1)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/billing"
@@ -168,11 +169,18 @@ func (d *deployment) uploadOne(u *user, name string) (uuid.UUID, int64) {
 	return uuid.MustParse(a.JSON(d.t)["id"].(string)), a.Position(d.t)
 }
 
-// deadLetters lists a subscriber's dead letters through the admin API:
-// event id → reason.
-func (d *deployment) deadLetters(subscriber string) map[string]string {
+// deadLetter is one of a subscriber's dead letters, as the admin API
+// lists it.
+type deadLetter struct {
+	reason string
+	deaths int
+}
+
+// deadLetters lists a subscriber's dead letters through the admin API, by
+// event id.
+func (d *deployment) deadLetters(subscriber string) map[string]deadLetter {
 	d.t.Helper()
-	out := map[string]string{}
+	out := map[string]deadLetter{}
 	cursor := ""
 	for {
 		path := "/v1/admin/subscribers/" + subscriber + "/dead-letters?limit=100"
@@ -183,13 +191,40 @@ func (d *deployment) deadLetters(subscriber string) map[string]string {
 		items, _ := page["items"].([]any)
 		for _, it := range items {
 			m := it.(map[string]any)
-			out[fmt.Sprint(m["event_id"])] = fmt.Sprint(m["reason"])
+			var deaths int
+			_, err := fmt.Sscan(fmt.Sprint(m["deaths"]), &deaths)
+			require.NoError(d.t, err)
+			out[fmt.Sprint(m["event_id"])] = deadLetter{reason: fmt.Sprint(m["reason"]), deaths: deaths}
 		}
 		next, _ := page["next_cursor"].(string)
 		if next == "" || len(items) == 0 {
 			return out
 		}
 		cursor = next
+	}
+}
+
+// publishAgain publishes copies of messages to the exchange, as they came
+// (properties and body), with confirms.
+func (d *deployment) publishAgain(msgs []amqp.Delivery) {
+	d.t.Helper()
+	conn, err := amqp.Dial(d.amqpURL)
+	require.NoError(d.t, err)
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(d.t, err)
+	require.NoError(d.t, ch.Confirm(false))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, m := range msgs {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, e2ekit.Exchange, m.RoutingKey, true, false, amqp.Publishing{
+			Headers: m.Headers, ContentType: m.ContentType, DeliveryMode: amqp.Persistent, MessageId: m.MessageId,
+			Timestamp: m.Timestamp, Type: m.Type, Body: m.Body,
+		})
+		require.NoError(d.t, err)
+		acked, err := dc.WaitContext(ctx)
+		require.NoError(d.t, err)
+		require.True(d.t, acked, "the broker nacked the copy of %s", m.MessageId)
 	}
 }
 
