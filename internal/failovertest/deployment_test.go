@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -442,4 +443,39 @@ func request(client *http.Client, addr, method, path, token, key string, body an
 		return answer{}, fmt.Errorf("%s %s on %s: read the answer: %w", method, path, addr, err)
 	}
 	return answer{Status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+// awaitListening waits until every process has its LISTEN session on the
+// server that takes writes (the relays' wake-ups, the api's own
+// notifications), at most serveAgain from since, and returns how long the
+// last one took.
+func (d *deployment) awaitListening(ctx context.Context, since time.Time) time.Duration {
+	d.t.Helper()
+	procs := append(slices.Clone(d.apis), d.workers...)
+	for {
+		var listening []string
+		rows, err := d.pool.Query(ctx, `SELECT DISTINCT application_name FROM pg_stat_activity
+			WHERE datname = current_database() AND query LIKE 'LISTEN %'`)
+		if err == nil {
+			for rows.Next() {
+				var name string
+				if rows.Scan(&name) == nil {
+					listening = append(listening, name)
+				}
+			}
+			rows.Close()
+		}
+		missing := slices.DeleteFunc(slices.Clone(procs), func(p *e2ekit.Proc) bool { return slices.Contains(listening, p.Name) })
+		if len(missing) == 0 {
+			return time.Since(since)
+		}
+		if time.Since(since) > serveAgain {
+			names := make([]string, len(missing))
+			for i, p := range missing {
+				names[i] = p.Name
+			}
+			d.t.Fatalf("not listening on the new primary %s after the promotion: %v (listening: %v, %v)", serveAgain, names, listening, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -10,8 +10,10 @@
 //     commits in flight reach the standby while their answers are lost:
 //     every 2xx command is in the new primary and billed once, the gap
 //     answers 503 and never 500, each retry lands once, every process
-//     serves again within 10 s of the promotion without a restart, order
-//     at the outside consumer holds, min_position reads answer;
+//     serves again within 10 s of the promotion without a restart (each
+//     api answers, each worker's relay confirms and its subscribers
+//     apply, each process's LISTEN session is back on the new primary),
+//     order at the outside consumer holds, min_position reads answer;
 //   - asynchronous replication, the standby cut off first: what the old
 //     primary committed and relayed meanwhile is lost, both subscribers
 //     dead-letter its messages (unknown_event or mismatch) instead of

@@ -38,6 +38,7 @@ func TestSynchronousFailover(t *testing.T) {
 
 	firstOK, perAPI := d.awaitAPIsBack(l, promotedAt)
 	firstConfirm, perWorker := d.awaitWorkersBack(promotedAt)
+	t.Logf("every process listening on the new primary %s after the promotion", d.awaitListening(ctx, promotedAt).Round(time.Millisecond))
 	t.Logf("figures (synchronous): first 2xx command %s after the promotion (%v); relays' first confirm %s after it (%s)",
 		firstOK.Round(time.Millisecond), perAPI, firstConfirm.Round(time.Millisecond), perWorker)
 
