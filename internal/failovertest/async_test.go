@@ -142,7 +142,13 @@ func TestAsynchronousFailover(t *testing.T) {
 			sameVersion = append(sameVersion, e)
 		}
 	}
-	require.Len(t, sameVersion, lostDeletes, "new events at a lost event's stream version: the deletes done again")
+	// The deletes done again, at least (a load command whose COMMIT the
+	// kill cut off after its relay, retried after the promotion, would be
+	// one more).
+	for _, f := range files {
+		require.True(t, slices.ContainsFunc(sameVersion, func(e e2ekit.Event) bool { return e.ID.String() == eventID(f, 2) }),
+			"the delete of %s done again took the lost one's stream version", f)
+	}
 
 	d.drained(ctx, events)
 	require.Len(t, e2ekit.LoadEvents(t, ctx, d.pool), len(events), "events committed after the load stopped")
