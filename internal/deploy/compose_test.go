@@ -69,6 +69,20 @@ const (
 
 var clusterNodes = []string{"rabbitmq-1", "rabbitmq-2", "rabbitmq-3"}
 
+// The `pgpair` profile: a Postgres primary and its standby, and the api
+// and a worker per role against both.
+const (
+	pgpairProfile = "pgpair"
+	pgPrimary     = "pg-primary"
+	pgStandby     = "pg-standby"
+)
+
+// pgpairServices are the profile's api and workers, by service: the
+// single-Postgres service each repeats, and the port it publishes.
+var pgpairServices = map[string]struct{ counterpart, port string }{
+	"pgpair-api": {"api", "8090"}, "pgpair-relay": {"relay", "8091"}, "pgpair-storage": {"storage", "8092"}, "pgpair-billing": {"billing", "8093"},
+}
+
 // clusterWorkers are the profile's workers, by service: the single-node
 // service whose role and RabbitMQ user each has, and the port it
 // publishes (set N on 8N8x, beside the single node's 808x).
@@ -81,18 +95,22 @@ func TestComposeServices(t *testing.T) {
 	t.Parallel()
 	f := loadCompose(t)
 
-	var plain, cluster []string
+	var plain, cluster, pgpair []string
 	for name, s := range f.Services {
-		if len(s.Profiles) == 0 {
+		switch {
+		case len(s.Profiles) == 0:
 			plain = append(plain, name)
-			continue
+		case len(s.Profiles) == 1 && s.Profiles[0] == pgpairProfile:
+			pgpair = append(pgpair, name)
+		default:
+			require.Equal(t, []string{clusterProfile}, s.Profiles, "service %s", name)
+			cluster = append(cluster, name)
 		}
-		require.Equal(t, []string{clusterProfile}, s.Profiles, "service %s", name)
-		cluster = append(cluster, name)
 	}
 	// Plain `docker compose up` starts these and only these.
 	require.ElementsMatch(t, []string{"postgres", "rabbitmq", "api", topologyService, "relay", "storage", "billing"}, plain)
 	require.ElementsMatch(t, append(append([]string{clusterTopologyService}, clusterNodes...), keys(clusterWorkers)...), cluster)
+	require.ElementsMatch(t, append([]string{pgPrimary, pgStandby}, keys(pgpairServices)...), pgpair)
 	for name, s := range f.Services {
 		if name == topologyService || name == clusterTopologyService {
 			require.Equal(t, "no", s.Restart, "the one-shot %s runs once per `up`", name)
@@ -100,6 +118,12 @@ func TestComposeServices(t *testing.T) {
 		}
 		require.NotNil(t, s.Healthcheck, "service %s has no health check", name)
 		require.NotEmpty(t, s.Healthcheck.Test, "service %s has an empty health check", name)
+		if name == pgPrimary {
+			// Back by itself after a failover, it would be a second
+			// primary beside the promoted standby.
+			require.Equal(t, "no", s.Restart, "%s does not restart by itself", name)
+			continue
+		}
 		require.Contains(t, []string{"on-failure", "unless-stopped", "always"}, s.Restart, "service %s restart policy", name)
 	}
 
@@ -279,6 +303,79 @@ func TestComposeClusterProfile(t *testing.T) {
 		requirePostgresURL(t, f.Services["postgres"], s.Environment["EPOCH_DATABASE_URL"])
 		require.Equal(t, amqpUser(t, counterpart.Environment["EPOCH_AMQP_URL"]),
 			requireClusterAMQPURL(t, defs, s.Environment["EPOCH_AMQP_URL"]), "%s is %s's RabbitMQ user", name, w.counterpart)
+	}
+}
+
+// TestComposePgPairProfile checks the `pgpair` profile: a primary that
+// replicates to a standby made from it, named as the synchronous standby,
+// and the api and each worker as their single-Postgres counterparts but
+// with EPOCH_DATABASE_URL naming both servers, read-write sessions only.
+func TestComposePgPairProfile(t *testing.T) {
+	t.Parallel()
+	f := loadCompose(t)
+	single := f.Services["postgres"]
+	primary, standby := f.Services[pgPrimary], f.Services[pgStandby]
+
+	for _, s := range []composeService{primary, standby} {
+		require.Equal(t, single.Image, s.Image, "the pair runs the single Postgres's image")
+		require.Contains(t, s.Healthcheck.Test, "pg_isready")
+	}
+	for _, k := range []string{"POSTGRES_USER", "POSTGRES_PASSWORD"} {
+		require.Equal(t, single.Environment[k], primary.Environment[k], "primary's %s", k)
+		require.Equal(t, single.Environment[k], standby.Environment[k], "standby's %s", k)
+	}
+	require.Equal(t, single.Environment["POSTGRES_DB"], primary.Environment["POSTGRES_DB"])
+	args := strings.Join(primary.Command, " ")
+	require.Contains(t, args, "wal_level=replica")
+	require.Contains(t, args, "synchronous_standby_names=${EPOCH_PG_SYNC_STANDBY-epoch_standby}", "synchronous by default, asynchronous with the variable set empty")
+	require.Contains(t, primary.Volumes, "./deploy/postgres/10-replication.sh:/docker-entrypoint-initdb.d/10-replication.sh:ro")
+	hba, err := os.ReadFile(filepath.Join(root, "deploy/postgres/10-replication.sh"))
+	require.NoError(t, err)
+	require.Contains(t, string(hba), "host replication $POSTGRES_USER all scram-sha-256", "the standby may stream from the primary")
+
+	require.Equal(t, "service_healthy", standby.DependsOn[pgPrimary].Condition, "the standby's base backup needs the primary")
+	require.Equal(t, pgPrimary, standby.Environment["PRIMARY_HOST"])
+	require.Contains(t, standby.Volumes, "./deploy/postgres/standby.sh:/usr/local/bin/epoch-standby.sh:ro")
+	script, err := os.ReadFile(filepath.Join(root, "deploy/postgres/standby.sh"))
+	require.NoError(t, err)
+	for _, want := range []string{"pg_basebackup", "standby.signal", "application_name=epoch_standby", "synchronous_standby_names=''"} {
+		require.Contains(t, string(script), want, "deploy/postgres/standby.sh")
+	}
+	require.NotEqual(t, primary.Volumes[0], standby.Volumes[0], "each server keeps its own data")
+
+	for name, svc := range pgpairServices {
+		s, counterpart := f.Services[name], f.Services[svc.counterpart]
+		require.Equal(t, counterpart.Command, s.Command, name)
+		require.NotNil(t, s.Build, "%s is built from this repository", name)
+		for k, v := range counterpart.Environment {
+			switch k {
+			case "EPOCH_DATABASE_URL", "EPOCH_HTTP_ADDR":
+			default:
+				require.Equal(t, v, s.Environment[k], "%s's %s, as %s's", name, k, svc.counterpart)
+			}
+		}
+		require.Equal(t, ":"+svc.port, s.Environment["EPOCH_HTTP_ADDR"], "%s listen address", name)
+		require.Equal(t, []string{"127.0.0.1:" + svc.port + ":" + svc.port}, s.Ports, "%s published port", name)
+		require.Contains(t, s.Healthcheck.Test, "http://127.0.0.1:"+svc.port+"/readyz", "%s health check", name)
+
+		u, err := url.Parse(s.Environment["EPOCH_DATABASE_URL"])
+		require.NoError(t, err, name)
+		require.Equal(t, "postgres", u.Scheme)
+		require.Equal(t, pgPrimary+":5432,"+pgStandby+":5432", u.Host, "%s names both servers, the primary first", name)
+		pass, _ := u.User.Password()
+		require.Equal(t, primary.Environment["POSTGRES_USER"], u.User.Username())
+		require.Equal(t, primary.Environment["POSTGRES_PASSWORD"], pass)
+		require.Equal(t, "/"+primary.Environment["POSTGRES_DB"], u.Path)
+		require.Equal(t, "read-write", u.Query().Get("target_session_attrs"), "%s connects only to the server that takes writes", name)
+	}
+	api := f.Services["pgpair-api"]
+	require.Equal(t, "service_healthy", api.DependsOn[pgPrimary].Condition)
+	require.Equal(t, "service_healthy", api.DependsOn[pgStandby].Condition)
+	for name := range pgpairServices {
+		if name != "pgpair-api" {
+			require.Equal(t, "service_healthy", f.Services[name].DependsOn["pgpair-api"].Condition, "the api applies migrations before %s starts", name)
+			require.Equal(t, "service_completed_successfully", f.Services[name].DependsOn[topologyService].Condition)
+		}
 	}
 }
 

@@ -189,6 +189,9 @@ func (r *Relay) Run(ctx context.Context) error {
 // otherwise waiting for a NOTIFY or the poll interval.
 func (r *Relay) runLane(ctx context.Context, l *lane) {
 	again := backoff.New(r.cfg.MinBackoff, r.cfg.MaxBackoff)
+	// When the lane's cycles began failing because Postgres went away
+	// (zero: they do not).
+	var outageSince time.Time
 	for {
 		if ctx.Err() != nil {
 			return
@@ -206,11 +209,15 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		if err != nil {
 			wait := again.Next()
-			r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", wait.String())
+			outageSince = r.logCycleFailed(ctx, err, wait, outageSince)
 			backoff.Sleep(ctx, wait)
 			continue
 		}
 		again.Reset()
+		if !outageSince.IsZero() {
+			r.logger.InfoContext(ctx, "outbox relay: database back", "unavailable_for", time.Since(outageSince).Round(time.Millisecond).String())
+			outageSince = time.Time{}
+		}
 		if res.relayed > 0 {
 			continue // drain without waiting; failing partitions are held off
 		}
@@ -222,6 +229,26 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		case <-time.After(r.idleWait()):
 		}
 	}
+}
+
+// logCycleFailed logs a failed cycle and returns when the outage it is
+// part of began (zero: it is none). A cycle that failed because Postgres
+// went away (a primary lost, a failover under way) is a warning with its
+// cause, once per outage, then a debug line per cycle until a cycle
+// succeeds, which logs how long it lasted: an outage is the database's
+// to fix, and the relay picks up by itself. Any other failure is an
+// error, every time.
+func (r *Relay) logCycleFailed(ctx context.Context, err error, wait time.Duration, outageSince time.Time) time.Time {
+	if !database.IsUnavailable(err) {
+		r.logger.ErrorContext(ctx, "outbox relay: cycle failed", "error", err, "retry_in", wait.String())
+		return outageSince
+	}
+	if outageSince.IsZero() {
+		r.logger.WarnContext(ctx, "outbox relay: database unavailable, retrying until it is back", "error", err, "retry_in", wait.String())
+		return time.Now()
+	}
+	r.logger.DebugContext(ctx, "outbox relay: database still unavailable", "error", err, "retry_in", wait.String())
+	return outageSince
 }
 
 // idleWait is how long a lane that moved nothing waits when no NOTIFY
