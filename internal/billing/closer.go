@@ -259,7 +259,13 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 		if len(owners) == 0 {
 			return nil
 		}
-		closed, err = c.close(ctx, tx, owners, complete)
+		// The statements' closed_at, and their events' time: the
+		// database's clock, read in this transaction.
+		now, err := q.BillingClock(ctx, tx)
+		if err != nil {
+			return err
+		}
+		closed, err = c.close(ctx, tx, owners, complete, now.UTC())
 		return err
 	})
 	return closed, last, locked, err
@@ -267,7 +273,7 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 
 // close writes the statements of owners, each for its period: the ledger
 // gives the byte-seconds, the events since the kept hash state the rest.
-func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, complete int64) (int, error) {
+func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, complete int64, closedAt time.Time) (int, error) {
 	q := dbsqlc.New()
 	n := len(owners)
 	bp := &dbsqlc.BillingCloseBalancesParams{OwnerIds: make([]uuid.UUID, n), PeriodStarts: make([]time.Time, n), PeriodEnds: make([]time.Time, n)}
@@ -309,7 +315,8 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 		if err != nil {
 			return 0, err
 		}
-		e, err := eventstore.New(domain.StreamStatement, r.data.ID, 1, domain.StatementClosed, r.data, time.Time{})
+		r.data.ClosedAt = closedAt
+		e, err := eventstore.New(domain.StreamStatement, r.data.ID, 1, domain.StatementClosed, r.data, closedAt)
 		if err != nil {
 			return 0, err
 		}
@@ -327,8 +334,7 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 		if err != nil {
 			return 0, err
 		}
-		// closed_at is the event's own time, which Append took from the
-		// database's clock; the event's data says the same.
+		// closed_at is the event's own time; its data says the same.
 		sp.Ids = append(sp.Ids, d.ID)
 		sp.OwnerIds = append(sp.OwnerIds, d.OwnerID)
 		sp.PeriodStarts = append(sp.PeriodStarts, d.PeriodStart)

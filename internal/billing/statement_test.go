@@ -415,6 +415,7 @@ func checkStatement(t require.TestingT, st billing.Statement, files []eventstore
 	require.NotNil(t, st.CoveredPosition)
 	require.Equal(t, before[len(before)-1].Position, *st.CoveredPosition)
 	require.NotNil(t, st.ClosedAt)
+	require.False(t, st.ClosedAt.Before(st.PeriodEnd), "closed before its period ended")
 }
 
 // closeAll ticks the closer until every owner has its statements closed.

@@ -144,6 +144,12 @@ func TestStatementsCloseOnceEndToEnd(t *testing.T) {
 		var data map[string]any
 		require.NoError(t, json.Unmarshal(e.Data, &data))
 		require.Equal(t, "closed", data["state"])
+		closedAt, err := time.Parse(time.RFC3339Nano, data["closed_at"].(string))
+		require.NoError(t, err)
+		require.True(t, closedAt.Equal(e.OccurredAt), "closed_at %s, the event occurred at %s", closedAt, e.OccurredAt)
+		periodEnd, err := time.Parse(time.RFC3339Nano, data["period_end"].(string))
+		require.NoError(t, err)
+		require.False(t, closedAt.Before(periodEnd), "closed before its period ended")
 	}
 	verify := s.runOperation(t, "/v1/admin/statements/verify", map[string]any{"from": "2000-01-01T00:00:00Z", "to": "3000-01-01T00:00:00Z"})
 	require.Equal(t, "0", fmt.Sprint(verify["differences"]), "%v", verify)
