@@ -42,3 +42,13 @@ SELECT coalesce(max(position), 0)::bigint FROM events;
 -- name: EventStreamVersion :one
 -- A stream's current version (0 for none), by events_stream_version_key.
 SELECT coalesce(max(version), 0)::integer FROM events WHERE stream_id = @stream_id;
+
+-- name: EventTakeXid :batchexec
+-- Gives the transaction its id before a COPY into events draws positions
+-- (see EventAppend's one-time filter, which does the same in an insert).
+-- sqlc takes no batch query without a parameter: take is true.
+SELECT pg_current_xact_id() WHERE @take::boolean;
+
+-- name: EventPositionsByID :many
+-- The positions of events just copied in, by their ids (events_id_key).
+SELECT id, position FROM events WHERE id = ANY(@ids::uuid[]);

@@ -846,6 +846,52 @@ func (b *BillingStatementsInsertBatchResults) Close() error {
 	return b.br.Close()
 }
 
+const eventTakeXid = `-- name: EventTakeXid :batchexec
+SELECT pg_current_xact_id() WHERE $1::boolean
+`
+
+type EventTakeXidBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+// Gives the transaction its id before a COPY into events draws positions
+// (see EventAppend's one-time filter, which does the same in an insert).
+// sqlc takes no batch query without a parameter: take is true.
+func (q *Queries) EventTakeXid(ctx context.Context, db DBTX, take []bool) *EventTakeXidBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range take {
+		vals := []interface{}{
+			a,
+		}
+		batch.Queue(eventTakeXid, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &EventTakeXidBatchResults{br, len(take), false}
+}
+
+func (b *EventTakeXidBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *EventTakeXidBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
 const fileGet = `-- name: FileGet :batchone
 SELECT id, owner_id, name, size_bytes, content_type, created_at, created_position, version, position
 FROM files

@@ -141,6 +141,36 @@ func (q *Queries) EventMaxPosition(ctx context.Context, db DBTX) (int64, error) 
 	return column_1, err
 }
 
+const eventPositionsByID = `-- name: EventPositionsByID :many
+SELECT id, position FROM events WHERE id = ANY($1::uuid[])
+`
+
+type EventPositionsByIDRow struct {
+	ID       uuid.UUID
+	Position int64
+}
+
+// The positions of events just copied in, by their ids (events_id_key).
+func (q *Queries) EventPositionsByID(ctx context.Context, db DBTX, ids []uuid.UUID) ([]*EventPositionsByIDRow, error) {
+	rows, err := db.Query(ctx, eventPositionsByID, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []*EventPositionsByIDRow{}
+	for rows.Next() {
+		var i EventPositionsByIDRow
+		if err := rows.Scan(&i.ID, &i.Position); err != nil {
+			return nil, err
+		}
+		items = append(items, &i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const eventStreamVersion = `-- name: EventStreamVersion :one
 SELECT coalesce(max(version), 0)::integer FROM events WHERE stream_id = $1
 `
