@@ -30,6 +30,7 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/heal"
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/outbox"
@@ -158,7 +159,11 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		roles = append(roles, role{sub.Name(), c.Run})
+		healer, err := heal.New(consumerPool, sub, heal.Config{After: cfg.HealAfter}, logger, registry)
+		if err != nil {
+			return err
+		}
+		roles = append(roles, role{sub.Name(), c.Run}, role{sub.Name() + " healing", healer.Run})
 		name := sub.Name()
 		ready = append(ready, func() error {
 			if !c.Connected() {

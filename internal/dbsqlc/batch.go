@@ -319,6 +319,64 @@ func (b *FilesForLinkBatchResults) Close() error {
 	return b.br.Close()
 }
 
+const healCount = `-- name: HealCount :batchexec
+INSERT INTO heals AS h (subscriber, healed, last_position)
+VALUES ($1::text, $2::bigint, $3::bigint)
+ON CONFLICT (subscriber) DO UPDATE
+SET healed = h.healed + excluded.healed,
+    last_position = greatest(h.last_position, excluded.last_position),
+    last_healed_at = clock_timestamp()
+`
+
+type HealCountBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type HealCountParams struct {
+	Subscriber   string
+	Healed       int64
+	LastPosition int64
+}
+
+// Adds what a heal applied to the subscriber's count, in the transaction
+// that applied it.
+func (q *Queries) HealCount(ctx context.Context, db DBTX, arg []*HealCountParams) *HealCountBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.Subscriber,
+			a.Healed,
+			a.LastPosition,
+		}
+		batch.Queue(healCount, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &HealCountBatchResults{br, len(arg), false}
+}
+
+func (b *HealCountBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *HealCountBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
 const inboxAnnounce = `-- name: InboxAnnounce :batchexec
 SELECT pg_notify('epoch_applied', $1::text)
 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
