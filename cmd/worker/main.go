@@ -79,8 +79,8 @@ func (c *config) validate() error {
 	if !slices.Contains([]string{declareAtStart, declareNever, declareOnly}, c.DeclareTopology) {
 		return fmt.Errorf("EPOCH_DECLARE_TOPOLOGY must be true, false or only, got %q", c.DeclareTopology)
 	}
-	if c.HealAfter <= 0 {
-		return fmt.Errorf("EPOCH_HEAL_AFTER must be positive, got %s", c.HealAfter)
+	if c.HealAfter < 0 {
+		return fmt.Errorf("EPOCH_HEAL_AFTER must not be negative, got %s", c.HealAfter)
 	}
 	if c.DeliveryLimit <= 0 {
 		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)

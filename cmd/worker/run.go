@@ -90,11 +90,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// Every worker exports the outbox backlog and the dead letters, so they
 	// are watched whichever roles run (a relay stopped is what the backlog
 	// must show).
-	names := make([]string, len(remoteSubscribers))
-	for i, s := range remoteSubscribers {
-		names[i] = s.Name()
-	}
-	ops := opsmetrics.New(opsmetrics.Config{DB: pool, Subscribers: names, AMQPURL: cfg.AMQPURL, Logger: logger})
+	ops := opsmetrics.New(opsmetrics.Config{DB: pool, Subscribers: remoteSubscribers, AMQPURL: cfg.AMQPURL, Logger: logger})
 	defer ops.Close()
 	registry.MustRegister(ops)
 
