@@ -155,7 +155,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		healer, err := heal.New(consumerPool, sub, heal.Config{After: cfg.HealAfter}, logger, registry)
+		healer, err := heal.New(consumerPool, sub, heal.Config{After: cfg.HealAfter, Hold: c.Backlogged}, logger, registry)
 		if err != nil {
 			return err
 		}

@@ -73,6 +73,11 @@ type Config struct {
 	MaxPerPass int
 	// TxTimeout bounds one heal's transaction (default 30s).
 	TxTimeout time.Duration
+	// Hold, when set, holds healing back while it reports true (the
+	// consumer is working through a backlog of its queue, which may still
+	// bring what is missing): a worker started after a long stop then
+	// applies its queue rather than healing what the queue holds.
+	Hold func() bool
 }
 
 func (c *Config) setDefaults() error {
@@ -187,7 +192,8 @@ type Result struct {
 	// Missing is how many events of the subscriber's types above the
 	// cursor it found not applied (at most MaxPerPass).
 	Missing int
-	// Due is how many of them committed more than After ago.
+	// Due is how many of them committed more than After ago (healed
+	// unless Config.Hold held them back).
 	Due int
 	// Healed is how many of those it applied (the others were applied
 	// meanwhile, or failed and were dead-lettered).
@@ -233,7 +239,7 @@ func (h *Healer) Pass(ctx context.Context) (Result, error) {
 		}
 	}
 	res.Due = len(heal)
-	if len(heal) == 0 {
+	if len(heal) == 0 || h.cfg.Hold != nil && h.cfg.Hold() {
 		return res, nil
 	}
 	res.Healed, err = h.heal(ctx, heal)

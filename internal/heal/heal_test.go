@@ -351,3 +351,32 @@ func TestAnEventCommittedLateIsHealedAfterItsOwnCommit(t *testing.T) {
 	require.Equal(t, positions(append(append(before, after...), late)...), f.sub.positions())
 	require.Equal(t, after[2].Position+1, f.pass(t).Cursor)
 }
+
+// While the consumer works through a backlog, what is due waits for it.
+func TestHealingWaitsWhileTheQueueBringsABacklog(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.New(t)
+	f := setup(t, pool)
+	var backlog sync.Mutex
+	held := true
+	f.h.cfg.Hold = func() bool {
+		backlog.Lock()
+		defer backlog.Unlock()
+		return held
+	}
+	evs := uploads(t, pool, 3)
+	f.pass(t)
+	f.settle(t, evs[2].Position+1)
+	f.clock.add(f.h.cfg.After)
+	res := f.pass(t)
+	require.Equal(t, 3, res.Due)
+	require.Zero(t, res.Healed, "held back")
+	f.deliver(t, evs[:1]) // the queue brings one
+
+	backlog.Lock()
+	held = false
+	backlog.Unlock()
+	res = f.pass(t)
+	require.Equal(t, 2, res.Healed)
+	require.Equal(t, positions(evs...), f.sub.positions())
+}
