@@ -5,14 +5,24 @@
 -- own application failed (a dead letter with reason failed: they wait for
 -- the operator; a forged or altered copy's dead letter, reason
 -- unknown_event or mismatch, leaves the real event to heal); the highest
--- committed position; and the snapshot's xmin and xmax, which tell later
--- passes when every position up to that head has committed or rolled back
--- (events take their transaction id before their position, EventAppend).
+-- committed position; and the snapshot's xmin (of this database's
+-- transactions) and xmax, which tell later passes when every position up
+-- to that head has committed or rolled back (events take their
+-- transaction id before their position, EventAppend).
 -- With nothing missing it reads the events above the cursor by the primary
 -- key, each with a probe of the inbox key, and nothing else.
 SELECT f.floor::bigint AS floor,
        (SELECT coalesce(max(position), 0) FROM events)::bigint AS head,
-       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
+       -- The oldest transaction running at this snapshot that may be of
+       -- this database: those another database's activity names are left
+       -- out, so a long transaction elsewhere on the server does not hold
+       -- healing back; one that ended before the activity was read counts.
+       coalesce((SELECT min(x::text::bigint)
+                 FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                                   WHERE a.backend_xid = (x::text::bigint % 4294967296)::text::xid
+                                     AND a.datname IS DISTINCT FROM current_database())),
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint)::bigint AS snapshot_xmin,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS snapshot_xmax,
        ARRAY(
            SELECT e.position

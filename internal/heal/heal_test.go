@@ -380,3 +380,20 @@ func TestHealingWaitsWhileTheQueueBringsABacklog(t *testing.T) {
 	require.Equal(t, 2, res.Healed)
 	require.Equal(t, positions(evs...), f.sub.positions())
 }
+
+// A transaction that wrote in another database of the server, however
+// long it stays open, holds nothing of this one back.
+func TestATransactionOfAnotherDatabaseHoldsNothingBack(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.New(t)
+	other, _ := testdb.New(t)
+	held := testdb.Hold(t, other)
+	var xid string
+	require.NoError(t, held.Tx.QueryRow(t.Context(), "SELECT pg_current_xact_id()::text").Scan(&xid))
+
+	f := setup(t, pool)
+	evs := uploads(t, pool, 2)
+	f.settle(t, evs[1].Position+1)
+	f.clock.add(f.h.cfg.After)
+	require.Equal(t, 2, f.pass(t).Healed, "while transaction %s stays open in another database", xid)
+}
