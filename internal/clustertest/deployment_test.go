@@ -514,11 +514,13 @@ func (d *deployment) verify(ctx context.Context, l *load, alive []*e2ekit.Proc) 
 	if len(alive) == len(d.workers)+len(d.apis) {
 		// Counters of every worker since it started, so only while no
 		// worker was replaced: each file event applied exactly once per
-		// subscriber over the two of them, redeliveries counted apart.
+		// subscriber over the two of them, from its queue or healed from
+		// the store, redeliveries counted apart.
 		for _, sub := range []string{"storage", "billing"} {
 			var applied float64
 			for _, w := range d.workers {
 				applied += e2ekit.Metric(t, d.http, w.Addr, "epoch_consumer_processed_total", fmt.Sprintf("subscriber=%q", sub))
+				applied += e2ekit.Metric(t, d.http, w.Addr, "epoch_heal_applied_total", fmt.Sprintf("subscriber=%q", sub))
 				duplicates += e2ekit.Metric(t, d.http, w.Addr, "epoch_consumer_duplicates_total", fmt.Sprintf("subscriber=%q", sub))
 			}
 			require.Equal(t, float64(fileEvents), applied, "%s applied each file event once", sub)

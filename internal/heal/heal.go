@@ -115,6 +115,9 @@ type Healer struct {
 	history  []mark     // what was settled when, oldest first
 }
 
+// maxUnsettled bounds the passes kept while a transaction stays open.
+const maxUnsettled = 64
+
 // snapshot is what one pass saw: the head and the snapshot's xmax.
 type snapshot struct{ head, xmax int64 }
 
@@ -213,6 +216,12 @@ func (h *Healer) Pass(ctx context.Context) (Result, error) {
 	now := h.now()
 	h.cursor = max(h.cursor, row.Floor)
 	h.unsettle = append(h.unsettle, snapshot{head: row.Head, xmax: row.SnapshotXmax})
+	if len(h.unsettle) > maxUnsettled {
+		// A transaction open for long: the oldest snapshot goes. The next
+		// has a head as high, so what the oldest would have settled is
+		// settled with the next one: later, never too early.
+		h.unsettle = slices.Delete(h.unsettle, 0, 1)
+	}
 	h.unsettle = slices.DeleteFunc(h.unsettle, func(s snapshot) bool {
 		if s.xmax <= row.SnapshotXmin {
 			h.settled = max(h.settled, s.head)
