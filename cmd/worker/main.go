@@ -34,6 +34,7 @@ type config struct {
 	ConsumerPrefetch       int           `envconfig:"CONSUMER_PREFETCH" default:"1000" desc:"unacked deliveries a subscriber may hold; it applies them in batches of up to half that"`
 	DeliveryLimit          int           `envconfig:"DELIVERY_LIMIT" default:"20" desc:"deliveries of a message whose event fails to apply before the worker keeps it as a dead letter (reason failed); also the queues' x-delivery-limit, past which RabbitMQ moves it to catacloud.<name>.dead"`
 	DeclareTopology        string        `envconfig:"DECLARE_TOPOLOGY" default:"true" desc:"true: declare the RabbitMQ topology (exchange, queues, bindings) at start and on every subscriber reconnect, which needs configure rights; false: leave it to whoever declared it (a worker whose user may only publish or consume); only: declare it and exit, without Postgres or roles (a one-shot run as the topology's user)"`
+	HealAfter              time.Duration `envconfig:"HEAL_AFTER" default:"30s" desc:"a subscriber this worker runs is handed, from the event store, the events of its types committed more than this long ago that it has not applied (a purged queue, messages the broker lost or keeps), every few seconds; an event whose own application failed is left to the operator"`
 	StartupTimeout         time.Duration `envconfig:"STARTUP_TIMEOUT" default:"60s" desc:"how long start-up waits for RabbitMQ to declare the topology"`
 	ShutdownTimeout        time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"on SIGTERM, how long the roles and the HTTP server may take to stop"`
 	Pprof                  bool          `envconfig:"PPROF" default:"false" desc:"serve /debug/pprof/ on HTTP_ADDR too"`
@@ -81,6 +82,9 @@ func (c *config) validate() error {
 	}
 	if !slices.Contains([]string{declareAtStart, declareNever, declareOnly}, c.DeclareTopology) {
 		return fmt.Errorf("EPOCH_DECLARE_TOPOLOGY must be true, false or only, got %q", c.DeclareTopology)
+	}
+	if c.HealAfter < 0 {
+		return fmt.Errorf("EPOCH_HEAL_AFTER must not be negative, got %s", c.HealAfter)
 	}
 	if c.DeliveryLimit <= 0 {
 		return fmt.Errorf("EPOCH_DELIVERY_LIMIT must be positive, got %d", c.DeliveryLimit)

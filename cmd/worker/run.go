@@ -30,6 +30,7 @@ import (
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/heal"
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/outbox"
@@ -89,11 +90,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// Every worker exports the outbox backlog and the dead letters, so they
 	// are watched whichever roles run (a relay stopped is what the backlog
 	// must show).
-	names := make([]string, len(remoteSubscribers))
-	for i, s := range remoteSubscribers {
-		names[i] = s.Name()
-	}
-	ops := opsmetrics.New(opsmetrics.Config{DB: pool, Subscribers: names, AMQPURL: cfg.AMQPURL, Logger: logger})
+	ops := opsmetrics.New(opsmetrics.Config{DB: pool, Subscribers: remoteSubscribers, AMQPURL: cfg.AMQPURL, Logger: logger})
 	defer ops.Close()
 	registry.MustRegister(ops)
 
@@ -158,7 +155,11 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		roles = append(roles, role{sub.Name(), c.Run})
+		healer, err := heal.New(consumerPool, sub, heal.Config{After: cfg.HealAfter, Hold: c.Backlogged}, logger, registry)
+		if err != nil {
+			return err
+		}
+		roles = append(roles, role{sub.Name(), c.Run}, role{sub.Name() + " healing", healer.Run})
 		if sub.Name() == billing.Name {
 			// The billing role also closes the periods' statements,
 			// whichever process consumes billing's queue (one closer works

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -513,11 +514,13 @@ func (d *deployment) verify(ctx context.Context, l *load, alive []*e2ekit.Proc) 
 	if len(alive) == len(d.workers)+len(d.apis) {
 		// Counters of every worker since it started, so only while no
 		// worker was replaced: each file event applied exactly once per
-		// subscriber over the two of them, redeliveries counted apart.
+		// subscriber over the two of them, from its queue or healed from
+		// the store, redeliveries counted apart.
 		for _, sub := range []string{"storage", "billing"} {
 			var applied float64
 			for _, w := range d.workers {
 				applied += e2ekit.Metric(t, d.http, w.Addr, "epoch_consumer_processed_total", fmt.Sprintf("subscriber=%q", sub))
+				applied += e2ekit.Metric(t, d.http, w.Addr, "epoch_heal_applied_total", fmt.Sprintf("subscriber=%q", sub))
 				duplicates += e2ekit.Metric(t, d.http, w.Addr, "epoch_consumer_duplicates_total", fmt.Sprintf("subscriber=%q", sub))
 			}
 			require.Equal(t, float64(fileEvents), applied, "%s applied each file event once", sub)
@@ -554,6 +557,19 @@ func startSteady(t *testing.T, name string, timeout time.Duration) *steadyRun {
 	return r
 }
 
+// healed says what healing handed each subscriber from the event store
+// (the messages the broker lost or kept from its consumers), as heals
+// counts it.
+func (d *deployment) healed(ctx context.Context) string {
+	d.t.Helper()
+	rows, err := d.pool.Query(ctx, `SELECT s.name || ' ' || coalesce(h.healed, 0) || coalesce(' (last at position ' || h.last_position || ')', '')
+		FROM unnest(ARRAY['storage', 'billing']) AS s(name) LEFT JOIN heals h ON h.subscriber = s.name`)
+	require.NoError(d.t, err)
+	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(d.t, err)
+	return "healing applied: " + strings.Join(parts, ", ")
+}
+
 // finish lets the load run a second more, stops it, and checks the
 // outcome (verify, with every process the one started), then sums up the
 // workers' logs.
@@ -563,6 +579,7 @@ func (r *steadyRun) finish() {
 	r.l.stop()
 	r.l.requireNoFailures(r.t)
 	r.d.verify(r.ctx, r.l, slices.Concat(r.d.apis, r.d.workers))
+	r.t.Log(r.d.healed(r.ctx))
 	for _, w := range r.d.workers {
 		r.t.Log(logSummary(w, r.start))
 	}

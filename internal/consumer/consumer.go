@@ -137,6 +137,7 @@ type Consumer struct {
 	queue   string
 
 	applied   atomic.Int64  // highest event position applied (or found applied)
+	lastFull  atomic.Int64  // when a full batch was last collected (unix ns): a backlog
 	announce  chan struct{} // a batch committed new events: tell the api's waits
 	consuming atomic.Bool   // a session is consuming the queue now
 	head      headCache
@@ -187,6 +188,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 // Connected reports whether the consumer is consuming its queue now (for
 // the worker's /readyz).
 func (c *Consumer) Connected() bool { return c.consuming.Load() }
+
+// backlogFor is how long after its last full batch a consumer counts as
+// working through a backlog.
+const backlogFor = 3 * time.Second
+
+// Backlogged reports whether the consumer is working through a backlog of
+// its queue (it collected a full batch within backlogFor): events not
+// applied yet may still be on their way, and healing waits for them.
+func (c *Consumer) Backlogged() bool {
+	return time.Since(time.Unix(0, c.lastFull.Load())) < backlogFor
+}
 
 // errClosed is the end of a session's delivery stream: the channel or
 // connection closed.
@@ -241,6 +253,9 @@ func (c *Consumer) session(ctx context.Context) error {
 	}()
 	for {
 		batch, err := c.collect(ctx, deliveries, look)
+		if len(batch) == c.cfg.BatchSize {
+			c.lastFull.Store(time.Now().UnixNano())
+		}
 		if len(batch) > 0 {
 			next := &settling{done: make(chan struct{})}
 			go func(prev *settling) {

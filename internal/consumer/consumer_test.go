@@ -713,3 +713,28 @@ func TestIdleConsumerKeepsItsSession(t *testing.T) {
 		return err == nil && u.FileCount > 0
 	}, 5*time.Second, 10*time.Millisecond)
 }
+
+// A consumer taking full batches from a backlog says so, and stops saying
+// so a few seconds after its queue is worked off; one fed a message at a
+// time never does.
+func TestConsumerReportsABacklog(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c, err := consumer.New(e.pool, storage.Subscriber{}, consumer.Config{URL: e.amqp, Prefetch: 10, BatchSize: 5},
+		slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	owner := uuid.New()
+	e.publish(t, e.history(t, owner, 60)...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, c.Backlogged, 10*time.Second, time.Millisecond, "full batches from the backlog")
+	require.Eventually(t, func() bool { return !c.Backlogged() }, 15*time.Second, 50*time.Millisecond, "worked off")
+
+	for range 3 {
+		e.publish(t, e.history(t, owner, 1)...)
+		time.Sleep(200 * time.Millisecond)
+		require.False(t, c.Backlogged(), "one message at a time is no backlog")
+	}
+}

@@ -63,6 +63,12 @@ func newMetrics(reg prometheus.Registerer, subscriber string) (*metrics, error) 
 	if err != nil {
 		return nil, err
 	}
+	// Every reason's series is there from the start, at 0: the first dead
+	// letter after a start is then an increase, which a series born at 1
+	// would not show.
+	for _, reason := range []string{ReasonUnknownEvent, ReasonMismatch, ReasonMalformed, ReasonFailed} {
+		deadBy.WithLabelValues(reason)
+	}
 	return &metrics{
 		processed: processed.With(l), duplicates: duplicates.With(l), deadLettered: deadBy,
 		position: position.With(l), lag: lag.With(l), batch: batch.With(l),

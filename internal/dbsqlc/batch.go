@@ -1105,6 +1105,64 @@ func (b *FilesForLinkBatchResults) Close() error {
 	return b.br.Close()
 }
 
+const healCount = `-- name: HealCount :batchexec
+INSERT INTO heals AS h (subscriber, healed, last_position)
+VALUES ($1::text, $2::bigint, $3::bigint)
+ON CONFLICT (subscriber) DO UPDATE
+SET healed = h.healed + excluded.healed,
+    last_position = greatest(h.last_position, excluded.last_position),
+    last_healed_at = clock_timestamp()
+`
+
+type HealCountBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+type HealCountParams struct {
+	Subscriber   string
+	Healed       int64
+	LastPosition int64
+}
+
+// Adds what a heal applied to the subscriber's count, in the transaction
+// that applied it.
+func (q *Queries) HealCount(ctx context.Context, db DBTX, arg []*HealCountParams) *HealCountBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range arg {
+		vals := []interface{}{
+			a.Subscriber,
+			a.Healed,
+			a.LastPosition,
+		}
+		batch.Queue(healCount, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &HealCountBatchResults{br, len(arg), false}
+}
+
+func (b *HealCountBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *HealCountBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
 const inboxAnnounce = `-- name: InboxAnnounce :batchexec
 SELECT pg_notify('epoch_applied', $1::text)
 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
@@ -2680,14 +2738,32 @@ func (b *ProjectionJobsDeletedBatchResults) Close() error {
 }
 
 const statusSubscribers = `-- name: StatusSubscribers :batchmany
-SELECT s.name::text AS subscriber,
-       greatest(
-           coalesce((SELECT max(i.position) FROM inbox AS i WHERE i.subscriber = s.name), 0),
-           coalesce((SELECT w.applied_through FROM inbox_watermarks AS w WHERE w.subscriber = s.name), 0)
-       )::bigint AS applied_position,
-       (SELECT count(*) FROM dead_letters AS d WHERE d.subscriber = s.name)::bigint AS dead_letters
-FROM unnest($1::text[]) WITH ORDINALITY AS s(name, ord)
-ORDER BY s.ord
+SELECT a.subscriber, a.applied_position, a.dead_letters,
+       coalesce(n.position, 0)::bigint AS newest_position,
+       coalesce(o.position, 0)::bigint AS oldest_unapplied_position,
+       coalesce(extract(epoch FROM clock_timestamp() - o.occurred_at), 0)::float8 AS oldest_unapplied_age_seconds,
+       coalesce(h.healed, 0)::bigint AS healed,
+       h.last_healed_at
+FROM (
+    SELECT s.ord, s.name::text AS subscriber, string_to_array(s.types, ',') AS types,
+           greatest(
+               coalesce((SELECT max(i.position) FROM inbox AS i WHERE i.subscriber = s.name), 0),
+               coalesce((SELECT w.applied_through FROM inbox_watermarks AS w WHERE w.subscriber = s.name), 0)
+           )::bigint AS applied_position,
+           (SELECT count(*) FROM dead_letters AS d WHERE d.subscriber = s.name)::bigint AS dead_letters
+    FROM (SELECT unnest($1::text[]) AS name, unnest($2::text[]) AS types,
+                 generate_series(1, cardinality($1::text[])) AS ord) s
+) a
+LEFT JOIN LATERAL (
+    SELECT e.position FROM events AS e WHERE e.type = ANY(a.types) ORDER BY e.position DESC LIMIT 1
+) n ON true
+LEFT JOIN LATERAL (
+    SELECT e.position, e.occurred_at FROM events AS e
+    WHERE e.position > a.applied_position AND e.type = ANY(a.types)
+    ORDER BY e.position LIMIT 1
+) o ON true
+LEFT JOIN heals AS h ON h.subscriber = a.subscriber
+ORDER BY a.ord
 `
 
 type StatusSubscribersBatchResults struct {
@@ -2696,27 +2772,44 @@ type StatusSubscribersBatchResults struct {
 	closed bool
 }
 
-type StatusSubscribersRow struct {
-	Subscriber      string
-	AppliedPosition int64
-	DeadLetters     int64
+type StatusSubscribersParams struct {
+	Subscribers []string
+	Types       []string
 }
 
-// Per subscriber, in the order given: the highest position it applied (its
-// newest inbox row, or its watermark when that is higher: the inbox is
-// pruned below the watermark) and the dead letters it keeps. Each is one
-// short index read (inbox_subscriber_position_idx, inbox_watermarks' and
-// dead_letters' primary keys), whatever the tables hold.
-func (q *Queries) StatusSubscribers(ctx context.Context, db DBTX, subscribers [][]string) *StatusSubscribersBatchResults {
+type StatusSubscribersRow struct {
+	Subscriber                string
+	AppliedPosition           int64
+	DeadLetters               int64
+	NewestPosition            int64
+	OldestUnappliedPosition   int64
+	OldestUnappliedAgeSeconds float64
+	Healed                    int64
+	LastHealedAt              *time.Time
+}
+
+// Per subscriber, in the order given (types: each one's event types,
+// comma-separated): the highest position it applied (its newest inbox row,
+// or its watermark when that is higher: the inbox is pruned below the
+// watermark), the dead letters it keeps, the newest committed event of its
+// types and the oldest one past what it applied, with its age (how far
+// behind it is and for how long, whether anything consumes for it or
+// not), and what healing handed it. Each is a short index read (inbox_subscriber_position_idx,
+// the primary keys of inbox_watermarks, dead_letters, events and heals):
+// the newest event of its types is the first of them in a backward scan of
+// events, the oldest unapplied the first in a forward one from the applied
+// position.
+func (q *Queries) StatusSubscribers(ctx context.Context, db DBTX, arg []*StatusSubscribersParams) *StatusSubscribersBatchResults {
 	batch := &pgx.Batch{}
-	for _, a := range subscribers {
+	for _, a := range arg {
 		vals := []interface{}{
-			a,
+			a.Subscribers,
+			a.Types,
 		}
 		batch.Queue(statusSubscribers, vals...)
 	}
 	br := db.SendBatch(ctx, batch)
-	return &StatusSubscribersBatchResults{br, len(subscribers), false}
+	return &StatusSubscribersBatchResults{br, len(arg), false}
 }
 
 func (b *StatusSubscribersBatchResults) Query(f func(int, []*StatusSubscribersRow, error)) {
@@ -2737,7 +2830,16 @@ func (b *StatusSubscribersBatchResults) Query(f func(int, []*StatusSubscribersRo
 			defer rows.Close()
 			for rows.Next() {
 				var i StatusSubscribersRow
-				if err := rows.Scan(&i.Subscriber, &i.AppliedPosition, &i.DeadLetters); err != nil {
+				if err := rows.Scan(
+					&i.Subscriber,
+					&i.AppliedPosition,
+					&i.DeadLetters,
+					&i.NewestPosition,
+					&i.OldestUnappliedPosition,
+					&i.OldestUnappliedAgeSeconds,
+					&i.Healed,
+					&i.LastHealedAt,
+				); err != nil {
 					return err
 				}
 				items = append(items, &i)

@@ -119,6 +119,13 @@ type File struct {
 	Position        int64
 }
 
+type Heal struct {
+	Subscriber   string
+	Healed       int64
+	LastPosition int64
+	LastHealedAt time.Time
+}
+
 type IdempotencyKey struct {
 	UserID      uuid.UUID
 	Key         string

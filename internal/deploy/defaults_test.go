@@ -18,6 +18,7 @@ import (
 	"github.com/catacloud/epoch/internal/catchup"
 	"github.com/catacloud/epoch/internal/consumer"
 	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/heal"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/outbox"
 )
@@ -42,6 +43,7 @@ var homes = map[string]any{
 	"RELAY_PARTITION_SHARE":       outbox.DefaultPartitionShare,
 	"CONSUMER_PREFETCH":           consumer.DefaultPrefetch,
 	"DELIVERY_LIMIT":              broker.DefaultDeliveryLimit,
+	"HEAL_AFTER":                  heal.DefaultAfter,
 }
 
 // A binary's envconfig tag cannot name a constant, so it writes the value

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/opstatus"
@@ -36,6 +37,15 @@ type statusSubscriber struct {
 	// QueueMessages is null when the broker could not be asked in time.
 	QueueMessages *int64 `json:"queue_messages"`
 	DeadLetters   int64  `json:"dead_letters"`
+	// LagPositions and LagSeconds: how far the newest committed event of
+	// its types is past AppliedPosition, and the age of the oldest one it
+	// has not applied (0 and 0 when it is caught up).
+	LagPositions int64   `json:"lag_positions"`
+	LagSeconds   float64 `json:"lag_seconds"`
+	// Healed counts the events healing handed it from the event store;
+	// LastHealedAt is null while it never did.
+	Healed       int64      `json:"healed"`
+	LastHealedAt *time.Time `json:"last_healed_at"`
 }
 
 // status is GET /v1/admin/status: the outbox and each movable subscriber,
@@ -55,7 +65,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	st, err := opstatus.Read(ctx, s.cfg.Pool, names)
+	st, err := opstatus.Read(ctx, s.cfg.Pool, s.cfg.Movable)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -79,6 +89,11 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		out.Subscribers[i] = statusSubscriber{
 			Name: sub.Name, Placement: placement,
 			AppliedPosition: sub.AppliedPosition, QueueMessages: counts[i], DeadLetters: sub.DeadLetters,
+			LagPositions: sub.LagPositions, LagSeconds: sub.LagSeconds, Healed: sub.Healed,
+		}
+		if sub.LastHealedAt != nil {
+			at := sub.LastHealedAt.UTC()
+			out.Subscribers[i].LastHealedAt = &at
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -46,11 +46,15 @@ type statusBody struct {
 		} `json:"blocked_by"`
 	} `json:"outbox"`
 	Subscribers []struct {
-		Name            string `json:"name"`
-		Placement       string `json:"placement"`
-		AppliedPosition int64  `json:"applied_position"`
-		QueueMessages   *int64 `json:"queue_messages"`
-		DeadLetters     int64  `json:"dead_letters"`
+		Name            string     `json:"name"`
+		Placement       string     `json:"placement"`
+		AppliedPosition int64      `json:"applied_position"`
+		QueueMessages   *int64     `json:"queue_messages"`
+		DeadLetters     int64      `json:"dead_letters"`
+		LagPositions    int64      `json:"lag_positions"`
+		LagSeconds      float64    `json:"lag_seconds"`
+		Healed          int64      `json:"healed"`
+		LastHealedAt    *time.Time `json:"last_healed_at"`
 	} `json:"subscribers"`
 }
 
@@ -63,7 +67,8 @@ func getStatus(t *testing.T, e *env) statusBody {
 		require.ElementsMatch(t, []string{"pid", "state", "age_seconds"}, keys(tx.(map[string]any)))
 	}
 	for _, sub := range got.JSON["subscribers"].([]any) {
-		require.ElementsMatch(t, []string{"name", "placement", "applied_position", "queue_messages", "dead_letters"}, keys(sub.(map[string]any)))
+		require.ElementsMatch(t, []string{"name", "placement", "applied_position", "queue_messages", "dead_letters",
+			"lag_positions", "lag_seconds", "healed", "last_healed_at"}, keys(sub.(map[string]any)))
 	}
 	var body statusBody
 	require.NoError(t, json.Unmarshal(got.Raw, &body))
@@ -106,6 +111,10 @@ func TestAdminStatusWithoutRelay(t *testing.T) {
 	require.Equal(t, "remote", s.Subscribers[0].Placement)
 	require.EqualValues(t, 3, s.Subscribers[0].DeadLetters)
 	require.Nil(t, s.Subscribers[0].QueueMessages, "the management API does not answer")
+	require.EqualValues(t, 2, s.Subscribers[0].LagPositions, "nothing consumes for storage: it is behind the store by the two events")
+	require.Greater(t, s.Subscribers[0].LagSeconds, 0.0)
+	require.Zero(t, s.Subscribers[0].Healed)
+	require.Nil(t, s.Subscribers[0].LastHealedAt)
 	require.Equal(t, "billing", s.Subscribers[1].Name)
 	require.Equal(t, "inline", s.Subscribers[1].Placement)
 	require.Zero(t, s.Subscribers[1].DeadLetters)

@@ -1,7 +1,9 @@
 // Package opsmetrics is the worker's view of the event flow's health on
 // /metrics, whatever roles the worker runs: the outbox backlog (so it is
-// watched while no relay runs), the dead letters each subscriber keeps, and
-// the depth of each dead-letter queue. It reads them when scraped, within a
+// watched while no relay runs), how far and how long each subscriber is
+// behind the event store (so it is watched while nothing consumes for it,
+// or while its consumer is stuck), the dead letters each subscriber keeps,
+// and the depth of each dead-letter queue. It reads them when scraped, within a
 // short timeout; what it could not read in time is left out of that scrape
 // rather than failing it.
 package opsmetrics
@@ -19,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/opstatus"
 )
 
@@ -31,7 +34,7 @@ type Config struct {
 	DB *pgxpool.Pool
 	// Subscribers are the remote subscribers reported, whatever this
 	// worker consumes.
-	Subscribers []string
+	Subscribers []dispatch.Subscriber
 	// AMQPURL is the broker whose catacloud.<name>.dead queues are
 	// measured, by passive declares: they need no permission on the queue,
 	// so any of the workers' users can make them. Empty: not measured.
@@ -48,6 +51,10 @@ var (
 		"Age of the oldest outbox row waiting to be relayed (0: none waits).", nil, nil)
 	deadLettersDesc = prometheus.NewDesc("epoch_dead_letters",
 		"Dead letters a subscriber keeps in dead_letters, until an operator replays or discards them.", []string{"subscriber"}, nil)
+	lagPositionsDesc = prometheus.NewDesc("epoch_subscriber_lag_positions",
+		"Positions from the last a subscriber applied to the newest committed event of its types, read from the event store: it shows whether or not anything consumes for the subscriber.", []string{"subscriber"}, nil)
+	lagSecondsDesc = prometheus.NewDesc("epoch_subscriber_lag_seconds",
+		"Age (by occurred_at) of the oldest committed event of a subscriber's types past the last it applied, read from the event store: how long it has been behind; 0 when it is not.", []string{"subscriber"}, nil)
 	deadQueueDesc = prometheus.NewDesc("epoch_dead_letter_queue_messages",
 		"Messages ready in a subscriber's dead-letter queue catacloud.<name>.dead, the broker's backstop past the delivery limit.", []string{"subscriber"}, nil)
 )
@@ -78,6 +85,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pendingDesc
 	ch <- oldestAgeDesc
 	ch <- deadLettersDesc
+	ch <- lagPositionsDesc
+	ch <- lagSecondsDesc
 	ch <- deadQueueDesc
 }
 
@@ -95,8 +104,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		go func() {
 			defer wg.Done()
 			dead := make([]string, len(c.cfg.Subscribers))
-			for i, name := range c.cfg.Subscribers {
-				dead[i] = broker.DeadQueueName(name)
+			for i, sub := range c.cfg.Subscribers {
+				dead[i] = broker.DeadQueueName(sub.Name())
 			}
 			var err error
 			if depths, err = c.queues.read(ctx, dead); err != nil {
@@ -112,12 +121,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(oldestAgeDesc, prometheus.GaugeValue, st.Outbox.OldestAgeSeconds)
 		for _, s := range st.Subscribers {
 			ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(s.DeadLetters), s.Name)
+			ch <- prometheus.MustNewConstMetric(lagPositionsDesc, prometheus.GaugeValue, float64(s.LagPositions), s.Name)
+			ch <- prometheus.MustNewConstMetric(lagSecondsDesc, prometheus.GaugeValue, s.LagSeconds, s.Name)
 		}
 	}
 	wg.Wait()
 	for i, n := range depths {
 		if n != nil {
-			ch <- prometheus.MustNewConstMetric(deadQueueDesc, prometheus.GaugeValue, float64(*n), c.cfg.Subscribers[i])
+			ch <- prometheus.MustNewConstMetric(deadQueueDesc, prometheus.GaugeValue, float64(*n), c.cfg.Subscribers[i].Name())
 		}
 	}
 }

@@ -16,16 +16,19 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/storage"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
-var subscribers = []string{"storage", "billing"}
+var subscribers = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
 
 // With no relay running, a worker's scrape counts the outbox, each
 // subscriber's dead letters, and the messages in each dead-letter queue.
@@ -146,8 +149,8 @@ func declare(t *testing.T, amqpURL string) {
 	ch, err := conn.Channel()
 	require.NoError(t, err)
 	subs := make([]broker.Subscription, len(subscribers))
-	for i, name := range subscribers {
-		subs[i] = broker.Subscription{Name: name, EventTypes: []string{"file.uploaded"}}
+	for i, sub := range subscribers {
+		subs[i] = broker.Subscription{Name: sub.Name(), EventTypes: sub.EventTypes()}
 	}
 	require.NoError(t, broker.DeclareTopology(ch, subs, 20))
 }

@@ -1,18 +1,22 @@
 // Package opstatus reads what Postgres says of the event flow's health for
 // GET /v1/admin/status and the worker's metrics: the outbox backlog, the
 // open transactions the relay cannot get past, and each subscriber's
-// applied position and dead letters. It needs no relay or consumer to run.
+// applied position, how far and how long it is behind the event store,
+// its dead letters and what healing handed it. It needs no relay or
+// consumer to run.
 package opstatus
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/dispatch"
 )
 
 // MaxBlockers is how many open transactions Read lists at most.
@@ -51,11 +55,26 @@ type Subscriber struct {
 	AppliedPosition int64
 	// DeadLetters counts the rows it keeps in dead_letters.
 	DeadLetters int64
+	// LagPositions is how far the newest committed event of its types is
+	// past AppliedPosition (0 when it applied that one).
+	LagPositions int64
+	// LagSeconds is the age (by its occurred_at) of the oldest event of
+	// its types past AppliedPosition: how long it has been behind; 0 when
+	// it is not.
+	LagSeconds float64
+	// Healed counts the events healing handed it from the event store,
+	// and LastHealedAt is the last time it did (nil: never).
+	Healed       int64
+	LastHealedAt *time.Time
 }
 
 // Read reads the status of the outbox and of subscribers in one round trip.
-func Read(ctx context.Context, pool *pgxpool.Pool, subscribers []string) (Status, error) {
+func Read(ctx context.Context, pool *pgxpool.Pool, subscribers []dispatch.Subscriber) (Status, error) {
 	q := dbsqlc.New()
+	p := &dbsqlc.StatusSubscribersParams{Subscribers: make([]string, len(subscribers)), Types: make([]string, len(subscribers))}
+	for i, sub := range subscribers {
+		p.Subscribers[i], p.Types[i] = sub.Name(), strings.Join(sub.EventTypes(), ",")
+	}
 	var (
 		backlog *dbsqlc.OutboxBacklogRow
 		open    []*dbsqlc.OutboxOpenTransactionsRow
@@ -64,7 +83,7 @@ func Read(ctx context.Context, pool *pgxpool.Pool, subscribers []string) (Status
 	err := database.Pipeline(ctx, pool, func(db *database.Conn) (err error) {
 		backlogs := q.OutboxBacklog(ctx, db, []*time.Time{nil})
 		opens := q.OutboxOpenTransactions(ctx, db, []int32{MaxBlockers})
-		statuses := q.StatusSubscribers(ctx, db, [][]string{subscribers})
+		statuses := q.StatusSubscribers(ctx, db, []*dbsqlc.StatusSubscribersParams{p})
 		if backlog, err = database.One(backlogs); err != nil {
 			return err
 		}
@@ -88,7 +107,13 @@ func Read(ctx context.Context, pool *pgxpool.Pool, subscribers []string) (Status
 		s.Outbox.BlockedBy[i] = Transaction{PID: t.Pid, State: t.State, AgeSeconds: t.AgeSeconds}
 	}
 	for i, r := range subs {
-		s.Subscribers[i] = Subscriber{Name: r.Subscriber, AppliedPosition: r.AppliedPosition, DeadLetters: r.DeadLetters}
+		s.Subscribers[i] = Subscriber{
+			Name: r.Subscriber, AppliedPosition: r.AppliedPosition, DeadLetters: r.DeadLetters,
+			LagPositions: max(0, r.NewestPosition-r.AppliedPosition), Healed: r.Healed, LastHealedAt: r.LastHealedAt,
+		}
+		if r.OldestUnappliedPosition > 0 {
+			s.Subscribers[i].LagSeconds = max(0, r.OldestUnappliedAgeSeconds)
+		}
 	}
 	return s, nil
 }

@@ -3,11 +3,19 @@ package opstatus_test
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/catacloud/epoch/internal/billing"
+	"github.com/catacloud/epoch/internal/database"
+	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/opstatus"
 	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
+	"github.com/catacloud/epoch/internal/storage"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -18,7 +26,7 @@ func TestReadWithoutRelay(t *testing.T) {
 	t.Parallel()
 	pool, _ := testdb.New(t)
 	ctx := context.Background()
-	names := []string{"storage", "billing"}
+	names := []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
 
 	s, err := opstatus.Read(ctx, pool, names)
 	require.NoError(t, err)
@@ -45,8 +53,52 @@ func TestReadWithoutRelay(t *testing.T) {
 	require.Equal(t, pid, s.Outbox.BlockedBy[0].PID)
 	require.Equal(t, "idle in transaction", s.Outbox.BlockedBy[0].State)
 	require.Greater(t, s.Outbox.BlockedBy[0].AgeSeconds, 0.0)
+	// storage is behind by the third and fourth events, billing not at all.
+	require.Greater(t, s.Subscribers[0].LagSeconds, 0.0)
+	require.Less(t, s.Subscribers[0].LagSeconds, 60.0)
+	s.Subscribers[0].LagSeconds = 0
 	require.Equal(t, []opstatus.Subscriber{
-		{Name: "storage", AppliedPosition: events[1].Position, DeadLetters: 2},
+		{Name: "storage", AppliedPosition: events[1].Position, DeadLetters: 2, LagPositions: events[3].Position - events[1].Position},
 		{Name: "billing", AppliedPosition: events[3].Position, DeadLetters: 1},
 	}, s.Subscribers)
+}
+
+// The lag is read from the event store: a subscriber nothing consumes for
+// is behind by the newest event of its types, for as long as the oldest
+// one it has not applied is old; what healing handed it shows too.
+func TestLagAndHealsFromTheStore(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.New(t)
+	ctx := context.Background()
+	subs := []dispatch.Subscriber{storage.Subscriber{}}
+
+	old, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded, map[string]any{"v": 1}, time.Now().Add(-90*time.Second))
+	require.NoError(t, err)
+	job, err := eventstore.New(domain.StreamJob, uuid.New(), 1, domain.JobCreated, map[string]any{"v": 1}, time.Now())
+	require.NoError(t, err)
+	events := []eventstore.Event{old}
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, events) }))
+	newer := opstatustest.Write(t, pool, 2)
+	jobs := []eventstore.Event{job}
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Append(ctx, tx, jobs) }))
+
+	s, err := opstatus.Read(ctx, pool, subs)
+	require.NoError(t, err)
+	got := s.Subscribers[0]
+	require.Equal(t, newer[1].Position, got.LagPositions, "behind by the newest event of its types, not by the job event after it")
+	require.InDelta(t, 90, got.LagSeconds, 10, "for as long as its oldest unapplied event is old")
+	require.Zero(t, got.Healed)
+	require.Nil(t, got.LastHealedAt)
+
+	_, err = pool.Exec(ctx, `INSERT INTO inbox (subscriber, event_id, position) VALUES ('storage', $1, $2)`, events[0].ID, events[0].Position)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO heals (subscriber, healed, last_position) VALUES ('storage', 1, $1)`, events[0].Position)
+	require.NoError(t, err)
+	s, err = opstatus.Read(ctx, pool, subs)
+	require.NoError(t, err)
+	got = s.Subscribers[0]
+	require.Equal(t, newer[1].Position-events[0].Position, got.LagPositions)
+	require.Less(t, got.LagSeconds, 30.0, "now as old as the oldest of the newer events")
+	require.Equal(t, int64(1), got.Healed)
+	require.NotNil(t, got.LastHealedAt)
 }
