@@ -8,6 +8,24 @@ import (
 // Decimals is how many decimal places gb_hours and cost are rounded to.
 const Decimals = 18
 
+// powersOfTen are 10^0 … 10^40, the scales FormatDecimal rounds at.
+var powersOfTen = func() []*big.Rat {
+	out := make([]*big.Rat, 41)
+	p := big.NewInt(1)
+	for i := range out {
+		out[i] = new(big.Rat).SetInt(p)
+		p = new(big.Int).Mul(p, big.NewInt(10))
+	}
+	return out
+}()
+
+func powerOfTen(n int) *big.Rat {
+	if n < len(powersOfTen) {
+		return powersOfTen[n]
+	}
+	return new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(n)), nil))
+}
+
 // bytesPerGBHour is 10^9 bytes × 3600 s: byte-seconds per GB-hour.
 var bytesPerGBHour = big.NewRat(3_600_000_000_000, 1)
 
@@ -31,8 +49,14 @@ func parseDecimal(s string) (*big.Rat, bool) {
 // it in its shortest form: no exponent, no trailing zeros, no point when
 // whole, and "0" (never "-0") for zero.
 func FormatDecimal(r *big.Rat, decimals int) string {
-	scale := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(decimals)), nil)
-	scaled := new(big.Rat).Mul(r, new(big.Rat).SetInt(scale))
+	s, _ := formatRounded(r, decimals)
+	return s
+}
+
+// formatRounded is FormatDecimal, and the rounded value it wrote.
+func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
+	scale := powerOfTen(decimals)
+	scaled := new(big.Rat).Mul(r, scale)
 	neg := scaled.Sign() < 0
 	num := new(big.Int).Abs(scaled.Num())
 	den := scaled.Denom()
@@ -46,7 +70,11 @@ func FormatDecimal(r *big.Rat, decimals int) string {
 		}
 	}
 	if q.Sign() == 0 {
-		return "0"
+		return "0", new(big.Rat)
+	}
+	rounded := new(big.Rat).SetFrac(new(big.Int).Set(q), scale.Num())
+	if neg {
+		rounded.Neg(rounded)
 	}
 	digits := q.String()
 	if len(digits) <= decimals {
@@ -60,7 +88,7 @@ func FormatDecimal(r *big.Rat, decimals int) string {
 	if neg {
 		out = "-" + out
 	}
-	return out
+	return out, rounded
 }
 
 // FormatFixed rounds r half-to-even to decimals places and writes it with

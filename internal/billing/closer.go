@@ -323,8 +323,9 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 		events = append(events, e)
 		rows = append(rows, r)
 	}
-	if err := eventstore.Append(ctx, tx, events); err != nil {
-		return 0, fmt.Errorf("append statement.closed: %w", err)
+	// COPY: a close writes thousands of events at once.
+	if err := eventstore.Copy(ctx, tx, events); err != nil {
+		return 0, fmt.Errorf("write statement.closed: %w", err)
 	}
 	sp := &dbsqlc.BillingStatementsInsertParams{}
 	cp := &dbsqlc.BillingCloseSaveParams{}
@@ -452,11 +453,10 @@ func restoreHash(state []byte) (hash.Hash, error) {
 	return h, nil
 }
 
-// exactDecimal writes a rational that is a finite decimal exactly.
-func exactDecimal(r *big.Rat) string {
-	s := FormatDecimal(r, 40)
-	if v, ok := parseDecimal(s); !ok || v.Cmp(r) != 0 {
-		panic(fmt.Sprintf("billing: %s is not a finite decimal of at most 40 places", r.String()))
-	}
-	return s
-}
+// unitDecimals is how many decimals an amount in units can have: a
+// period's byte-seconds have at most 6, a price at most 18.
+const unitDecimals = 24
+
+// exactDecimal writes units (a finite decimal of at most unitDecimals
+// places) exactly.
+func exactDecimal(r *big.Rat) string { return FormatDecimal(r, unitDecimals) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -53,28 +54,30 @@ type priced struct {
 // currency's minor unit, written with exactly that many decimals.
 func price(byteSeconds *big.Rat, v PriceVersion) (priced, error) {
 	total, tierBS, tierUnits := v.units(byteSeconds)
+	amount, shown := formatRounded(new(big.Rat).Quo(total, bytesPerGBHour), Decimals)
 	p := priced{
 		byteSeconds: FormatDecimal(byteSeconds, 6),
 		gbHours:     FormatDecimal(new(big.Rat).Quo(byteSeconds, bytesPerGBHour), Decimals),
-		amount:      FormatDecimal(new(big.Rat).Quo(total, bytesPerGBHour), Decimals),
+		amount:      amount,
 		units:       total,
 		lines:       make([]domain.StatementLine, len(tierBS)),
 	}
 	for i := range tierBS {
-		p.lines[i] = domain.StatementLine{
-			Tier:    i + 1,
-			GBHours: FormatDecimal(new(big.Rat).Quo(tierBS[i], bytesPerGBHour), Decimals),
-			Price:   v.Tiers[i].Price,
-			Amount:  FormatDecimal(new(big.Rat).Quo(tierUnits[i], bytesPerGBHour), Decimals),
+		line := domain.StatementLine{Tier: i + 1, Price: v.Tiers[i].Price}
+		if len(tierBS) == 1 {
+			line.GBHours, line.Amount = p.gbHours, p.amount // one tier takes it all
+		} else {
+			line.GBHours = FormatDecimal(new(big.Rat).Quo(tierBS[i], bytesPerGBHour), Decimals)
+			line.Amount = FormatDecimal(new(big.Rat).Quo(tierUnits[i], bytesPerGBHour), Decimals)
 		}
+		p.lines[i] = line
 	}
-	decimals, err := domain.MinorUnitDecimals(v.Currency)
+	decimals, err := minorUnitDecimals(v.Currency)
 	if err != nil {
 		return priced{}, err
 	}
 	// amount_due rounds the amount as written, so a reader can check one
 	// from the other.
-	shown, _ := parseDecimal(p.amount)
 	p.amountDue = FormatFixed(shown, decimals)
 	return p, nil
 }
@@ -223,4 +226,19 @@ func openStatements(ctx context.Context, db database.DBTX, owner uuid.UUID, peri
 		out[i] = st
 	}
 	return out, nil
+}
+
+// minorUnits caches the currencies' minor units: a close asks once per
+// statement.
+var minorUnits sync.Map
+
+func minorUnitDecimals(code string) (int, error) {
+	if d, ok := minorUnits.Load(code); ok {
+		return d.(int), nil
+	}
+	d, err := domain.MinorUnitDecimals(code)
+	if err == nil {
+		minorUnits.Store(code, d)
+	}
+	return d, err
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dbsqlc"
@@ -126,6 +127,48 @@ func Append(ctx context.Context, db database.DBTX, events []Event) error {
 	for i := range events {
 		r := byID[events[i].ID]
 		events[i].Position, events[i].OccurredAt = r.Position, r.OccurredAt.UTC()
+	}
+	return nil
+}
+
+// Copy writes events that carry their own times with COPY (many at once:
+// the billing closer's statements) and sets their positions. The
+// transaction takes its id first, as Append's insert does, so every
+// position it draws is handed out after the id. A version another
+// transaction took first is ErrConcurrency.
+func Copy(ctx context.Context, tx *database.Tx, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	q := dbsqlc.New()
+	q.EventTakeXid(ctx, tx, []bool{true})
+	rows := make([][]any, len(events))
+	ids := make([]uuid.UUID, len(events))
+	for i, e := range events {
+		if e.OccurredAt.IsZero() {
+			return fmt.Errorf("copy events: %s has no time of its own", e.ID)
+		}
+		rows[i] = []any{e.ID, e.StreamType, e.StreamID, e.Version, e.Type, []byte(e.Data), e.OccurredAt}
+		ids[i] = e.ID
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"events"},
+		[]string{"id", "stream_type", "stream_id", "version", "type", "data", "occurred_at"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		if database.IsUniqueViolation(err, "events_stream_version_key") {
+			return ErrConcurrency
+		}
+		return fmt.Errorf("copy events: %w", err)
+	}
+	positions, err := q.EventPositionsByID(ctx, tx, ids)
+	if err != nil {
+		return fmt.Errorf("copy events: positions: %w", err)
+	}
+	byID := make(map[uuid.UUID]int64, len(positions))
+	for _, p := range positions {
+		byID[p.ID] = p.Position
+	}
+	for i := range events {
+		events[i].Position = byID[events[i].ID]
 	}
 	return nil
 }
