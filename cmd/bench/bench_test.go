@@ -27,7 +27,7 @@ import (
 // service or binary fails it.
 func TestQuick(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	md := filepath.Join(t.TempDir(), "BENCHMARKS.md")
@@ -51,7 +51,7 @@ func TestQuick(t *testing.T) {
 		}
 	}
 	require.NoError(t, err)
-	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13"} {
+	for _, fig := range []string{"B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B13", "B14", "B15", "B16"} {
 		require.True(t, seen[fig], "no %s line", fig)
 	}
 	b, err := os.ReadFile(md)
