@@ -32,9 +32,13 @@ LIMIT @max_count;
 SELECT clock_timestamp()::timestamptz AS now;
 
 -- name: BillingCloserLock :one
--- One closer at a time, whatever the number of billing workers: held for
--- the rest of the transaction that takes it.
-SELECT pg_try_advisory_xact_lock(@lock_key::bigint) AS locked;
+-- One closer at a time, whatever the number of billing workers: held by
+-- the closer's session for one look, let go by BillingCloserUnlock (or by
+-- the session's end, should its process die).
+SELECT pg_try_advisory_lock(@lock_key::bigint) AS locked;
+
+-- name: BillingCloserUnlock :exec
+SELECT pg_advisory_unlock(@lock_key::bigint);
 
 -- name: BillingFenceTake :exec
 -- Takes the fence of a period's end, at a moment the caller saw the
@@ -156,14 +160,14 @@ SELECT owner_id, min(occurred_at)::timestamptz AS occurred_at FROM billing_gaps 
 -- Owners with a statement to close for a period ending at or before
 -- period_end (which starts at last_start): never closed and first uploaded
 -- before it, or closed up to a period starting at or before last_start. By
--- owner, after after_owner, a page at a time.
+-- owner, in (after_owner, last_owner], a page at a time.
 SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at,
        c.next_period_start, coalesce(c.cum_units, 0)::text AS cum_units,
        c.hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered
 FROM billing_owners AS o
 LEFT JOIN billing_close AS c ON c.owner_id = o.owner_id
-WHERE o.owner_id > @after_owner
+WHERE o.owner_id > @after_owner AND o.owner_id <= @last_owner
   AND o.first_upload_at IS NOT NULL
   AND ((c.owner_id IS NULL AND o.first_upload_at < @period_end::timestamptz) OR c.next_period_start <= @last_start::timestamptz)
 ORDER BY o.owner_id

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"encoding/binary"
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
@@ -10,10 +11,12 @@ import (
 	"hash"
 	"log/slog"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/database"
@@ -30,6 +33,10 @@ const DefaultCloseInterval = 250 * time.Millisecond
 // DefaultCloseBatch is how many owners' statements one transaction closes.
 const DefaultCloseBatch = 2000
 
+// DefaultCloseParallel is how many closing transactions run at once: the
+// database's work of a close is most of it, and two keep two cores busy.
+const DefaultCloseParallel = 2
+
 // closerLockKey is the advisory lock that lets one closer work at a time.
 const closerLockKey = 0x6570_6f63_6c6f_7365 // "epoclose"
 
@@ -41,6 +48,9 @@ type CloserConfig struct {
 	// Batch is the owners closed per transaction (DefaultCloseBatch when
 	// zero).
 	Batch int
+	// Parallel is how many transactions close at once, each on its own
+	// range of owners (DefaultCloseParallel when zero).
+	Parallel int
 	// OnClosed, when set, is told each period end whose due statements are
 	// all closed, and how many closed now.
 	OnClosed func(periodEnd time.Time, closed int)
@@ -52,8 +62,8 @@ type CloserConfig struct {
 // each owner's statement for it, a statement.closed event with its outbox
 // row, in one transaction per batch of owners. One statement per owner and
 // period: the statement stream holds one event, and one closer works at a
-// time (an advisory lock); several billing workers may run one each, and a
-// closer killed mid-batch closes nothing of it.
+// time (a session's advisory lock); several billing workers may run one
+// each, and a closer killed mid-batch closes nothing of it.
 type Closer struct {
 	pool *pgxpool.Pool
 	cfg  CloserConfig
@@ -71,6 +81,9 @@ func NewCloser(pool *pgxpool.Pool, cfg CloserConfig, logger *slog.Logger) *Close
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultCloseBatch
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = DefaultCloseParallel
 	}
 	return &Closer{pool: pool, cfg: cfg, log: logger.With("subscriber", Name)}
 }
@@ -100,12 +113,27 @@ func (c *Closer) Run(ctx context.Context) error {
 // statements are closed.
 func (c *Closer) Tick(ctx context.Context) error {
 	q := dbsqlc.New()
-	var complete int64
-	err := database.InTx(ctx, c.pool, func(tx *database.Tx) error {
-		locked, err := q.BillingCloserLock(ctx, tx, closerLockKey)
-		if err != nil || !locked {
-			return err
+	// One closer at a time: this look holds the lock on a session of its
+	// own, which a process that dies lets go with.
+	session, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("billing closer: %w", err)
+	}
+	defer session.Release()
+	locked, err := q.BillingCloserLock(ctx, session, closerLockKey)
+	if err != nil || !locked {
+		return err
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := q.BillingCloserUnlock(uctx, session, closerLockKey); err != nil {
+			// A session left holding the lock must not go back to the pool.
+			_ = session.Conn().Close(uctx)
 		}
+	}()
+	var complete int64
+	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
 		if err := q.BillingGapsClear(ctx, tx, Name); err != nil {
 			return err
 		}
@@ -147,48 +175,67 @@ func (c *Closer) Tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if closed >= 0 {
-		c.closedThrough = end
-		if c.cfg.OnClosed != nil {
-			c.cfg.OnClosed(end, closed)
-		}
-		if closed > 0 {
-			c.log.Info("statements closed", "period_end", end, "statements", closed)
-		}
-		_ = q.BillingFencesPrune(ctx, c.pool)
+	c.closedThrough = end
+	if c.cfg.OnClosed != nil {
+		c.cfg.OnClosed(end, closed)
 	}
+	if closed > 0 {
+		c.log.Info("statements closed", "period_end", end, "statements", closed)
+	}
+	_ = q.BillingFencesPrune(ctx, c.pool)
 	return nil
 }
 
 // closeThrough closes every due statement of a period ending at or before
-// end, a batch of owners per transaction, until none is due. It returns
-// how many it closed, or -1 when another closer held the lock.
+// end, a batch of owners per transaction, until none is due: the owners
+// split in Parallel ranges of ids closed at once. It returns how many it
+// closed.
 func (c *Closer) closeThrough(ctx context.Context, end time.Time) (int, error) {
 	lastStart, _ := c.cfg.Settings.Calendar.Period(end.Add(-time.Microsecond))
+	bounds := idRanges(c.cfg.Parallel)
 	total := 0
 	// Rounds: an owner several periods behind closes one per round.
 	for {
+		var mu sync.Mutex
 		closedThisRound := 0
-		after := uuid.Nil
-		for {
-			n, last, locked, err := c.closeBatch(ctx, end, lastStart, after)
-			if err != nil {
-				return total, err
-			}
-			if !locked {
-				return -1, nil
-			}
-			closedThisRound += n
-			if last == uuid.Nil {
-				break
-			}
-			after = last
+		g, gctx := errgroup.WithContext(ctx)
+		for i := range c.cfg.Parallel {
+			g.Go(func() error {
+				after := bounds[i]
+				for {
+					n, last, err := c.closeBatch(gctx, end, lastStart, after, bounds[i+1])
+					if err != nil {
+						return err
+					}
+					mu.Lock()
+					closedThisRound += n
+					mu.Unlock()
+					if last == uuid.Nil {
+						return nil
+					}
+					after = last
+				}
+			})
 		}
+		err := g.Wait()
 		total += closedThisRound
-		if closedThisRound == 0 {
-			return total, nil
+		if err != nil || closedThisRound == 0 {
+			return total, err
 		}
 	}
+}
+
+// idRanges cuts the uuid space in n ranges: (bounds[i], bounds[i+1]].
+func idRanges(n int) []uuid.UUID {
+	bounds := make([]uuid.UUID, n+1)
+	for i := 1; i < n; i++ {
+		v := uint64(i) * (^uint64(0) / uint64(n))
+		binary.BigEndian.PutUint64(bounds[i][:8], v)
+	}
+	for j := range bounds[n] {
+		bounds[n][j] = 0xff
+	}
+	return bounds
 }
 
 // due is one owner with a statement to close, and what its close needs.
@@ -203,17 +250,12 @@ type due struct {
 
 // closeBatch closes the next page of due owners (after after), in one
 // transaction. last is the page's last owner (uuid.Nil: the last page).
-func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after uuid.UUID) (closed int, last uuid.UUID, locked bool, err error) {
+func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after, lastOwner uuid.UUID) (closed int, last uuid.UUID, err error) {
 	q := dbsqlc.New()
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
-		closed, last, locked = 0, uuid.Nil, false
-		ok, err := q.BillingCloserLock(ctx, tx, closerLockKey)
-		if err != nil || !ok {
-			return err
-		}
-		locked = true
+		closed, last = 0, uuid.Nil
 		rows, err := q.BillingCloseDue(ctx, tx, &dbsqlc.BillingCloseDueParams{
-			AfterOwner: after, PeriodEnd: end, LastStart: lastStart, MaxCount: int32(c.cfg.Batch)})
+			AfterOwner: after, LastOwner: lastOwner, PeriodEnd: end, LastStart: lastStart, MaxCount: int32(c.cfg.Batch)})
 		if err != nil {
 			return fmt.Errorf("due owners: %w", err)
 		}
@@ -268,7 +310,7 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 		closed, err = c.close(ctx, tx, owners, complete, now.UTC())
 		return err
 	})
-	return closed, last, locked, err
+	return closed, last, err
 }
 
 // close writes the statements of owners, each for its period: the ledger

@@ -84,15 +84,16 @@ SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered
 FROM billing_owners AS o
 LEFT JOIN billing_close AS c ON c.owner_id = o.owner_id
-WHERE o.owner_id > $1
+WHERE o.owner_id > $1 AND o.owner_id <= $2
   AND o.first_upload_at IS NOT NULL
-  AND ((c.owner_id IS NULL AND o.first_upload_at < $2::timestamptz) OR c.next_period_start <= $3::timestamptz)
+  AND ((c.owner_id IS NULL AND o.first_upload_at < $3::timestamptz) OR c.next_period_start <= $4::timestamptz)
 ORDER BY o.owner_id
-LIMIT $4
+LIMIT $5
 `
 
 type BillingCloseDueParams struct {
 	AfterOwner uuid.UUID
+	LastOwner  uuid.UUID
 	PeriodEnd  time.Time
 	LastStart  time.Time
 	MaxCount   int32
@@ -111,10 +112,11 @@ type BillingCloseDueRow struct {
 // Owners with a statement to close for a period ending at or before
 // period_end (which starts at last_start): never closed and first uploaded
 // before it, or closed up to a period starting at or before last_start. By
-// owner, after after_owner, a page at a time.
+// owner, in (after_owner, last_owner], a page at a time.
 func (q *Queries) BillingCloseDue(ctx context.Context, db DBTX, arg *BillingCloseDueParams) ([]*BillingCloseDueRow, error) {
 	rows, err := db.Query(ctx, billingCloseDue,
 		arg.AfterOwner,
+		arg.LastOwner,
 		arg.PeriodEnd,
 		arg.LastStart,
 		arg.MaxCount,
@@ -199,16 +201,26 @@ func (q *Queries) BillingCloseEvents(ctx context.Context, db DBTX, arg *BillingC
 }
 
 const billingCloserLock = `-- name: BillingCloserLock :one
-SELECT pg_try_advisory_xact_lock($1::bigint) AS locked
+SELECT pg_try_advisory_lock($1::bigint) AS locked
 `
 
-// One closer at a time, whatever the number of billing workers: held for
-// the rest of the transaction that takes it.
+// One closer at a time, whatever the number of billing workers: held by
+// the closer's session for one look, let go by BillingCloserUnlock (or by
+// the session's end, should its process die).
 func (q *Queries) BillingCloserLock(ctx context.Context, db DBTX, lockKey int64) (bool, error) {
 	row := db.QueryRow(ctx, billingCloserLock, lockKey)
 	var locked bool
 	err := row.Scan(&locked)
 	return locked, err
+}
+
+const billingCloserUnlock = `-- name: BillingCloserUnlock :exec
+SELECT pg_advisory_unlock($1::bigint)
+`
+
+func (q *Queries) BillingCloserUnlock(ctx context.Context, db DBTX, lockKey int64) error {
+	_, err := db.Exec(ctx, billingCloserUnlock, lockKey)
+	return err
 }
 
 const billingFenceCheck = `-- name: BillingFenceCheck :one
