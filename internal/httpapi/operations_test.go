@@ -149,7 +149,9 @@ func TestOperationRunningAndAbandoned(t *testing.T) {
 	require.Equal(t, "done", e.waitOperation(t, other.Header.Get("Location"))["state"])
 
 	require.NoError(t, runner.Close(context.Background())) // the process stops
-	op = e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/admin/operations/" + id.String(), Token: adminToken}).JSON
+	// Its backend ends, and lets go of the lock, a moment after the
+	// connection closes.
+	op = e.waitOperation(t, "/v1/admin/operations/"+id.String())
 	require.Equal(t, "failed", op["state"])
 	require.NotEmpty(t, op["error"])
 	again := e.must(t, http.StatusAccepted, req{Method: "POST", Path: "/v1/admin/subscribers/billing/redrive", Token: adminToken, Body: `{"from_position":0}`})
