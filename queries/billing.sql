@@ -155,7 +155,7 @@ SELECT statement_timestamp()::timestamptz AS now,
        o.first_upload_at,
        coalesce(o.position, 0)::bigint AS position,
        c.next_period_start,
-       coalesce(c.cum_units, 0)::text AS cum_units
+       coalesce(c.cum_amount, 0)::text AS cum_amount
 FROM (SELECT @owner_id::uuid AS owner_id) AS q
 LEFT JOIN billing_owners AS o ON o.owner_id = q.owner_id
 LEFT JOIN billing_close AS c ON c.owner_id = q.owner_id;
@@ -164,10 +164,10 @@ LEFT JOIN billing_close AS c ON c.owner_id = q.owner_id;
 -- The running sums of amounts of an owner's closed statements just before
 -- each of period_starts (the sum over the statements that start earlier):
 -- row n answers period_starts[n]. One lookup per start.
-SELECT t.n::bigint AS n, coalesce(s.cum_units, 0)::text AS cum_units
+SELECT t.n::bigint AS n, coalesce(s.cum_amount, 0)::text AS cum_amount
 FROM unnest(@period_starts::timestamptz[]) WITH ORDINALITY AS t(period_start, n)
 LEFT JOIN LATERAL (
-    SELECT b.cum_units
+    SELECT b.cum_amount
     FROM billing_statements AS b
     WHERE b.owner_id = @owner_id AND b.period_start < t.period_start
     ORDER BY b.period_start DESC

@@ -2,7 +2,7 @@
 -- An owner's closed statements starting before a period, newest first
 -- (billing_statements_owner_period_key).
 SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
-       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
+       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_amount::text AS cum_amount,
        covered_position, events_sha256, closed_at, position
 FROM billing_statements
 WHERE owner_id = @owner_id AND period_start < @before
@@ -11,20 +11,24 @@ LIMIT @max_count;
 
 -- name: BillingStatementGet :batchone
 SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
-       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
+       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_amount::text AS cum_amount,
        covered_position, events_sha256, closed_at, position
 FROM billing_statements WHERE id = @id AND owner_id = @owner_id;
 
 -- name: BillingStatementsEnding :many
 -- The closed statements whose periods end in [from, to), by owner and
--- period: what a verification recomputes, a page at a time.
-SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
-       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
-       covered_position, events_sha256, closed_at, position
-FROM billing_statements
-WHERE period_end >= @period_from AND period_end < @period_to
-  AND (owner_id, period_start) > (@after_owner::uuid, @after_start::timestamptz)
-ORDER BY owner_id, period_start
+-- period, each with its statement.closed event's position and time (the
+-- stream's one event, by events_stream_version_key; null when there is
+-- none): what a verification recomputes, a page at a time.
+SELECT s.id, s.owner_id, s.period_start, s.period_end, s.byte_seconds::text AS byte_seconds, s.gb_hours, s.currency,
+       s.price_version, s.lines, s.amount, s.amount_due, s.amount_units::text AS amount_units, s.cum_amount::text AS cum_amount,
+       s.covered_position, s.events_sha256, s.closed_at, s.position,
+       e.position AS event_position, e.occurred_at AS event_occurred_at
+FROM billing_statements AS s
+LEFT JOIN events AS e ON e.stream_id = s.id AND e.version = 1
+WHERE s.period_end >= @period_from AND s.period_end < @period_to
+  AND (s.owner_id, s.period_start) > (@after_owner::uuid, @after_start::timestamptz)
+ORDER BY s.owner_id, s.period_start
 LIMIT @max_count;
 
 -- name: BillingClock :one
@@ -162,7 +166,7 @@ SELECT owner_id, min(occurred_at)::timestamptz AS occurred_at FROM billing_gaps 
 -- before it, or closed up to a period starting at or before last_start. By
 -- owner, in (after_owner, last_owner], a page at a time.
 SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at,
-       c.next_period_start, coalesce(c.cum_units, 0)::text AS cum_units,
+       c.next_period_start, coalesce(c.cum_amount, 0)::text AS cum_amount,
        c.hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered
 FROM billing_owners AS o
@@ -210,21 +214,21 @@ ORDER BY q.owner_id, e.position;
 
 -- name: BillingStatementsInsert :batchexec
 INSERT INTO billing_statements (id, owner_id, period_start, period_end, byte_seconds, gb_hours, currency,
-    price_version, lines, amount, amount_due, amount_units, cum_units, covered_position, events_sha256, closed_at, position)
+    price_version, lines, amount, amount_due, amount_units, cum_amount, covered_position, events_sha256, closed_at, position)
 SELECT unnest(@ids::uuid[]), unnest(@owner_ids::uuid[]), unnest(@period_starts::timestamptz[]),
        unnest(@period_ends::timestamptz[]), unnest(@byte_seconds::text[])::numeric, unnest(@gb_hours::text[]),
        unnest(@currencies::text[]), unnest(@price_versions::integer[]), unnest(@lines::jsonb[]),
        unnest(@amounts::text[]), unnest(@amounts_due::text[]), unnest(@amount_units::text[])::numeric,
-       unnest(@cum_units::text[])::numeric, unnest(@covered_positions::bigint[]), unnest(@events_sha256s::text[]),
+       unnest(@cum_amount::text[])::numeric, unnest(@covered_positions::bigint[]), unnest(@events_sha256s::text[]),
        unnest(@closed_ats::timestamptz[]), unnest(@positions::bigint[]);
 
 -- name: BillingCloseSave :batchexec
-INSERT INTO billing_close (owner_id, next_period_start, cum_units, hash_state, hash_through, hash_covered)
-SELECT unnest(@owner_ids::uuid[]), unnest(@next_period_starts::timestamptz[]), unnest(@cum_units::text[])::numeric,
+INSERT INTO billing_close (owner_id, next_period_start, cum_amount, hash_state, hash_through, hash_covered)
+SELECT unnest(@owner_ids::uuid[]), unnest(@next_period_starts::timestamptz[]), unnest(@cum_amount::text[])::numeric,
        unnest(@hash_states::bytea[]), unnest(@hash_throughs::bigint[]), unnest(@hash_covereds::bigint[])
 ON CONFLICT (owner_id) DO UPDATE SET
     next_period_start = excluded.next_period_start,
-    cum_units         = excluded.cum_units,
+    cum_amount         = excluded.cum_amount,
     hash_state        = excluded.hash_state,
     hash_through      = excluded.hash_through,
     hash_covered      = excluded.hash_covered;

@@ -29,16 +29,15 @@ CREATE TABLE billing_owners (
 );
 
 -- The closer's state per owner: the start of the first period not closed
--- yet, the running sum of the closed statements' amounts (amount_units:
--- an amount times 3.6e12, the byte-seconds of a GB-hour, which keeps every
--- amount an exact decimal), and the SHA-256 state over the ids of the
+-- yet, the running sum of the closed statements' amounts as written
+-- (cum_amount, exact), and the SHA-256 state over the ids of the
 -- owner's file events up to hash_through (no event can take a position at
 -- or below it any more, and all of them occurred before the last closed
 -- period's end), so a close hashes only what came since.
 CREATE TABLE billing_close (
     owner_id           uuid        PRIMARY KEY,
     next_period_start  timestamptz NOT NULL,
-    cum_units          numeric     NOT NULL,
+    cum_amount          numeric     NOT NULL,
     hash_state         bytea       NOT NULL,
     hash_through       bigint      NOT NULL,
     hash_covered       bigint      NOT NULL
@@ -46,6 +45,10 @@ CREATE TABLE billing_close (
 CREATE INDEX billing_close_next_idx ON billing_close (next_period_start);
 
 -- Closed statements, as their statement.closed events say; never updated.
+-- amount_units is the amount before it was written: times 3.6e12 (the
+-- byte-seconds of a GB-hour), an exact decimal; cum_amount the running sum
+-- of the owner's written amounts up to this statement, so the amounts of a
+-- run of closed statements are two lookups.
 CREATE TABLE billing_statements (
     id                uuid        PRIMARY KEY,
     owner_id          uuid        NOT NULL,
@@ -59,7 +62,7 @@ CREATE TABLE billing_statements (
     amount            text        NOT NULL,
     amount_due        text        NOT NULL,
     amount_units      numeric     NOT NULL,
-    cum_units         numeric     NOT NULL,
+    cum_amount         numeric     NOT NULL,
     covered_position  bigint      NOT NULL,
     events_sha256     text        NOT NULL,
     closed_at         timestamptz NOT NULL,

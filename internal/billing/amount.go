@@ -91,6 +91,45 @@ func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
 	return out, rounded
 }
 
+// FormatAmount writes an amount as DESIGN.md's billing section has it: a
+// decimal that ends is written exactly (gb_hours of a byte-second count
+// has at most 19 decimals, an amount at most 37); one that does not is
+// rounded half-to-even to Decimals places.
+func FormatAmount(r *big.Rat) string {
+	s, _ := writeAmount(r)
+	return s
+}
+
+// writeAmount is FormatAmount, and the value it wrote.
+func writeAmount(r *big.Rat) (string, *big.Rat) {
+	if places, ok := decimalPlaces(r); ok {
+		return FormatDecimal(r, places), r
+	}
+	return formatRounded(r, Decimals)
+}
+
+// decimalPlaces is how many decimals r needs when its decimal ends (its
+// denominator has no prime factor but 2 and 5).
+func decimalPlaces(r *big.Rat) (int, bool) {
+	d := new(big.Int).Set(r.Denom())
+	twos := int(d.TrailingZeroBits())
+	d.Rsh(d, uint(twos))
+	fives := 0
+	five, q, m := big.NewInt(5), new(big.Int), new(big.Int)
+	for {
+		q.QuoRem(d, five, m)
+		if m.Sign() != 0 {
+			break
+		}
+		d.Set(q)
+		fives++
+	}
+	if d.Cmp(big.NewInt(1)) != 0 {
+		return 0, false
+	}
+	return max(twos, fives), true
+}
+
 // FormatFixed rounds r half-to-even to decimals places and writes it with
 // exactly that many ("12.30", "0.00", "1235" for none): money as it is
 // written.

@@ -38,6 +38,26 @@ func TestFormatDecimal(t *testing.T) {
 	}
 }
 
+// TestFormatAmount: a decimal that ends is written exactly, however many
+// places it needs; one that does not is rounded half-to-even to 18.
+func TestFormatAmount(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		r    *big.Rat
+		want string
+	}{
+		{new(big.Rat).Quo(big.NewRat(55594937765691, 1_000_000), big.NewRat(3_600_000_000_000, 1)), "0.0000154430382682475"},
+		{big.NewRat(1000, 3_600_000_000_000), "0.000000000277777778"},
+		{big.NewRat(1, 8), "0.125"},
+		{big.NewRat(1, 1<<40), "0.0000000000009094947017729282379150390625"},
+		{big.NewRat(0, 1), "0"},
+		{big.NewRat(7, 1), "7"},
+		{big.NewRat(-1, 3), "-0.333333333333333333"},
+	} {
+		require.Equal(t, c.want, billing.FormatAmount(c.r), c.r.String())
+	}
+}
+
 func TestParsePrice(t *testing.T) {
 	t.Parallel()
 	_, err := billing.ParsePrice("0.00003", "USD")

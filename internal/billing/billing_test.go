@@ -168,8 +168,9 @@ func TestUsageMatchesBruteForce(t *testing.T) {
 			want := bruteByteSeconds(delivered, owner, from, to, now)
 			require.Equal(rt, billing.FormatDecimal(want, 6), got.ByteSeconds)
 			gbh := new(big.Rat).Quo(want, big.NewRat(3_600_000_000_000, 1))
-			require.Equal(rt, billing.FormatDecimal(gbh, 18), got.GBHours)
-			require.Equal(rt, billing.FormatDecimal(new(big.Rat).Mul(gbh, big.NewRat(3, 100000)), 18), got.Cost)
+			written, _ := refWrite(gbh)
+			require.Equal(rt, trimZeros(written), got.GBHours)
+			require.Equal(rt, 0, rat(got.Cost).Cmp(flatCost(delivered, owner, from, to, now, big.NewRat(3, 100000))), "cost %s", got.Cost)
 			require.Equal(rt, "USD", got.Currency)
 			require.Equal(rt, maxPosition(delivered, owner), got.Position)
 
@@ -231,4 +232,24 @@ func latest(events []eventstore.Event) time.Time {
 		t = maxTime(t, e.OccurredAt)
 	}
 	return t
+}
+
+// flatCost is usage's cost at one flat price, from the events alone: for
+// each calendar month (UTC) the range touches, the month's amount up to
+// the range's end less its amount up to its start, each as a statement
+// writes it.
+func flatCost(delivered []eventstore.Event, owner uuid.UUID, from, to, now time.Time, price *big.Rat) *big.Rat {
+	lo, hi := minTime(from, now), minTime(to, now)
+	total := new(big.Rat)
+	for m := time.Date(lo.Year(), lo.Month(), 1, 0, 0, 0, 0, time.UTC); m.Before(hi); m = m.AddDate(0, 1, 0) {
+		end := m.AddDate(0, 1, 0)
+		amount := func(upTo time.Time) *big.Rat {
+			gbh := new(big.Rat).Quo(bruteByteSeconds(delivered, owner, m, upTo, now), big.NewRat(3_600_000_000_000, 1))
+			_, v := refWrite(gbh.Mul(gbh, price))
+			return v
+		}
+		a, b := amount(maxTime(lo, m)), amount(minTime(hi, end))
+		total.Add(total, b.Sub(b, a))
+	}
+	return total
 }

@@ -2,9 +2,9 @@ package billing
 
 import (
 	"context"
-	"encoding/binary"
 	"crypto/sha256"
 	"encoding"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -293,8 +293,8 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 				continue
 			}
 			var ok bool
-			if d.cum, ok = parseDecimal(r.CumUnits); !ok {
-				return fmt.Errorf("owner %s cum_units %q", d.owner, r.CumUnits)
+			if d.cum, ok = parseDecimal(r.CumAmount); !ok {
+				return fmt.Errorf("owner %s cum_amount %q", d.owner, r.CumAmount)
 			}
 			owners = append(owners, d)
 		}
@@ -390,14 +390,14 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 		sp.Amounts = append(sp.Amounts, d.Amount)
 		sp.AmountsDue = append(sp.AmountsDue, d.AmountDue)
 		sp.AmountUnits = append(sp.AmountUnits, r.units)
-		sp.CumUnits = append(sp.CumUnits, r.cum)
+		sp.CumAmount = append(sp.CumAmount, r.cum)
 		sp.CoveredPositions = append(sp.CoveredPositions, d.CoveredPosition)
 		sp.EventsSha256s = append(sp.EventsSha256s, d.EventsSHA256)
 		sp.ClosedAts = append(sp.ClosedAts, e.OccurredAt)
 		sp.Positions = append(sp.Positions, e.Position)
 		cp.OwnerIds = append(cp.OwnerIds, d.OwnerID)
 		cp.NextPeriodStarts = append(cp.NextPeriodStarts, d.PeriodEnd)
-		cp.CumUnits = append(cp.CumUnits, r.cum)
+		cp.CumAmount = append(cp.CumAmount, r.cum)
 		cp.HashStates = append(cp.HashStates, r.hashState)
 		cp.HashThroughs = append(cp.HashThroughs, r.hashThrough)
 		cp.HashCovereds = append(cp.HashCovereds, r.hashCovered)
@@ -461,7 +461,9 @@ func closeOne(d due, byteSeconds *big.Rat, v PriceVersion, h hash.Hash, later []
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	units := p.units
-	cum := new(big.Rat).Add(d.cum, units)
+	// The running sum of the amounts as written: a run of closed
+	// statements costs what they say, to the last decimal.
+	cum := new(big.Rat).Add(d.cum, p.shown)
 	return closedRow{
 		data: domain.StatementClosedData{
 			OwnerID: d.owner, ID: domain.StatementID(d.owner, d.start), PeriodStart: d.start, PeriodEnd: d.end,
@@ -469,7 +471,7 @@ func closeOne(d due, byteSeconds *big.Rat, v PriceVersion, h hash.Hash, later []
 			PriceVersion: v.Version, Lines: p.lines, Amount: p.amount, AmountDue: p.amountDue,
 			CoveredPosition: covered, EventsSHA256: sum,
 		},
-		byteSeconds: p.byteSeconds, units: exactDecimal(units), cum: exactDecimal(cum),
+		byteSeconds: p.byteSeconds, units: exactDecimal(units), cum: FormatAmount(cum),
 		hashState: state, hashThrough: through, hashCovered: keptCovered,
 	}, nil
 }

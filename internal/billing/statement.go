@@ -45,20 +45,23 @@ type Statement struct {
 type priced struct {
 	byteSeconds, gbHours, amount, amountDue string
 	lines                                   []domain.StatementLine
+	shown                                   *big.Rat // the amount as written
 	units                                   *big.Rat // amount × 3.6e12, exact
 }
 
 // price prices one period's byte-seconds: each tier's GB-hours and amount,
-// the amount (all rounded half-to-even to 18 decimals only where they do
-// not end), and amount_due, the amount rounded half-to-even to the
-// currency's minor unit, written with exactly that many decimals.
+// and the amount, all written by FormatAmount (exact where they end,
+// rounded half-to-even to 18 decimals where they do not); amount_due, the
+// amount as written rounded half-to-even to the currency's minor unit, with
+// exactly that many decimals.
 func price(byteSeconds *big.Rat, v PriceVersion) (priced, error) {
 	total, tierBS, tierUnits := v.units(byteSeconds)
-	amount, shown := formatRounded(new(big.Rat).Quo(total, bytesPerGBHour), Decimals)
+	amount, shown := writeAmount(new(big.Rat).Quo(total, bytesPerGBHour))
 	p := priced{
 		byteSeconds: FormatDecimal(byteSeconds, 6),
-		gbHours:     FormatDecimal(new(big.Rat).Quo(byteSeconds, bytesPerGBHour), Decimals),
+		gbHours:     FormatAmount(new(big.Rat).Quo(byteSeconds, bytesPerGBHour)),
 		amount:      amount,
+		shown:       shown,
 		units:       total,
 		lines:       make([]domain.StatementLine, len(tierBS)),
 	}
@@ -67,8 +70,8 @@ func price(byteSeconds *big.Rat, v PriceVersion) (priced, error) {
 		if len(tierBS) == 1 {
 			line.GBHours, line.Amount = p.gbHours, p.amount // one tier takes it all
 		} else {
-			line.GBHours = FormatDecimal(new(big.Rat).Quo(tierBS[i], bytesPerGBHour), Decimals)
-			line.Amount = FormatDecimal(new(big.Rat).Quo(tierUnits[i], bytesPerGBHour), Decimals)
+			line.GBHours = FormatAmount(new(big.Rat).Quo(tierBS[i], bytesPerGBHour))
+			line.Amount = FormatAmount(new(big.Rat).Quo(tierUnits[i], bytesPerGBHour))
 		}
 		p.lines[i] = line
 	}
@@ -80,6 +83,14 @@ func price(byteSeconds *big.Rat, v PriceVersion) (priced, error) {
 	// from the other.
 	p.amountDue = FormatFixed(shown, decimals)
 	return p, nil
+}
+
+// writtenAmount is the amount byteSeconds of one period cost under v, as
+// a statement writes it (FormatAmount's value).
+func writtenAmount(byteSeconds *big.Rat, v PriceVersion) *big.Rat {
+	total, _, _ := v.units(byteSeconds)
+	_, shown := writeAmount(total.Quo(total, bytesPerGBHour))
+	return shown
 }
 
 // openStatement is owner's statement for [start, end) as billing has it so

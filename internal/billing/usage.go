@@ -98,7 +98,7 @@ type account struct {
 	firstUpload *time.Time
 	position    int64
 	nextStart   *time.Time // the first period not closed; nil: none closed
-	cumUnits    *big.Rat
+	cumAmount   *big.Rat
 }
 
 // readAccount reads the owner's account and the price book in one round
@@ -119,12 +119,12 @@ func readAccount(ctx context.Context, db database.DBTX, owner uuid.UUID, s Setti
 	if err != nil {
 		return account{}, PriceBook{}, err
 	}
-	cum, ok := parseDecimal(row.CumUnits)
+	cum, ok := parseDecimal(row.CumAmount)
 	if !ok {
-		return account{}, PriceBook{}, fmt.Errorf("billing: cum_units %q", row.CumUnits)
+		return account{}, PriceBook{}, fmt.Errorf("billing: cum_amount %q", row.CumAmount)
 	}
 	return account{now: row.Now.UTC(), firstUpload: row.FirstUploadAt, position: row.Position,
-		nextStart: row.NextPeriodStart, cumUnits: cum}, book, nil
+		nextStart: row.NextPeriodStart, cumAmount: cum}, book, nil
 }
 
 // balances is the byte-seconds owner stored from the start of its ledger
@@ -167,7 +167,9 @@ func Read(ctx context.Context, db database.DBTX, owner uuid.UUID, from, to, now 
 		acct.now = now.UTC().Truncate(time.Microsecond)
 	}
 	t0, t1 := minTime(from, acct.now), minTime(to, acct.now)
-	u := Usage{From: from, To: to, Position: acct.position, Currency: book.For(t1).Currency}
+	// The currency of the last period the range touches (to is not in it).
+	lastTouched, _ := s.Calendar.Period(maxTime(t0, t1.Add(-time.Microsecond)))
+	u := Usage{From: from, To: to, Position: acct.position, Currency: book.For(lastTouched).Currency}
 
 	// The periods touched, from the first upload's on: before it the owner
 	// stored nothing.
@@ -210,29 +212,32 @@ func Read(ctx context.Context, db database.DBTX, owner uuid.UUID, from, to, now 
 		return Usage{}, err
 	}
 	bs := new(big.Rat).Sub(bal[1], bal[0])
-	units := new(big.Rat)
+	cost := new(big.Rat)
 	if cums != nil {
 		rows, err := database.Many(cums)
 		if err != nil {
 			return Usage{}, fmt.Errorf("billing: read closed statements: %w", err)
 		}
-		a, okA := parseDecimal(rows[0].CumUnits)
-		b, okB := parseDecimal(rows[1].CumUnits)
+		a, okA := parseDecimal(rows[0].CumAmount)
+		b, okB := parseDecimal(rows[1].CumAmount)
 		if !okA || !okB {
-			return Usage{}, fmt.Errorf("billing: cum_units %q, %q", rows[0].CumUnits, rows[1].CumUnits)
+			return Usage{}, fmt.Errorf("billing: cum_amount %q, %q", rows[0].CumAmount, rows[1].CumAmount)
 		}
-		units.Add(units, b.Sub(b, a))
+		cost.Add(cost, b.Sub(b, a))
 	}
+	// Each period's share: its amount up to the range's end less its
+	// amount up to the range's start, each as a statement writes it, so
+	// consecutive ranges add up to the statements to the last decimal.
 	for i, t := range terms {
 		begin, atLo, atHi := bal[2+3*i], bal[3+3*i], bal[4+3*i]
 		v := book.For(t.start)
-		hi, _, _ := v.units(new(big.Rat).Sub(atHi, begin))
-		lo, _, _ := v.units(new(big.Rat).Sub(atLo, begin))
-		units.Add(units, hi.Sub(hi, lo))
+		hi := writtenAmount(new(big.Rat).Sub(atHi, begin), v)
+		lo := writtenAmount(new(big.Rat).Sub(atLo, begin), v)
+		cost.Add(cost, hi.Sub(hi, lo))
 	}
 	u.ByteSeconds = FormatDecimal(bs, 6)
-	u.GBHours = FormatDecimal(new(big.Rat).Quo(bs, bytesPerGBHour), Decimals)
-	u.Cost = FormatDecimal(units.Quo(units, bytesPerGBHour), Decimals)
+	u.GBHours = FormatAmount(new(big.Rat).Quo(bs, bytesPerGBHour))
+	u.Cost = FormatAmount(cost)
 	return u, nil
 }
 
@@ -261,17 +266,29 @@ func ReadWindows(ctx context.Context, db database.DBTX, owner uuid.UUID, from, t
 	if err != nil {
 		return WindowedUsage{}, err
 	}
-	out := WindowedUsage{From: from.In(loc), To: to.In(loc), Window: kind, TZ: loc.String(),
+	out := WindowedUsage{From: inZone(from, loc), To: inZone(to, loc), Window: kind, TZ: loc.String(),
 		Items: make([]WindowUsage, len(windows)), Position: row.Position}
 	for i, w := range windows {
 		bs := new(big.Rat).Sub(bal[i+1], bal[i])
-		out.Items[i] = WindowUsage{From: w.From.In(loc), To: w.To.In(loc), ByteSeconds: FormatDecimal(bs, 6),
-			GBHours: FormatDecimal(new(big.Rat).Quo(bs, bytesPerGBHour), Decimals)}
+		out.Items[i] = WindowUsage{From: inZone(w.From, loc), To: inZone(w.To, loc), ByteSeconds: FormatDecimal(bs, 6),
+			GBHours: FormatAmount(new(big.Rat).Quo(bs, bytesPerGBHour))}
 	}
 	total := new(big.Rat).Sub(bal[len(bal)-1], bal[0])
 	out.ByteSeconds = FormatDecimal(total, 6)
-	out.GBHours = FormatDecimal(new(big.Rat).Quo(total, bytesPerGBHour), Decimals)
+	out.GBHours = FormatAmount(new(big.Rat).Quo(total, bytesPerGBHour))
 	return out, nil
+}
+
+// inZone is t as loc's clocks show it, for the answer; in UTC where RFC
+// 3339 cannot write that: a local year outside 0001–9999 (a bound near
+// either end of the range, in a zone far from UTC), or an offset of
+// seconds (a zone's local mean time before 1900), which it would cut.
+func inZone(t time.Time, loc *time.Location) time.Time {
+	l := t.In(loc)
+	if _, offset := l.Zone(); offset%60 != 0 || l.Year() < 1 || l.Year() > 9999 {
+		return t.UTC()
+	}
+	return l
 }
 
 func jsonUnmarshal(data []byte, into any) error { return json.Unmarshal(data, into) }

@@ -53,10 +53,22 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, from, to time.Time, s Setti
 				}
 				progress.Applied(len(events))
 			}
-			row := statementRow(*r)
+			row := statementRow{ID: r.ID, OwnerID: r.OwnerID, PeriodStart: r.PeriodStart, PeriodEnd: r.PeriodEnd,
+				ByteSeconds: r.ByteSeconds, GbHours: r.GbHours, Currency: r.Currency, PriceVersion: r.PriceVersion,
+				Lines: r.Lines, Amount: r.Amount, AmountDue: r.AmountDue, AmountUnits: r.AmountUnits, CumAmount: r.CumAmount,
+				CoveredPosition: r.CoveredPosition, EventsSha256: r.EventsSha256, ClosedAt: r.ClosedAt, Position: r.Position}
 			what, err := recompute(&row, events, book, s.Calendar)
 			if err != nil {
 				return err
+			}
+			// The row says when, and by which event, it closed: the
+			// store's statement.closed must agree.
+			switch {
+			case what != "":
+			case !r.EventPosition.Valid || r.EventPosition.Int64 != r.Position:
+				what = "position"
+			case r.EventOccurredAt == nil || !r.EventOccurredAt.Equal(r.ClosedAt):
+				what = "closed_at"
 			}
 			if what != "" {
 				progress.Differences(1)

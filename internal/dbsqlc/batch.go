@@ -23,7 +23,7 @@ SELECT statement_timestamp()::timestamptz AS now,
        o.first_upload_at,
        coalesce(o.position, 0)::bigint AS position,
        c.next_period_start,
-       coalesce(c.cum_units, 0)::text AS cum_units
+       coalesce(c.cum_amount, 0)::text AS cum_amount
 FROM (SELECT $1::uuid AS owner_id) AS q
 LEFT JOIN billing_owners AS o ON o.owner_id = q.owner_id
 LEFT JOIN billing_close AS c ON c.owner_id = q.owner_id
@@ -40,7 +40,7 @@ type BillingAccountRow struct {
 	FirstUploadAt   *time.Time
 	Position        int64
 	NextPeriodStart *time.Time
-	CumUnits        string
+	CumAmount       string
 }
 
 // What billing knows of an owner for a read: its first upload, the highest
@@ -74,7 +74,7 @@ func (b *BillingAccountBatchResults) QueryRow(f func(int, *BillingAccountRow, er
 			&i.FirstUploadAt,
 			&i.Position,
 			&i.NextPeriodStart,
-			&i.CumUnits,
+			&i.CumAmount,
 		)
 		if f != nil {
 			f(t, &i, err)
@@ -342,12 +342,12 @@ func (b *BillingBalancesBatchResults) Close() error {
 }
 
 const billingCloseSave = `-- name: BillingCloseSave :batchexec
-INSERT INTO billing_close (owner_id, next_period_start, cum_units, hash_state, hash_through, hash_covered)
+INSERT INTO billing_close (owner_id, next_period_start, cum_amount, hash_state, hash_through, hash_covered)
 SELECT unnest($1::uuid[]), unnest($2::timestamptz[]), unnest($3::text[])::numeric,
        unnest($4::bytea[]), unnest($5::bigint[]), unnest($6::bigint[])
 ON CONFLICT (owner_id) DO UPDATE SET
     next_period_start = excluded.next_period_start,
-    cum_units         = excluded.cum_units,
+    cum_amount         = excluded.cum_amount,
     hash_state        = excluded.hash_state,
     hash_through      = excluded.hash_through,
     hash_covered      = excluded.hash_covered
@@ -362,7 +362,7 @@ type BillingCloseSaveBatchResults struct {
 type BillingCloseSaveParams struct {
 	OwnerIds         []uuid.UUID
 	NextPeriodStarts []time.Time
-	CumUnits         []string
+	CumAmount        []string
 	HashStates       [][]byte
 	HashThroughs     []int64
 	HashCovereds     []int64
@@ -374,7 +374,7 @@ func (q *Queries) BillingCloseSave(ctx context.Context, db DBTX, arg []*BillingC
 		vals := []interface{}{
 			a.OwnerIds,
 			a.NextPeriodStarts,
-			a.CumUnits,
+			a.CumAmount,
 			a.HashStates,
 			a.HashThroughs,
 			a.HashCovereds,
@@ -476,10 +476,10 @@ func (b *BillingOwnersApplyBatchResults) Close() error {
 }
 
 const billingStatementCums = `-- name: BillingStatementCums :batchmany
-SELECT t.n::bigint AS n, coalesce(s.cum_units, 0)::text AS cum_units
+SELECT t.n::bigint AS n, coalesce(s.cum_amount, 0)::text AS cum_amount
 FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(period_start, n)
 LEFT JOIN LATERAL (
-    SELECT b.cum_units
+    SELECT b.cum_amount
     FROM billing_statements AS b
     WHERE b.owner_id = $2 AND b.period_start < t.period_start
     ORDER BY b.period_start DESC
@@ -500,8 +500,8 @@ type BillingStatementCumsParams struct {
 }
 
 type BillingStatementCumsRow struct {
-	N        int64
-	CumUnits string
+	N         int64
+	CumAmount string
 }
 
 // The running sums of amounts of an owner's closed statements just before
@@ -538,7 +538,7 @@ func (b *BillingStatementCumsBatchResults) Query(f func(int, []*BillingStatement
 			defer rows.Close()
 			for rows.Next() {
 				var i BillingStatementCumsRow
-				if err := rows.Scan(&i.N, &i.CumUnits); err != nil {
+				if err := rows.Scan(&i.N, &i.CumAmount); err != nil {
 					return err
 				}
 				items = append(items, &i)
@@ -558,7 +558,7 @@ func (b *BillingStatementCumsBatchResults) Close() error {
 
 const billingStatementGet = `-- name: BillingStatementGet :batchone
 SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
-       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
+       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_amount::text AS cum_amount,
        covered_position, events_sha256, closed_at, position
 FROM billing_statements WHERE id = $1 AND owner_id = $2
 `
@@ -587,7 +587,7 @@ type BillingStatementGetRow struct {
 	Amount          string
 	AmountDue       string
 	AmountUnits     string
-	CumUnits        string
+	CumAmount       string
 	CoveredPosition int64
 	EventsSha256    string
 	ClosedAt        time.Time
@@ -631,7 +631,7 @@ func (b *BillingStatementGetBatchResults) QueryRow(f func(int, *BillingStatement
 			&i.Amount,
 			&i.AmountDue,
 			&i.AmountUnits,
-			&i.CumUnits,
+			&i.CumAmount,
 			&i.CoveredPosition,
 			&i.EventsSha256,
 			&i.ClosedAt,
@@ -650,7 +650,7 @@ func (b *BillingStatementGetBatchResults) Close() error {
 
 const billingStatementList = `-- name: BillingStatementList :batchmany
 SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
-       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
+       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_amount::text AS cum_amount,
        covered_position, events_sha256, closed_at, position
 FROM billing_statements
 WHERE owner_id = $1 AND period_start < $2
@@ -683,7 +683,7 @@ type BillingStatementListRow struct {
 	Amount          string
 	AmountDue       string
 	AmountUnits     string
-	CumUnits        string
+	CumAmount       string
 	CoveredPosition int64
 	EventsSha256    string
 	ClosedAt        time.Time
@@ -737,7 +737,7 @@ func (b *BillingStatementListBatchResults) Query(f func(int, []*BillingStatement
 					&i.Amount,
 					&i.AmountDue,
 					&i.AmountUnits,
-					&i.CumUnits,
+					&i.CumAmount,
 					&i.CoveredPosition,
 					&i.EventsSha256,
 					&i.ClosedAt,
@@ -762,7 +762,7 @@ func (b *BillingStatementListBatchResults) Close() error {
 
 const billingStatementsInsert = `-- name: BillingStatementsInsert :batchexec
 INSERT INTO billing_statements (id, owner_id, period_start, period_end, byte_seconds, gb_hours, currency,
-    price_version, lines, amount, amount_due, amount_units, cum_units, covered_position, events_sha256, closed_at, position)
+    price_version, lines, amount, amount_due, amount_units, cum_amount, covered_position, events_sha256, closed_at, position)
 SELECT unnest($1::uuid[]), unnest($2::uuid[]), unnest($3::timestamptz[]),
        unnest($4::timestamptz[]), unnest($5::text[])::numeric, unnest($6::text[]),
        unnest($7::text[]), unnest($8::integer[]), unnest($9::jsonb[]),
@@ -790,7 +790,7 @@ type BillingStatementsInsertParams struct {
 	Amounts          []string
 	AmountsDue       []string
 	AmountUnits      []string
-	CumUnits         []string
+	CumAmount        []string
 	CoveredPositions []int64
 	EventsSha256s    []string
 	ClosedAts        []time.Time
@@ -813,7 +813,7 @@ func (q *Queries) BillingStatementsInsert(ctx context.Context, db DBTX, arg []*B
 			a.Amounts,
 			a.AmountsDue,
 			a.AmountUnits,
-			a.CumUnits,
+			a.CumAmount,
 			a.CoveredPositions,
 			a.EventsSha256s,
 			a.ClosedAts,

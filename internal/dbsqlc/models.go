@@ -14,7 +14,7 @@ import (
 type BillingClose struct {
 	OwnerID         uuid.UUID
 	NextPeriodStart time.Time
-	CumUnits        pgtype.Numeric
+	CumAmount       pgtype.Numeric
 	HashState       []byte
 	HashThrough     int64
 	HashCovered     int64
@@ -78,7 +78,7 @@ type BillingStatement struct {
 	Amount          string
 	AmountDue       string
 	AmountUnits     pgtype.Numeric
-	CumUnits        pgtype.Numeric
+	CumAmount       pgtype.Numeric
 	CoveredPosition int64
 	EventsSha256    string
 	ClosedAt        time.Time

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const billingClock = `-- name: BillingClock :one
@@ -79,7 +80,7 @@ func (q *Queries) BillingCloseBalances(ctx context.Context, db DBTX, arg *Billin
 
 const billingCloseDue = `-- name: BillingCloseDue :many
 SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at,
-       c.next_period_start, coalesce(c.cum_units, 0)::text AS cum_units,
+       c.next_period_start, coalesce(c.cum_amount, 0)::text AS cum_amount,
        c.hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered
 FROM billing_owners AS o
@@ -103,7 +104,7 @@ type BillingCloseDueRow struct {
 	OwnerID         uuid.UUID
 	FirstUploadAt   time.Time
 	NextPeriodStart *time.Time
-	CumUnits        string
+	CumAmount       string
 	HashState       []byte
 	HashThrough     int64
 	HashCovered     int64
@@ -132,7 +133,7 @@ func (q *Queries) BillingCloseDue(ctx context.Context, db DBTX, arg *BillingClos
 			&i.OwnerID,
 			&i.FirstUploadAt,
 			&i.NextPeriodStart,
-			&i.CumUnits,
+			&i.CumAmount,
 			&i.HashState,
 			&i.HashThrough,
 			&i.HashCovered,
@@ -461,13 +462,15 @@ func (q *Queries) BillingProgressComplete(ctx context.Context, db DBTX) (int64, 
 }
 
 const billingStatementsEnding = `-- name: BillingStatementsEnding :many
-SELECT id, owner_id, period_start, period_end, byte_seconds::text AS byte_seconds, gb_hours, currency,
-       price_version, lines, amount, amount_due, amount_units::text AS amount_units, cum_units::text AS cum_units,
-       covered_position, events_sha256, closed_at, position
-FROM billing_statements
-WHERE period_end >= $1 AND period_end < $2
-  AND (owner_id, period_start) > ($3::uuid, $4::timestamptz)
-ORDER BY owner_id, period_start
+SELECT s.id, s.owner_id, s.period_start, s.period_end, s.byte_seconds::text AS byte_seconds, s.gb_hours, s.currency,
+       s.price_version, s.lines, s.amount, s.amount_due, s.amount_units::text AS amount_units, s.cum_amount::text AS cum_amount,
+       s.covered_position, s.events_sha256, s.closed_at, s.position,
+       e.position AS event_position, e.occurred_at AS event_occurred_at
+FROM billing_statements AS s
+LEFT JOIN events AS e ON e.stream_id = s.id AND e.version = 1
+WHERE s.period_end >= $1 AND s.period_end < $2
+  AND (s.owner_id, s.period_start) > ($3::uuid, $4::timestamptz)
+ORDER BY s.owner_id, s.period_start
 LIMIT $5
 `
 
@@ -492,15 +495,19 @@ type BillingStatementsEndingRow struct {
 	Amount          string
 	AmountDue       string
 	AmountUnits     string
-	CumUnits        string
+	CumAmount       string
 	CoveredPosition int64
 	EventsSha256    string
 	ClosedAt        time.Time
 	Position        int64
+	EventPosition   pgtype.Int8
+	EventOccurredAt *time.Time
 }
 
 // The closed statements whose periods end in [from, to), by owner and
-// period: what a verification recomputes, a page at a time.
+// period, each with its statement.closed event's position and time (the
+// stream's one event, by events_stream_version_key; null when there is
+// none): what a verification recomputes, a page at a time.
 func (q *Queries) BillingStatementsEnding(ctx context.Context, db DBTX, arg *BillingStatementsEndingParams) ([]*BillingStatementsEndingRow, error) {
 	rows, err := db.Query(ctx, billingStatementsEnding,
 		arg.PeriodFrom,
@@ -529,11 +536,13 @@ func (q *Queries) BillingStatementsEnding(ctx context.Context, db DBTX, arg *Bil
 			&i.Amount,
 			&i.AmountDue,
 			&i.AmountUnits,
-			&i.CumUnits,
+			&i.CumAmount,
 			&i.CoveredPosition,
 			&i.EventsSha256,
 			&i.ClosedAt,
 			&i.Position,
+			&i.EventPosition,
+			&i.EventOccurredAt,
 		); err != nil {
 			return nil, err
 		}

@@ -194,6 +194,16 @@ func TestUsageWindows(t *testing.T) {
 	} {
 		requireError(t, e.do(t, req{Method: "GET", Path: bad, Token: token}), http.StatusBadRequest, "invalid_input")
 	}
+	// Bounds within years 0001–9999 in UTC whose windows end in year 10000,
+	// or start in year 0000, in the zone's calendar: answered, in UTC there.
+	for _, c := range []struct{ from, to, window, tz string }{
+		{"9999-12-31T10:00:00Z", "9999-12-31T11:00:00Z", "hour", "Pacific/Kiritimati"},
+		{"9999-12-31T22:00:00Z", "9999-12-31T23:00:00Z", "day", "Europe/Berlin"},
+		{"0001-01-01T00:00:00Z", "0001-01-01T05:00:00Z", "hour", "America/New_York"},
+	} {
+		got := e.must(t, http.StatusOK, req{Method: "GET", Path: q(c.from, c.to, c.window, c.tz), Token: token})
+		require.NotEmpty(t, got.JSON["items"])
+	}
 	// 1,000 hours is the most.
 	e.must(t, http.StatusOK, req{Method: "GET", Path: q("2026-01-01T00:00:00Z", "2026-02-11T16:00:00Z", "hour", ""), Token: token})
 }
