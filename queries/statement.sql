@@ -165,7 +165,7 @@ SELECT owner_id, min(occurred_at)::timestamptz AS occurred_at FROM billing_gaps 
 -- period_end (which starts at last_start): never closed and first uploaded
 -- before it, or closed up to a period starting at or before last_start. By
 -- owner, in (after_owner, last_owner], a page at a time.
-SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at,
+SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at, o.position,
        c.next_period_start, coalesce(c.cum_amount, 0)::text AS cum_amount,
        c.hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered

@@ -246,6 +246,9 @@ type due struct {
 	hashState   []byte
 	hashThrough int64
 	covered     int64
+	// quiet: billing applied no file event of the owner past hashThrough,
+	// so there is none to hash (all at or below complete are applied).
+	quiet bool
 }
 
 // closeBatch closes the next page of due owners (after after), in one
@@ -279,7 +282,8 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 		}
 		var owners []due
 		for _, r := range rows {
-			d := due{owner: r.OwnerID, hashThrough: r.HashThrough, covered: r.HashCovered, hashState: r.HashState}
+			d := due{owner: r.OwnerID, hashThrough: r.HashThrough, covered: r.HashCovered, hashState: r.HashState,
+				quiet: r.Position <= r.HashThrough}
 			if r.NextPeriodStart != nil {
 				d.start = r.NextPeriodStart.UTC()
 			} else {
@@ -319,10 +323,12 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 	q := dbsqlc.New()
 	n := len(owners)
 	bp := &dbsqlc.BillingCloseBalancesParams{OwnerIds: make([]uuid.UUID, n), PeriodStarts: make([]time.Time, n), PeriodEnds: make([]time.Time, n)}
-	ep := &dbsqlc.BillingCloseEventsParams{OwnerIds: make([]uuid.UUID, n), AfterPositions: make([]int64, n)}
+	ep := &dbsqlc.BillingCloseEventsParams{}
 	for i, d := range owners {
 		bp.OwnerIds[i], bp.PeriodStarts[i], bp.PeriodEnds[i] = d.owner, d.start, d.end
-		ep.OwnerIds[i], ep.AfterPositions[i] = d.owner, d.hashThrough
+		if !d.quiet {
+			ep.OwnerIds, ep.AfterPositions = append(ep.OwnerIds, d.owner), append(ep.AfterPositions, d.hashThrough)
+		}
 	}
 	bal, err := q.BillingCloseBalances(ctx, tx, bp)
 	if err != nil {
@@ -353,7 +359,14 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 		if err != nil {
 			return 0, fmt.Errorf("owner %s: %w", d.owner, err)
 		}
-		r, err := closeOne(d, new(big.Rat).Sub(atEnd, atStart), book.For(d.start), h, byOwner[d.owner], complete)
+		settled := complete
+		if d.quiet {
+			// Unread, the events past hashThrough may hold one billing
+			// has not applied (a gap of a later period): the kept state
+			// stays where it is until they are read.
+			settled = d.hashThrough
+		}
+		r, err := closeOne(d, new(big.Rat).Sub(atEnd, atStart), book.For(d.start), h, byOwner[d.owner], settled)
 		if err != nil {
 			return 0, err
 		}

@@ -79,7 +79,7 @@ func (q *Queries) BillingCloseBalances(ctx context.Context, db DBTX, arg *Billin
 }
 
 const billingCloseDue = `-- name: BillingCloseDue :many
-SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at,
+SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at, o.position,
        c.next_period_start, coalesce(c.cum_amount, 0)::text AS cum_amount,
        c.hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered
@@ -103,6 +103,7 @@ type BillingCloseDueParams struct {
 type BillingCloseDueRow struct {
 	OwnerID         uuid.UUID
 	FirstUploadAt   time.Time
+	Position        int64
 	NextPeriodStart *time.Time
 	CumAmount       string
 	HashState       []byte
@@ -132,6 +133,7 @@ func (q *Queries) BillingCloseDue(ctx context.Context, db DBTX, arg *BillingClos
 		if err := rows.Scan(
 			&i.OwnerID,
 			&i.FirstUploadAt,
+			&i.Position,
 			&i.NextPeriodStart,
 			&i.CumAmount,
 			&i.HashState,
