@@ -49,6 +49,13 @@ SELECT coalesce(max(version), 0)::integer FROM events WHERE stream_id = @stream_
 -- sqlc takes no batch query without a parameter: take is true.
 SELECT pg_current_xact_id() WHERE @take::boolean;
 
--- name: EventPositionsByID :many
--- The positions of events just copied in, by their ids (events_id_key).
-SELECT id, position FROM events WHERE id = ANY(@ids::uuid[]);
+-- name: EventPositions :many
+-- The positions of events just copied in, by their streams and versions
+-- (events_stream_version_key; events has no index on id), one lookup each.
+SELECT e.id, e.position
+FROM (SELECT unnest(@stream_ids::uuid[]) AS stream_id, unnest(@versions::integer[]) AS version) AS k
+JOIN LATERAL (
+    SELECT ev.id, ev.position FROM events AS ev
+    WHERE ev.stream_id = k.stream_id AND ev.version = k.version
+    OFFSET 0
+) AS e ON true;

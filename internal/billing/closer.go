@@ -284,7 +284,7 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 		for _, r := range rows {
 			d := due{owner: r.OwnerID, hashThrough: r.HashThrough, covered: r.HashCovered, hashState: r.HashState,
 				quiet: r.Position <= r.HashThrough}
-			if r.NextPeriodStart != nil {
+			if r.ClosedBefore {
 				d.start = r.NextPeriodStart.UTC()
 			} else {
 				d.start, _ = c.cfg.Settings.Calendar.Period(r.FirstUploadAt)

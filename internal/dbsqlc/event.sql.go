@@ -141,25 +141,37 @@ func (q *Queries) EventMaxPosition(ctx context.Context, db DBTX) (int64, error) 
 	return column_1, err
 }
 
-const eventPositionsByID = `-- name: EventPositionsByID :many
-SELECT id, position FROM events WHERE id = ANY($1::uuid[])
+const eventPositions = `-- name: EventPositions :many
+SELECT e.id, e.position
+FROM (SELECT unnest($1::uuid[]) AS stream_id, unnest($2::integer[]) AS version) AS k
+JOIN LATERAL (
+    SELECT ev.id, ev.position FROM events AS ev
+    WHERE ev.stream_id = k.stream_id AND ev.version = k.version
+    OFFSET 0
+) AS e ON true
 `
 
-type EventPositionsByIDRow struct {
+type EventPositionsParams struct {
+	StreamIds []uuid.UUID
+	Versions  []int32
+}
+
+type EventPositionsRow struct {
 	ID       uuid.UUID
 	Position int64
 }
 
-// The positions of events just copied in, by their ids (events_id_key).
-func (q *Queries) EventPositionsByID(ctx context.Context, db DBTX, ids []uuid.UUID) ([]*EventPositionsByIDRow, error) {
-	rows, err := db.Query(ctx, eventPositionsByID, ids)
+// The positions of events just copied in, by their streams and versions
+// (events_stream_version_key; events has no index on id), one lookup each.
+func (q *Queries) EventPositions(ctx context.Context, db DBTX, arg *EventPositionsParams) ([]*EventPositionsRow, error) {
+	rows, err := db.Query(ctx, eventPositions, arg.StreamIds, arg.Versions)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []*EventPositionsByIDRow{}
+	items := []*EventPositionsRow{}
 	for rows.Next() {
-		var i EventPositionsByIDRow
+		var i EventPositionsRow
 		if err := rows.Scan(&i.ID, &i.Position); err != nil {
 			return nil, err
 		}

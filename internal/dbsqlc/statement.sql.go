@@ -80,14 +80,20 @@ func (q *Queries) BillingCloseBalances(ctx context.Context, db DBTX, arg *Billin
 
 const billingCloseDue = `-- name: BillingCloseDue :many
 SELECT o.owner_id, o.first_upload_at::timestamptz AS first_upload_at, o.position,
-       c.next_period_start, coalesce(c.cum_amount, 0)::text AS cum_amount,
-       c.hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
+       (c.next_period_start IS NOT NULL)::boolean AS closed_before,
+       coalesce(c.next_period_start, '0001-01-01 00:00:00+00')::timestamptz AS next_period_start,
+       coalesce(c.cum_amount, 0)::text AS cum_amount,
+       coalesce(c.hash_state, '')::bytea AS hash_state, coalesce(c.hash_through, 0)::bigint AS hash_through,
        coalesce(c.hash_covered, 0)::bigint AS hash_covered
 FROM billing_owners AS o
-LEFT JOIN billing_close AS c ON c.owner_id = o.owner_id
+LEFT JOIN LATERAL (
+    SELECT bc.next_period_start, bc.cum_amount, bc.hash_state, bc.hash_through, bc.hash_covered
+    FROM billing_close AS bc
+    WHERE bc.owner_id = o.owner_id
+) AS c ON true
 WHERE o.owner_id > $1 AND o.owner_id <= $2
   AND o.first_upload_at IS NOT NULL
-  AND ((c.owner_id IS NULL AND o.first_upload_at < $3::timestamptz) OR c.next_period_start <= $4::timestamptz)
+  AND ((c.next_period_start IS NULL AND o.first_upload_at < $3::timestamptz) OR c.next_period_start <= $4::timestamptz)
 ORDER BY o.owner_id
 LIMIT $5
 `
@@ -104,7 +110,8 @@ type BillingCloseDueRow struct {
 	OwnerID         uuid.UUID
 	FirstUploadAt   time.Time
 	Position        int64
-	NextPeriodStart *time.Time
+	ClosedBefore    bool
+	NextPeriodStart time.Time
 	CumAmount       string
 	HashState       []byte
 	HashThrough     int64
@@ -114,7 +121,9 @@ type BillingCloseDueRow struct {
 // Owners with a statement to close for a period ending at or before
 // period_end (which starts at last_start): never closed and first uploaded
 // before it, or closed up to a period starting at or before last_start. By
-// owner, in (after_owner, last_owner], a page at a time.
+// owner, in (after_owner, last_owner], a page at a time: the owners' key
+// read in order and each one's closer state looked up by its key, so a
+// page costs its own rows, not a join of every owner.
 func (q *Queries) BillingCloseDue(ctx context.Context, db DBTX, arg *BillingCloseDueParams) ([]*BillingCloseDueRow, error) {
 	rows, err := db.Query(ctx, billingCloseDue,
 		arg.AfterOwner,
@@ -134,6 +143,7 @@ func (q *Queries) BillingCloseDue(ctx context.Context, db DBTX, arg *BillingClos
 			&i.OwnerID,
 			&i.FirstUploadAt,
 			&i.Position,
+			&i.ClosedBefore,
 			&i.NextPeriodStart,
 			&i.CumAmount,
 			&i.HashState,
@@ -160,6 +170,9 @@ CROSS JOIN LATERAL (
     FROM events AS ev
     WHERE ev.stream_type = 'file' AND ev.data->>'owner_id' = q.owner_id::text AND ev.position > q.after_position
     ORDER BY ev.position
+    -- Kept a lookup per owner: flattened into a join, a plan for thousands
+    -- of owners reads every file event to hash them.
+    OFFSET 0
 ) AS e
 ORDER BY q.owner_id, e.position
 `

@@ -143,13 +143,13 @@ func Copy(ctx context.Context, tx *database.Tx, events []Event) error {
 	q := dbsqlc.New()
 	q.EventTakeXid(ctx, tx, []bool{true})
 	rows := make([][]any, len(events))
-	ids := make([]uuid.UUID, len(events))
+	keys := &dbsqlc.EventPositionsParams{StreamIds: make([]uuid.UUID, len(events)), Versions: make([]int32, len(events))}
 	for i, e := range events {
 		if e.OccurredAt.IsZero() {
 			return fmt.Errorf("copy events: %s has no time of its own", e.ID)
 		}
 		rows[i] = []any{e.ID, e.StreamType, e.StreamID, e.Version, e.Type, []byte(e.Data), e.OccurredAt}
-		ids[i] = e.ID
+		keys.StreamIds[i], keys.Versions[i] = e.StreamID, e.Version
 	}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"events"},
 		[]string{"id", "stream_type", "stream_id", "version", "type", "data", "occurred_at"}, pgx.CopyFromRows(rows))
@@ -159,7 +159,7 @@ func Copy(ctx context.Context, tx *database.Tx, events []Event) error {
 		}
 		return fmt.Errorf("copy events: %w", err)
 	}
-	positions, err := q.EventPositionsByID(ctx, tx, ids)
+	positions, err := q.EventPositions(ctx, tx, keys)
 	if err != nil {
 		return fmt.Errorf("copy events: positions: %w", err)
 	}
