@@ -117,9 +117,17 @@ WITH batch AS (
                OVER (PARTITION BY v.owner_id ORDER BY v.at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS byte_seconds
     FROM leveled AS v
 ), gone AS (
+    -- By the rows' own addresses, each found by its key: a join of the
+    -- ledger with the merged rows may be planned as a scan of the whole
+    -- ledger.
     DELETE FROM billing_levels AS l
-    USING merged AS m
-    WHERE m.delta = 0 AND l.owner_id = m.owner_id AND l.at = m.at
+    WHERE l.ctid = ANY(ARRAY(
+        SELECT x.ctid
+        FROM merged AS m
+        CROSS JOIN LATERAL (
+            SELECT b.ctid FROM billing_levels AS b WHERE b.owner_id = m.owner_id AND b.at = m.at
+        ) AS x
+        WHERE m.delta = 0))
 )
 INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
 SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c

@@ -134,6 +134,7 @@ func (c *Closer) Tick(ctx context.Context) error {
 	}()
 	var complete int64
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
+		q.BillingPreferIndexes(ctx, tx, []string{"off"})
 		if err := q.BillingGapsClear(ctx, tx, Name); err != nil {
 			return err
 		}
@@ -257,6 +258,7 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 	q := dbsqlc.New()
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
 		closed, last = 0, uuid.Nil
+		q.BillingPreferIndexes(ctx, tx, []string{"off"})
 		rows, err := q.BillingCloseDue(ctx, tx, &dbsqlc.BillingCloseDueParams{
 			AfterOwner: after, LastOwner: lastOwner, PeriodEnd: end, LastStart: lastStart, MaxCount: int32(c.cfg.Batch)})
 		if err != nil {

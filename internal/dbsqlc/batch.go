@@ -173,9 +173,17 @@ WITH batch AS (
                OVER (PARTITION BY v.owner_id ORDER BY v.at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS byte_seconds
     FROM leveled AS v
 ), gone AS (
+    -- By the rows' own addresses, each found by its key: a join of the
+    -- ledger with the merged rows may be planned as a scan of the whole
+    -- ledger.
     DELETE FROM billing_levels AS l
-    USING merged AS m
-    WHERE m.delta = 0 AND l.owner_id = m.owner_id AND l.at = m.at
+    WHERE l.ctid = ANY(ARRAY(
+        SELECT x.ctid
+        FROM merged AS m
+        CROSS JOIN LATERAL (
+            SELECT b.ctid FROM billing_levels AS b WHERE b.owner_id = m.owner_id AND b.at = m.at
+        ) AS x
+        WHERE m.delta = 0))
 )
 INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
 SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c
@@ -471,6 +479,54 @@ func (b *BillingOwnersApplyBatchResults) Exec(f func(int, error)) {
 }
 
 func (b *BillingOwnersApplyBatchResults) Close() error {
+	b.closed = true
+	return b.br.Close()
+}
+
+const billingPreferIndexes = `-- name: BillingPreferIndexes :batchexec
+SELECT set_config('enable_seqscan', $1::text, true)
+`
+
+type BillingPreferIndexesBatchResults struct {
+	br     pgx.BatchResults
+	tot    int
+	closed bool
+}
+
+// Keeps the closer's statements off sequential scans for the rest of their
+// transaction: their bounds come from billing_progress and the fences, so
+// a generic plan cannot tell a range of a few positions from a third of
+// events, and a scan of all of events four times a second is what a
+// worker draining a backlog would pay.
+func (q *Queries) BillingPreferIndexes(ctx context.Context, db DBTX, enableSeqscan []string) *BillingPreferIndexesBatchResults {
+	batch := &pgx.Batch{}
+	for _, a := range enableSeqscan {
+		vals := []interface{}{
+			a,
+		}
+		batch.Queue(billingPreferIndexes, vals...)
+	}
+	br := db.SendBatch(ctx, batch)
+	return &BillingPreferIndexesBatchResults{br, len(enableSeqscan), false}
+}
+
+func (b *BillingPreferIndexesBatchResults) Exec(f func(int, error)) {
+	defer b.br.Close()
+	for t := 0; t < b.tot; t++ {
+		if b.closed {
+			if f != nil {
+				f(t, ErrBatchAlreadyClosed)
+			}
+			continue
+		}
+		_, err := b.br.Exec()
+		if f != nil {
+			f(t, err)
+		}
+	}
+}
+
+func (b *BillingPreferIndexesBatchResults) Close() error {
 	b.closed = true
 	return b.br.Close()
 }

@@ -410,15 +410,22 @@ WITH p AS (
                        AND a.datid <> (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = current_database())))) AS passed
     FROM p
 ), missing AS (
-    SELECT min(e.position) AS position
-    FROM events AS e, settled AS s, mark AS m
+    -- The first such event, by events_pkey in order: the scan stops
+    -- there, however far billing is behind.
+    SELECT e.position
+    FROM settled AS s, mark AS m,
+         LATERAL (
+             SELECT ev.position
+             FROM events AS ev
+             WHERE ev.position > greatest(s.complete_through, m.applied_through) AND ev.position <= s.candidate
+               AND ev.type = ANY($2::text[])
+               AND NOT EXISTS (SELECT 1 FROM inbox AS i WHERE i.subscriber = $1::text AND i.event_id = ev.id)
+               AND NOT EXISTS (SELECT 1 FROM dead_letters AS d
+                               WHERE d.subscriber = $1::text AND d.event_id = ev.id::text AND d.reason = 'failed')
+             ORDER BY ev.position
+             LIMIT 1
+         ) AS e
     WHERE s.passed
-      AND e.position > s.complete_through AND e.position <= s.candidate
-      AND e.type = ANY($2::text[])
-      AND e.position > m.applied_through
-      AND NOT EXISTS (SELECT 1 FROM inbox AS i WHERE i.subscriber = $1::text AND i.event_id = e.id)
-      AND NOT EXISTS (SELECT 1 FROM dead_letters AS d
-                      WHERE d.subscriber = $1::text AND d.event_id = e.id::text AND d.reason = 'failed')
 ), target AS (
     SELECT CASE WHEN s.passed THEN coalesce((SELECT ms.position - 1 FROM missing AS ms), s.candidate)
                 ELSE s.complete_through END AS complete_through
