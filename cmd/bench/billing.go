@@ -298,7 +298,7 @@ func (b *bench) b16(ctx context.Context) error {
 	// The ceiling first: n statement-sized events and outbox rows, COPY.
 	sampleData := statementSample()
 	copyStart := time.Now()
-	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+	err = database.InTx(ctx, e.pool, func(tx *database.Tx) error {
 		var base int64
 		if err := tx.QueryRow(ctx, "SELECT coalesce(max(position), 0) + 1000000 FROM events").Scan(&base); err != nil {
 			return err
