@@ -221,7 +221,7 @@ func CheckStorageAndBilling(t testing.TB, ctx context.Context, pool *pgxpool.Poo
 			u, err := billing.Read(ctx, pool, owner, w.from, w.to, w.now, settings)
 			require.NoError(t, err)
 			require.Equal(t, billing.FormatDecimal(want, 6), u.ByteSeconds, "byte_seconds of %s, window %d", owner, i)
-			require.Equal(t, billing.FormatDecimal(new(big.Rat).Quo(want, gb), 18), u.GBHours, "gb_hours of %s, window %d", owner, i)
+			require.Equal(t, billing.FormatAmount(new(big.Rat).Quo(want, gb)), u.GBHours, "gb_hours of %s, window %d", owner, i)
 			require.Equal(t, tr.Position[owner], u.Position, "billing position of %s", owner)
 		}
 	}
