@@ -251,9 +251,6 @@ ON CONFLICT (owner_id) DO UPDATE SET
     hash_through      = excluded.hash_through,
     hash_covered      = excluded.hash_covered;
 
--- name: BillingProgressComplete :one
-SELECT complete_through FROM billing_progress WHERE id = 1;
-
 -- name: BillingOwnerFileEvents :many
 -- Every file event of one owner, in position order (events_file_owner_idx):
 -- what a verification recomputes the owner's statements from.

@@ -27,16 +27,25 @@ import (
 // command can write them), and has billing apply them through its own code
 // in batches, as its consumer would.
 func billingHistory(ctx context.Context, e *env, owner uuid.UUID, n int, end time.Time) error {
-	const batch = 20000
 	step := (365 * 24 * time.Hour) / time.Duration(n)
 	start := end.Add(-time.Duration(n) * step)
+	return applyUploads(ctx, e, n, 20000, func(i int) (uuid.UUID, int64, time.Time) {
+		return owner, int64(1000 + i%5000), start.Add(time.Duration(i) * step)
+	})
+}
+
+// applyUploads writes n uploads (upload(i) gives the i-th's owner, size
+// and time) straight into the event store, batch at a time, each batch
+// applied by billing's own code in the same transaction, as its consumer
+// would.
+func applyUploads(ctx context.Context, e *env, n, batch int, upload func(i int) (uuid.UUID, int64, time.Time)) error {
 	for done := 0; done < n; done += batch {
 		k := min(batch, n-done)
 		evs := make([]eventstore.Event, k)
 		for i := range k {
+			owner, size, at := upload(done + i)
 			ev, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded,
-				domain.FileUploadedData{OwnerID: owner, Name: "b14", SizeBytes: int64(1000 + (done+i)%5000), ContentType: "a/b"},
-				start.Add(time.Duration(done+i)*step))
+				domain.FileUploadedData{OwnerID: owner, Name: "bench", SizeBytes: size, ContentType: "a/b"}, at)
 			if err != nil {
 				return err
 			}
@@ -49,7 +58,7 @@ func billingHistory(ctx context.Context, e *env, owner uuid.UUID, n int, end tim
 			return dispatch.Deliver(ctx, tx, billing.Subscriber{}, evs)
 		})
 		if err != nil {
-			return fmt.Errorf("history of %d uploads: %w", n, err)
+			return fmt.Errorf("%d uploads: %w", n, err)
 		}
 	}
 	return nil
@@ -268,28 +277,11 @@ func (b *bench) b16(ctx context.Context) error {
 		return err
 	}
 	periodStart := now.Truncate(time.Hour).Add(-time.Hour)
-	const batch = 10000
-	for done := 0; done < n; done += batch {
-		k := min(batch, n-done)
-		evs := make([]eventstore.Event, k)
-		for i := range k {
-			ev, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded,
-				domain.FileUploadedData{OwnerID: uuid.New(), Name: "b16", SizeBytes: 1_000_000_000, ContentType: "a/b"},
-				periodStart.Add(time.Duration(done+i)*time.Millisecond))
-			if err != nil {
-				return err
-			}
-			evs[i] = ev
-		}
-		err := database.InTx(ctx, e.pool, func(tx *database.Tx) error {
-			if err := eventstore.Append(ctx, tx, evs); err != nil {
-				return err
-			}
-			return dispatch.Deliver(ctx, tx, billing.Subscriber{}, evs)
-		})
-		if err != nil {
-			return fmt.Errorf("B16: users: %w", err)
-		}
+	err = applyUploads(ctx, e, n, 10000, func(i int) (uuid.UUID, int64, time.Time) {
+		return uuid.New(), 1_000_000_000, periodStart.Add(time.Duration(i) * time.Millisecond)
+	})
+	if err != nil {
+		return fmt.Errorf("B16: users: %w", err)
 	}
 	if err := settle(ctx, e); err != nil {
 		return err

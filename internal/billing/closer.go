@@ -172,7 +172,15 @@ func (c *Closer) Tick(ctx context.Context) error {
 	if passed < 0 || complete < passed {
 		return nil // not complete yet: transactions still running, or billing behind
 	}
-	closed, err := c.closeThrough(ctx, end)
+	held := make(map[uuid.UUID]time.Time, len(gaps))
+	for _, g := range gaps {
+		held[g.OwnerID] = g.OccurredAt
+	}
+	book, err := ReadPriceBook(ctx, c.pool, c.cfg.Settings.Price)
+	if err != nil {
+		return err
+	}
+	closed, err := c.closeThrough(ctx, closing{end: end, complete: complete, held: held, book: book})
 	if err != nil {
 		return err
 	}
@@ -191,8 +199,8 @@ func (c *Closer) Tick(ctx context.Context) error {
 // end, a batch of owners per transaction, until none is due: the owners
 // split in Parallel ranges of ids closed at once. It returns how many it
 // closed.
-func (c *Closer) closeThrough(ctx context.Context, end time.Time) (int, error) {
-	lastStart, _ := c.cfg.Settings.Calendar.Period(end.Add(-time.Microsecond))
+func (c *Closer) closeThrough(ctx context.Context, r closing) (int, error) {
+	r.lastStart, _ = c.cfg.Settings.Calendar.Period(r.end.Add(-time.Microsecond))
 	bounds := idRanges(c.cfg.Parallel)
 	total := 0
 	// Rounds: an owner several periods behind closes one per round.
@@ -204,7 +212,7 @@ func (c *Closer) closeThrough(ctx context.Context, end time.Time) (int, error) {
 			g.Go(func() error {
 				after := bounds[i]
 				for {
-					n, last, err := c.closeBatch(gctx, end, lastStart, after, bounds[i+1])
+					n, last, err := c.closeBatch(gctx, r, after, bounds[i+1])
 					if err != nil {
 						return err
 					}
@@ -239,6 +247,17 @@ func idRanges(n int) []uuid.UUID {
 	return bounds
 }
 
+// closing is what a look's closes share, read once for all its batches:
+// the period end they close through (and the start of the period ending
+// there), billing's complete_through, the owners held by gaps (with their
+// earliest gap's time), and the price book.
+type closing struct {
+	end, lastStart time.Time
+	complete       int64
+	held           map[uuid.UUID]time.Time
+	book           PriceBook
+}
+
 // due is one owner with a statement to close, and what its close needs.
 type due struct {
 	owner       uuid.UUID
@@ -254,13 +273,13 @@ type due struct {
 
 // closeBatch closes the next page of due owners (after after), in one
 // transaction. last is the page's last owner (uuid.Nil: the last page).
-func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after, lastOwner uuid.UUID) (closed int, last uuid.UUID, err error) {
+func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uuid.UUID) (closed int, last uuid.UUID, err error) {
 	q := dbsqlc.New()
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
 		closed, last = 0, uuid.Nil
 		q.BillingPreferIndexes(ctx, tx, []string{"off"})
 		rows, err := q.BillingCloseDue(ctx, tx, &dbsqlc.BillingCloseDueParams{
-			AfterOwner: after, LastOwner: lastOwner, PeriodEnd: end, LastStart: lastStart, MaxCount: int32(c.cfg.Batch)})
+			AfterOwner: after, LastOwner: lastOwner, PeriodEnd: cl.end, LastStart: cl.lastStart, MaxCount: int32(c.cfg.Batch)})
 		if err != nil {
 			return fmt.Errorf("due owners: %w", err)
 		}
@@ -269,18 +288,6 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 		}
 		if len(rows) == 0 {
 			return nil
-		}
-		gapRows, err := q.BillingGaps(ctx, tx)
-		if err != nil {
-			return err
-		}
-		held := make(map[uuid.UUID]time.Time, len(gapRows))
-		for _, g := range gapRows {
-			held[g.OwnerID] = g.OccurredAt
-		}
-		complete, err := q.BillingProgressComplete(ctx, tx)
-		if err != nil {
-			return err
 		}
 		var owners []due
 		for _, r := range rows {
@@ -292,10 +299,10 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 				d.start, _ = c.cfg.Settings.Calendar.Period(r.FirstUploadAt)
 			}
 			d.end = c.cfg.Settings.Calendar.End(d.start)
-			if at, ok := held[d.owner]; ok && at.Before(d.end) {
+			if at, ok := cl.held[d.owner]; ok && at.Before(d.end) {
 				continue // an event of the period waits for the operator
 			}
-			if d.end.After(end) {
+			if d.end.After(cl.end) {
 				continue
 			}
 			var ok bool
@@ -313,7 +320,7 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 		if err != nil {
 			return err
 		}
-		closed, err = c.close(ctx, tx, owners, complete, now.UTC())
+		closed, err = c.close(ctx, tx, owners, cl, now.UTC())
 		return err
 	})
 	return closed, last, err
@@ -321,7 +328,7 @@ func (c *Closer) closeBatch(ctx context.Context, end, lastStart time.Time, after
 
 // close writes the statements of owners, each for its period: the ledger
 // gives the byte-seconds, the events since the kept hash state the rest.
-func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, complete int64, closedAt time.Time) (int, error) {
+func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, cl closing, closedAt time.Time) (int, error) {
 	q := dbsqlc.New()
 	n := len(owners)
 	bp := &dbsqlc.BillingCloseBalancesParams{OwnerIds: make([]uuid.UUID, n), PeriodStarts: make([]time.Time, n), PeriodEnds: make([]time.Time, n)}
@@ -344,10 +351,6 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 	for _, r := range evRows {
 		byOwner[r.OwnerID] = append(byOwner[r.OwnerID], r)
 	}
-	book, err := ReadPriceBook(ctx, tx, c.cfg.Settings.Price)
-	if err != nil {
-		return 0, err
-	}
 
 	events := make([]eventstore.Event, 0, n)
 	rows := make([]closedRow, 0, n)
@@ -361,14 +364,14 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, compl
 		if err != nil {
 			return 0, fmt.Errorf("owner %s: %w", d.owner, err)
 		}
-		settled := complete
+		settled := cl.complete
 		if d.quiet {
 			// Unread, the events past hashThrough may hold one billing
 			// has not applied (a gap of a later period): the kept state
 			// stays where it is until they are read.
 			settled = d.hashThrough
 		}
-		r, err := closeOne(d, new(big.Rat).Sub(atEnd, atStart), book.For(d.start), h, byOwner[d.owner], settled)
+		r, err := closeOne(d, new(big.Rat).Sub(atEnd, atStart), cl.book.For(d.start), h, byOwner[d.owner], settled)
 		if err != nil {
 			return 0, err
 		}

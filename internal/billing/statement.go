@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"sync"
@@ -114,7 +115,7 @@ type statementRow = dbsqlc.BillingStatementGetRow
 // closedStatement is a stored closed statement as the API answers it.
 func closedStatement(r *statementRow) (Statement, error) {
 	var lines []domain.StatementLine
-	if err := jsonUnmarshal(r.Lines, &lines); err != nil {
+	if err := json.Unmarshal(r.Lines, &lines); err != nil {
 		return Statement{}, fmt.Errorf("billing: statement %s lines: %w", r.ID, err)
 	}
 	bs, ok := parseDecimal(r.ByteSeconds)

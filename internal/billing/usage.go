@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/big"
 	"time"
@@ -290,8 +289,6 @@ func inZone(t time.Time, loc *time.Location) time.Time {
 	}
 	return l
 }
-
-func jsonUnmarshal(data []byte, into any) error { return json.Unmarshal(data, into) }
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {

@@ -472,17 +472,6 @@ func (q *Queries) BillingProgressAdvance(ctx context.Context, db DBTX, arg *Bill
 	return complete_through, err
 }
 
-const billingProgressComplete = `-- name: BillingProgressComplete :one
-SELECT complete_through FROM billing_progress WHERE id = 1
-`
-
-func (q *Queries) BillingProgressComplete(ctx context.Context, db DBTX) (int64, error) {
-	row := db.QueryRow(ctx, billingProgressComplete)
-	var complete_through int64
-	err := row.Scan(&complete_through)
-	return complete_through, err
-}
-
 const billingStatementsEnding = `-- name: BillingStatementsEnding :many
 SELECT s.id, s.owner_id, s.period_start, s.period_end, s.byte_seconds::text AS byte_seconds, s.gb_hours, s.currency,
        s.price_version, s.lines, s.amount, s.amount_due, s.amount_units::text AS amount_units, s.cum_amount::text AS cum_amount,
