@@ -86,6 +86,14 @@ func TestAlertRulesFireOnRealFaultsOnly(t *testing.T) {
 	require.NoError(t, ch.PublishWithContext(ctx, broker.Exchange, domain.FileUploaded, false, false, amqp.Publishing{
 		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: uuid.NewString(), Body: []byte(forged),
 	}))
+	// Both subscribers have it as a dead letter before the outside
+	// consumer below starts on billing's queue, which could take the forged
+	// copy first.
+	e2ekit.Eventually(t, 20*time.Second, "both subscribers dead-letter the forged message", func() (bool, string) {
+		var n int
+		require.NoError(t, s.pool.QueryRow(ctx, "SELECT count(DISTINCT subscriber) FROM dead_letters WHERE reason = 'unknown_event'").Scan(&n))
+		return n == 2, fmt.Sprint(n, " subscribers")
+	})
 	// Messages lost: a consumer outside Epoch takes some of billing's and
 	// drops them.
 	thief, err := conn.Channel()
