@@ -84,8 +84,7 @@ func (e *env) startWaits(t *testing.T, tokens []string, positions []int64, n int
 // subscriber catches up; the ninth of one user is a 429.
 func TestMinPositionWaitsHoldNothing(t *testing.T) {
 	// Not parallel: 504 waits end within moments of each other, and the
-	// bound on each (5.5 s) is the api's, not the package's other tests'
-	// (run beside them on 2 cores, a few answers came a millisecond late).
+	// bound on each is the api's, not the package's other tests'.
 	pool, url := testdb.New(t)
 	trips := &testdb.Trips{Name: testdb.StatementName}
 	e := setupWith(t, pool, url, testdb.Traced(t, pool, trips))
@@ -124,7 +123,11 @@ func TestMinPositionWaitsHoldNothing(t *testing.T) {
 		n++
 		require.Equal(t, http.StatusGatewayTimeout, r.status)
 		require.Equal(t, "1", r.retryAfter)
-		require.LessOrEqual(t, r.took, 5500*time.Millisecond)
+		// Timed by the client, so the bound also holds dialing 504
+		// connections and scheduling their goroutines on a machine that
+		// runs other packages' tests beside this one: a second over the
+		// api's timeout (a wait the api never ended would not answer).
+		require.LessOrEqual(t, r.took, httpapi.DefaultCatchUpTimeout+time.Second)
 		require.GreaterOrEqual(t, r.took, httpapi.DefaultCatchUpTimeout-100*time.Millisecond)
 	}
 	require.Equal(t, users*perUser, n)
