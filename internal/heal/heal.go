@@ -195,8 +195,8 @@ type Result struct {
 	// Missing is how many events of the subscriber's types above the
 	// cursor it found not applied (at most MaxPerPass).
 	Missing int
-	// Due is how many of them committed more than After ago (healed
-	// unless Config.Hold held them back).
+	// Due is how many of them committed more than After ago: the ones the
+	// pass heals.
 	Due int
 	// Healed is how many of those it applied (the others were applied
 	// meanwhile, or failed and were dead-lettered).
@@ -207,8 +207,16 @@ type Result struct {
 
 // Pass looks once for what the subscriber is missing and heals what is due.
 func (h *Healer) Pass(ctx context.Context) (Result, error) {
+	// Held back, the pass heals nothing, so it does not look for what is
+	// missing either (through a backlog, most of what is above the cursor
+	// is): it only keeps the snapshots that settle positions.
+	held := h.cfg.Hold != nil && h.cfg.Hold()
+	limit := int32(h.cfg.MaxPerPass)
+	if held {
+		limit = 0
+	}
 	row, err := dbsqlc.New().HealScan(ctx, h.pool, &dbsqlc.HealScanParams{
-		After: h.cursor, Subscriber: h.sub.Name(), Types: h.sub.EventTypes(), MaxCount: int32(h.cfg.MaxPerPass),
+		After: h.cursor, Subscriber: h.sub.Name(), Types: h.sub.EventTypes(), MaxCount: limit,
 	})
 	if err != nil {
 		return Result{Cursor: h.cursor}, fmt.Errorf("heal %s: scan: %w", h.sub.Name(), err)
@@ -231,6 +239,9 @@ func (h *Healer) Pass(ctx context.Context) (Result, error) {
 	})
 	h.history = append(h.history, mark{at: now, settled: h.settled})
 	due := h.dueBound(now)
+	if held {
+		return Result{Cursor: h.cursor}, nil
+	}
 
 	// Everything the scan read at or below what is settled now is applied,
 	// up to the first missing event.
@@ -248,7 +259,7 @@ func (h *Healer) Pass(ctx context.Context) (Result, error) {
 		}
 	}
 	res.Due = len(heal)
-	if len(heal) == 0 || h.cfg.Hold != nil && h.cfg.Hold() {
+	if len(heal) == 0 {
 		return res, nil
 	}
 	res.Healed, err = h.heal(ctx, heal)
