@@ -1,9 +1,9 @@
 -- name: BillingOwnersApply :batchexec
 -- The owners of a batch (owner_ids unique and sorted): their rows are
--- locked in that order for the rest of the transaction, so the ledger
--- statement that follows reads and writes each owner's rows alone. The
--- first upload and the highest position only ever move one way, so order
--- and duplicates of deliveries do not change the row.
+-- written in that order, so two batches that share owners wait for each
+-- other, never deadlock. The first upload and the highest position only
+-- ever move one way, so order and duplicates of deliveries do not change
+-- the row.
 INSERT INTO billing_owners (owner_id, first_upload_at, position)
 SELECT o.owner_id, CASE WHEN o.has_upload THEN o.first_upload_at END, o.position
 FROM (
@@ -19,19 +19,18 @@ ON CONFLICT (owner_id) DO UPDATE SET
 
 -- name: BillingApply :batchexec
 -- Applies a batch of file events, merged to one entry per file (file_ids
--- unique and sorted), to the file rows and to the owners' ledgers, in one
--- statement (the owners are locked by BillingOwnersApply, sent before it).
--- A file's row gains what an event brings (size and upload time from the
--- upload, delete time from the delete; the earliest if ever two did) and
--- never loses it, so order and duplicates do not change it. A file with its
--- size and upload time stores its bytes from the upload until the delete
--- (none when the delete is not later); the ledger changes by the difference
--- between what the file's row says after and before, at the instants it
--- names. Each owner's ledger rows from its earliest change on are then
--- recomputed from the row before (base): level is the running sum of the
--- deltas, byte_seconds the integral of the level up to each row. Rows whose
--- delta comes to 0 go, so the ledger is the same whichever order the
--- events came in.
+-- unique and sorted), to the file rows and to the owners' pending ledger
+-- changes, in one statement. A file's row gains what an event brings (size
+-- and upload time from the upload, delete time from the delete; the
+-- earliest if ever two did) and never loses it, so order and duplicates do
+-- not change it. A file with its size and upload time stores its bytes from
+-- the upload until the delete (none when the delete is not later); the
+-- ledger changes by the difference between what the file's row says after
+-- and before, at the instants it names. Those changes are only appended to
+-- billing_pending: folding them into the ledger (BillingFold) rewrites each
+-- owner's rows from the earliest change on, and the queue hands events
+-- over out of time order (the relay publishes its partitions side by
+-- side), so the fold is done for many batches at once, not for each.
 WITH batch AS (
     SELECT
         unnest(@file_ids::uuid[])            AS file_id,
@@ -42,18 +41,24 @@ WITH batch AS (
         unnest(@has_delete::boolean[])       AS has_delete,
         unnest(@deleted_ats::timestamptz[])  AS deleted_at,
         unnest(@positions::bigint[])         AS position
-), before AS (
-    SELECT f.file_id, f.owner_id, f.size_bytes, f.uploaded_at, f.deleted_at, f.position
-    FROM billing_files AS f
-    WHERE f.file_id = ANY(@file_ids::uuid[])
 ), after AS (
+    -- Each file's row before (o) by a probe of its key, and after.
     SELECT b.file_id, b.owner_id,
            coalesce(o.size_bytes, CASE WHEN b.has_upload THEN b.size_bytes END) AS size_bytes,
            least(o.uploaded_at, CASE WHEN b.has_upload THEN b.uploaded_at END) AS uploaded_at,
            least(o.deleted_at, CASE WHEN b.has_delete THEN b.deleted_at END) AS deleted_at,
-           greatest(o.position, b.position) AS position
+           greatest(o.position, b.position) AS position,
+           o.file_id IS NOT NULL AS existed, o.owner_id AS old_owner_id, o.size_bytes AS old_size_bytes,
+           o.uploaded_at AS old_uploaded_at, o.deleted_at AS old_deleted_at
     FROM batch AS b
-    LEFT JOIN before AS o ON o.file_id = b.file_id
+    LEFT JOIN LATERAL (
+        -- OFFSET 0 keeps the probe a probe: pulled up into a join, it may
+        -- be planned as a scan of every file.
+        SELECT f.file_id, f.owner_id, f.size_bytes, f.uploaded_at, f.deleted_at, f.position
+        FROM billing_files AS f
+        WHERE f.file_id = b.file_id
+        OFFSET 0
+    ) AS o ON true
 ), files AS (
     INSERT INTO billing_files (file_id, owner_id, size_bytes, uploaded_at, deleted_at, position)
     SELECT file_id, owner_id, size_bytes, uploaded_at, deleted_at, position FROM after
@@ -65,7 +70,7 @@ WITH batch AS (
 ), stored AS (
     SELECT 1 AS sign, owner_id, size_bytes, uploaded_at, deleted_at FROM after
     UNION ALL
-    SELECT -1, owner_id, size_bytes, uploaded_at, deleted_at FROM before
+    SELECT -1, old_owner_id, old_size_bytes, old_uploaded_at, old_deleted_at FROM after WHERE existed
 ), changes AS (
     SELECT s.owner_id, s.uploaded_at AS at, s.sign * s.size_bytes::numeric AS delta
     FROM stored AS s
@@ -79,9 +84,32 @@ WITH batch AS (
     FROM changes AS c
     GROUP BY c.owner_id, c.at
     HAVING sum(c.delta) <> 0
+)
+INSERT INTO billing_pending (owner_id, at, delta)
+SELECT n.owner_id, n.at, n.delta FROM new_deltas AS n;
+
+-- name: BillingFold :one
+-- Folds at most max_rows pending changes into the owners' ledgers, in one
+-- statement, and returns how many it took. The caller holds the fold lock
+-- (BillingFoldLock): one fold at a time writes the ledger. Each owner's
+-- ledger rows from its earliest change on are recomputed from the row
+-- before (base): level is the running sum of the deltas, byte_seconds the
+-- integral of the level up to each row. Rows whose delta comes to 0 go, so
+-- the ledger is the same whichever order the changes came in. A reader sees
+-- the changes in billing_pending or in the ledger, never both and never
+-- neither: they move in this statement.
+WITH taken AS (
+    DELETE FROM billing_pending AS p
+    WHERE p.ctid = ANY(ARRAY(SELECT q.ctid FROM billing_pending AS q LIMIT @max_rows::int))
+    RETURNING p.owner_id, p.at, p.delta
+), new_deltas AS (
+    SELECT t.owner_id, t.at, sum(t.delta) AS delta
+    FROM taken AS t
+    GROUP BY t.owner_id, t.at
+    HAVING sum(t.delta) <> 0
 ), firsts AS (
     SELECT n.owner_id, min(n.at) AS from_at FROM new_deltas AS n GROUP BY n.owner_id
-), base AS (
+), base AS MATERIALIZED (
     SELECT f.owner_id, f.from_at, coalesce(p.level, 0) AS level,
            coalesce(p.byte_seconds, 0) AS byte_seconds, p.at
     FROM firsts AS f
@@ -97,9 +125,15 @@ WITH batch AS (
     FROM (
         SELECT n.owner_id, n.at, n.delta FROM new_deltas AS n
         UNION ALL
+        -- Each owner's tail by its own range of the key (OFFSET 0: a join
+        -- may be planned as a scan of the whole ledger).
         SELECT l.owner_id, l.at, l.delta
         FROM firsts AS f
-        JOIN billing_levels AS l ON l.owner_id = f.owner_id AND l.at >= f.from_at
+        CROSS JOIN LATERAL (
+            SELECT t.owner_id, t.at, t.delta FROM billing_levels AS t
+            WHERE t.owner_id = f.owner_id AND t.at >= f.from_at
+            OFFSET 0
+        ) AS l
     ) AS m
     GROUP BY m.owner_id, m.at
 ), leveled AS (
@@ -128,23 +162,31 @@ WITH batch AS (
             SELECT b.ctid FROM billing_levels AS b WHERE b.owner_id = m.owner_id AND b.at = m.at
         ) AS x
         WHERE m.delta = 0))
+), written AS (
+    INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
+    SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c
+    ORDER BY c.owner_id, c.at
+    ON CONFLICT (owner_id, at) DO UPDATE SET
+        delta        = excluded.delta,
+        level        = excluded.level,
+        byte_seconds = excluded.byte_seconds
 )
-INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
-SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c
-ORDER BY c.owner_id, c.at
-ON CONFLICT (owner_id, at) DO UPDATE SET
-    delta        = excluded.delta,
-    level        = excluded.level,
-    byte_seconds = excluded.byte_seconds;
+SELECT count(*)::bigint AS folded FROM taken;
+
+-- name: BillingFoldLock :exec
+-- The fold lock, for the rest of the transaction.
+SELECT pg_advisory_xact_lock(@key::bigint);
 
 -- name: BillingBalances :batchmany
 -- The byte-seconds an owner stored from the start of its ledger up to each
 -- of ats (row n answers ats[n]), as billing applied them so far: one
--- lookup of billing_levels_pkey per time, however long the ledger. The
--- caller cuts the times at now (nothing is stored in the future). Text,
--- exact.
+-- lookup of billing_levels_pkey per time, however long the ledger, plus
+-- the owner's changes not folded into it yet (billing_pending, which a fold
+-- keeps short). The caller cuts the times at now (nothing is stored in the
+-- future). Text, exact.
 SELECT t.n::bigint AS n,
-       coalesce(l.byte_seconds + l.level * (extract(epoch FROM t.at) - extract(epoch FROM l.at)), 0)::text AS byte_seconds
+       (coalesce(l.byte_seconds + l.level * (extract(epoch FROM t.at) - extract(epoch FROM l.at)), 0)
+        + coalesce(p.byte_seconds, 0))::text AS byte_seconds
 FROM unnest(@ats::timestamptz[]) WITH ORDINALITY AS t(at, n)
 LEFT JOIN LATERAL (
     SELECT b.level, b.byte_seconds, b.at
@@ -153,6 +195,11 @@ LEFT JOIN LATERAL (
     ORDER BY b.at DESC
     LIMIT 1
 ) AS l ON true
+LEFT JOIN LATERAL (
+    SELECT sum(q.delta * (extract(epoch FROM t.at) - extract(epoch FROM q.at))) AS byte_seconds
+    FROM billing_pending AS q
+    WHERE q.owner_id = @owner_id AND q.at < t.at
+) AS p ON true
 ORDER BY t.n;
 
 -- name: BillingAccount :batchone

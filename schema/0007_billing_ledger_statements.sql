@@ -18,10 +18,21 @@ CREATE TABLE billing_levels (
     PRIMARY KEY (owner_id, at)
 );
 
+-- The ledger changes billing applied but has not folded into billing_levels
+-- yet: appended by each batch, moved into the ledger by a fold that takes
+-- many batches' changes at once (a fold rewrites each owner's ledger rows
+-- from its earliest change on, and deliveries come out of time order).
+-- Reads add what is here for the owner, so a fold changes no answer.
+CREATE TABLE billing_pending (
+    owner_id  uuid        NOT NULL,
+    at        timestamptz NOT NULL,
+    delta     numeric     NOT NULL
+);
+CREATE INDEX billing_pending_owner_at_idx ON billing_pending (owner_id, at);
+
 -- One row per owner billing has seen: the first upload (its period is the
 -- owner's first statement's) and the highest position applied (GET
--- /v1/usage's position). Its row lock serialises the ledger's writers for
--- one owner.
+-- /v1/usage's position).
 CREATE TABLE billing_owners (
     owner_id         uuid        PRIMARY KEY,
     first_upload_at  timestamptz,
@@ -141,4 +152,4 @@ FROM (
 -- position (events_file_owner_idx); statement events are found by stream.
 
 -- +goose Down
-DROP TABLE billing_fences, billing_gaps, billing_progress, billing_statements, billing_close, billing_owners, billing_levels;
+DROP TABLE billing_fences, billing_gaps, billing_progress, billing_statements, billing_close, billing_owners, billing_pending, billing_levels;

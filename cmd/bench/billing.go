@@ -37,7 +37,7 @@ func billingHistory(ctx context.Context, e *env, owner uuid.UUID, n int, end tim
 // applyUploads writes n uploads (upload(i) gives the i-th's owner, size
 // and time) straight into the event store, batch at a time, each batch
 // applied by billing's own code in the same transaction, as its consumer
-// would.
+// would, then folds them into the ledgers.
 func applyUploads(ctx context.Context, e *env, n, batch int, upload func(i int) (uuid.UUID, int64, time.Time)) error {
 	for done := 0; done < n; done += batch {
 		k := min(batch, n-done)
@@ -60,6 +60,10 @@ func applyUploads(ctx context.Context, e *env, n, batch int, upload func(i int) 
 		if err != nil {
 			return fmt.Errorf("%d uploads: %w", n, err)
 		}
+	}
+	// Into the ledgers, as the billing worker's closer folds them.
+	if _, err := billing.Fold(ctx, e.pool); err != nil {
+		return err
 	}
 	return nil
 }

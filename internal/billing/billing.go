@@ -47,14 +47,14 @@ func (Subscriber) EventTypes() []string { return []string{domain.FileUploaded, d
 // file events alone. The statements and the closer's state are not among
 // them: a closed statement never changes, whatever a rebuild finds.
 func (Subscriber) Tables() []string {
-	return []string{"billing_files", "billing_levels", "billing_owners"}
+	return []string{"billing_files", "billing_levels", "billing_pending", "billing_owners"}
 }
 
-// Handle applies a batch in two statements: the owners' rows, which lock
-// each owner for the rest of the transaction (BillingOwnersApply), then the
-// files' rows and the owners' ledgers (BillingApply, one row per file:
-// filefacts says why). Times are the events' occurred_at, so when an event
-// is applied does not matter.
+// Handle applies a batch in two statements: the owners' rows
+// (BillingOwnersApply), then the files' rows and the owners' pending ledger
+// changes (BillingApply, one row per file: filefacts says why), which Fold
+// moves into the ledgers later. Times are the events' occurred_at, so when
+// an event is applied does not matter.
 func (Subscriber) Handle(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	ids, facts, err := filefacts.Fold(events)
 	if err != nil {

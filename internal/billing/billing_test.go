@@ -154,34 +154,55 @@ func TestUsageMatchesBruteForce(t *testing.T) {
 			k := rapid.IntRange(1, len(sends)).Draw(rt, "batch")
 			deliver(rt, ctx, pool, sends[:k])
 			sends = sends[k:]
+			if rapid.Bool().Draw(rt, "fold") {
+				_, err := billing.Fold(ctx, pool)
+				require.NoError(rt, err)
+			}
 		}
 
-		for _, owner := range owners {
-			from := base.Add(time.Duration(rapid.Int64Range(-24*3600*1e6, 16*24*3600*1e6).Draw(rt, "from")) * time.Microsecond)
-			to := from.Add(time.Duration(rapid.Int64Range(0, 16*24*3600*1e6).Draw(rt, "span")) * time.Microsecond)
-			// Now is the database's clock, the one the events occurred by:
-			// at or after every one of them.
-			now := latest(all).Add(time.Duration(rapid.Int64Range(0, 5*24*3600*1e6).Draw(rt, "now")) * time.Microsecond)
-
-			got, err := billing.Read(ctx, pool, owner, from, to, now, price)
-			require.NoError(rt, err)
-			want := bruteByteSeconds(delivered, owner, from, to, now)
-			require.Equal(rt, billing.FormatDecimal(want, 6), got.ByteSeconds)
-			gbh := new(big.Rat).Quo(want, big.NewRat(3_600_000_000_000, 1))
-			written, _ := refWrite(gbh)
-			require.Equal(rt, trimZeros(written), got.GBHours)
-			require.Equal(rt, 0, rat(got.Cost).Cmp(flatCost(delivered, owner, from, to, now, big.NewRat(3, 100000))), "cost %s", got.Cost)
-			require.Equal(rt, "USD", got.Currency)
-			require.Equal(rt, maxPosition(delivered, owner), got.Position)
-
-			st, err := storage.Read(ctx, pool, owner)
-			require.NoError(rt, err)
-			count, bytes := bruteStorage(delivered, owner)
-			require.Equal(rt, count, st.FileCount)
-			require.Equal(rt, bytes.String(), st.Bytes.String())
-			require.Equal(rt, maxPosition(delivered, owner), st.Position)
+		// Every answer is the same before and after the pending changes
+		// are folded into the ledger.
+		for _, fold := range []bool{false, true} {
+			if fold {
+				_, err := billing.Fold(ctx, pool)
+				require.NoError(rt, err)
+				var pending int
+				require.NoError(rt, pool.QueryRow(ctx, "SELECT count(*) FROM billing_pending").Scan(&pending))
+				require.Zero(rt, pending)
+			}
+			readsMatch(rt, ctx, pool, owners, all, delivered, price)
 		}
 	})
+}
+
+// readsMatch checks the usage and storage reads of each owner, over a
+// random range, against what the delivered events alone say.
+func readsMatch(rt *rapid.T, ctx context.Context, pool *pgxpool.Pool, owners []uuid.UUID, all, delivered []eventstore.Event, price billing.Settings) {
+	for _, owner := range owners {
+		from := base.Add(time.Duration(rapid.Int64Range(-24*3600*1e6, 16*24*3600*1e6).Draw(rt, "from")) * time.Microsecond)
+		to := from.Add(time.Duration(rapid.Int64Range(0, 16*24*3600*1e6).Draw(rt, "span")) * time.Microsecond)
+		// Now is the database's clock, the one the events occurred by:
+		// at or after every one of them.
+		now := latest(all).Add(time.Duration(rapid.Int64Range(0, 5*24*3600*1e6).Draw(rt, "now")) * time.Microsecond)
+
+		got, err := billing.Read(ctx, pool, owner, from, to, now, price)
+		require.NoError(rt, err)
+		want := bruteByteSeconds(delivered, owner, from, to, now)
+		require.Equal(rt, billing.FormatDecimal(want, 6), got.ByteSeconds)
+		gbh := new(big.Rat).Quo(want, big.NewRat(3_600_000_000_000, 1))
+		written, _ := refWrite(gbh)
+		require.Equal(rt, trimZeros(written), got.GBHours)
+		require.Equal(rt, 0, rat(got.Cost).Cmp(flatCost(delivered, owner, from, to, now, big.NewRat(3, 100000))), "cost %s", got.Cost)
+		require.Equal(rt, "USD", got.Currency)
+		require.Equal(rt, maxPosition(delivered, owner), got.Position)
+
+		st, err := storage.Read(ctx, pool, owner)
+		require.NoError(rt, err)
+		count, bytes := bruteStorage(delivered, owner)
+		require.Equal(rt, count, st.FileCount)
+		require.Equal(rt, bytes.String(), st.Bytes.String())
+		require.Equal(rt, maxPosition(delivered, owner), st.Position)
+	}
 }
 
 // bruteStorage counts the files whose upload was delivered and delete not.

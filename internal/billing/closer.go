@@ -108,9 +108,9 @@ func (c *Closer) Run(ctx context.Context) error {
 	}
 }
 
-// Tick does one look: billing's progress moves on, the latest period end's
-// fence is taken or checked, and once the period is complete its due
-// statements are closed.
+// Tick does one look: the pending ledger changes are folded, billing's
+// progress moves on, the latest period end's fence is taken or checked,
+// and once the period is complete its due statements are closed.
 func (c *Closer) Tick(ctx context.Context) error {
 	q := dbsqlc.New()
 	// One closer at a time: this look holds the lock on a session of its
@@ -132,6 +132,9 @@ func (c *Closer) Tick(ctx context.Context) error {
 			_ = session.Conn().Close(uctx)
 		}
 	}()
+	if _, err := Fold(ctx, c.pool); err != nil {
+		return err
+	}
 	var complete int64
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
 		q.BillingPreferIndexes(ctx, tx, []string{"off"})

@@ -469,7 +469,7 @@ func closeAll(t require.TestingT, ctx context.Context, pool *pgxpool.Pool, close
 // resetBilling empties what the property's runs share in their database:
 // the store and billing's rows, so each run has its own price book.
 func resetBilling(t require.TestingT, ctx context.Context, pool *pgxpool.Pool) {
-	_, err := pool.Exec(ctx, `TRUNCATE events, outbox, inbox, billing_files, billing_levels, billing_owners,
+	_, err := pool.Exec(ctx, `TRUNCATE events, outbox, inbox, billing_files, billing_levels, billing_pending, billing_owners,
 		billing_close, billing_statements, billing_gaps, billing_fences, storage_files, dead_letters, inbox_watermarks;
 		UPDATE billing_progress SET complete_through = 0, candidate = NULL, candidate_xid = NULL`)
 	require.NoError(t, err)

@@ -98,18 +98,24 @@ WITH batch AS (
         unnest($6::boolean[])       AS has_delete,
         unnest($7::timestamptz[])  AS deleted_at,
         unnest($8::bigint[])         AS position
-), before AS (
-    SELECT f.file_id, f.owner_id, f.size_bytes, f.uploaded_at, f.deleted_at, f.position
-    FROM billing_files AS f
-    WHERE f.file_id = ANY($1::uuid[])
 ), after AS (
+    -- Each file's row before (o) by a probe of its key, and after.
     SELECT b.file_id, b.owner_id,
            coalesce(o.size_bytes, CASE WHEN b.has_upload THEN b.size_bytes END) AS size_bytes,
            least(o.uploaded_at, CASE WHEN b.has_upload THEN b.uploaded_at END) AS uploaded_at,
            least(o.deleted_at, CASE WHEN b.has_delete THEN b.deleted_at END) AS deleted_at,
-           greatest(o.position, b.position) AS position
+           greatest(o.position, b.position) AS position,
+           o.file_id IS NOT NULL AS existed, o.owner_id AS old_owner_id, o.size_bytes AS old_size_bytes,
+           o.uploaded_at AS old_uploaded_at, o.deleted_at AS old_deleted_at
     FROM batch AS b
-    LEFT JOIN before AS o ON o.file_id = b.file_id
+    LEFT JOIN LATERAL (
+        -- OFFSET 0 keeps the probe a probe: pulled up into a join, it may
+        -- be planned as a scan of every file.
+        SELECT f.file_id, f.owner_id, f.size_bytes, f.uploaded_at, f.deleted_at, f.position
+        FROM billing_files AS f
+        WHERE f.file_id = b.file_id
+        OFFSET 0
+    ) AS o ON true
 ), files AS (
     INSERT INTO billing_files (file_id, owner_id, size_bytes, uploaded_at, deleted_at, position)
     SELECT file_id, owner_id, size_bytes, uploaded_at, deleted_at, position FROM after
@@ -121,7 +127,7 @@ WITH batch AS (
 ), stored AS (
     SELECT 1 AS sign, owner_id, size_bytes, uploaded_at, deleted_at FROM after
     UNION ALL
-    SELECT -1, owner_id, size_bytes, uploaded_at, deleted_at FROM before
+    SELECT -1, old_owner_id, old_size_bytes, old_uploaded_at, old_deleted_at FROM after WHERE existed
 ), changes AS (
     SELECT s.owner_id, s.uploaded_at AS at, s.sign * s.size_bytes::numeric AS delta
     FROM stored AS s
@@ -135,63 +141,9 @@ WITH batch AS (
     FROM changes AS c
     GROUP BY c.owner_id, c.at
     HAVING sum(c.delta) <> 0
-), firsts AS (
-    SELECT n.owner_id, min(n.at) AS from_at FROM new_deltas AS n GROUP BY n.owner_id
-), base AS (
-    SELECT f.owner_id, f.from_at, coalesce(p.level, 0) AS level,
-           coalesce(p.byte_seconds, 0) AS byte_seconds, p.at
-    FROM firsts AS f
-    LEFT JOIN LATERAL (
-        SELECT l.level, l.byte_seconds, l.at
-        FROM billing_levels AS l
-        WHERE l.owner_id = f.owner_id AND l.at < f.from_at
-        ORDER BY l.at DESC
-        LIMIT 1
-    ) AS p ON true
-), merged AS (
-    SELECT m.owner_id, m.at, sum(m.delta) AS delta
-    FROM (
-        SELECT n.owner_id, n.at, n.delta FROM new_deltas AS n
-        UNION ALL
-        SELECT l.owner_id, l.at, l.delta
-        FROM firsts AS f
-        JOIN billing_levels AS l ON l.owner_id = f.owner_id AND l.at >= f.from_at
-    ) AS m
-    GROUP BY m.owner_id, m.at
-), leveled AS (
-    SELECT m.owner_id, m.at, m.delta,
-           b.level + sum(m.delta) OVER w AS level,
-           b.byte_seconds + b.level * coalesce(extract(epoch FROM first_value(m.at) OVER w) - extract(epoch FROM b.at), 0) AS start_byte_seconds,
-           lead(m.at) OVER w AS next_at
-    FROM merged AS m
-    JOIN base AS b ON b.owner_id = m.owner_id
-    WHERE m.delta <> 0
-    WINDOW w AS (PARTITION BY m.owner_id ORDER BY m.at)
-), computed AS (
-    SELECT v.owner_id, v.at, v.delta, v.level,
-           v.start_byte_seconds + coalesce(sum(v.level * (extract(epoch FROM v.next_at) - extract(epoch FROM v.at)))
-               OVER (PARTITION BY v.owner_id ORDER BY v.at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS byte_seconds
-    FROM leveled AS v
-), gone AS (
-    -- By the rows' own addresses, each found by its key: a join of the
-    -- ledger with the merged rows may be planned as a scan of the whole
-    -- ledger.
-    DELETE FROM billing_levels AS l
-    WHERE l.ctid = ANY(ARRAY(
-        SELECT x.ctid
-        FROM merged AS m
-        CROSS JOIN LATERAL (
-            SELECT b.ctid FROM billing_levels AS b WHERE b.owner_id = m.owner_id AND b.at = m.at
-        ) AS x
-        WHERE m.delta = 0))
 )
-INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
-SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c
-ORDER BY c.owner_id, c.at
-ON CONFLICT (owner_id, at) DO UPDATE SET
-    delta        = excluded.delta,
-    level        = excluded.level,
-    byte_seconds = excluded.byte_seconds
+INSERT INTO billing_pending (owner_id, at, delta)
+SELECT n.owner_id, n.at, n.delta FROM new_deltas AS n
 `
 
 type BillingApplyBatchResults struct {
@@ -212,19 +164,18 @@ type BillingApplyParams struct {
 }
 
 // Applies a batch of file events, merged to one entry per file (file_ids
-// unique and sorted), to the file rows and to the owners' ledgers, in one
-// statement (the owners are locked by BillingOwnersApply, sent before it).
-// A file's row gains what an event brings (size and upload time from the
-// upload, delete time from the delete; the earliest if ever two did) and
-// never loses it, so order and duplicates do not change it. A file with its
-// size and upload time stores its bytes from the upload until the delete
-// (none when the delete is not later); the ledger changes by the difference
-// between what the file's row says after and before, at the instants it
-// names. Each owner's ledger rows from its earliest change on are then
-// recomputed from the row before (base): level is the running sum of the
-// deltas, byte_seconds the integral of the level up to each row. Rows whose
-// delta comes to 0 go, so the ledger is the same whichever order the
-// events came in.
+// unique and sorted), to the file rows and to the owners' pending ledger
+// changes, in one statement. A file's row gains what an event brings (size
+// and upload time from the upload, delete time from the delete; the
+// earliest if ever two did) and never loses it, so order and duplicates do
+// not change it. A file with its size and upload time stores its bytes from
+// the upload until the delete (none when the delete is not later); the
+// ledger changes by the difference between what the file's row says after
+// and before, at the instants it names. Those changes are only appended to
+// billing_pending: folding them into the ledger (BillingFold) rewrites each
+// owner's rows from the earliest change on, and the queue hands events
+// over out of time order (the relay publishes its partitions side by
+// side), so the fold is done for many batches at once, not for each.
 func (q *Queries) BillingApply(ctx context.Context, db DBTX, arg []*BillingApplyParams) *BillingApplyBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
@@ -267,7 +218,8 @@ func (b *BillingApplyBatchResults) Close() error {
 
 const billingBalances = `-- name: BillingBalances :batchmany
 SELECT t.n::bigint AS n,
-       coalesce(l.byte_seconds + l.level * (extract(epoch FROM t.at) - extract(epoch FROM l.at)), 0)::text AS byte_seconds
+       (coalesce(l.byte_seconds + l.level * (extract(epoch FROM t.at) - extract(epoch FROM l.at)), 0)
+        + coalesce(p.byte_seconds, 0))::text AS byte_seconds
 FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(at, n)
 LEFT JOIN LATERAL (
     SELECT b.level, b.byte_seconds, b.at
@@ -276,6 +228,11 @@ LEFT JOIN LATERAL (
     ORDER BY b.at DESC
     LIMIT 1
 ) AS l ON true
+LEFT JOIN LATERAL (
+    SELECT sum(q.delta * (extract(epoch FROM t.at) - extract(epoch FROM q.at))) AS byte_seconds
+    FROM billing_pending AS q
+    WHERE q.owner_id = $2 AND q.at < t.at
+) AS p ON true
 ORDER BY t.n
 `
 
@@ -297,9 +254,10 @@ type BillingBalancesRow struct {
 
 // The byte-seconds an owner stored from the start of its ledger up to each
 // of ats (row n answers ats[n]), as billing applied them so far: one
-// lookup of billing_levels_pkey per time, however long the ledger. The
-// caller cuts the times at now (nothing is stored in the future). Text,
-// exact.
+// lookup of billing_levels_pkey per time, however long the ledger, plus
+// the owner's changes not folded into it yet (billing_pending, which a fold
+// keeps short). The caller cuts the times at now (nothing is stored in the
+// future). Text, exact.
 func (q *Queries) BillingBalances(ctx context.Context, db DBTX, arg []*BillingBalancesParams) *BillingBalancesBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
@@ -443,10 +401,10 @@ type BillingOwnersApplyParams struct {
 }
 
 // The owners of a batch (owner_ids unique and sorted): their rows are
-// locked in that order for the rest of the transaction, so the ledger
-// statement that follows reads and writes each owner's rows alone. The
-// first upload and the highest position only ever move one way, so order
-// and duplicates of deliveries do not change the row.
+// written in that order, so two batches that share owners wait for each
+// other, never deadlock. The first upload and the highest position only
+// ever move one way, so order and duplicates of deliveries do not change
+// the row.
 func (q *Queries) BillingOwnersApply(ctx context.Context, db DBTX, arg []*BillingOwnersApplyParams) *BillingOwnersApplyBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
@@ -484,7 +442,7 @@ func (b *BillingOwnersApplyBatchResults) Close() error {
 }
 
 const billingPreferIndexes = `-- name: BillingPreferIndexes :batchexec
-SELECT set_config('enable_seqscan', $1::text, true)
+SELECT set_config('enable_seqscan', $1::text, true), set_config('jit', 'off', true)
 `
 
 type BillingPreferIndexesBatchResults struct {
@@ -497,7 +455,9 @@ type BillingPreferIndexesBatchResults struct {
 // transaction: their bounds come from billing_progress and the fences, so
 // a generic plan cannot tell a range of a few positions from a third of
 // events, and a scan of all of events four times a second is what a
-// worker draining a backlog would pay.
+// worker draining a backlog would pay. JIT goes off with them: a plan
+// costed with sequential scans disabled looks expensive enough to compile,
+// and compiling a plan of a few index lookups took half a second.
 func (q *Queries) BillingPreferIndexes(ctx context.Context, db DBTX, enableSeqscan []string) *BillingPreferIndexesBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range enableSeqscan {

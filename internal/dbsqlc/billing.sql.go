@@ -4,3 +4,110 @@
 // source: billing.sql
 
 package dbsqlc
+
+import (
+	"context"
+)
+
+const billingFold = `-- name: BillingFold :one
+WITH taken AS (
+    DELETE FROM billing_pending AS p
+    WHERE p.ctid = ANY(ARRAY(SELECT q.ctid FROM billing_pending AS q LIMIT $1::int))
+    RETURNING p.owner_id, p.at, p.delta
+), new_deltas AS (
+    SELECT t.owner_id, t.at, sum(t.delta) AS delta
+    FROM taken AS t
+    GROUP BY t.owner_id, t.at
+    HAVING sum(t.delta) <> 0
+), firsts AS (
+    SELECT n.owner_id, min(n.at) AS from_at FROM new_deltas AS n GROUP BY n.owner_id
+), base AS MATERIALIZED (
+    SELECT f.owner_id, f.from_at, coalesce(p.level, 0) AS level,
+           coalesce(p.byte_seconds, 0) AS byte_seconds, p.at
+    FROM firsts AS f
+    LEFT JOIN LATERAL (
+        SELECT l.level, l.byte_seconds, l.at
+        FROM billing_levels AS l
+        WHERE l.owner_id = f.owner_id AND l.at < f.from_at
+        ORDER BY l.at DESC
+        LIMIT 1
+    ) AS p ON true
+), merged AS (
+    SELECT m.owner_id, m.at, sum(m.delta) AS delta
+    FROM (
+        SELECT n.owner_id, n.at, n.delta FROM new_deltas AS n
+        UNION ALL
+        -- Each owner's tail by its own range of the key (OFFSET 0: a join
+        -- may be planned as a scan of the whole ledger).
+        SELECT l.owner_id, l.at, l.delta
+        FROM firsts AS f
+        CROSS JOIN LATERAL (
+            SELECT t.owner_id, t.at, t.delta FROM billing_levels AS t
+            WHERE t.owner_id = f.owner_id AND t.at >= f.from_at
+            OFFSET 0
+        ) AS l
+    ) AS m
+    GROUP BY m.owner_id, m.at
+), leveled AS (
+    SELECT m.owner_id, m.at, m.delta,
+           b.level + sum(m.delta) OVER w AS level,
+           b.byte_seconds + b.level * coalesce(extract(epoch FROM first_value(m.at) OVER w) - extract(epoch FROM b.at), 0) AS start_byte_seconds,
+           lead(m.at) OVER w AS next_at
+    FROM merged AS m
+    JOIN base AS b ON b.owner_id = m.owner_id
+    WHERE m.delta <> 0
+    WINDOW w AS (PARTITION BY m.owner_id ORDER BY m.at)
+), computed AS (
+    SELECT v.owner_id, v.at, v.delta, v.level,
+           v.start_byte_seconds + coalesce(sum(v.level * (extract(epoch FROM v.next_at) - extract(epoch FROM v.at)))
+               OVER (PARTITION BY v.owner_id ORDER BY v.at ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS byte_seconds
+    FROM leveled AS v
+), gone AS (
+    -- By the rows' own addresses, each found by its key: a join of the
+    -- ledger with the merged rows may be planned as a scan of the whole
+    -- ledger.
+    DELETE FROM billing_levels AS l
+    WHERE l.ctid = ANY(ARRAY(
+        SELECT x.ctid
+        FROM merged AS m
+        CROSS JOIN LATERAL (
+            SELECT b.ctid FROM billing_levels AS b WHERE b.owner_id = m.owner_id AND b.at = m.at
+        ) AS x
+        WHERE m.delta = 0))
+), written AS (
+    INSERT INTO billing_levels (owner_id, at, delta, level, byte_seconds)
+    SELECT c.owner_id, c.at, c.delta, c.level, c.byte_seconds FROM computed AS c
+    ORDER BY c.owner_id, c.at
+    ON CONFLICT (owner_id, at) DO UPDATE SET
+        delta        = excluded.delta,
+        level        = excluded.level,
+        byte_seconds = excluded.byte_seconds
+)
+SELECT count(*)::bigint AS folded FROM taken
+`
+
+// Folds at most max_rows pending changes into the owners' ledgers, in one
+// statement, and returns how many it took. The caller holds the fold lock
+// (BillingFoldLock): one fold at a time writes the ledger. Each owner's
+// ledger rows from its earliest change on are recomputed from the row
+// before (base): level is the running sum of the deltas, byte_seconds the
+// integral of the level up to each row. Rows whose delta comes to 0 go, so
+// the ledger is the same whichever order the changes came in. A reader sees
+// the changes in billing_pending or in the ledger, never both and never
+// neither: they move in this statement.
+func (q *Queries) BillingFold(ctx context.Context, db DBTX, maxRows int32) (int64, error) {
+	row := db.QueryRow(ctx, billingFold, maxRows)
+	var folded int64
+	err := row.Scan(&folded)
+	return folded, err
+}
+
+const billingFoldLock = `-- name: BillingFoldLock :exec
+SELECT pg_advisory_xact_lock($1::bigint)
+`
+
+// The fold lock, for the rest of the transaction.
+func (q *Queries) BillingFoldLock(ctx context.Context, db DBTX, key int64) error {
+	_, err := db.Exec(ctx, billingFoldLock, key)
+	return err
+}

@@ -58,6 +58,12 @@ type BillingOwner struct {
 	Position      int64
 }
 
+type BillingPending struct {
+	OwnerID uuid.UUID
+	At      time.Time
+	Delta   pgtype.Numeric
+}
+
 type BillingProgress struct {
 	ID              int16
 	CompleteThrough int64

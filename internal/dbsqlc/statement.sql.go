@@ -27,14 +27,20 @@ func (q *Queries) BillingClock(ctx context.Context, db DBTX) (time.Time, error) 
 
 const billingCloseBalances = `-- name: BillingCloseBalances :many
 SELECT q.n::bigint AS n,
-       coalesce((SELECT l.byte_seconds + l.level * (extract(epoch FROM q.period_start) - extract(epoch FROM l.at))
-                 FROM billing_levels AS l
-                 WHERE l.owner_id = q.owner_id AND l.at <= q.period_start
-                 ORDER BY l.at DESC LIMIT 1), 0)::text AS at_start,
-       coalesce((SELECT l.byte_seconds + l.level * (extract(epoch FROM q.period_end) - extract(epoch FROM l.at))
-                 FROM billing_levels AS l
-                 WHERE l.owner_id = q.owner_id AND l.at <= q.period_end
-                 ORDER BY l.at DESC LIMIT 1), 0)::text AS at_end
+       (coalesce((SELECT l.byte_seconds + l.level * (extract(epoch FROM q.period_start) - extract(epoch FROM l.at))
+                  FROM billing_levels AS l
+                  WHERE l.owner_id = q.owner_id AND l.at <= q.period_start
+                  ORDER BY l.at DESC LIMIT 1), 0)
+        + coalesce((SELECT sum(p.delta * (extract(epoch FROM q.period_start) - extract(epoch FROM p.at)))
+                    FROM billing_pending AS p
+                    WHERE p.owner_id = q.owner_id AND p.at < q.period_start), 0))::text AS at_start,
+       (coalesce((SELECT l.byte_seconds + l.level * (extract(epoch FROM q.period_end) - extract(epoch FROM l.at))
+                  FROM billing_levels AS l
+                  WHERE l.owner_id = q.owner_id AND l.at <= q.period_end
+                  ORDER BY l.at DESC LIMIT 1), 0)
+        + coalesce((SELECT sum(p.delta * (extract(epoch FROM q.period_end) - extract(epoch FROM p.at)))
+                    FROM billing_pending AS p
+                    WHERE p.owner_id = q.owner_id AND p.at < q.period_end), 0))::text AS at_end
 FROM (
     SELECT unnest($1::uuid[]) AS owner_id,
            unnest($2::timestamptz[]) AS period_start,
@@ -57,7 +63,8 @@ type BillingCloseBalancesRow struct {
 }
 
 // For each owner (row n answers the n-th), the byte-seconds of its ledger
-// up to its period's start and end: two lookups of billing_levels_pkey.
+// up to its period's start and end: two lookups of billing_levels_pkey,
+// plus its changes not folded into the ledger yet (billing_pending).
 func (q *Queries) BillingCloseBalances(ctx context.Context, db DBTX, arg *BillingCloseBalancesParams) ([]*BillingCloseBalancesRow, error) {
 	rows, err := db.Query(ctx, billingCloseBalances, arg.OwnerIds, arg.PeriodStarts, arg.PeriodEnds)
 	if err != nil {
@@ -419,9 +426,13 @@ WITH p AS (
              FROM events AS ev
              WHERE ev.position > greatest(s.complete_through, m.applied_through) AND ev.position <= s.candidate
                AND ev.type = ANY($2::text[])
-               AND NOT EXISTS (SELECT 1 FROM inbox AS i WHERE i.subscriber = $1::text AND i.event_id = ev.id)
+               -- OFFSET 0 keeps each NOT EXISTS a probe of its key per
+               -- event, never an anti join that compares every event with
+               -- every inbox row (a young table's statistics choose it).
+               AND NOT EXISTS (SELECT 1 FROM inbox AS i WHERE i.subscriber = $1::text AND i.event_id = ev.id OFFSET 0)
                AND NOT EXISTS (SELECT 1 FROM dead_letters AS d
-                               WHERE d.subscriber = $1::text AND d.event_id = ev.id::text AND d.reason = 'failed')
+                               WHERE d.subscriber = $1::text AND d.event_id = ev.id::text AND d.reason = 'failed'
+                               OFFSET 0)
              ORDER BY ev.position
              LIMIT 1
          ) AS e
@@ -437,7 +448,7 @@ WITH p AS (
     WHERE e.position > s.complete_through AND e.position <= t.complete_through
       AND e.type = ANY($2::text[])
       AND e.position > m.applied_through
-      AND NOT EXISTS (SELECT 1 FROM inbox AS i WHERE i.subscriber = $1::text AND i.event_id = e.id)
+      AND NOT EXISTS (SELECT 1 FROM inbox AS i WHERE i.subscriber = $1::text AND i.event_id = e.id OFFSET 0)
     ON CONFLICT (position) DO NOTHING
 )
 UPDATE billing_progress AS b

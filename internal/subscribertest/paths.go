@@ -276,6 +276,7 @@ type reference struct {
 	pool   *pgxpool.Pool
 	sub    dispatch.Subscriber
 	tables []string
+	settle func(context.Context, *pgxpool.Pool) error
 }
 
 func (r *reference) rows(t *testing.T, events []eventstore.Event) []string {
@@ -297,7 +298,16 @@ func (r *reference) rows(t *testing.T, events []eventstore.Event) []string {
 		}
 		return nil
 	}))
+	settle(t, r.settle, r.pool)
 	return dump(t, r.pool, r.tables)
+}
+
+// settle runs Features.Settle, when set, on pool.
+func settle(t *testing.T, f func(context.Context, *pgxpool.Pool) error, pool *pgxpool.Pool) {
+	t.Helper()
+	if f != nil {
+		require.NoError(t, f(t.Context(), pool), "subscribertest: Features.Settle")
+	}
 }
 
 // dump reads every row of tables, each as "table {row as JSON}", sorted:
