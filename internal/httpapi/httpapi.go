@@ -32,7 +32,7 @@ import (
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/operations"
 	"github.com/catacloud/epoch/internal/pglisten"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // Config is what the API needs. Pool, Commands and Logger are required.
@@ -77,7 +77,7 @@ type Config struct {
 	MaxWaitsPerUser int
 	// Movable are the subscribers the operations API acts on (redrive,
 	// rebuild, dead letters: a replay hands events to these very
-	// implementations), by name. Nil: storage and billing.
+	// implementations), by name. Nil: subscribers.Movable().
 	Movable []dispatch.Subscriber
 	// QueueMessages reads how many messages a broker queue holds, for
 	// GET /v1/admin/status. Nil, or failing: queue_messages is null.
@@ -160,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Background = cfg.Pool
 	}
 	if cfg.Movable == nil {
-		cfg.Movable = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+		cfg.Movable = subscribers.Movable()
 	}
 	subs := make(map[string]dispatch.Subscriber, len(cfg.Movable))
 	for _, sub := range cfg.Movable {
