@@ -20,7 +20,6 @@ import (
 
 	"github.com/catacloud/epoch/internal/backoff"
 	"github.com/catacloud/epoch/internal/backpressure"
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/database"
@@ -29,10 +28,9 @@ import (
 	"github.com/catacloud/epoch/internal/janitor"
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/process"
-	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
 	"github.com/catacloud/epoch/internal/serve"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // config is the api's environment (prefix EPOCH_). `api --help` lists it.
@@ -114,8 +112,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err := migrateWhenReady(ctx, pool, logger, cfg.StartupTimeout); err != nil {
 		return err
 	}
-	projections, movable := subscribers()
-	dispatcher, err := dispatch.New(projections, movable, cfg.InlineSubscribers)
+	movable := subscribers.Movable()
+	dispatcher, err := dispatch.New(subscribers.Projections(), movable, cfg.InlineSubscribers)
 	if err != nil {
 		return err
 	}
@@ -198,14 +196,6 @@ func tokenCacheTTL(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
-}
-
-// subscribers lists what the dispatcher places: the projections the API
-// reads back (always inline) and the movable subscribers (inline when named
-// in EPOCH_INLINE_SUBSCRIBERS, else remote, in the worker).
-func subscribers() (projections, movable []dispatch.Subscriber) {
-	return []dispatch.Subscriber{projection.Subscriber{}},
-		[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
 }
 
 // queueReader reads queue depths of EPOCH_AMQP_URL's vhost through the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/process"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -91,7 +93,15 @@ func TestRun(t *testing.T) {
 		Subscribers []struct{ Name, Placement string }
 	}
 	require.NoError(t, json.Unmarshal(body, &status))
-	require.Equal(t, []struct{ Name, Placement string }{{"storage", "inline"}, {"billing", "remote"}}, status.Subscribers)
+	var want []struct{ Name, Placement string }
+	for _, name := range subscribers.Movable().Names() {
+		placement := "remote"
+		if slices.Contains(cfg.InlineSubscribers, name) {
+			placement = "inline"
+		}
+		want = append(want, struct{ Name, Placement string }{name, placement})
+	}
+	require.Equal(t, want, status.Subscribers)
 
 	cancel()
 	select {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // b8 times each subscriber working off the backlog B2's relay left in its
@@ -14,7 +16,7 @@ func (b *bench) b8(ctx context.Context) error {
 	if b.b2Messages == 0 {
 		return fmt.Errorf("B8 needs the backlog of B2, which did not run")
 	}
-	for _, sub := range []string{"storage", "billing"} {
+	for _, sub := range subscribers.Movable().Names() {
 		var before int
 		if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", sub).Scan(&before); err != nil {
 			return err

@@ -17,11 +17,10 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testcluster"
 )
 
@@ -60,14 +59,7 @@ type cluster struct {
 // on the node it declares from, and the worker's own declare finds them
 // identical.
 func clusterSubscriptions() []broker.Subscription {
-	var subs []broker.Subscription
-	for _, s := range []interface {
-		Name() string
-		EventTypes() []string
-	}{storage.Subscriber{}, billing.Subscriber{}} {
-		subs = append(subs, broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()})
-	}
-	return subs
+	return subscribers.Movable().Subscriptions()
 }
 
 // openCluster takes the cluster lock (waiting for whoever holds it), brings

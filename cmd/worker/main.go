@@ -14,6 +14,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/process"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // config is the worker's environment (prefix EPOCH_). `worker --help` lists it.
@@ -45,14 +46,11 @@ type config struct {
 	FaultCrashAfterConfirm float64       `envconfig:"FAULT_CRASH_AFTER_CONFIRM" default:"0" desc:"tests only: probability that the relay kills its own process (SIGKILL) after a batch is confirmed and before its rows are deleted"`
 }
 
-// Roles a worker can run.
-const (
-	roleRelay   = "relay"
-	roleStorage = "storage"
-	roleBilling = "billing"
-)
+// Roles a worker can run: the relay and each movable subscriber, by its
+// name.
+const roleRelay = subscribers.RoleRelay
 
-var knownRoles = []string{roleRelay, roleStorage, roleBilling}
+var knownRoles = subscribers.Roles()
 
 // Values of EPOCH_DECLARE_TOPOLOGY.
 const (

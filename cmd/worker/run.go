@@ -28,20 +28,19 @@ import (
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/consumer"
 	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/heal"
 	"github.com/catacloud/epoch/internal/migrate"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/serve"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // remoteSubscribers are the subscribers a worker can consume for, by role.
 // Their queues are declared whichever roles this worker runs, so events
 // wait in them while no worker consumes.
-var remoteSubscribers = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+var remoteSubscribers = subscribers.Movable()
 
 // role is one long-running part of the worker.
 type role struct {
@@ -50,10 +49,7 @@ type role struct {
 }
 
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	subscriptions := make([]broker.Subscription, len(remoteSubscribers))
-	for i, s := range remoteSubscribers {
-		subscriptions[i] = broker.Subscription{Name: s.Name(), EventTypes: s.EventTypes()}
-	}
+	subscriptions := remoteSubscribers.Subscriptions()
 	allTypes := domain.EventTypes()
 	topology := func(ch *amqp.Channel) error {
 		if err := broker.DeclareTopology(ch, subscriptions, cfg.DeliveryLimit); err != nil {
@@ -143,7 +139,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		// keep the consumer from consuming at all.
 		var ownTopology func(ch *amqp.Channel) error
 		if topology != nil {
-			own := []broker.Subscription{{Name: sub.Name(), EventTypes: sub.EventTypes()}}
+			own := subscribers.List{sub}.Subscriptions()
 			ownTopology = func(ch *amqp.Channel) error { return broker.DeclareTopology(ch, own, cfg.DeliveryLimit) }
 		}
 		c, err := consumer.New(consumerPool, sub, consumer.Config{

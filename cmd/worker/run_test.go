@@ -46,7 +46,11 @@ func TestDeclareOnlyNeedsNoDatabase(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	for _, q := range []string{broker.QueueName(roleStorage), broker.DeadQueueName(roleBilling), broker.Unsubscribed} {
+	queues := []string{broker.Unsubscribed}
+	for _, name := range remoteSubscribers.Names() {
+		queues = append(queues, broker.QueueName(name), broker.DeadQueueName(name))
+	}
+	for _, q := range queues {
 		_, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
 		require.NoError(t, err, "%s declared", q)
 	}
@@ -128,17 +132,27 @@ func (l *loop) run(ctx context.Context) error {
 	return nil
 }
 
-// setupSupervisor gives a supervisor whose server and relay and storage
-// roles are stand-ins, plus the billing role given.
-func setupSupervisor(billing func(context.Context) error) (supervisor, []*loop) {
-	server, relay, storage := &loop{}, &loop{}, &loop{}
+// lastRole is the role setupSupervisor runs as given.
+var lastRole = knownRoles[len(knownRoles)-1]
+
+// setupSupervisor gives a supervisor whose server and every role but the
+// last are stand-ins, plus the last role (lastRole) given.
+func setupSupervisor(last func(context.Context) error) (supervisor, []*loop) {
+	server := &loop{}
+	others := []*loop{server}
+	var roles []role
+	for _, name := range knownRoles[:len(knownRoles)-1] {
+		l := &loop{}
+		others = append(others, l)
+		roles = append(roles, role{name, l.run})
+	}
 	return supervisor{
 		serve:           server.run,
 		waitForSchema:   func(context.Context) error { return nil },
-		roles:           []role{{roleRelay, relay.run}, {roleStorage, storage.run}, {roleBilling, billing}},
+		roles:           append(roles, role{lastRole, last}),
 		shutdownTimeout: 5 * time.Second,
 		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, []*loop{server, relay, storage}
+	}, others
 }
 
 // A role that fails ends the worker: run returns its error, after the
@@ -152,7 +166,7 @@ func TestAFailingRoleEndsTheWorker(t *testing.T) {
 	})
 	err := s.run(context.Background())
 	require.ErrorIs(t, err, failure)
-	require.ErrorContains(t, err, "billing: ")
+	require.ErrorContains(t, err, lastRole+": ")
 	for _, l := range others {
 		require.True(t, l.stopped.Load(), "run returned before every loop stopped")
 	}
@@ -163,7 +177,7 @@ func TestAFailingRoleEndsTheWorker(t *testing.T) {
 func TestARoleThatEndsByItselfEndsTheWorker(t *testing.T) {
 	t.Parallel()
 	s, others := setupSupervisor(func(context.Context) error { return nil })
-	require.ErrorContains(t, s.run(context.Background()), "billing: ended while the worker runs")
+	require.ErrorContains(t, s.run(context.Background()), lastRole+": ended while the worker runs")
 	for _, l := range others {
 		require.True(t, l.stopped.Load())
 	}
@@ -173,12 +187,12 @@ func TestARoleThatEndsByItselfEndsTheWorker(t *testing.T) {
 // nil.
 func TestShutdownWaitsForEveryLoop(t *testing.T) {
 	t.Parallel()
-	billing := &loop{}
-	s, others := setupSupervisor(billing.run)
+	last := &loop{}
+	s, others := setupSupervisor(last.run)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	require.NoError(t, s.run(ctx))
-	for _, l := range append(others, billing) {
+	for _, l := range append(others, last) {
 		require.True(t, l.stopped.Load())
 	}
 }
@@ -193,7 +207,7 @@ func TestALoopThatHangsIsNamedAtTheShutdownTimeout(t *testing.T) {
 	s.shutdownTimeout = 100 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	require.ErrorContains(t, s.run(ctx), "[billing] did not stop within the shutdown timeout")
+	require.ErrorContains(t, s.run(ctx), "["+lastRole+"] did not stop within the shutdown timeout")
 }
 
 // The roles start only once the schema is there: a wait for it that fails

@@ -250,12 +250,12 @@ func TestDeadLetteringIsAtLeastOnceUnderThePolicy(t *testing.T) {
 
 	const limit = 1
 	subs := []broker.Subscription{
-		{Name: "storage", EventTypes: []string{"file.uploaded"}}, // under the policy
-		{Name: "billing", EventTypes: []string{"file.deleted"}},  // not
+		{Name: "covered", EventTypes: []string{"file.uploaded"}},  // under the policy
+		{Name: "uncovered", EventTypes: []string{"file.deleted"}}, // not
 	}
 	policy := rabbitadmin.Policy{
 		Vhost: vhost, Name: broker.DeadLetterPolicyName, ApplyTo: "queues",
-		Pattern: broker.DeadLetterPolicyPattern([]string{"storage"}), Definition: broker.DeadLetterPolicyDefinition(),
+		Pattern: broker.DeadLetterPolicyPattern([]string{"covered"}), Definition: broker.DeadLetterPolicyDefinition(),
 	}
 	require.NoError(t, admin.PutPolicy(ctx, policy))
 	for _, s := range subs {
@@ -301,7 +301,7 @@ func TestDeadLetteringIsAtLeastOnceUnderThePolicy(t *testing.T) {
 	policy.Priority = 1
 	require.NoError(t, admin.PutPolicy(ctx, policy))
 
-	dead := broker.DeadQueueName("storage")
+	dead := broker.DeadQueueName("covered")
 	require.Eventually(t, func() bool {
 		q, err := ch.QueueDeclarePassive(dead, true, false, false, false, nil)
 		return err == nil && q.Messages > 0
@@ -309,13 +309,13 @@ func TestDeadLetteringIsAtLeastOnceUnderThePolicy(t *testing.T) {
 	d, ok, err := ch.Get(dead, true)
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.Equal(t, "m-storage", d.MessageId)
+	require.Equal(t, "m-covered", d.MessageId)
 	time.Sleep(time.Second)
 	_, ok, err = ch.Get(dead, true)
 	require.NoError(t, err)
 	require.False(t, ok, "the dead letter arrives once")
 
-	q, err := ch.QueueDeclarePassive(broker.DeadQueueName("billing"), true, false, false, false, nil)
+	q, err := ch.QueueDeclarePassive(broker.DeadQueueName("uncovered"), true, false, false, false, nil)
 	require.NoError(t, err)
 	require.Zero(t, q.Messages, "without the policy the broker dropped the dead letter it could not route")
 }

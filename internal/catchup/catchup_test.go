@@ -16,6 +16,7 @@ import (
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -46,7 +47,7 @@ func TestWait(t *testing.T) {
 	watchers := map[string]*catchup.Watcher{}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, name := range []string{storage.Name, "billing"} {
+	for _, name := range subscribers.Movable().Names() {
 		w := catchup.NewWatcher(pool, name, catchup.WatcherConfig{}, logger)
 		watchers[name] = w
 		go w.Run(runCtx)

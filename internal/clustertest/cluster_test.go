@@ -18,6 +18,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testcluster"
 )
 
@@ -162,7 +163,7 @@ func (c *cluster) newVhost() {
 	// As a deployed cluster has it (README): the subscriber queues
 	// dead-letter at least once.
 	if err := admin.PutPolicy(ctx, rabbitadmin.Policy{
-		Vhost: c.vhost, Name: broker.DeadLetterPolicyName, Pattern: broker.DeadLetterPolicyPattern([]string{"storage", "billing"}),
+		Vhost: c.vhost, Name: broker.DeadLetterPolicyName, Pattern: broker.DeadLetterPolicyPattern(subscribers.Movable().Names()),
 		ApplyTo: "queues", Definition: broker.DeadLetterPolicyDefinition(),
 	}); err != nil {
 		c.t.Fatalf("dead-letter policy on %s: %v", c.vhost, err)

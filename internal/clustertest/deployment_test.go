@@ -23,6 +23,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/e2ekit"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -516,7 +517,7 @@ func (d *deployment) verify(ctx context.Context, l *load, alive []*e2ekit.Proc) 
 		// worker was replaced: each file event applied exactly once per
 		// subscriber over the two of them, from its queue or healed from
 		// the store, redeliveries counted apart.
-		for _, sub := range []string{"storage", "billing"} {
+		for _, sub := range subscribers.Movable().Names() {
 			var applied float64
 			for _, w := range d.workers {
 				applied += e2ekit.Metric(t, d.http, w.Addr, "epoch_consumer_processed_total", fmt.Sprintf("subscriber=%q", sub))

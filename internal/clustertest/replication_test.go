@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // The topology the worker declares, with the same arguments as on one node
@@ -27,10 +26,7 @@ func TestSubscriberQueuesReplicatedOnEveryNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subs := []broker.Subscription{
-		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
-		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
-	}
+	subs := subscribers.Movable().Subscriptions()
 	if err := broker.DeclareTopology(ch, subs, broker.DefaultDeliveryLimit); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,3 @@
-// Package command runs the write side: each command loads what it needs
-// (locking the rows it changes), decides its events with a pure function of
-// internal/domain, appends them with their expected versions, runs the
-// inline subscribers and queues the outbox rows, all in the caller's
-// transaction. Run wraps that in a transaction with retries on conflicts.
 package command
 
 import (

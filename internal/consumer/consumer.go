@@ -378,46 +378,39 @@ func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery, prev *sett
 	for i, d := range batch {
 		notices[i] = readNotice(d)
 	}
-	err := c.apply(ctx, notices)
-	if err == nil {
-		// The ack covers every earlier delivery of the channel: the batch
-		// before, applied at the same time, must be settled first.
-		if prev != nil {
-			if <-prev.done; prev.err != nil {
-				return prev.err
+	// A failing message is isolated: each alone in its own transaction.
+	whole, err := dispatch.Isolate(notices, dispatch.Isolation[notice]{
+		Apply: func(n []notice) error {
+			if len(n) < len(notices) {
+				n[0] = readNotice(n[0].d) // as delivered, not as the batch left it
 			}
-		}
-		if err := batch[len(batch)-1].Ack(true); err != nil {
-			// Committed but not acked: the redelivery is an inbox no-op.
-			return fmt.Errorf("ack: %w", err)
-		}
-		return nil
-	}
-	if ctx.Err() != nil {
-		return err
-	}
-	if len(batch) > 1 {
-		c.logger.Warn("batch failed, retrying its messages one by one", "messages", len(batch), "error", err)
-	}
-	// Isolate the bad message(s): each alone in its own transaction.
-	for i, d := range batch {
-		n := notices[i : i+1]
-		if len(batch) > 1 {
-			n[0] = readNotice(d)
-			err = c.apply(ctx, n)
-		}
-		if err == nil {
-			if err := d.Ack(false); err != nil {
+			return c.apply(ctx, n)
+		},
+		Stop: func(error) bool { return ctx.Err() != nil },
+		Split: func(cause error) {
+			c.logger.Warn("batch failed, retrying its messages one by one", "messages", len(batch), "error", cause)
+		},
+		Applied: func(n []notice) error {
+			if err := n[0].d.Ack(false); err != nil {
 				return fmt.Errorf("ack: %w", err)
 			}
-			continue
+			return nil
+		},
+		Failed: func(n []notice, cause error) error { return c.failed(ctx, n, cause) },
+	})
+	if !whole {
+		return err
+	}
+	// The ack covers every earlier delivery of the channel: the batch
+	// before, applied at the same time, must be settled first.
+	if prev != nil {
+		if <-prev.done; prev.err != nil {
+			return prev.err
 		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if err := c.failed(ctx, n, err); err != nil {
-			return err
-		}
+	}
+	if err := batch[len(batch)-1].Ack(true); err != nil {
+		// Committed but not acked: the redelivery is an inbox no-op.
+		return fmt.Errorf("ack: %w", err)
 	}
 	return nil
 }

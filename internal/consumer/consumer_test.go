@@ -34,6 +34,7 @@ import (
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/syncbuf"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
@@ -66,10 +67,7 @@ func setup(t *testing.T) *env {
 }
 
 func subscriptions() []broker.Subscription {
-	return []broker.Subscription{
-		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
-		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
-	}
+	return subscribers.Movable().Subscriptions()
 }
 
 // run starts a consumer until the test ends (or the returned stop).
@@ -237,7 +235,7 @@ func TestConsumerAppliesShuffledDuplicatedDeliveries(t *testing.T) {
 	e.run(t, e.pool, billing.Subscriber{}, consumer.Config{Prefetch: 100, BatchSize: 37})
 	e.requireUsage(t, owner, n, 20*time.Second)
 
-	for _, name := range []string{storage.Name, billing.Name} {
+	for _, name := range subscribers.Movable().Names() {
 		require.Eventually(t, func() bool {
 			return metric(t, e.reg, "epoch_consumer_processed_total", name, "") == float64(len(evs)) &&
 				metric(t, e.reg, "epoch_consumer_duplicates_total", name, "") == float64(len(sends)-len(evs))
@@ -294,7 +292,7 @@ func TestConsumerDeadLettersPoisonAndKeepsFlowing(t *testing.T) {
 	e.run(t, e.pool, billing.Subscriber{}, consumer.Config{})
 	e.requireUsage(t, owner, 30, 20*time.Second)
 
-	for _, name := range []string{storage.Name, billing.Name} {
+	for _, name := range subscribers.Movable().Names() {
 		require.EventuallyWithT(t, func(c *assertT) {
 			require.Equal(c, map[string]string{"garbage": consumer.ReasonMalformed, nulKey: consumer.ReasonMalformed, bad.ID.String(): consumer.ReasonFailed},
 				e.keptDeadLetters(t, name))
@@ -372,7 +370,7 @@ func TestConsumerAppliesOnlyStoredEvents(t *testing.T) {
 		early.ID.String():     consumer.ReasonUnknownEvent,
 		misplaced.ID.String(): consumer.ReasonUnknownEvent,
 	}
-	for _, name := range []string{storage.Name, billing.Name} {
+	for _, name := range subscribers.Movable().Names() {
 		require.EventuallyWithT(t, func(c *assertT) {
 			require.Equal(c, want, e.keptDeadLetters(t, name))
 		}, 20*time.Second, 50*time.Millisecond, name)

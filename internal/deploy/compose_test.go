@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // root is the repository root, relative to this package's directory (where
@@ -57,7 +58,7 @@ const topologyService = "topology"
 var ports = map[string]string{"api": "8080", "relay": "8081", "storage": "8082", "billing": "8083"}
 
 // workers are the worker services, by the one role each runs.
-var workers = []string{"relay", "storage", "billing"}
+var workers = subscribers.Roles()
 
 // The `cluster` profile: three RabbitMQ nodes, a topology one-shot of its
 // own, and each worker twice, against the nodes.

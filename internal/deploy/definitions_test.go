@@ -18,11 +18,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
@@ -133,7 +132,7 @@ func TestRabbitDefinitions(t *testing.T) {
 
 // remoteSubscribers are the subscribers whose queues the topology declares
 // (cmd/worker's remoteSubscribers).
-var remoteSubscribers = []string{storage.Name, billing.Name}
+var remoteSubscribers = subscribers.Movable().Names()
 
 // TestDeadLetterPolicy: the definitions file's one policy is the broker
 // package's dead-letter policy, for the subscriber queues and no other
@@ -186,10 +185,7 @@ func TestDeadLetterPolicyOnTheBroker(t *testing.T) {
 	conn, err := amqp.Dial(amqpURL)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	subs := []broker.Subscription{
-		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
-		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
-	}
+	subs := subscribers.Movable().Subscriptions()
 	require.NoError(t, broker.DeclareTopology(channel(t, conn), subs, broker.DefaultDeliveryLimit))
 	require.NoError(t, broker.DeclareUnsubscribed(channel(t, conn), subs, domain.JobEventTypes))
 

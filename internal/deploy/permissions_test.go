@@ -11,11 +11,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
@@ -27,10 +26,8 @@ func TestBrokerPermissions(t *testing.T) {
 	conns := brokerUsers(t, append([]string{topologyService}, workers...))
 
 	topo := channel(t, conns[topologyService])
-	subs := []broker.Subscription{
-		{Name: storage.Name, EventTypes: storage.Subscriber{}.EventTypes()},
-		{Name: billing.Name, EventTypes: billing.Subscriber{}.EventTypes()},
-	}
+	subs := subscribers.Movable().Subscriptions()
+	names := subscribers.Movable().Names()
 	allTypes := domain.EventTypes()
 	require.NoError(t, broker.DeclareTopology(topo, subs, broker.DefaultDeliveryLimit))
 	require.NoError(t, broker.DeclareUnsubscribed(topo, subs, allTypes))
@@ -39,10 +36,10 @@ func TestBrokerPermissions(t *testing.T) {
 	relay := conns["relay"]
 	require.NoError(t, publish(t, channel(t, relay), domain.FileUploaded, "m1"))
 	require.NoError(t, publish(t, channel(t, relay), domain.JobCreated, "m2"), "a job event reaches the unsubscribed queue")
-	requireRefused(t, consume(channel(t, relay), broker.QueueName(storage.Name)), "the relay consumes")
-	requireRefused(t, consume(channel(t, relay), broker.DeadQueueName(storage.Name)), "the relay consumes")
+	requireRefused(t, consume(channel(t, relay), broker.QueueName(names[0])), "the relay consumes")
+	requireRefused(t, consume(channel(t, relay), broker.DeadQueueName(names[0])), "the relay consumes")
 
-	for own, other := range map[string]string{storage.Name: billing.Name, billing.Name: storage.Name} {
+	for _, own := range names {
 		conn := conns[own]
 		ch := channel(t, conn)
 		d, ok, err := ch.Get(broker.QueueName(own), false)
@@ -52,8 +49,13 @@ func TestBrokerPermissions(t *testing.T) {
 		require.NoError(t, d.Ack(false))
 		require.NoError(t, consume(channel(t, conn), broker.QueueName(own)), "%s consumes its queue", own)
 		require.NoError(t, consume(channel(t, conn), broker.DeadQueueName(own)), "%s consumes its dead letters", own)
-		requireRefused(t, consume(channel(t, conn), broker.QueueName(other)), own+" consumes "+other+"'s queue")
-		requireRefused(t, consume(channel(t, conn), broker.DeadQueueName(other)), own+" consumes "+other+"'s dead letters")
+		for _, other := range names {
+			if other == own {
+				continue
+			}
+			requireRefused(t, consume(channel(t, conn), broker.QueueName(other)), own+" consumes "+other+"'s queue")
+			requireRefused(t, consume(channel(t, conn), broker.DeadQueueName(other)), own+" consumes "+other+"'s dead letters")
+		}
 		requireRefused(t, consume(channel(t, conn), broker.Unsubscribed), own+" consumes the unsubscribed queue")
 		requireRefused(t, publish(t, channel(t, conn), domain.FileUploaded, "forged"), own+" publishes to "+broker.Exchange)
 		requireRefused(t, broker.DeclareTopology(channel(t, conn), subs, broker.DefaultDeliveryLimit), own+" declares")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/catacloud/epoch/internal/e2ekit"
 	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testpgpair"
 )
 
@@ -159,7 +160,7 @@ func TestAsynchronousFailover(t *testing.T) {
 	for _, b := range lost {
 		lostIDs[b.ID] = true
 	}
-	for _, sub := range []string{"storage", "billing"} {
+	for _, sub := range subscribers.Movable().Names() {
 		e2ekit.Eventually(t, 30*time.Second, sub+" dead-letters every lost event", func() (bool, string) {
 			dead := d.deadLetters(sub)
 			missing := 0
@@ -188,11 +189,11 @@ func TestAsynchronousFailover(t *testing.T) {
 		late = append(late, first[e.ID.String()])
 	}
 	before := map[string]map[string]deadLetter{}
-	for _, sub := range []string{"storage", "billing"} {
+	for _, sub := range subscribers.Movable().Names() {
 		before[sub] = d.deadLetters(sub)
 	}
 	d.publishAgain(late)
-	for _, sub := range []string{"storage", "billing"} {
+	for _, sub := range subscribers.Movable().Names() {
 		e2ekit.Eventually(t, 30*time.Second, sub+" dead-letters the lost deletes' late copies", func() (bool, string) {
 			dead := d.deadLetters(sub)
 			again := 0

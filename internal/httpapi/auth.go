@@ -1,10 +1,7 @@
 package httpapi
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -12,7 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/operator"
 )
 
 // userHandler is a handler of an authenticated user's request.
@@ -28,7 +25,7 @@ func (s *server) authed(h userHandler) http.HandlerFunc {
 			writeError(w, errUnauthorized)
 			return
 		}
-		hash := tokenHash(token)
+		hash := operator.TokenHash(token)
 		if user, ok := s.tokens.get(hash); ok {
 			h(w, r, user)
 			return
@@ -39,8 +36,8 @@ func (s *server) authed(h userHandler) http.HandlerFunc {
 		}
 		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 		defer cancel()
-		user, err := dbsqlc.New().UserIDByTokenHash(ctx, s.cfg.Pool, hash)
-		if err = database.NotFound(err); errors.Is(err, database.ErrNotFound) {
+		user, err := s.op.UserByTokenHash(ctx, hash)
+		if errors.Is(err, database.ErrNotFound) {
 			s.tokens.refuse(hash)
 			writeError(w, errUnauthorized)
 			return
@@ -64,26 +61,8 @@ func bearer(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
-func tokenHash(token string) []byte {
-	sum := sha256.Sum256([]byte(token))
-	return sum[:]
-}
-
-// newToken is 32 random bytes, base64url without padding.
-func newToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 type userInput struct {
 	Name *string `json:"name"`
-}
-
-type userOutput struct {
-	ID    uuid.UUID `json:"id"`
-	Name  string    `json:"name"`
-	Token string    `json:"token"`
 }
 
 // admin guards the calls for the admin token only: 403 while none is
@@ -116,14 +95,9 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := userOutput{ID: uuid.New(), Name: name, Token: newToken()}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	err = dbsqlc.New().UserInsert(ctx, s.cfg.Pool, &dbsqlc.UserInsertParams{ID: out.ID, Name: name, TokenHash: tokenHash(out.Token)})
-	if database.IsUniqueViolation(err, "") {
-		// 2^-256: a collision of random tokens or ids is not worth a retry loop.
-		err = errors.New("create user: token or id collision")
-	}
+	out, err := s.op.CreateUser(ctx, name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -140,15 +114,14 @@ func (s *server) rotateToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	token := newToken()
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	user, err := dbsqlc.New().UserRotateToken(ctx, s.cfg.Pool, &dbsqlc.UserRotateTokenParams{ID: id, TokenHash: tokenHash(token)})
+	user, err := s.op.RotateToken(ctx, id)
 	if err != nil {
-		s.fail(w, r, notFoundSays(database.NotFound(err), "no such user"))
+		s.fail(w, r, notFoundSays(err, "no such user"))
 		return
 	}
 	// This process need not wait for its own notification.
 	s.tokens.forget(user.ID)
-	writeJSON(w, http.StatusOK, userOutput{ID: user.ID, Name: user.Name, Token: token})
+	writeJSON(w, http.StatusOK, user)
 }

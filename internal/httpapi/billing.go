@@ -206,8 +206,8 @@ func (s *server) verifyStatements(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errInvalid(err.Error()))
 		return
 	}
-	s.startOperation(w, r, billing.VerifyKind, "statements", func(ctx context.Context, p *operations.Progress) error {
-		return billing.Verify(ctx, s.cfg.Background, from, to, s.billing, s.log, p)
+	s.startOperation(w, r, func(ctx context.Context) (operations.Operation, error) {
+		return s.op.VerifyStatements(ctx, s.life, from, to, s.billing)
 	})
 }
 

@@ -1,23 +1,17 @@
 package httpapi
 
 import (
-	"cmp"
-	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dbsqlc"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/operator"
 )
 
 // maxReplayIDs is the most ids one replay names.
@@ -27,29 +21,15 @@ const maxReplayIDs = 1000
 // one transaction.
 const replayBatch = 500
 
-// deadLetter is an item of GET /v1/admin/subscribers/{name}/dead-letters.
-// Position, Type and StreamID are the stored event's, nil when the dead
-// letter names none: a body is never believed.
-type deadLetter struct {
-	EventID     string     `json:"event_id"`
-	Position    *int64     `json:"position"`
-	Type        *string    `json:"type"`
-	StreamID    *uuid.UUID `json:"stream_id"`
-	Reason      string     `json:"reason"`
-	Deaths      int32      `json:"deaths"`
-	FirstDeadAt time.Time  `json:"first_dead_at"`
-	LastDeadAt  time.Time  `json:"last_dead_at"`
-}
-
 type deadLetterPage struct {
-	Items      []deadLetter `json:"items"`
-	NextCursor *string      `json:"next_cursor"`
+	Items      []operator.DeadLetter `json:"items"`
+	NextCursor *string               `json:"next_cursor"`
 }
 
 // subscriber reads the {name} path segment: one of Config.Movable, or a
 // 404.
 func (s *server) subscriber(r *http.Request) (dispatch.Subscriber, error) {
-	sub, ok := s.subs[r.PathValue("name")]
+	sub, ok := s.op.Subscriber(r.PathValue("name"))
 	if !ok {
 		return nil, errNotFound("no such subscriber")
 	}
@@ -76,28 +56,15 @@ func (s *server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	rows, err := dbsqlc.New().DeadLetterList(ctx, s.cfg.Pool, &dbsqlc.DeadLetterListParams{
-		Subscriber: sub.Name(), AfterAt: after.at, AfterID: after.id, MaxCount: limit + 1})
+	items, next, err := s.op.DeadLetters(ctx, sub, operator.Cursor(after), limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	page := deadLetterPage{Items: make([]deadLetter, 0, min(len(rows), int(limit)))}
-	for i, row := range rows {
-		if i == int(limit) {
-			next := deadLetterCursor{at: rows[i-1].FirstDeadAt, id: rows[i-1].EventID}.String()
-			page.NextCursor = &next
-			break
-		}
-		d := deadLetter{EventID: row.EventID, StreamID: row.StreamID, Reason: row.Reason, Deaths: row.Deaths,
-			FirstDeadAt: row.FirstDeadAt.UTC(), LastDeadAt: row.LastDeadAt.UTC()}
-		if row.StoredPosition.Valid {
-			d.Position = &row.StoredPosition.Int64
-		}
-		if row.Type.Valid {
-			d.Type = &row.Type.String
-		}
-		page.Items = append(page.Items, d)
+	page := deadLetterPage{Items: items}
+	if next != nil {
+		token := deadLetterCursor(*next).String()
+		page.NextCursor = &token
 	}
 	writeJSON(w, http.StatusOK, page)
 }
@@ -156,150 +123,17 @@ func (s *server) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	var replayed int64
 	if ids != nil {
-		replayed, err = s.replayIDs(r, sub, ids)
+		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
+		defer cancel()
+		replayed, err = s.op.Replay(ctx, sub, ids)
 	} else {
-		replayed, err = s.replayAll(r, sub)
+		replayed, err = s.op.ReplayAll(r.Context(), sub)
 	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int64{"replayed": replayed})
-}
-
-// replayIDs replays the named dead letters in one transaction.
-func (s *server) replayIDs(r *http.Request, sub dispatch.Subscriber, ids []string) (int64, error) {
-	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
-	defer cancel()
-	var replayed int64
-	err := database.InTx(ctx, s.cfg.Pool, func(tx *database.Tx) error {
-		rows, err := dbsqlc.New().DeadLetterClaimByIDs(ctx, tx, &dbsqlc.DeadLetterClaimByIDsParams{
-			Subscriber: sub.Name(), EventIds: ids})
-		if err != nil {
-			return fmt.Errorf("claim dead letters: %w", err)
-		}
-		claimed := make([]*dbsqlc.DeadLetterClaimPageRow, len(rows))
-		for i, row := range rows {
-			claimed[i] = (*dbsqlc.DeadLetterClaimPageRow)(row)
-		}
-		replayed, err = s.replayClaimed(ctx, tx, sub, claimed)
-		return err
-	})
-	return replayed, err
-}
-
-// replayAll replays every dead letter of sub, a batch per transaction, in
-// list order; the ones that stay are stepped over by the cursor.
-func (s *server) replayAll(r *http.Request, sub dispatch.Subscriber) (int64, error) {
-	var total int64
-	var after deadLetterCursor
-	for {
-		var rows []*dbsqlc.DeadLetterClaimPageRow
-		var replayed int64
-		ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
-		err := database.InTx(ctx, s.cfg.Pool, func(tx *database.Tx) error {
-			var err error
-			rows, err = dbsqlc.New().DeadLetterClaimPage(ctx, tx, &dbsqlc.DeadLetterClaimPageParams{
-				Subscriber: sub.Name(), AfterAt: after.at, AfterID: after.id, MaxCount: replayBatch})
-			if err != nil {
-				return fmt.Errorf("claim dead letters: %w", err)
-			}
-			replayed, err = s.replayClaimed(ctx, tx, sub, rows)
-			return err
-		})
-		cancel()
-		if err != nil {
-			return total, err
-		}
-		total += replayed
-		if len(rows) < replayBatch {
-			return total, nil
-		}
-		last := rows[len(rows)-1]
-		after = deadLetterCursor{at: last.FirstDeadAt, id: last.EventID}
-	}
-}
-
-// replayClaimed applies, in tx, the stored events of the claimed dead
-// letters that name one, in position order, and deletes those dead letters:
-// they are no longer dead, whether the subscriber's inbox took them now or
-// had them already. The others stay as they are. It returns how many left
-// the list.
-func (s *server) replayClaimed(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, rows []*dbsqlc.DeadLetterClaimPageRow) (int64, error) {
-	events := make([]eventstore.Event, 0, len(rows))
-	for _, row := range rows {
-		if row.ID == nil || !row.Position.Valid {
-			continue // no stored event has this id at this position
-		}
-		events = append(events, eventstore.Event{ID: *row.ID, StreamType: row.StreamType.String, StreamID: *row.StreamID,
-			Version: row.Version.Int32, Type: row.Type.String, Data: row.Data, OccurredAt: *row.OccurredAt,
-			Position: row.Position.Int64})
-	}
-	if len(events) == 0 {
-		return 0, nil
-	}
-	slices.SortFunc(events, func(a, b eventstore.Event) int { return cmp.Compare(a.Position, b.Position) })
-	applied, fresh, err := s.applyIsolated(ctx, tx, sub, events)
-	if err != nil {
-		return 0, err
-	}
-	ids := make([]string, len(applied))
-	for i, e := range applied {
-		ids[i] = e.ID.String()
-	}
-	n, err := dbsqlc.New().DeadLetterDelete(ctx, tx, &dbsqlc.DeadLetterDeleteParams{Subscriber: sub.Name(), EventIds: ids})
-	if err != nil {
-		return 0, fmt.Errorf("delete replayed dead letters: %w", err)
-	}
-	if fresh > 0 {
-		if err := dispatch.Announce(ctx, tx, sub.Name()); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
-}
-
-// applyIsolated delivers events to sub in a savepoint; when the subscriber
-// fails on them, it delivers each in a savepoint of its own, so an event
-// that fails again (a dead letter kept as failed) stays dead without
-// keeping the others from being applied. It returns the events applied
-// and how many were new to sub. An unreachable database fails it all.
-func (s *server) applyIsolated(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, events []eventstore.Event) ([]eventstore.Event, int, error) {
-	fresh, err := deliverInSavepoint(ctx, tx, sub, events)
-	if err == nil {
-		return events, fresh, nil
-	}
-	if unavailable(err) || ctx.Err() != nil {
-		return nil, 0, err
-	}
-	applied := events[:0:0]
-	fresh = 0
-	for _, e := range events {
-		n, err := deliverInSavepoint(ctx, tx, sub, []eventstore.Event{e})
-		if err != nil {
-			if unavailable(err) || ctx.Err() != nil {
-				return nil, 0, err
-			}
-			s.log.ErrorContext(ctx, "replayed dead letter failed again; it stays", "subscriber", sub.Name(),
-				"event_id", e.ID, "position", e.Position, "error", err)
-			continue
-		}
-		applied = append(applied, e)
-		fresh += n
-	}
-	return applied, fresh, nil
-}
-
-// deliverInSavepoint is dispatch.DeliverCount in a savepoint of tx,
-// rolled back (inbox rows included) when it fails. The subscriber's queued
-// writes are sent and checked before the savepoint is released, so their
-// errors surface here rather than at COMMIT.
-func deliverInSavepoint(ctx context.Context, tx *database.Tx, sub dispatch.Subscriber, events []eventstore.Event) (n int, err error) {
-	err = tx.Savepoint(ctx, func(tx *database.Tx) (err error) {
-		n, err = dispatch.DeliverCount(ctx, tx, sub, events)
-		return err
-	})
-	return n, err
 }
 
 // discardDeadLetter is DELETE /v1/admin/subscribers/{name}/dead-letters/{event_id}.
@@ -316,9 +150,8 @@ func (s *server) discardDeadLetter(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	n, err := dbsqlc.New().DeadLetterDelete(ctx, s.cfg.Pool, &dbsqlc.DeadLetterDeleteParams{
-		Subscriber: sub.Name(), EventIds: []string{id}})
-	if err == nil && n == 0 {
+	err = s.op.Discard(ctx, sub, id)
+	if errors.Is(err, operator.ErrNoSuchDeadLetter) {
 		err = errNotFound("no such dead letter")
 	}
 	if err != nil {
@@ -328,13 +161,8 @@ func (s *server) discardDeadLetter(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// deadLetterCursor is a place in a subscriber's dead letters: after the
-// one that died first at at with id (the list's order). The zero value is
-// before them all.
-type deadLetterCursor struct {
-	at time.Time
-	id string
-}
+// deadLetterCursor is operator.Cursor written as an opaque URL-safe token.
+type deadLetterCursor operator.Cursor
 
 const deadLetterCursorPrefix = "d:"
 
@@ -344,7 +172,7 @@ const maxCursorMicros = 253402300799999999
 
 // String encodes the cursor as an opaque URL-safe token.
 func (c deadLetterCursor) String() string {
-	raw := deadLetterCursorPrefix + strconv.FormatInt(c.at.UnixMicro(), 10) + ":" + c.id
+	raw := deadLetterCursorPrefix + strconv.FormatInt(c.At.UnixMicro(), 10) + ":" + c.ID
 	return base64.RawURLEncoding.EncodeToString([]byte(raw))
 }
 
@@ -373,5 +201,5 @@ func parseDeadLetterCursor(token string) (deadLetterCursor, error) {
 	if err != nil || n < 0 || n > maxCursorMicros || domain.CheckDeadLetterID("cursor", id) != nil {
 		return deadLetterCursor{}, bad
 	}
-	return deadLetterCursor{at: time.UnixMicro(n), id: id}, nil
+	return deadLetterCursor{At: time.UnixMicro(n), ID: id}, nil
 }

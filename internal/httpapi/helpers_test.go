@@ -17,12 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/projection"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -48,8 +46,7 @@ func setup(t testing.TB, edit ...func(*httpapi.Config)) *env {
 
 func setupWith(t testing.TB, pool *pgxpool.Pool, url string, apiPool *pgxpool.Pool, edit ...func(*httpapi.Config)) *env {
 	t.Helper()
-	d, err := dispatch.New([]dispatch.Subscriber{projection.Subscriber{}},
-		[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}, nil)
+	d, err := dispatch.New(subscribers.Projections(), subscribers.Movable(), nil)
 	require.NoError(t, err)
 	registry := prometheus.NewRegistry()
 	cfg := httpapi.Config{

@@ -30,9 +30,9 @@ import (
 	"github.com/catacloud/epoch/internal/catchup"
 	"github.com/catacloud/epoch/internal/command"
 	"github.com/catacloud/epoch/internal/dispatch"
-	"github.com/catacloud/epoch/internal/operations"
+	"github.com/catacloud/epoch/internal/operator"
 	"github.com/catacloud/epoch/internal/pglisten"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // Config is what the API needs. Pool, Commands and Logger are required.
@@ -77,7 +77,7 @@ type Config struct {
 	MaxWaitsPerUser int
 	// Movable are the subscribers the operations API acts on (redrive,
 	// rebuild, dead letters: a replay hands events to these very
-	// implementations), by name. Nil: storage and billing.
+	// implementations), by name. Nil: subscribers.Movable().
 	Movable []dispatch.Subscriber
 	// QueueMessages reads how many messages a broker queue holds, for
 	// GET /v1/admin/status. Nil, or failing: queue_messages is null.
@@ -113,9 +113,8 @@ type server struct {
 	metrics  *metrics
 	billing  billing.Settings
 	tokens   *tokenCache
-	watchers map[string]*catchup.Watcher    // by subscriber
-	subs     map[string]dispatch.Subscriber // Config.Movable, by name
-	ops      *operations.Runner
+	watchers map[string]*catchup.Watcher // by subscriber
+	op       *operator.Operator
 	// life ends when Run's context does: operations run until then.
 	life    context.Context
 	endLife context.CancelFunc
@@ -160,15 +159,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.Background = cfg.Pool
 	}
 	if cfg.Movable == nil {
-		cfg.Movable = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
-	}
-	subs := make(map[string]dispatch.Subscriber, len(cfg.Movable))
-	for _, sub := range cfg.Movable {
-		subs[sub.Name()] = sub
+		cfg.Movable = subscribers.Movable()
 	}
 	s := &server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: m, billing: settings,
-		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{}, subs: subs,
-		ops: operations.NewRunner(cfg.Background, cfg.Logger)}
+		tokens: newTokenCache(cfg.TokenCacheTTL), watchers: map[string]*catchup.Watcher{},
+		op: operator.New(operator.Config{Pool: cfg.Pool, Background: cfg.Background, Subscribers: cfg.Movable,
+			Timeout: cfg.DBTimeout, Logger: cfg.Logger})}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	// Until Run hears the rotation channel, no cached token is trusted.
 	s.tokens.setLive(false)

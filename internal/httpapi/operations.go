@@ -6,13 +6,8 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dispatch"
-	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/operations"
-	"github.com/catacloud/epoch/internal/projection"
-	"github.com/catacloud/epoch/internal/rebuild"
-	"github.com/catacloud/epoch/internal/redrive"
+	"github.com/catacloud/epoch/internal/operator"
 )
 
 var errOperationRunning = &apiError{Status: http.StatusConflict, Code: "operation_running",
@@ -40,19 +35,22 @@ func (s *server) redrive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	from := *in.FromPosition
-	s.startOperation(w, r, "redrive", sub.Name(), func(ctx context.Context, p *operations.Progress) error {
-		return redrive.Run(ctx, s.cfg.Background, sub, from, p)
+	s.startOperation(w, r, func(ctx context.Context) (operations.Operation, error) {
+		return s.op.Redrive(ctx, s.life, sub, from)
 	})
 }
 
-// startOperation starts work as an operation that outlives the request
-// (until the api stops) and answers 202 with it.
-func (s *server) startOperation(w http.ResponseWriter, r *http.Request, kind, target string, work operations.Work) {
+// startOperation starts an operation that outlives the request (until the
+// api stops) and answers 202 with it.
+func (s *server) startOperation(w http.ResponseWriter, r *http.Request, start func(ctx context.Context) (operations.Operation, error)) {
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	op, err := s.ops.Start(ctx, s.life, kind, target, work)
-	if errors.Is(err, operations.ErrRunning) {
+	op, err := start(ctx)
+	switch {
+	case errors.Is(err, operations.ErrRunning):
 		err = errOperationRunning
+	case errors.Is(err, operator.ErrNotRebuildable):
+		err = errInvalid(err.Error())
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -71,7 +69,7 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	op, err := operations.Get(ctx, s.cfg.Background, id)
+	op, err := s.op.Operation(ctx, id)
 	if err != nil {
 		s.fail(w, r, notFoundSays(err, "no such operation"))
 		return
@@ -88,20 +86,8 @@ func (s *server) rebuildSubscriber(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	rb, ok := sub.(dispatch.Rebuildable)
-	if !ok {
-		s.fail(w, r, errInvalid(sub.Name()+" keeps no rows a rebuild can recompute"))
-		return
-	}
-	target := rebuild.Target{
-		Tables: rb.Tables(),
-		Apply: func(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
-			return rb.Handle(ctx, tx, dispatch.Filter(rb, events))
-		},
-		Applied: rebuild.Subscriber, AppliedArgs: []any{rb.Name(), rb.EventTypes()},
-	}
-	s.startOperation(w, r, "rebuild", rb.Name(), func(ctx context.Context, p *operations.Progress) error {
-		return rebuild.Run(ctx, s.cfg.Background, target, true, p)
+	s.startOperation(w, r, func(ctx context.Context) (operations.Operation, error) {
+		return s.op.RebuildSubscriber(ctx, s.life, sub)
 	})
 }
 
@@ -125,9 +111,7 @@ func (s *server) rebuildProjections(w http.ResponseWriter, r *http.Request) {
 		}
 		swap = in.Swap != nil && *in.Swap
 	}
-	p := projection.Subscriber{}
-	target := rebuild.Target{Tables: p.Tables(), Apply: p.Handle, Applied: rebuild.Projections}
-	s.startOperation(w, r, "projections_rebuild", projection.Name, func(ctx context.Context, pr *operations.Progress) error {
-		return rebuild.Run(ctx, s.cfg.Background, target, swap, pr)
+	s.startOperation(w, r, func(ctx context.Context) (operations.Operation, error) {
+		return s.op.RebuildProjections(ctx, s.life, swap)
 	})
 }

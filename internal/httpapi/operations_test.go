@@ -12,13 +12,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -57,7 +56,7 @@ func (e *env) waitOperation(t *testing.T, location string) map[string]any {
 func TestRedriveBackfillsASubscriberAddedLater(t *testing.T) {
 	t.Parallel()
 	e := setup(t, func(c *httpapi.Config) {
-		c.Movable = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}, uploads{}}
+		c.Movable = subscribers.Movable().With(uploads{})
 	})
 	_, err := e.pool.Exec(t.Context(), `CREATE TABLE test_uploads (owner_id uuid PRIMARY KEY, n int NOT NULL)`)
 	require.NoError(t, err)

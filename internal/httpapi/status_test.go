@@ -16,17 +16,15 @@ import (
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
-	"github.com/catacloud/epoch/internal/projection"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testbroker"
 )
 
 // inlineBilling runs billing in the command's transaction, storage remote.
 func inlineBilling(t *testing.T) func(*httpapi.Config) {
 	return func(c *httpapi.Config) {
-		d, err := dispatch.New([]dispatch.Subscriber{projection.Subscriber{}},
-			[]dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}, []string{billing.Name})
+		d, err := dispatch.New(subscribers.Projections(), subscribers.Movable(), []string{billing.Name})
 		require.NoError(t, err)
 		c.Commands = command.NewService(c.Pool, d)
 	}
@@ -133,10 +131,7 @@ func TestAdminStatusQueueMessages(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	require.NoError(t, broker.DeclareTopology(ch, []broker.Subscription{
-		{Name: "storage", EventTypes: []string{"file.uploaded"}},
-		{Name: "billing", EventTypes: []string{"file.uploaded"}},
-	}, 20))
+	require.NoError(t, broker.DeclareTopology(ch, subscribers.Movable().Subscriptions(), 20))
 	for range 3 {
 		require.NoError(t, ch.PublishWithContext(t.Context(), "", broker.QueueName("storage"), false, false, amqp.Publishing{Body: []byte("x")}))
 	}

@@ -11,17 +11,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
 	"github.com/catacloud/epoch/internal/eventstore"
 	"github.com/catacloud/epoch/internal/inboxprune"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
-var subscribers = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+var movable = subscribers.Movable()
 
 // history appends uploads and deletions of files of a few owners (and a
 // job event, which neither subscriber takes) and returns them.
@@ -54,7 +54,7 @@ func history(t *testing.T, ctx context.Context, pool *pgxpool.Pool, files int) [
 
 func deliver(t *testing.T, ctx context.Context, pool *pgxpool.Pool, events []eventstore.Event) {
 	t.Helper()
-	for _, sub := range subscribers {
+	for _, sub := range movable {
 		require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return dispatch.Deliver(ctx, tx, sub, events) }))
 	}
 }
@@ -113,7 +113,7 @@ func TestRedeliveryAfterPruningChangesNothing(t *testing.T) {
 	before := rows(t, ctx, pool)
 	head := events[len(events)-1].Position
 
-	for _, sub := range subscribers {
+	for _, sub := range movable {
 		first := sweep(t, ctx, pool, sub)
 		require.Zero(t, first.Watermark, "a proposal is never adopted in the sweep that makes it")
 		require.Equal(t, head, first.Proposed)
@@ -132,7 +132,7 @@ func TestRedeliveryAfterPruningChangesNothing(t *testing.T) {
 		again = again[n:]
 	}
 	require.Equal(t, before, rows(t, ctx, pool))
-	for _, sub := range subscribers {
+	for _, sub := range movable {
 		require.Zero(t, inboxRows(t, ctx, pool, sub.Name()), "a redelivery below the watermark claims no inbox row")
 	}
 

@@ -16,19 +16,17 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/opsmetrics"
 	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
 	"github.com/catacloud/epoch/internal/outbox"
 	"github.com/catacloud/epoch/internal/rabbitadmin"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testbroker"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
-var subscribers = []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+var movable = subscribers.Movable()
 
 // With no relay running, a worker's scrape counts the outbox, each
 // subscriber's dead letters, and the messages in each dead-letter queue.
@@ -44,7 +42,7 @@ func TestCollectWithoutRelay(t *testing.T) {
 	opstatustest.DeadLetters(t, pool, "storage", 2)
 	opstatustest.DeadLetters(t, pool, "billing", 1)
 
-	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: subscribers, AMQPURL: amqpURL})
+	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: movable, AMQPURL: amqpURL})
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP epoch_outbox_pending Events in the outbox waiting to be relayed.
 # TYPE epoch_outbox_pending gauge
@@ -66,7 +64,7 @@ epoch_dead_letter_queue_messages{subscriber="storage"} 2
 func TestRelayOnTheSameRegistry(t *testing.T) {
 	t.Parallel()
 	pool, _ := testdb.New(t)
-	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: subscribers})
+	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: movable})
 	pub, err := broker.NewPublisher(broker.PublisherConfig{URL: "amqp://guest:guest@127.0.0.1:1/"}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	_, err = outbox.NewRelay(pool, []*broker.Publisher{pub}, outbox.Config{}, slog.New(slog.DiscardHandler), reg)
@@ -85,7 +83,7 @@ func TestDeadQueueDepthAsTheRelaysUser(t *testing.T) {
 	publishDead(t, amqpURL, "billing", 1)
 
 	relayURL := leastPrivilegeUser(t, amqpURL, rabbitadmin.Permissions{Configure: "^$", Write: `^catacloud\.events$`, Read: "^$"})
-	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: subscribers, AMQPURL: relayURL})
+	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: movable, AMQPURL: relayURL})
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP epoch_dead_letter_queue_messages Messages ready in a subscriber's dead-letter queue catacloud.<name>.dead, the broker's backstop past the delivery limit.
 # TYPE epoch_dead_letter_queue_messages gauge
@@ -100,7 +98,7 @@ func TestMissingQueuesAndBroker(t *testing.T) {
 	t.Parallel()
 	pool, _ := testdb.New(t)
 	amqpURL := testbroker.New(t) // no topology declared
-	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: subscribers, AMQPURL: amqpURL})
+	reg := register(t, opsmetrics.Config{DB: pool, Subscribers: movable, AMQPURL: amqpURL})
 	n, err := testutil.GatherAndCount(reg, "epoch_dead_letter_queue_messages")
 	require.NoError(t, err)
 	require.Zero(t, n)
@@ -110,7 +108,7 @@ func TestMissingQueuesAndBroker(t *testing.T) {
 	require.Equal(t, 2, n, "the same connection, once the queues exist")
 
 	// A listener that accepts and never answers.
-	reg = register(t, opsmetrics.Config{DB: pool, Subscribers: subscribers, AMQPURL: silentBroker(t), Timeout: 500 * time.Millisecond})
+	reg = register(t, opsmetrics.Config{DB: pool, Subscribers: movable, AMQPURL: silentBroker(t), Timeout: 500 * time.Millisecond})
 	began := time.Now()
 	n, err = testutil.GatherAndCount(reg, "epoch_dead_letter_queue_messages", "epoch_dead_letters", "epoch_outbox_pending")
 	require.NoError(t, err)
@@ -148,8 +146,8 @@ func declare(t *testing.T, amqpURL string) {
 	defer conn.Close()
 	ch, err := conn.Channel()
 	require.NoError(t, err)
-	subs := make([]broker.Subscription, len(subscribers))
-	for i, sub := range subscribers {
+	subs := make([]broker.Subscription, len(movable))
+	for i, sub := range movable {
 		subs[i] = broker.Subscription{Name: sub.Name(), EventTypes: sub.EventTypes()}
 	}
 	require.NoError(t, broker.DeclareTopology(ch, subs, 20))

@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
 	"github.com/catacloud/epoch/internal/database"
 	"github.com/catacloud/epoch/internal/dispatch"
 	"github.com/catacloud/epoch/internal/domain"
@@ -16,6 +15,7 @@ import (
 	"github.com/catacloud/epoch/internal/opstatus"
 	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
 	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testdb"
 )
 
@@ -26,12 +26,16 @@ func TestReadWithoutRelay(t *testing.T) {
 	t.Parallel()
 	pool, _ := testdb.New(t)
 	ctx := context.Background()
-	names := []dispatch.Subscriber{storage.Subscriber{}, billing.Subscriber{}}
+	names := subscribers.Movable()
 
 	s, err := opstatus.Read(ctx, pool, names)
 	require.NoError(t, err)
 	require.Equal(t, opstatus.Outbox{BlockedBy: []opstatus.Transaction{}}, s.Outbox)
-	require.Equal(t, []opstatus.Subscriber{{Name: "storage"}, {Name: "billing"}}, s.Subscribers)
+	var idle []opstatus.Subscriber
+	for _, name := range names.Names() {
+		idle = append(idle, opstatus.Subscriber{Name: name})
+	}
+	require.Equal(t, idle, s.Subscribers)
 
 	events := append(opstatustest.Write(t, pool, 3), opstatustest.Write(t, pool, 1)...)
 	pid := opstatustest.HoldOpen(t, pool)
@@ -54,13 +58,17 @@ func TestReadWithoutRelay(t *testing.T) {
 	require.Equal(t, "idle in transaction", s.Outbox.BlockedBy[0].State)
 	require.Greater(t, s.Outbox.BlockedBy[0].AgeSeconds, 0.0)
 	// storage is behind by the third and fourth events, billing not at all.
-	require.Greater(t, s.Subscribers[0].LagSeconds, 0.0)
-	require.Less(t, s.Subscribers[0].LagSeconds, 60.0)
-	s.Subscribers[0].LagSeconds = 0
-	require.Equal(t, []opstatus.Subscriber{
-		{Name: "storage", AppliedPosition: events[1].Position, DeadLetters: 2, LagPositions: events[3].Position - events[1].Position},
-		{Name: "billing", AppliedPosition: events[3].Position, DeadLetters: 1},
-	}, s.Subscribers)
+	byName := map[string]opstatus.Subscriber{}
+	for _, sub := range s.Subscribers {
+		byName[sub.Name] = sub
+	}
+	require.Len(t, byName, len(names))
+	lagging := byName["storage"]
+	require.Greater(t, lagging.LagSeconds, 0.0)
+	require.Less(t, lagging.LagSeconds, 60.0)
+	lagging.LagSeconds = 0
+	require.Equal(t, opstatus.Subscriber{Name: "storage", AppliedPosition: events[1].Position, DeadLetters: 2, LagPositions: events[3].Position - events[1].Position}, lagging)
+	require.Equal(t, opstatus.Subscriber{Name: "billing", AppliedPosition: events[3].Position, DeadLetters: 1}, byName["billing"])
 }
 
 // The lag is read from the event store: a subscriber nothing consumes for
