@@ -15,10 +15,10 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/migrate"
-	"github.com/catacloud/epoch/internal/process"
+	"github.com/catacloud/epoch/internal/ops/migrate"
+	"github.com/catacloud/epoch/internal/platform/process"
 	"github.com/catacloud/epoch/internal/subscribers"
-	"github.com/catacloud/epoch/internal/testdb"
+	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
 // The api starts on an empty database (applying the migrations), serves,

@@ -1,0 +1,16 @@
+package billing_test
+
+import (
+	"testing"
+
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
+	"github.com/catacloud/epoch/internal/testkit/subscribertest"
+)
+
+// The billing subscriber gives the same rows inline and remote, in any
+// order, with duplicates and redeliveries.
+func TestBillingConforms(t *testing.T) {
+	t.Parallel()
+	subscribertest.Run(t, subscribertest.Features{New: func() dispatch.Subscriber { return billing.Subscriber{} }})
+}
