@@ -22,6 +22,7 @@ import (
 	"github.com/catacloud/epoch/internal/commandside/command"
 	"github.com/catacloud/epoch/internal/delivery/broker"
 	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/delivery/outbox"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/ops/janitor"
 	"github.com/catacloud/epoch/internal/ops/migrate"
@@ -230,6 +231,12 @@ func migrateWhenReady(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logg
 	again := backoff.New(backoff.DefaultMin, migrateMaxWait)
 	for {
 		applied, err := migrate.Up(ctx, pool)
+		// goose begins and commits each migration's transaction, so none
+		// carries the relays' wake-up: one for them all, for the outbox
+		// rows a migration may have written or moved.
+		if applied > 0 {
+			outbox.Wake(ctx, pool)
+		}
 		if err == nil {
 			logger.Info("migrations applied", "count", applied)
 			return nil

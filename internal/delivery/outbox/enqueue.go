@@ -59,7 +59,8 @@ func sendWake(ctx context.Context, db database.DBTX) *dbsqlc.OutboxWakeBatchResu
 
 // Wake wakes the relays at once, as a transaction of its own: for outbox
 // rows no Enqueue wrote, whose transactions carried no wake-up (a
-// migration's, which goose begins and commits). A wake-up that cannot be
+// migration's, which goose begins and commits: the api sends one after
+// migrate applied them). A wake-up that cannot be
 // sent is only logged, as Enqueue's.
 func Wake(ctx context.Context, db database.DBTX) {
 	if err := database.Exec(sendWake(ctx, db)); err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/delivery/outbox"
-	"github.com/catacloud/epoch/internal/ops/migrate"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/testkit/testbroker"
 	"github.com/catacloud/epoch/internal/testkit/testdb"
@@ -94,8 +93,9 @@ func TestRolledBackCommandWakesNoOne(t *testing.T) {
 // Every transaction that writes outbox rows is followed by a wake-up once
 // it committed: a command's (its NOTIFY after the COMMIT, in the COMMIT's
 // round trip), and the migrations', whose transactions goose begins and
-// commits, so migrate sends one wake-up once it applied them (none when
-// there was nothing to apply).
+// commits, so the api sends one wake-up once migrate applied them (none
+// when there was nothing to apply: cmd/api's
+// TestMigrationsWakeTheRelaysOnce).
 func TestEveryOutboxWriteWakesTheRelaysAfterItsCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -114,18 +114,5 @@ func TestEveryOutboxWriteWakesTheRelaysAfterItsCommit(t *testing.T) {
 		require.True(t, notified(5*time.Second), "no NOTIFY after the command's commit")
 		sent := trips.Take()
 		require.Equal(t, []string{"COMMIT", "OutboxWake"}, sent[len(sent)-1][len(sent[len(sent)-1])-2:])
-	})
-	t.Run("migrations", func(t *testing.T) {
-		t.Parallel()
-		pool, _ := testdb.Empty(t)
-		notified := listenForWakeUps(t, pool)
-		n, err := migrate.Up(ctx, pool)
-		require.NoError(t, err)
-		require.Positive(t, n)
-		require.True(t, notified(5*time.Second), "no NOTIFY after the migrations committed")
-		n, err = migrate.Up(ctx, pool)
-		require.NoError(t, err)
-		require.Zero(t, n)
-		require.False(t, notified(300*time.Millisecond), "a NOTIFY with no migration applied")
 	})
 }

@@ -26,7 +26,6 @@ import (
 	goosedb "github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 
-	"github.com/catacloud/epoch/internal/delivery/outbox"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/schema"
 )
@@ -125,12 +124,6 @@ func upTo(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, version int64) (i
 	var partial *goose.PartialError
 	if errors.As(err, &partial) {
 		results = partial.Applied
-	}
-	// goose begins and commits each migration's transaction, so none
-	// carries a wake-up of ours: one for them all, for the outbox rows a
-	// migration may have written or moved.
-	if len(results) > 0 {
-		outbox.Wake(ctx, pool)
 	}
 	if partial != nil {
 		return len(results), fmt.Errorf("migrate %s: %w", path.Base(partial.Failed.Source.Path), partial.Err)
