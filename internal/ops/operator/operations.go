@@ -12,7 +12,6 @@ import (
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/ops/rebuild"
-	"github.com/catacloud/epoch/internal/ops/redrive"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/platform/operations"
 	"github.com/catacloud/epoch/internal/subscribers/billing"
@@ -29,7 +28,7 @@ var ErrNotRebuildable = errors.New("keeps no rows a rebuild can recompute")
 // through its inbox, and to no one else.
 func (o *Operator) Redrive(ctx, life context.Context, sub dispatch.Subscriber, from int64) (operations.Operation, error) {
 	return o.ops.Start(ctx, life, "redrive", sub.Name(), func(ctx context.Context, p *operations.Progress) error {
-		return redrive.Run(ctx, o.cfg.Background, sub, from, p)
+		return redrive(ctx, o.cfg.Background, sub, from, p)
 	})
 }
 

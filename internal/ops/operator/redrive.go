@@ -1,9 +1,4 @@
-// Package redrive hands a subscriber the stored events again, straight from
-// the event store: it recovers messages that never arrived (a purged queue,
-// a lost dead letter) and backfills a subscriber added later. Events go
-// through the subscriber's inbox, so what it applied already is a no-op,
-// and to that subscriber alone: nothing is published.
-package redrive
+package operator
 
 import (
 	"context"
@@ -17,17 +12,24 @@ import (
 	"github.com/catacloud/epoch/internal/platform/operations"
 )
 
-// PageSize is how many stored events one transaction reads and hands over.
-const PageSize = 1000
+// redrivePage is how many stored events one transaction of a redrive reads
+// and hands over.
+const redrivePage = 1000
 
-// Run hands sub every stored event of its types with a position ≥ from, in
-// position order, PageSize at a time, each page in one transaction, and
+// A redrive hands a subscriber the stored events again, straight from
+// the event store: it recovers messages that never arrived (a purged queue,
+// a lost dead letter) and backfills a subscriber added later. Events go
+// through the subscriber's inbox, so what it applied already is a no-op,
+// and to that subscriber alone: nothing is published.
+//
+// redrive hands sub every stored event of its types with a position ≥ from, in
+// position order, redrivePage at a time, each page in one transaction, and
 // reports how many were new to it. It reads up to the head as it finds it
 // when it gets there, so events committed meanwhile are included.
-func Run(ctx context.Context, pool *pgxpool.Pool, sub dispatch.Subscriber, from int64, progress *operations.Progress) error {
+func redrive(ctx context.Context, pool *pgxpool.Pool, sub dispatch.Subscriber, from int64, progress *operations.Progress) error {
 	after := max(from, 1) - 1
 	for {
-		page, err := eventstore.After(ctx, pool, after, PageSize)
+		page, err := eventstore.After(ctx, pool, after, redrivePage)
 		if err != nil {
 			return fmt.Errorf("redrive %s: %w", sub.Name(), err)
 		}
