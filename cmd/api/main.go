@@ -18,24 +18,25 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/catacloud/epoch/internal/backoff"
-	"github.com/catacloud/epoch/internal/backpressure"
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/commandside/backpressure"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/delivery/outbox"
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/janitor"
-	"github.com/catacloud/epoch/internal/migrate"
-	"github.com/catacloud/epoch/internal/process"
-	"github.com/catacloud/epoch/internal/rabbitadmin"
-	"github.com/catacloud/epoch/internal/serve"
+	"github.com/catacloud/epoch/internal/ops/janitor"
+	"github.com/catacloud/epoch/internal/ops/migrate"
+	"github.com/catacloud/epoch/internal/platform/backoff"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/platform/process"
+	"github.com/catacloud/epoch/internal/platform/rabbitadmin"
+	"github.com/catacloud/epoch/internal/platform/serve"
 	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // config is the api's environment (prefix EPOCH_). `api --help` lists it.
 // A default that a package uses is that package's exported constant; the
-// tag repeats it (envconfig cannot name a constant), and internal/deploy's
+// tag repeats it (envconfig cannot name a constant), and internal/systemtest/deploy's
 // TestDefaultsHaveOneHome keeps the two equal.
 type config struct {
 	DatabaseURL       string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"Postgres connection URL"`
@@ -230,6 +231,12 @@ func migrateWhenReady(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logg
 	again := backoff.New(backoff.DefaultMin, migrateMaxWait)
 	for {
 		applied, err := migrate.Up(ctx, pool)
+		// goose begins and commits each migration's transaction, so none
+		// carries the relays' wake-up: one for them all, for the outbox
+		// rows a migration may have written or moved.
+		if applied > 0 {
+			outbox.Wake(ctx, pool)
+		}
 		if err == nil {
 			logger.Info("migrations applied", "count", applied)
 			return nil

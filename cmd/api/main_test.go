@@ -12,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/kelseyhightower/envconfig"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/migrate"
-	"github.com/catacloud/epoch/internal/process"
+	"github.com/catacloud/epoch/internal/delivery/outbox"
+	"github.com/catacloud/epoch/internal/ops/migrate"
+	"github.com/catacloud/epoch/internal/platform/process"
 	"github.com/catacloud/epoch/internal/subscribers"
-	"github.com/catacloud/epoch/internal/testdb"
+	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
 // The api starts on an empty database (applying the migrations), serves,
@@ -148,4 +150,36 @@ func TestNegativeSettingsAreRefused(t *testing.T) {
 			require.NoError(t, checkConfig(&cfg))
 		})
 	}
+}
+
+// The migrations' transactions, which goose begins and commits, carry no
+// wake-up of their own: the api sends the relays one once it applied
+// them, and none when there was nothing to apply.
+func TestMigrationsWakeTheRelaysOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := testdb.Empty(t)
+	listener, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	t.Cleanup(listener.Release)
+	_, err = listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel)
+	require.NoError(t, err)
+	notified := func(within time.Duration) bool {
+		waitCtx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		_, err := listener.Conn().WaitForNotification(waitCtx)
+		if pgconn.Timeout(err) {
+			return false
+		}
+		require.NoError(t, err)
+		return true
+	}
+	logger := slog.New(slog.DiscardHandler)
+	require.NoError(t, migrateWhenReady(ctx, pool, logger, time.Minute))
+	require.True(t, notified(5*time.Second), "no NOTIFY after the migrations committed")
+	pending, err := migrate.Pending(ctx, pool)
+	require.NoError(t, err)
+	require.Zero(t, pending)
+	require.NoError(t, migrateWhenReady(ctx, pool, logger, time.Minute))
+	require.False(t, notified(300*time.Millisecond), "a NOTIFY with no migration applied")
 }

@@ -17,10 +17,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/eventstore"
-	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/core/eventstore"
+	"github.com/catacloud/epoch/internal/delivery/outbox"
 )
 
 // apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the

@@ -15,9 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/catacloud/epoch/internal/catchup"
+	"github.com/catacloud/epoch/internal/delivery/catchup"
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/subscribers/storage"
 )
 
 // b10Conc is how many closed-loop clients the bystander reads with in B10.

@@ -7,9 +7,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/eventstore"
-	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/core/eventstore"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/delivery/outbox"
 )
 
 // b11 is B2 on the three-node cluster: a backlog of file events in the

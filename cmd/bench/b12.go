@@ -7,7 +7,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/catacloud/epoch/internal/broker"
+	"github.com/catacloud/epoch/internal/delivery/broker"
 )
 
 // roundTripSubscription is the raw round trip's queue on the cluster,

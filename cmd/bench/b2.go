@@ -10,10 +10,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/eventstore"
-	"github.com/catacloud/epoch/internal/outbox"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/core/eventstore"
+	"github.com/catacloud/epoch/internal/delivery/outbox"
+	"github.com/catacloud/epoch/internal/platform/database"
 )
 
 // b2 fills the outbox with a backlog of file events while no relay runs,

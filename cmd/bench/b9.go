@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/core/domain"
 )
 
 // b9Conc is how many GETs of the full job's preview run at once in B9.

@@ -15,11 +15,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/catacloud/epoch/internal/billing"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dispatch"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/core/eventstore"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
 )
 
 // billingHistory writes n uploads of owner, spread evenly over the year

@@ -17,11 +17,11 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/platform/rabbitadmin"
 	"github.com/catacloud/epoch/internal/subscribers"
-	"github.com/catacloud/epoch/internal/testcluster"
+	"github.com/catacloud/epoch/internal/testkit/testcluster"
 )
 
 // clusterNodeURLs are the nodes scripts/rabbitmq-cluster runs (rabbit_a,

@@ -33,7 +33,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/core/domain"
 )
 
 // sizes are the sizes and durations of a run.

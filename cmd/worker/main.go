@@ -12,14 +12,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/process"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/platform/process"
 	"github.com/catacloud/epoch/internal/subscribers"
 )
 
 // config is the worker's environment (prefix EPOCH_). `worker --help` lists it.
 // A default that a package uses is that package's exported constant; the
-// tag repeats it (envconfig cannot name a constant), and internal/deploy's
+// tag repeats it (envconfig cannot name a constant), and internal/systemtest/deploy's
 // TestDefaultsHaveOneHome keeps the two equal; TestDefaultsAreTheWorkers
 // does for the worker's own (its roles, its topology values).
 type config struct {

@@ -15,11 +15,11 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/migrate"
-	"github.com/catacloud/epoch/internal/syncbuf"
-	"github.com/catacloud/epoch/internal/testbroker"
-	"github.com/catacloud/epoch/internal/testdb"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/ops/migrate"
+	"github.com/catacloud/epoch/internal/platform/syncbuf"
+	"github.com/catacloud/epoch/internal/testkit/testbroker"
+	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
 // EPOCH_DECLARE_TOPOLOGY=only declares and returns, without a database:

@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/operator"
+	"github.com/catacloud/epoch/internal/ops/operator"
+	"github.com/catacloud/epoch/internal/platform/database"
 )
 
 // userHandler is a handler of an authenticated user's request.

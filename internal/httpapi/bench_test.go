@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/testdb"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
 // BenchmarkSetJobFiles is cmd/bench's 1,000-file set in one process: PUT /v1/jobs/{id}/files with

@@ -8,13 +8,13 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/billing"
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dbsqlc"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/operations"
-	"github.com/catacloud/epoch/internal/readmodel"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/commandside/readmodel"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/platform/operations"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
 )
 
 var errEffectiveInPast = &apiError{Status: http.StatusConflict, Code: "effective_in_past",

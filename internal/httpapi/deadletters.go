@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/catacloud/epoch/internal/dispatch"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/operator"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/ops/operator"
 )
 
 // maxReplayIDs is the most ids one replay names.

@@ -13,13 +13,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dbsqlc"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/eventstore"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
+	"github.com/catacloud/epoch/internal/subscribers/storage"
 )
 
 // dlUser makes a user and returns its id and token.

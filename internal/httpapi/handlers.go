@@ -8,10 +8,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/readmodel"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/commandside/readmodel"
+	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/platform/database"
 )
 
 const headerPosition = "Epoch-Position"

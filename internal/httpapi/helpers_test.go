@@ -17,11 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/subscribers"
-	"github.com/catacloud/epoch/internal/testdb"
+	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
 const adminToken = "test-admin-token"

@@ -26,13 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/catacloud/epoch/internal/billing"
-	"github.com/catacloud/epoch/internal/catchup"
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/dispatch"
-	"github.com/catacloud/epoch/internal/operator"
-	"github.com/catacloud/epoch/internal/pglisten"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/delivery/catchup"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/ops/operator"
+	"github.com/catacloud/epoch/internal/platform/pglisten"
 	"github.com/catacloud/epoch/internal/subscribers"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
 )
 
 // Config is what the API needs. Pool, Commands and Logger are required.

@@ -11,10 +11,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/canonjson"
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/dbsqlc"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/platform/canonjson"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/platform/dbsqlc"
 )
 
 // answer is a command's successful response, kept whole so an

@@ -17,12 +17,12 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/domain"
-	"github.com/catacloud/epoch/internal/readmodel"
+	"github.com/catacloud/epoch/internal/commandside/readmodel"
+	"github.com/catacloud/epoch/internal/core/domain"
 )
 
 // Limits of the requests themselves, of DESIGN.md; the rules of the values
-// they carry are internal/domain's.
+// they carry are internal/core/domain's.
 const (
 	maxIdempotencyKey = 255
 	defaultLimit      = 100

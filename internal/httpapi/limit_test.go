@@ -10,10 +10,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/database"
-	"github.com/catacloud/epoch/internal/domain"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/core/domain"
 	"github.com/catacloud/epoch/internal/httpapi"
+	"github.com/catacloud/epoch/internal/platform/database"
 )
 
 // A job holds domain.MaxJobFiles files and not one more: the link and the

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/catacloud/epoch/internal/operations"
-	"github.com/catacloud/epoch/internal/operator"
+	"github.com/catacloud/epoch/internal/ops/operator"
+	"github.com/catacloud/epoch/internal/platform/operations"
 )
 
 var errOperationRunning = &apiError{Status: http.StatusConflict, Code: "operation_running",

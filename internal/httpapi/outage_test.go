@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/serve"
-	"github.com/catacloud/epoch/internal/testdb"
+	"github.com/catacloud/epoch/internal/platform/serve"
+	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
 // tcpProxy forwards a local port to Postgres and can cut every connection

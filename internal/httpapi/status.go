@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/opstatus"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/ops/opstatus"
 )
 
 type statusOutput struct {

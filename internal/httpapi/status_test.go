@@ -10,15 +10,15 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/catacloud/epoch/internal/billing"
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/command"
-	"github.com/catacloud/epoch/internal/dispatch"
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/httpapi"
-	"github.com/catacloud/epoch/internal/opstatus/opstatustest"
-	"github.com/catacloud/epoch/internal/rabbitadmin"
+	"github.com/catacloud/epoch/internal/platform/rabbitadmin"
 	"github.com/catacloud/epoch/internal/subscribers"
-	"github.com/catacloud/epoch/internal/testbroker"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
+	"github.com/catacloud/epoch/internal/testkit/opstatustest"
+	"github.com/catacloud/epoch/internal/testkit/testbroker"
 )
 
 // inlineBilling runs billing in the command's transaction, storage remote.

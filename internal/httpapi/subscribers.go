@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/catacloud/epoch/internal/catchup"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/delivery/catchup"
+	"github.com/catacloud/epoch/internal/subscribers/storage"
 )
 
 // The answers of a wait that ends without its subscriber caught up: each

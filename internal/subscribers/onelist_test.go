@@ -23,7 +23,7 @@ var notLists = map[string]string{
 	"internal/subscribers/subscribers.go": "the one list",
 	// docker-compose.yml names its services (and their ports) by hand; the
 	// test holds that description to check the file against it.
-	"internal/deploy/compose_test.go": "the compose file's services",
+	"internal/systemtest/deploy/compose_test.go": "the compose file's services",
 }
 
 // names maps each movable subscriber's name to its package's import path.
@@ -127,7 +127,7 @@ func TestSubscribersAreListedOnce(t *testing.T) {
 		rel, _ := filepath.Rel(root, path)
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if strings.HasPrefix(d.Name(), ".") && rel != "." || rel == "internal/dbsqlc" {
+			if strings.HasPrefix(d.Name(), ".") && rel != "." || rel == "internal/platform/dbsqlc" {
 				return filepath.SkipDir
 			}
 			return nil
@@ -159,7 +159,7 @@ func TestTheListCheckFindsListsOnly(t *testing.T) {
 		}
 	}
 	pa, pb := byName[a], byName[b]
-	header := "package p\nimport (\n\t" + strconv.Quote(pa) + "\n\tother " + strconv.Quote(pb) + "\n\t\"github.com/catacloud/epoch/internal/broker\"\n)\n"
+	header := "package p\nimport (\n\t" + strconv.Quote(pa) + "\n\tother " + strconv.Quote(pb) + "\n\t\"github.com/catacloud/epoch/internal/delivery/broker\"\n)\n"
 	pkgA := pa[strings.LastIndex(pa, "/")+1:]
 	for _, c := range []struct {
 		src  string

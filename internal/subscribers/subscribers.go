@@ -10,11 +10,11 @@
 package subscribers
 
 import (
-	"github.com/catacloud/epoch/internal/billing"
-	"github.com/catacloud/epoch/internal/broker"
-	"github.com/catacloud/epoch/internal/dispatch"
-	"github.com/catacloud/epoch/internal/projection"
-	"github.com/catacloud/epoch/internal/storage"
+	"github.com/catacloud/epoch/internal/commandside/projection"
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/subscribers/billing"
+	"github.com/catacloud/epoch/internal/subscribers/storage"
 )
 
 // List is a set of movable subscribers, in the order they are run,
