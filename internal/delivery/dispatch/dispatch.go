@@ -37,6 +37,16 @@ type Rebuildable interface {
 	Tables() []string
 }
 
+// Settler is a Rebuildable subscriber that moves some of its rows on after
+// Handle wrote them (billing folds its pending ledger changes into the
+// ledger): Settle brings the tables it finds by their unqualified names to
+// that settled form, in tx, so two sets of its rows that follow from the
+// same events compare equal.
+type Settler interface {
+	Rebuildable
+	Settle(ctx context.Context, tx *database.Tx) error
+}
+
 // Dispatcher runs the inline subscribers of a command and queues its events
 // for the relay.
 type Dispatcher struct {

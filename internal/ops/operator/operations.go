@@ -46,6 +46,9 @@ func (o *Operator) RebuildSubscriber(ctx, life context.Context, sub dispatch.Sub
 		},
 		Applied: rebuild.Subscriber, AppliedArgs: []any{rb.Name(), rb.EventTypes()},
 	}
+	if s, ok := sub.(dispatch.Settler); ok {
+		target.Settle = s.Settle
+	}
 	return o.ops.Start(ctx, life, "rebuild", rb.Name(), func(ctx context.Context, p *operations.Progress) error {
 		return rebuild.Run(ctx, o.cfg.Background, target, true, p)
 	})

@@ -46,6 +46,11 @@ type Target struct {
 	// (a query over public tables, with AppliedArgs).
 	Applied     string
 	AppliedArgs []any
+	// Settle, when set, brings the tables (found by their unqualified
+	// names) to their settled form before they are compared: the copies',
+	// then the live ones, in the transaction that compares, which then
+	// locks the live tables against writers before it reads anything.
+	Settle func(ctx context.Context, tx *database.Tx) error
 }
 
 // Projections is a Target's Applied for the inline projections: every
@@ -104,6 +109,13 @@ func Run(ctx context.Context, pool *pgxpool.Pool, t Target, swap bool, progress 
 	var err2 error
 	if !swap {
 		err2 = database.InTxWith(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx *database.Tx) (err error) {
+			if t.Settle != nil {
+				// Settling writes the live rows: the snapshot is taken after
+				// the lock, so no writer's change can come between them.
+				if err := lockLive(ctx, tx, t.Tables); err != nil {
+					return err
+				}
+			}
 			differences, err = catchUpAndCompare(ctx, tx, schema, t, keys, progress)
 			return err
 		})
@@ -130,12 +142,8 @@ func Run(ctx context.Context, pool *pgxpool.Pool, t Target, swap bool, progress 
 func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, keys map[string][]string, progress *operations.Progress) (int64, error) {
 	var differences int64
 	err := database.InTx(ctx, pool, func(tx *database.Tx) error {
-		live := make([]string, len(t.Tables))
-		for i, table := range t.Tables {
-			live[i] = "public." + ident(table)
-		}
-		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(live, ", ")+" IN EXCLUSIVE MODE"); err != nil {
-			return fmt.Errorf("rebuild: lock: %w", err)
+		if err := lockLive(ctx, tx, t.Tables); err != nil {
+			return err
 		}
 		var err error
 		if differences, err = catchUpAndCompare(ctx, tx, schema, t, keys, progress); err != nil || differences == 0 {
@@ -144,6 +152,19 @@ func swapIn(ctx context.Context, pool *pgxpool.Pool, schema string, t Target, ke
 		return repair(ctx, tx, schema, t.Tables, keys)
 	})
 	return differences, err
+}
+
+// lockLive locks the live tables against writers (reads go on) for the
+// rest of tx.
+func lockLive(ctx context.Context, tx *database.Tx, tables []string) error {
+	live := make([]string, len(tables))
+	for i, table := range tables {
+		live[i] = "public." + ident(table)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(live, ", ")+" IN EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("rebuild: lock: %w", err)
+	}
+	return nil
 }
 
 // catchUpAndCompare replays, in tx, what the live side applied that the
@@ -158,6 +179,18 @@ func catchUpAndCompare(ctx context.Context, tx *database.Tx, schema string, t Ta
 	}
 	if err := settlePending(ctx, tx, schema); err != nil {
 		return 0, err
+	}
+	if t.Settle != nil {
+		// The copies first: the replay put them first on the search_path.
+		if err := t.Settle(ctx, tx); err != nil {
+			return 0, fmt.Errorf("rebuild: settle the copies: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT set_config('search_path', 'public', true)"); err != nil {
+			return 0, fmt.Errorf("rebuild: search_path: %w", err)
+		}
+		if err := t.Settle(ctx, tx); err != nil {
+			return 0, fmt.Errorf("rebuild: settle the live tables: %w", err)
+		}
 	}
 	return compare(ctx, tx, schema, t.Tables, keys)
 }

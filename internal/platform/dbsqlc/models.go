@@ -59,6 +59,7 @@ type BillingOwner struct {
 }
 
 type BillingPending struct {
+	ID      int64
 	OwnerID uuid.UUID
 	At      time.Time
 	Delta   pgtype.Numeric

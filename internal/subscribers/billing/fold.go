@@ -14,27 +14,21 @@ import (
 // the owners' ledgers.
 const foldLockKey = 0x6570_6f66_6f6c_6473 // "epofolds"
 
-// FoldBatch is how many pending changes one fold transaction takes.
+// FoldBatch is how many pending changes one fold statement takes.
 const FoldBatch = 20000
 
 // Fold moves every pending ledger change (billing_pending) into the owners'
-// ledgers (billing_levels), FoldBatch at a time, and returns how many it
-// moved. No read changes: reads add the pending changes. Folding keeps what
-// a read adds short, and does for many batches at once what each batch
-// would otherwise do alone: rewrite its owners' ledger rows from its
-// earliest change on.
+// ledgers (billing_levels), FoldBatch at a time in a transaction each, and
+// returns how many it moved. No read changes: reads add the pending
+// changes. Folding keeps what a read adds short, and does for many batches
+// at once what each batch would otherwise do alone: rewrite its owners'
+// ledger rows from its earliest change on.
 func Fold(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
-	q := dbsqlc.New()
 	var total int64
 	for {
 		var n int64
-		err := database.InTx(ctx, pool, func(tx *database.Tx) error {
-			q.BillingPreferIndexes(ctx, tx, []string{"off"})
-			if err := q.BillingFoldLock(ctx, tx, foldLockKey); err != nil {
-				return err
-			}
-			var err error
-			n, err = q.BillingFold(ctx, tx, FoldBatch)
+		err := database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
+			n, err = foldOnce(ctx, tx)
 			return err
 		})
 		if err != nil {
@@ -45,4 +39,28 @@ func Fold(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+// Settle implements dispatch.Settler: every pending change is folded, in
+// tx, into the tables its search_path finds first.
+func (Subscriber) Settle(ctx context.Context, tx *database.Tx) error {
+	for {
+		n, err := foldOnce(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("billing fold: %w", err)
+		}
+		if n < FoldBatch {
+			return nil
+		}
+	}
+}
+
+// foldOnce folds at most FoldBatch pending changes in tx.
+func foldOnce(ctx context.Context, tx *database.Tx) (int64, error) {
+	q := dbsqlc.New()
+	q.BillingPreferIndexes(ctx, tx, []string{"off"})
+	if err := q.BillingFoldLock(ctx, tx, foldLockKey); err != nil {
+		return 0, err
+	}
+	return q.BillingFold(ctx, tx, FoldBatch)
 }

@@ -60,6 +60,7 @@ type Features struct {
 	// comparison, the reference's too: for a subscriber that moves some
 	// of its rows on later, away from Handle (billing folds its pending
 	// ledger changes), so that the rows compared are the settled ones.
+	// Default: its Settle when it is a dispatch.Settler.
 	Settle func(ctx context.Context, pool *pgxpool.Pool) error
 	// History makes one history of new streams (default FileHistory). It
 	// may hold events of types the subscriber does not handle: they must
@@ -241,6 +242,11 @@ func newSuite(t *testing.T, f Features) *suite {
 	if f.Tables == nil {
 		if rb, ok := sub.(dispatch.Rebuildable); ok {
 			f.Tables = rb.Tables()
+		}
+	}
+	if s, ok := sub.(dispatch.Settler); ok && f.Settle == nil {
+		f.Settle = func(ctx context.Context, pool *pgxpool.Pool) error {
+			return database.InTx(ctx, pool, func(tx *database.Tx) error { return s.Settle(ctx, tx) })
 		}
 	}
 	if len(f.Tables) == 0 {
