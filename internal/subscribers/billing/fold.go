@@ -24,33 +24,34 @@ const FoldBatch = 20000
 // at once what each batch would otherwise do alone: rewrite its owners'
 // ledger rows from its earliest change on.
 func Fold(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
+	return foldAll(func() (n int64, err error) {
+		err = database.InTx(ctx, pool, func(tx *database.Tx) (err error) {
 			n, err = foldOnce(ctx, tx)
 			return err
 		})
-		if err != nil {
-			return total, fmt.Errorf("billing fold: %w", err)
-		}
-		total += n
-		if n < FoldBatch {
-			return total, nil
-		}
-	}
+		return n, err
+	})
 }
 
 // Settle implements dispatch.Settler: every pending change is folded, in
 // tx, into the tables its search_path finds first.
 func (Subscriber) Settle(ctx context.Context, tx *database.Tx) error {
+	_, err := foldAll(func() (int64, error) { return foldOnce(ctx, tx) })
+	return err
+}
+
+// foldAll runs step, which folds at most FoldBatch pending changes, until
+// a step takes fewer, and returns how many they took.
+func foldAll(step func() (int64, error)) (int64, error) {
+	var total int64
 	for {
-		n, err := foldOnce(ctx, tx)
+		n, err := step()
+		total += n
 		if err != nil {
-			return fmt.Errorf("billing fold: %w", err)
+			return total, fmt.Errorf("billing fold: %w", err)
 		}
 		if n < FoldBatch {
-			return nil
+			return total, nil
 		}
 	}
 }
