@@ -1,6 +1,7 @@
 -- name: HealScan :one
 -- One pass of healing for a subscriber, in one statement: the lowest
--- positions above its cursor (or its inbox watermark, when that is higher)
+-- positions above its cursor (or its inbox watermark, when that is higher),
+-- at or below what is due and at most @span positions above that floor,
 -- of stored events of its types it has not applied, leaving out those whose
 -- own application failed (a dead letter with reason failed: they wait for
 -- the operator; a forged or altered copy's dead letter, reason
@@ -9,8 +10,9 @@
 -- transactions) and xmax, which tell later passes when every position up
 -- to that head has committed or rolled back (events take their
 -- transaction id before their position, EventAppend).
--- With nothing missing it reads the events above the cursor by the primary
--- key, each with a probe of the inbox key, and nothing else.
+-- With nothing missing it reads the events from the cursor to what is due
+-- by the primary key, each with a probe of the inbox key, and nothing
+-- else; with nothing due (@due at or below the floor) it reads no event.
 SELECT f.floor::bigint AS floor,
        (SELECT coalesce(max(position), 0) FROM events)::bigint AS head,
        -- The oldest transaction running at this snapshot that may be of
@@ -28,14 +30,24 @@ SELECT f.floor::bigint AS floor,
            SELECT e.position
            FROM events e
            WHERE e.position > f.floor
+             AND e.position <= least(@due::bigint, f.floor + @span::bigint)
              AND e.type = ANY(@types::text[])
-             -- OFFSET 0 keeps each NOT EXISTS a probe of its key per
-             -- event: planned as an anti join on a young table's
-             -- statistics, it compared every event with every inbox row.
-             AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.subscriber = @subscriber::text AND i.event_id = e.id OFFSET 0)
-             AND NOT EXISTS (SELECT 1 FROM dead_letters d
-                             WHERE d.subscriber = @subscriber::text AND d.event_id = e.id::text AND d.reason = 'failed'
-                             OFFSET 0)
+             -- OFFSET 0 keeps each probe one lookup of its key per event:
+             -- planned as an anti join on a young table's statistics, it
+             -- compared every event with every inbox row. The inbox is
+             -- probed by position (its rows hold the stored event's
+             -- position with its id, InboxClaimStored): consecutive events
+             -- probe neighbouring keys, where random ids would each probe
+             -- a page of their own. CASE keeps that probe first (the planner
+             -- orders plain conditions by cost, and the small dead-letter
+             -- table's looks cheaper): an applied event, nearly every one,
+             -- costs one lookup.
+             AND CASE WHEN EXISTS (SELECT 1 FROM inbox i WHERE i.subscriber = @subscriber::text AND i.position = e.position OFFSET 0)
+                      THEN false
+                      ELSE NOT EXISTS (SELECT 1 FROM dead_letters d
+                                       WHERE d.subscriber = @subscriber::text AND d.event_id = e.id::text AND d.reason = 'failed'
+                                       OFFSET 0)
+                 END
            ORDER BY e.position
            LIMIT @max_count::int
        )::bigint[] AS missing

@@ -23,12 +23,16 @@
 // settled After ago committed at least After ago, and is healed.
 //
 // Each pass looks only above a cursor below which every event of the
-// subscriber's types is applied (or dead-lettered failed): it moves up to
-// what is settled and below the lowest missing event, so a position a
-// transaction still holds is never passed over. The inbox watermark
-// (internal/ops/inboxprune) is a floor for it. With nothing missing a pass is
-// that one statement, reading the events committed since about two passes
-// ago.
+// subscriber's types is applied (or dead-lettered failed), and only at
+// what is due: it moves up to what it looked at and below the lowest
+// missing event, so a position a transaction still holds is never passed
+// over. The inbox watermark (internal/ops/inboxprune) is a floor for it.
+// With nothing missing a pass is that one statement, reading each event
+// once, After after its commit: none in a worker's first After. A pass
+// reads at most Config.ScanSpan positions beyond those that became due
+// since the pass before, so a worker started far above its floor (the
+// watermark moves every few minutes) walks up to what is due in steps
+// rather than in one long statement beside the commands.
 package heal
 
 import (
@@ -60,6 +64,9 @@ const DefaultInterval = 2 * time.Second
 // DefaultMaxPerPass is Config.MaxPerPass's default.
 const DefaultMaxPerPass = 1000
 
+// DefaultScanSpan is Config.ScanSpan's default.
+const DefaultScanSpan = 20_000
+
 // Config tunes a Healer. Zero fields take the defaults documented on them.
 type Config struct {
 	// After is how long ago an event must have committed for a subscriber
@@ -71,6 +78,10 @@ type Config struct {
 	// MaxPerPass bounds how many missing events one pass finds, and so
 	// heals (default DefaultMaxPerPass); the next pass takes the next ones.
 	MaxPerPass int
+	// ScanSpan bounds how many positions one pass reads beyond those that
+	// became due since the pass before (default DefaultScanSpan): a
+	// catching-up pass stays a bounded statement.
+	ScanSpan int
 	// TxTimeout bounds one heal's transaction (default 30s).
 	TxTimeout time.Duration
 	// Hold, when set, holds healing back while it reports true (the
@@ -90,11 +101,14 @@ func (c *Config) setDefaults() error {
 	if c.MaxPerPass == 0 {
 		c.MaxPerPass = DefaultMaxPerPass
 	}
+	if c.ScanSpan == 0 {
+		c.ScanSpan = DefaultScanSpan
+	}
 	if c.TxTimeout == 0 {
 		c.TxTimeout = 30 * time.Second
 	}
-	if c.After < 0 || c.Interval < 0 || c.MaxPerPass < 1 || c.TxTimeout < 0 {
-		return fmt.Errorf("heal: invalid config (after %s, interval %s, max per pass %d)", c.After, c.Interval, c.MaxPerPass)
+	if c.After < 0 || c.Interval < 0 || c.MaxPerPass < 1 || c.ScanSpan < 1 || c.TxTimeout < 0 {
+		return fmt.Errorf("heal: invalid config (after %s, interval %s, max per pass %d, scan span %d)", c.After, c.Interval, c.MaxPerPass, c.ScanSpan)
 	}
 	return nil
 }
@@ -110,6 +124,7 @@ type Healer struct {
 	now     func() time.Time
 
 	cursor   int64      // every event of sub's types at or below it is applied (or failed)
+	lastDue  int64      // the due bound of the last pass that had one
 	settled  int64      // every position at or below it has committed or rolled back
 	unsettle []snapshot // passes whose head is not settled yet
 	history  []mark     // what was settled when, oldest first
@@ -193,11 +208,9 @@ func (h *Healer) Run(ctx context.Context) error {
 // Result is what one pass did.
 type Result struct {
 	// Missing is how many events of the subscriber's types above the
-	// cursor it found not applied (at most MaxPerPass).
+	// cursor that committed more than After ago it found not applied (at
+	// most MaxPerPass): the ones it heals.
 	Missing int
-	// Due is how many of them committed more than After ago: the ones the
-	// pass heals.
-	Due int
 	// Healed is how many of those it applied (the others were applied
 	// meanwhile, or failed and were dead-lettered).
 	Healed int
@@ -207,21 +220,25 @@ type Result struct {
 
 // Pass looks once for what the subscriber is missing and heals what is due.
 func (h *Healer) Pass(ctx context.Context) (Result, error) {
+	now := h.now()
+	// What was settled After ago, from the earlier passes' marks (this
+	// pass's own is not After old).
+	due := h.dueBound(now)
+	span := h.span(due)
 	// Held back, the pass heals nothing, so it does not look for what is
-	// missing either (through a backlog, most of what is above the cursor
-	// is): it only keeps the snapshots that settle positions.
+	// missing either (through a backlog, most of what is due is): it only
+	// keeps the snapshots that settle positions.
 	held := h.cfg.Hold != nil && h.cfg.Hold()
-	limit := int32(h.cfg.MaxPerPass)
 	if held {
-		limit = 0
+		due = 0
 	}
 	row, err := dbsqlc.New().HealScan(ctx, h.pool, &dbsqlc.HealScanParams{
-		After: h.cursor, Subscriber: h.sub.Name(), Types: h.sub.EventTypes(), MaxCount: limit,
+		After: h.cursor, Subscriber: h.sub.Name(), Types: h.sub.EventTypes(),
+		Due: due, Span: span, MaxCount: int32(h.cfg.MaxPerPass),
 	})
 	if err != nil {
 		return Result{Cursor: h.cursor}, fmt.Errorf("heal %s: scan: %w", h.sub.Name(), err)
 	}
-	now := h.now()
 	h.cursor = max(h.cursor, row.Floor)
 	h.unsettle = append(h.unsettle, snapshot{head: row.Head, xmax: row.SnapshotXmax})
 	if len(h.unsettle) > maxUnsettled {
@@ -237,39 +254,44 @@ func (h *Healer) Pass(ctx context.Context) (Result, error) {
 		}
 		return false
 	})
-	h.history = append(h.history, mark{at: now, settled: h.settled})
-	due := h.dueBound(now)
+	// Stamped after the scan: what it settled had committed by then.
+	h.history = append(h.history, mark{at: h.now(), settled: h.settled})
 	if held {
 		return Result{Cursor: h.cursor}, nil
 	}
 
-	// Everything the scan read at or below what is settled now is applied,
-	// up to the first missing event.
-	through := h.settled
+	// Everything the scan read is applied, up to the first missing event.
+	through := min(due, row.Floor+span)
 	if len(row.Missing) > 0 {
 		through = min(through, row.Missing[0]-1)
 	}
 	h.cursor = max(h.cursor, through)
 
 	res := Result{Missing: len(row.Missing), Cursor: h.cursor}
-	var heal []int64
-	for _, p := range row.Missing {
-		if p <= due {
-			heal = append(heal, p)
-		}
-	}
-	res.Due = len(heal)
-	if len(heal) == 0 {
+	if len(row.Missing) == 0 {
 		return res, nil
 	}
-	res.Healed, err = h.heal(ctx, heal)
+	res.Healed, err = h.heal(ctx, row.Missing)
 	if res.Healed > 0 {
 		h.applied.Add(float64(res.Healed))
 		h.logger.Warn("healed events the broker did not deliver, from the event store",
-			"events", res.Healed, "due", res.Due, "first_position", heal[0], "last_position", heal[len(heal)-1],
+			"events", res.Healed, "missing", res.Missing, "first_position", row.Missing[0], "last_position", row.Missing[len(row.Missing)-1],
 			"heal_after", h.cfg.After.String())
 	}
 	return res, err
+}
+
+// span is how many positions above its floor a pass reads: ScanSpan, and
+// as many more as became due since the last pass, so that a pass keeps up
+// with what becomes due however fast events commit, while one that
+// catches up (the first after a start, far above the floor) stays bounded.
+func (h *Healer) span(due int64) int64 {
+	if h.lastDue == 0 {
+		h.lastDue = due
+	}
+	grown := max(0, due-h.lastDue)
+	h.lastDue = max(h.lastDue, due)
+	return int64(h.cfg.ScanSpan) + grown
 }
 
 // dueBound is what was settled After ago: every position at or below it

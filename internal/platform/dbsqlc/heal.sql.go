@@ -65,22 +65,34 @@ SELECT f.floor::bigint AS floor,
            SELECT e.position
            FROM events e
            WHERE e.position > f.floor
-             AND e.type = ANY($1::text[])
-             -- OFFSET 0 keeps each NOT EXISTS a probe of its key per
-             -- event: planned as an anti join on a young table's
-             -- statistics, it compared every event with every inbox row.
-             AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.subscriber = $2::text AND i.event_id = e.id OFFSET 0)
-             AND NOT EXISTS (SELECT 1 FROM dead_letters d
-                             WHERE d.subscriber = $2::text AND d.event_id = e.id::text AND d.reason = 'failed'
-                             OFFSET 0)
+             AND e.position <= least($1::bigint, f.floor + $2::bigint)
+             AND e.type = ANY($3::text[])
+             -- OFFSET 0 keeps each probe one lookup of its key per event:
+             -- planned as an anti join on a young table's statistics, it
+             -- compared every event with every inbox row. The inbox is
+             -- probed by position (its rows hold the stored event's
+             -- position with its id, InboxClaimStored): consecutive events
+             -- probe neighbouring keys, where random ids would each probe
+             -- a page of their own. CASE keeps that probe first (the planner
+             -- orders plain conditions by cost, and the small dead-letter
+             -- table's looks cheaper): an applied event, nearly every one,
+             -- costs one lookup.
+             AND CASE WHEN EXISTS (SELECT 1 FROM inbox i WHERE i.subscriber = $4::text AND i.position = e.position OFFSET 0)
+                      THEN false
+                      ELSE NOT EXISTS (SELECT 1 FROM dead_letters d
+                                       WHERE d.subscriber = $4::text AND d.event_id = e.id::text AND d.reason = 'failed'
+                                       OFFSET 0)
+                 END
            ORDER BY e.position
-           LIMIT $3::int
+           LIMIT $5::int
        )::bigint[] AS missing
-FROM (SELECT greatest($4::bigint,
-        coalesce((SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = $2::text), 0)) AS floor) f
+FROM (SELECT greatest($6::bigint,
+        coalesce((SELECT w.applied_through FROM inbox_watermarks w WHERE w.subscriber = $4::text), 0)) AS floor) f
 `
 
 type HealScanParams struct {
+	Due        int64
+	Span       int64
 	Types      []string
 	Subscriber string
 	MaxCount   int32
@@ -96,7 +108,8 @@ type HealScanRow struct {
 }
 
 // One pass of healing for a subscriber, in one statement: the lowest
-// positions above its cursor (or its inbox watermark, when that is higher)
+// positions above its cursor (or its inbox watermark, when that is higher),
+// at or below what is due and at most @span positions above that floor,
 // of stored events of its types it has not applied, leaving out those whose
 // own application failed (a dead letter with reason failed: they wait for
 // the operator; a forged or altered copy's dead letter, reason
@@ -105,10 +118,13 @@ type HealScanRow struct {
 // transactions) and xmax, which tell later passes when every position up
 // to that head has committed or rolled back (events take their
 // transaction id before their position, EventAppend).
-// With nothing missing it reads the events above the cursor by the primary
-// key, each with a probe of the inbox key, and nothing else.
+// With nothing missing it reads the events from the cursor to what is due
+// by the primary key, each with a probe of the inbox key, and nothing
+// else; with nothing due (@due at or below the floor) it reads no event.
 func (q *Queries) HealScan(ctx context.Context, db DBTX, arg *HealScanParams) (*HealScanRow, error) {
 	row := db.QueryRow(ctx, healScan,
+		arg.Due,
+		arg.Span,
 		arg.Types,
 		arg.Subscriber,
 		arg.MaxCount,
