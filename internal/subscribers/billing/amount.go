@@ -56,10 +56,12 @@ func FormatDecimal(r *big.Rat, decimals int) string {
 // formatRounded is FormatDecimal, and the rounded value it wrote.
 func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
 	scale := powerOfTen(decimals)
-	scaled := new(big.Rat).Mul(r, scale)
-	neg := scaled.Sign() < 0
-	num := new(big.Int).Abs(scaled.Num())
-	den := scaled.Denom()
+	// num/den is r scaled, left unreduced: reducing it (big.Rat.Mul does)
+	// costs a GCD, and a statement writes a dozen amounts.
+	num := new(big.Int).Mul(r.Num(), scale.Num())
+	neg := num.Sign() < 0
+	num.Abs(num)
+	den := r.Denom()
 	q, rem := new(big.Int).QuoRem(num, den, new(big.Int))
 	switch new(big.Int).Lsh(rem, 1).Cmp(den) {
 	case 1:

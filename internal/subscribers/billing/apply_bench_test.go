@@ -19,7 +19,7 @@ import (
 // time order, as a backlog holds them) applied as deliveries, each batch in
 // its transaction with its inbox rows, out of order within windows of two
 // batches.
-// go test -run '^$' -bench Apply -benchtime 20x ./internal/billing
+// go test -run '^$' -bench Apply -benchtime 20x ./internal/subscribers/billing
 func BenchmarkApply(b *testing.B) {
 	pool, _ := testdb.New(b)
 	ctx := b.Context()

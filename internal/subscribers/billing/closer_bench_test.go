@@ -13,7 +13,7 @@ import (
 
 // BenchmarkCloseOne is the arithmetic of one statement at its close (the
 // price, its lines and amount_due, the hash of one new event), without
-// the database: go test -run '^$' -bench CloseOne ./internal/billing
+// the database: go test -run '^$' -bench CloseOne ./internal/subscribers/billing
 func BenchmarkCloseOne(b *testing.B) {
 	v, err := ParsePrice("0.00003", "USD")
 	if err != nil {
