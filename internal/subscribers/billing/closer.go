@@ -112,30 +112,64 @@ func (c *Closer) Run(ctx context.Context) error {
 // progress moves on, the latest period end's fence is taken or checked,
 // and once the period is complete its due statements are closed.
 func (c *Closer) Tick(ctx context.Context) error {
-	q := dbsqlc.New()
-	// One closer at a time: this look holds the lock on a session of its
-	// own, which a process that dies lets go with.
-	session, err := c.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("billing closer: %w", err)
-	}
-	defer session.Release()
-	locked, err := q.BillingCloserLock(ctx, session, closerLockKey)
+	unlock, locked, err := c.lock(ctx)
 	if err != nil || !locked {
 		return err
 	}
-	defer func() {
+	defer unlock()
+	complete, err := c.advance(ctx)
+	if err != nil {
+		return err
+	}
+	return c.closeComplete(ctx, complete)
+}
+
+// Advance does the first part of a look and no more: the pending ledger
+// changes are folded and billing's progress moves on. Looks through a
+// period keep both current, so that at its end a look has only the last
+// moments' events to take in before it closes.
+func (c *Closer) Advance(ctx context.Context) error {
+	unlock, locked, err := c.lock(ctx)
+	if err != nil || !locked {
+		return err
+	}
+	defer unlock()
+	_, err = c.advance(ctx)
+	return err
+}
+
+// lock takes the closer's lock, on a session of its own that a process
+// that dies lets go with: one closer looks at a time. locked is false
+// when another holds it.
+func (c *Closer) lock(ctx context.Context) (unlock func(), locked bool, err error) {
+	q := dbsqlc.New()
+	session, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("billing closer: %w", err)
+	}
+	locked, err = q.BillingCloserLock(ctx, session, closerLockKey)
+	if err != nil || !locked {
+		session.Release()
+		return nil, false, err
+	}
+	return func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := q.BillingCloserUnlock(uctx, session, closerLockKey); err != nil {
 			// A session left holding the lock must not go back to the pool.
 			_ = session.Conn().Close(uctx)
 		}
-	}()
+		session.Release()
+	}, true, nil
+}
+
+// advance folds the pending ledger changes and moves billing's progress
+// on, and returns billing's complete_through.
+func (c *Closer) advance(ctx context.Context) (complete int64, err error) {
 	if _, err := Fold(ctx, c.pool); err != nil {
-		return err
+		return 0, err
 	}
-	var complete int64
+	q := dbsqlc.New()
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
 		q.BillingPreferIndexes(ctx, tx, []string{"off"})
 		if err := q.BillingGapsClear(ctx, tx, Name); err != nil {
@@ -145,8 +179,15 @@ func (c *Closer) Tick(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("billing progress: %w", err)
+		return 0, fmt.Errorf("billing progress: %w", err)
 	}
+	return complete, nil
+}
+
+// closeComplete closes the due statements of the latest period end once
+// that period is complete (billing applied everything through complete).
+func (c *Closer) closeComplete(ctx context.Context, complete int64) error {
+	q := dbsqlc.New()
 	now, err := q.BillingClock(ctx, c.pool)
 	if err != nil {
 		return fmt.Errorf("billing clock: %w", err)

@@ -106,3 +106,48 @@ func TestStatementWaitsForATransactionOpenAcrossTheEnd(t *testing.T) {
 	got.Add(got, rat(want))
 	require.Equal(t, billing.FormatDecimal(got, 6), st.ByteSeconds)
 }
+
+// TestAdvanceClosesNothing: Advance folds the pending ledger changes and
+// moves billing's progress past what it applied, and closes no statement,
+// even of a period that ended; the next look closes it.
+func TestAdvanceClosesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := testdb.New(t)
+	settings, err := billing.NewSettings("1h", "UTC", "0.00003", "USD")
+	require.NoError(t, err)
+	closer := billing.NewCloser(pool, billing.CloserConfig{Settings: settings}, slog.New(slog.DiscardHandler))
+	owner := uuid.New()
+	// In the last period that ended.
+	at := time.Now().UTC().Truncate(time.Hour).Add(-30 * time.Minute)
+	e, err := eventstore.New(domain.StreamFile, uuid.New(), 1, domain.FileUploaded,
+		domain.FileUploadedData{OwnerID: owner, Name: "f", SizeBytes: 1000, ContentType: "a/b"}, at)
+	require.NoError(t, err)
+	evs := []eventstore.Event{e}
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error {
+		if err := eventstore.Append(ctx, tx, evs); err != nil {
+			return err
+		}
+		return dispatch.Deliver(ctx, tx, billing.Subscriber{}, evs)
+	}))
+	count := func(query string) (n int64) {
+		require.NoError(t, pool.QueryRow(ctx, query).Scan(&n))
+		return n
+	}
+	require.Equal(t, int64(1), count("SELECT count(*) FROM billing_pending"))
+
+	require.NoError(t, closer.Advance(ctx))
+	require.Zero(t, count("SELECT count(*) FROM billing_pending"), "folded")
+	// Progress moves in two looks (proposed, then taken once the
+	// transactions running at the first have ended).
+	require.Eventually(t, func() bool {
+		require.NoError(t, closer.Advance(ctx))
+		return count("SELECT complete_through FROM billing_progress") >= evs[0].Position
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, count("SELECT count(*) FROM billing_statements"), "Advance closes nothing")
+
+	require.Eventually(t, func() bool {
+		require.NoError(t, closer.Tick(ctx))
+		return count("SELECT count(*) FROM billing_statements") == 1
+	}, 10*time.Second, 20*time.Millisecond, "the next looks close the ended period")
+}
