@@ -146,18 +146,6 @@ epoch_db_statements_total 42
 	require.False(t, ok, "no storage batches")
 }
 
-// The raw ceiling queues one outbox row per run of consecutive positions,
-// as the api does.
-func TestPositionRuns(t *testing.T) {
-	t.Parallel()
-	first, last := positionRuns([]int64{4, 5, 6, 9, 11, 12})
-	require.Equal(t, []int64{4, 9, 11}, first)
-	require.Equal(t, []int64{6, 9, 12}, last)
-	first, last = positionRuns(nil)
-	require.Empty(t, first)
-	require.Empty(t, last)
-}
-
 // A figure that does not exist, or a -write into no directory, is refused
 // before anything starts; B5 and B8 bring the figures they are measured in.
 func TestBadOptionsAreRefusedUpFront(t *testing.T) {

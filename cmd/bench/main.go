@@ -2,7 +2,8 @@
 // on. It builds the api and worker, starts them on their own database and
 // RabbitMQ vhost, drives them over HTTP and AMQP, and measures each figure
 // of issue 4 (B1–B8) beside a ceiling taken in the same run: the same work
-// done without the system (raw SQL through pgx, raw amqp091-go); B9 bounds
+// done without the system (the commands through the application's own
+// code without HTTP, raw SQL through pgx, raw amqp091-go); B9 bounds
 // the preview of a job at domain.MaxJobFiles files, and B10 checks that
 // min_position waits do not slow other users' reads. B11–B13 are the relay
 // and the latency again on the three-node cluster of
