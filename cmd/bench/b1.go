@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,6 +14,7 @@ import (
 	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/subscribers"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the
@@ -38,15 +37,15 @@ func (b *bench) b1(ctx context.Context) error {
 	for _, c := range b.sz.b1Conc {
 		maxC = max(maxC, c)
 	}
-	user, err := e.newUser(ctx, "b1", maxC)
+	user, err := e.NewUser(ctx, "b1", maxC)
 	if err != nil {
 		return err
 	}
-	jobs, err := user.createJobs(ctx, maxC, 8, "b1-job")
+	jobs, err := user.CreateJobs(ctx, maxC, 8, "b1-job")
 	if err != nil {
 		return err
 	}
-	files, err := user.uploadMany(ctx, maxC, 8, "b1-file")
+	files, err := user.UploadMany(ctx, maxC, 8, "b1-file")
 	if err != nil {
 		return err
 	}
@@ -60,35 +59,35 @@ func (b *bench) b1(ctx context.Context) error {
 	}
 	defer raw.pool.Close()
 
-	e.api.resetPeakRSS()
+	e.API.ResetPeakRSS()
 	for _, c := range b.sz.b1Conc {
-		cpu := sampleCPU(b.pids())
+		cpu := harness.SampleCPU(b.pids())
 		var waitProfile func()
 		if c == maxC {
-			waitProfile = b.profile(ctx, e.api, fmt.Sprintf("B1-c%d", c), b.sz.b1Duration)
+			waitProfile = b.profile(ctx, e.API, fmt.Sprintf("B1-c%d", c), b.sz.b1Duration)
 		}
 		apiRate, apiErrs := measureRate(ctx, c, b.sz.b1Duration, func(ctx context.Context, i int) error {
 			s := slots[i]
 			var err error
 			if s.linked {
-				_, err = user.unlink(ctx, s.job, s.file)
+				_, err = user.Unlink(ctx, s.job, s.file)
 			} else {
-				_, err = user.link(ctx, s.job, s.file)
+				_, err = user.Link(ctx, s.job, s.file)
 			}
 			if err == nil {
 				s.linked = !s.linked
 			}
 			return err
 		})
-		limited := cpuSince(cpu, b.pids())
+		limited := cpu.Since(b.pids())
 		if waitProfile != nil {
 			waitProfile()
 		}
-		cpu = sampleCPU(b.pids())
+		cpu = harness.SampleCPU(b.pids())
 		rawRate, rawErrs := measureRate(ctx, c, b.sz.b1Duration, func(ctx context.Context, i int) error {
 			return raw.toggle(ctx, slots[i])
 		})
-		rawLimited := cpuSince(cpu, b.pids())
+		rawLimited := cpu.Since(b.pids())
 		if err := errors.Join(apiErrs, rawErrs); err != nil {
 			return fmt.Errorf("B1 at concurrency %d: %w", c, err)
 		}
@@ -100,7 +99,7 @@ func (b *bench) b1(ctx context.Context) error {
 		b.bestRate = max(b.bestRate, apiRate) // over every concurrency: B7's drive rate
 		b.r.add(f)
 	}
-	rss, err := e.api.peakRSS()
+	rss, err := e.API.PeakRSS()
 	if err != nil {
 		return err
 	}
@@ -111,33 +110,10 @@ func (b *bench) b1(ctx context.Context) error {
 }
 
 // measureRate runs op in c goroutines (goroutine i passes i) for d and
-// returns the operations completed per second. The first error stops it.
+// returns the operations completed per second.
 func measureRate(ctx context.Context, c int, d time.Duration, op func(ctx context.Context, i int) error) (float64, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var done atomic.Int64
-	var firstErr error
-	var once sync.Once
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for i := range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				if err := op(ctx, i); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-					return
-				}
-				if time.Now().Before(deadline) {
-					done.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(done.Load()) / d.Seconds(), firstErr
+	n, err := harness.ClosedLoop(ctx, c, d, op)
+	return float64(n) / d.Seconds(), err
 }
 
 // direct runs the job commands through the application's own code without
@@ -152,8 +128,8 @@ type direct struct {
 	owner uuid.UUID
 }
 
-func newDirect(ctx context.Context, e *env, user *client) (*direct, error) {
-	owner, err := ownerOf(ctx, e, user)
+func newDirect(ctx context.Context, e *env, user *harness.Client) (*direct, error) {
+	owner, err := uuid.Parse(user.ID)
 	if err != nil {
 		return nil, fmt.Errorf("direct commands: user: %w", err)
 	}
@@ -161,7 +137,7 @@ func newDirect(ctx context.Context, e *env, user *client) (*direct, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := database.Connect(ctx, e.dbURL, apiDBMaxConns, nil)
+	pool, err := database.Connect(ctx, e.DB.URL, apiDBMaxConns, nil)
 	if err != nil {
 		return nil, err
 	}

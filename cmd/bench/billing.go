@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"sort"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/subscribers/billing"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // billingHistory writes n uploads of owner, spread evenly over the year
@@ -68,27 +67,13 @@ func applyUploads(ctx context.Context, e *env, n, batch int, upload func(i int) 
 	return nil
 }
 
-// ownerOf is the id of the user a client acts as (the users table keeps
-// its token's SHA-256).
-func ownerOf(ctx context.Context, e *env, c *client) (uuid.UUID, error) {
-	var id uuid.UUID
-	err := e.pool.QueryRow(ctx, "SELECT id FROM users WHERE token_hash = sha256(convert_to($1, 'UTF8'))", c.token).Scan(&id)
-	return id, err
-}
-
 // timeGets is the median and p99 latency of n GETs of path.
-func timeGets(ctx context.Context, c *client, path string, n int) (p50, p99 float64, err error) {
+func timeGets(ctx context.Context, c *harness.Client, path string, n int) (p50, p99 float64, err error) {
 	lat := make([]float64, 0, n)
 	for range n {
 		start := time.Now()
-		resp, err := c.get(ctx, path)
-		if err != nil {
+		if _, err := c.DrainBody(ctx, path); err != nil {
 			return 0, 0, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return 0, 0, fmt.Errorf("GET %s: %d", path, resp.StatusCode)
 		}
 		lat = append(lat, float64(time.Since(start).Microseconds())/1000)
 	}
@@ -104,13 +89,13 @@ func (b *bench) b14(ctx context.Context) error {
 	e := b.env
 	now := time.Now().UTC().Truncate(time.Hour)
 	users := map[string]int{"small": 1000, "large": b.sz.b14Files}
-	clients := map[string]*client{}
+	clients := map[string]*harness.Client{}
 	for name, n := range users {
-		c, err := e.newUser(ctx, "b14-"+name, 1)
+		c, err := e.NewUser(ctx, "b14-"+name, 1)
 		if err != nil {
 			return err
 		}
-		owner, err := ownerOf(ctx, e, c)
+		owner, err := uuid.Parse(c.ID)
 		if err != nil {
 			return fmt.Errorf("B14: owner of %s: %w", name, err)
 		}
@@ -163,18 +148,18 @@ func (b *bench) b15(ctx context.Context) error {
 		return err
 	}
 	defer e.close()
-	if err := e.startAPI(ctx); err != nil {
+	if err := e.StartAPI(ctx); err != nil {
 		return err
 	}
 	worker, err := e.startWorker(ctx, "relay,storage,billing")
 	if err != nil {
 		return err
 	}
-	defer worker.stop()
+	defer harness.Stop(worker)
 	const users, rate = 20, 200
-	clients := make([]*client, users)
+	clients := make([]*harness.Client, users)
 	for i := range clients {
-		if clients[i], err = e.newUser(ctx, fmt.Sprintf("b15-%d", i), 2); err != nil {
+		if clients[i], err = e.NewUser(ctx, fmt.Sprintf("b15-%d", i), 2); err != nil {
 			return err
 		}
 	}
@@ -191,17 +176,17 @@ func (b *bench) b15(ctx context.Context) error {
 			defer tick.Stop()
 			for end := time.Now().Add(b.sz.b15Duration); time.Now().Before(end); <-tick.C {
 				if len(files) > 5 {
-					if err := c.deleteFile(gctx, files[0]); err != nil {
+					if err := c.DeleteFile(gctx, files[0]); err != nil {
 						return err
 					}
 					files = files[1:]
 					continue
 				}
-				id, err := c.uploadFile(gctx, "b15", 1_000_000)
+				f, err := c.UploadFile(gctx, "b15", 1_000_000)
 				if err != nil {
 					return err
 				}
-				files = append(files, id)
+				files = append(files, f.ID)
 			}
 			return nil
 		})
@@ -266,11 +251,11 @@ func (b *bench) b16(ctx context.Context) error {
 	}
 	defer e.close()
 	// The api applies the schema; B16 needs nothing else of it.
-	if err := e.startAPI(ctx); err != nil {
+	if err := e.StartAPI(ctx); err != nil {
 		return err
 	}
-	e.api.stop()
-	e.api = nil
+	harness.Stop(e.API)
+	e.API = nil
 	n := b.sz.b16Users
 	settings, err := billing.NewSettings("1h", "UTC", "", "")
 	if err != nil {
