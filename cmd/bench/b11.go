@@ -6,6 +6,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/delivery/broker"
@@ -118,20 +119,14 @@ func (b *bench) clusterDrain(ctx context.Context, c *cluster, fig string, events
 	start := time.Now()
 	cpu := harness.SampleCPU(testcluster.NodePids(b.pids()))
 	procs := make([]*harness.Proc, workers)
-	errs := make(chan error, workers)
+	var starts errgroup.Group
 	for i := range procs {
-		go func() {
-			var err error
+		starts.Go(func() (err error) {
 			procs[i], err = e.startWorkerOn(ctx, fmt.Sprintf("cluster%d", i+1), "relay", c.URL)
-			errs <- err
-		}()
+			return err
+		})
 	}
-	var startErr error
-	for range procs {
-		if err := <-errs; err != nil && startErr == nil {
-			startErr = err
-		}
-	}
+	startErr := starts.Wait()
 	defer func() {
 		for _, p := range procs {
 			if p != nil {

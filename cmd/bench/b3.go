@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/delivery/broker"
@@ -158,20 +159,15 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 		return err
 	}
 	var lat, fromOccurred []float64
-	for rows.Next() {
-		var pos int64
-		var handled, sinceOccurred float64
-		if err := rows.Scan(&pos, &handled, &sinceOccurred); err != nil {
-			rows.Close()
-			return err
-		}
+	var pos int64
+	var handled, sinceOccurred float64
+	if _, err := pgx.ForEachRow(rows, []any{&pos, &handled, &sinceOccurred}, func() error {
 		fromOccurred = append(fromOccurred, sinceOccurred)
 		if answered, ok := answers.get(pos); ok {
 			lat = append(lat, (handled-float64(answered.UnixNano())/1e9)*1000)
 		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
 	sort.Float64s(lat)

@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/testkit/harness"
 )
@@ -28,44 +29,33 @@ func (b *bench) b4(ctx context.Context) error {
 		return err
 	}
 	var next, stale, pairs atomic.Int64
-	var mu sync.Mutex
-	var firstErr error
 	start := time.Now()
 	cpu := harness.SampleCPU(b.pids())
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			for i := 0; next.Add(1) <= int64(b.sz.b4Pairs); i++ {
 				file := files[w*filesPerWorker+i%filesPerWorker]
-				err := func() error {
-					if _, err := writer.Link(ctx, jobs[w], file); err != nil {
-						return err
-					}
-					j, err := reader.GetJob(ctx, jobs[w])
-					if err != nil {
-						return err
-					}
-					pairs.Add(1)
-					if !j.Has(file) {
-						stale.Add(1)
-					}
-					_, err = writer.Unlink(ctx, jobs[w], file)
+				if _, err := writer.Link(ctx, jobs[w], file); err != nil {
 					return err
-				}()
+				}
+				j, err := reader.GetJob(ctx, jobs[w])
 				if err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-					return
+					return err
+				}
+				pairs.Add(1)
+				if !j.Has(file) {
+					stale.Add(1)
+				}
+				if _, err := writer.Unlink(ctx, jobs[w], file); err != nil {
+					return err
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	if pairs.Load() != int64(b.sz.b4Pairs) {
 		return fmt.Errorf("B4 ran %d pairs of %d", pairs.Load(), b.sz.b4Pairs)

@@ -8,12 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,23 +89,16 @@ epoch_consumer_batch_seconds_count{subscriber="billing"} %g
 epoch_db_statements_total 42
 `, claimCount/100, claimCount, publishCount/50, publishCount, buckets[0], buckets[1], buckets[2], waitSum, buckets[2], waitSum/10, buckets[2])
 	}
-	var body atomic.Value
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, body.Load())
-	}))
-	t.Cleanup(srv.Close)
-	read := func() harness.Metrics {
-		m, err := harness.ReadMetrics(context.Background(), srv.Client(), strings.TrimPrefix(srv.URL, "http://"))
+	read := func(text string) harness.Metrics {
+		m, err := harness.ParseMetrics(strings.NewReader(text))
 		require.NoError(t, err)
 		return m
 	}
-	body.Store(reading(0, 0, 0, [3]float64{0, 0, 0}))
-	before := read()
+	before := read(reading(0, 0, 0, [3]float64{0, 0, 0}))
 	// 10 cycles claiming for 10 ms each, 4 of them publishing for 20 ms;
 	// 10 rows waited: 2 under 1 ms, 6 in (1, 2] ms, 2 in (2, 5] ms, 30 ms
 	// in all.
-	body.Store(reading(10, 4, 0.03, [3]float64{2, 8, 10}))
-	after := read()
+	after := read(reading(10, 4, 0.03, [3]float64{2, 8, 10}))
 	detail := relayPhaseDetail(before, after)
 	require.Equal(t, 10.0, detail["cycles"])
 	require.Equal(t, 6.0, detail["empty_cycles"], "10 claims, 4 publishes")

@@ -199,21 +199,14 @@ func (b *bench) b15(ctx context.Context) error {
 	var lat []float64
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		lat = lat[:0]
 		rows, err := e.pool.Query(ctx, `SELECT extract(epoch FROM closed_at - period_end)::float8 FROM billing_statements
 			WHERE period_end > $1 AND period_end <= $2`, loadStart.Add(10*time.Second), loadEnd)
+		if err == nil {
+			lat, err = pgx.CollectRows(rows, pgx.RowTo[float64])
+		}
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var s float64
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return err
-			}
-			lat = append(lat, s)
-		}
-		rows.Close()
 		var due int
 		err = e.pool.QueryRow(ctx, `SELECT count(*) FROM billing_owners o,
 			generate_series(date_bin('10 seconds', o.first_upload_at, 'epoch') + interval '10 seconds', $2::timestamptz, interval '10 seconds') p
@@ -304,7 +297,7 @@ func (b *bench) b16(ctx context.Context) error {
 	}
 	ceiling := time.Since(copyStart)
 
-	closer := billing.NewCloser(e.pool, billing.CloserConfig{Settings: settings}, discardLogger())
+	closer := billing.NewCloser(e.pool, billing.CloserConfig{Settings: settings}, slog.New(slog.DiscardHandler))
 	closeStart := time.Now()
 	for {
 		if err := closer.Tick(ctx); err != nil {
@@ -335,5 +328,3 @@ var errRollback = fmt.Errorf("rolled back on purpose")
 func statementSample() []byte {
 	return []byte(`{"id": "0d2b8f4e-5a71-4c3e-9f0a-7e6b1c9d4a22", "lines": [{"tier": 1, "amount": "0.000030000000000000", "gb_hours": "1", "price_per_gb_hour": "0.00003"}], "state": "closed", "amount": "0.00003", "currency": "USD", "gb_hours": "1", "owner_id": "6b1f0d3a-9c6e-4e0b-8a55-5d9c2f1e7a01", "closed_at": "2026-12-07T12:00:01.123456Z", "period_end": "2026-12-07T12:00:00Z", "amount_due": "0.00", "byte_seconds": "3600000000000", "period_start": "2026-12-07T11:00:00Z", "events_sha256": "c1d1710736a0a7612cb029d480d873bf01656256331a53eca32fcdffab274675", "price_version": 0, "covered_position": 123456}`)
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

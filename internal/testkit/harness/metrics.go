@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,8 +27,13 @@ func ReadMetrics(ctx context.Context, client *http.Client, addr string) (Metrics
 		return nil, err
 	}
 	defer resp.Body.Close()
+	return ParseMetrics(resp.Body)
+}
+
+// ParseMetrics reads metrics in Prometheus's text format.
+func ParseMetrics(r io.Reader) (Metrics, error) {
 	m := Metrics{}
-	s := bufio.NewScanner(resp.Body)
+	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
 		line := s.Text()
