@@ -2,29 +2,23 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 
 	"github.com/catacloud/epoch/internal/commandside/command"
-	"github.com/catacloud/epoch/internal/core/domain"
-	"github.com/catacloud/epoch/internal/core/eventstore"
-	"github.com/catacloud/epoch/internal/delivery/outbox"
+	"github.com/catacloud/epoch/internal/commandside/readmodel"
+	"github.com/catacloud/epoch/internal/delivery/dispatch"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/subscribers"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // apiDBMaxConns is the api's default pool size (EPOCH_DB_MAX_CONNS); the
-// raw ceiling gets the same number of connections.
+// ceiling's commands get the same number of connections.
 const apiDBMaxConns = 8
 
 // slot is one B1 worker's own job and file: no two workers touch the same
@@ -35,23 +29,23 @@ type slot struct {
 }
 
 // b1 measures link/unlink commands per second through the api at each
-// concurrency, and right after each the same statements sent raw through
-// pgx (no HTTP, no application code) at the same concurrency.
+// concurrency, and right after each the same commands run through the
+// application's own code without HTTP (direct) at the same concurrency.
 func (b *bench) b1(ctx context.Context) error {
 	e := b.env
 	maxC := 0
 	for _, c := range b.sz.b1Conc {
 		maxC = max(maxC, c)
 	}
-	user, err := e.newUser(ctx, "b1", maxC)
+	user, err := e.NewUser(ctx, "b1", maxC)
 	if err != nil {
 		return err
 	}
-	jobs, err := user.createJobs(ctx, maxC, 8, "b1-job")
+	jobs, err := user.CreateJobs(ctx, maxC, 8, "b1-job")
 	if err != nil {
 		return err
 	}
-	files, err := user.uploadMany(ctx, maxC, 8, "b1-file")
+	files, err := user.UploadMany(ctx, maxC, 8, "b1-file")
 	if err != nil {
 		return err
 	}
@@ -59,41 +53,41 @@ func (b *bench) b1(ctx context.Context) error {
 	for i := range slots {
 		slots[i] = &slot{job: jobs[i], file: files[i]}
 	}
-	raw, err := newRawLinker(ctx, e, user.token)
+	raw, err := newDirect(ctx, e, user)
 	if err != nil {
 		return err
 	}
 	defer raw.pool.Close()
 
-	e.api.resetPeakRSS()
+	e.API.ResetPeakRSS()
 	for _, c := range b.sz.b1Conc {
-		cpu := sampleCPU(b.pids())
+		cpu := harness.SampleCPU(b.pids())
 		var waitProfile func()
 		if c == maxC {
-			waitProfile = b.profile(ctx, e.api, fmt.Sprintf("B1-c%d", c), b.sz.b1Duration)
+			waitProfile = b.profile(ctx, e.API, fmt.Sprintf("B1-c%d", c), b.sz.b1Duration)
 		}
 		apiRate, apiErrs := measureRate(ctx, c, b.sz.b1Duration, func(ctx context.Context, i int) error {
 			s := slots[i]
 			var err error
 			if s.linked {
-				_, err = user.unlink(ctx, s.job, s.file)
+				_, err = user.Unlink(ctx, s.job, s.file)
 			} else {
-				_, err = user.link(ctx, s.job, s.file)
+				_, err = user.Link(ctx, s.job, s.file)
 			}
 			if err == nil {
 				s.linked = !s.linked
 			}
 			return err
 		})
-		limited := cpuSince(cpu, b.pids())
+		limited := cpu.Since(b.pids())
 		if waitProfile != nil {
 			waitProfile()
 		}
-		cpu = sampleCPU(b.pids())
+		cpu = harness.SampleCPU(b.pids())
 		rawRate, rawErrs := measureRate(ctx, c, b.sz.b1Duration, func(ctx context.Context, i int) error {
 			return raw.toggle(ctx, slots[i])
 		})
-		rawLimited := cpuSince(cpu, b.pids())
+		rawLimited := cpu.Since(b.pids())
 		if err := errors.Join(apiErrs, rawErrs); err != nil {
 			return fmt.Errorf("B1 at concurrency %d: %w", c, err)
 		}
@@ -105,310 +99,83 @@ func (b *bench) b1(ctx context.Context) error {
 		b.bestRate = max(b.bestRate, apiRate) // over every concurrency: B7's drive rate
 		b.r.add(f)
 	}
-	rss, err := e.api.peakRSS()
+	rss, err := e.API.PeakRSS()
 	if err != nil {
 		return err
 	}
 	b.r.add((&figure{Figure: "B5", Name: "api_peak_rss_during_B1", Value: float64(rss) / (1 << 20), Unit: "MiB",
 		Detail: map[string]any{"source": "VmHWM, reset before B1"}}).judge("<100 MiB", rss < 100<<20))
-	b.note("B1: each worker alternates PUT and DELETE /v1/jobs/{id}/files/{file_id} on its own job and file, for %s per concurrency; the raw ceiling replays the statements of queries/*.sql a link runs (the token looked up once, as the api caches it; then BEGIN, JobLockForUpdate, JobFileLinkedIDs, FilesForLink, EventAppend, ProjectionJobFilesLinked/Unlinked, OutboxInsert, JobGet, JobFileList, COMMIT, OutboxWake), in the api's three round trips (the preview read back with the COMMIT, the relays' wake-up after it), through a pgx pool of %d connections, the api's default pool size.", b.sz.b1Duration, apiDBMaxConns)
+	b.note("B1: each worker alternates PUT and DELETE /v1/jobs/{id}/files/{file_id} on its own job and file, for %s per concurrency; the ceiling runs the same commands through the application's own code without HTTP (command.Service's LinkFile and UnlinkFile in Service.Run, the job read back with the COMMIT by readmodel.GetJob, as the api's handlers do; the user known, as the api's token cache knows it), on a pool of %d connections opened as the api opens it (database.Connect), the api's default pool size.", b.sz.b1Duration, apiDBMaxConns)
 	return nil
 }
 
 // measureRate runs op in c goroutines (goroutine i passes i) for d and
-// returns the operations completed per second. The first error stops it.
+// returns the operations completed per second.
 func measureRate(ctx context.Context, c int, d time.Duration, op func(ctx context.Context, i int) error) (float64, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var done atomic.Int64
-	var firstErr error
-	var once sync.Once
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for i := range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				if err := op(ctx, i); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-					return
-				}
-				if time.Now().Before(deadline) {
-					done.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(done.Load()) / d.Seconds(), firstErr
+	n, err := harness.ClosedLoop(ctx, c, d, op)
+	return float64(n) / d.Seconds(), err
 }
 
-// rawLinker sends a link's or an unlink's statements straight through pgx.
-type rawLinker struct {
-	pool      *pgxpool.Pool
-	q         map[string]*rawQuery
-	tokenHash []byte
-	owner     uuid.UUID
+// direct runs the job commands through the application's own code without
+// HTTP: command.Service on a pool opened as the api opens it (its default
+// size, database.Connect), each command in Service.Run with the job read
+// back with the COMMIT (readmodel.GetJob), as the api's handlers run it
+// without an idempotency key. Its dispatcher has the api's subscribers,
+// none inline, as the bench's api runs them.
+type direct struct {
+	pool  *pgxpool.Pool
+	svc   *command.Service
+	owner uuid.UUID
 }
 
-func newRawLinker(ctx context.Context, e *env, token string) (*rawLinker, error) {
-	q, err := loadQueries(e.root)
+func newDirect(ctx context.Context, e *env, user *harness.Client) (*direct, error) {
+	owner, err := uuid.Parse(user.ID)
+	if err != nil {
+		return nil, fmt.Errorf("direct commands: user: %w", err)
+	}
+	d, err := dispatch.New(subscribers.Projections(), subscribers.Movable(), nil)
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"UserIDByTokenHash", "JobLockForUpdate", "FilesForLink", "JobFileLinkedIDs",
-		"JobFileIDsInLinkOrder", "EventAppend", "ProjectionJobFilesLinked", "ProjectionJobFilesUnlinked", "OutboxInsert", "JobGet", "JobFileList", "OutboxWake"} {
-		if q[name] == nil {
-			return nil, fmt.Errorf("raw ceiling: query %s not found in queries/", name)
-		}
-	}
-	cfg, err := pgxpool.ParseConfig(e.dbURL)
+	pool, err := database.Connect(ctx, e.DB.URL, apiDBMaxConns, nil)
 	if err != nil {
 		return nil, err
 	}
-	cfg.MaxConns = apiDBMaxConns
-	// google/uuid's UUID is a driver.Valuer: without its codec pgx would
-	// format every uuid of an array as text and parse it back, which the
-	// api does not pay for either (database.Connect registers the codec).
-	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
-		pgxuuid.Register(conn.TypeMap())
-		return nil
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256([]byte(token))
-	r := &rawLinker{pool: pool, q: q, tokenHash: sum[:]}
-	if err := pool.QueryRow(ctx, q["UserIDByTokenHash"].sql, q["UserIDByTokenHash"].args(map[string]any{"token_hash": r.tokenHash})...).Scan(&r.owner); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("raw ceiling: user: %w", err)
-	}
-	return r, nil
+	return &direct{pool: pool, svc: command.NewService(pool, d), owner: owner}, nil
 }
 
 // toggle links the slot's file when it is not linked and unlinks it when
-// it is, exactly as the api's link and unlink commands do (their links
-// read is JobFileLinkedIDs), and reads the preview back.
-func (r *rawLinker) toggle(ctx context.Context, s *slot) error {
-	linked, _, err := r.command(ctx, uuid.MustParse(s.job), []uuid.UUID{uuid.MustParse(s.file)}, "JobFileLinkedIDs")
+// it is.
+func (d *direct) toggle(ctx context.Context, s *slot) error {
+	cmd := d.svc.LinkFile
+	if s.linked {
+		cmd = d.svc.UnlinkFile
+	}
+	file := uuid.MustParse(s.file)
+	_, err := d.run(ctx, s.job, func(ctx context.Context, tx *database.Tx, ref command.JobRef) (command.Outcome, error) {
+		return cmd(ctx, tx, ref, file)
+	})
 	if err == nil {
-		s.linked = !linked
+		s.linked = !s.linked
 	}
 	return err
 }
 
-// command runs one command's statements on job for files: when the job
-// has none of them it links them all, in order, otherwise it unlinks the
-// ones it has; linked reports the latter, and fileCount is the job's
-// file_count read back with the COMMIT. links names the read of the
-// job's links the command makes (JobFileLinkedIDs for a link or an unlink,
-// JobFileIDsInLinkOrder for a set). It sends them in the same round trips
-// as the api (database.InTx and its Tx's queue there; pgx batches here), and
-// like the api's token cache it looked the token up once, in newRawLinker:
-//  1. BEGIN, JobLockForUpdate, the links read, FilesForLink;
-//  2. EventAppend, one event per file;
-//  3. ProjectionJobFilesLinked/Unlinked, OutboxInsert, JobGet, JobFileList,
-//     COMMIT (the api reads its answer back with the COMMIT), OutboxWake
-//     (the relays' wake-up, after the COMMIT).
-func (r *rawLinker) command(ctx context.Context, job uuid.UUID, files []uuid.UUID, links string) (linked bool, fileCount int64, err error) {
-	pooled, err := r.pool.Acquire(ctx)
-	if err != nil {
-		return false, 0, err
-	}
-	defer pooled.Release()
-	conn := pooled.Conn()
-	committed := false
-	defer func() {
-		if !committed {
-			_, _ = conn.Exec(ctx, "rollback")
-		}
-	}()
-	j, has, err := r.lockAndRead(ctx, conn, job, files, links)
-	if err != nil {
-		return false, 0, fmt.Errorf("lock job and read: %w", err)
-	}
-	linked = len(has) > 0
-	eventType, project, changed := "job.file_linked", "ProjectionJobFilesLinked", files
-	if linked {
-		eventType, project, changed = "job.file_unlinked", "ProjectionJobFilesUnlinked", nil
-		for _, f := range files {
-			if has[f] {
-				changed = append(changed, f)
-			}
-		}
-	}
-	versions, positions, err := r.appendEvents(ctx, conn, job, j.version, eventType, changed)
-	if err != nil {
-		return false, 0, fmt.Errorf("append: %w", err)
-	}
-	if j, err = r.projectAndCommit(ctx, conn, job, project, changed, versions, positions); err != nil {
-		return false, 0, fmt.Errorf("project, queue, read back and commit: %w", err)
-	}
-	committed = true
-	return linked, j.fileCount, nil
-}
-
-// rawJob is the part of a job row the raw commands use; scanJob reads all
-// of JobLockForUpdate's or JobGet's columns, as the api does.
-type rawJob struct {
-	version   int32
-	fileCount int64
-}
-
-func scanJob(row pgx.Row) (rawJob, error) {
-	var (
-		id, ownerID          uuid.UUID
-		name, totalBytes     string
-		createdAt            time.Time
-		createdPos, position int64
-		j                    rawJob
-	)
-	err := row.Scan(&id, &ownerID, &name, &createdAt, &createdPos, &j.version, &position, &j.fileCount, &totalBytes)
-	return j, err
-}
-
-// lockAndRead is the first round trip: BEGIN, the job's lock, its links
-// among files (has) and the owner's files.
-func (r *rawLinker) lockAndRead(ctx context.Context, conn *pgx.Conn, job uuid.UUID, files []uuid.UUID, links string) (j rawJob, has map[uuid.UUID]bool, err error) {
-	q := r.q
-	locks := map[int32]bool{}
-	for _, f := range files {
-		locks[command.FileLock(f)] = true
-	}
-	b := &pgx.Batch{}
-	b.Queue("begin")
-	b.Queue(q["JobLockForUpdate"].sql, q["JobLockForUpdate"].args(map[string]any{"id": job, "owner_id": r.owner, "file_locks": slices.Sorted(maps.Keys(locks))})...)
-	b.Queue(q[links].sql, q[links].args(map[string]any{"job_id": job, "file_ids": files})...)
-	b.Queue(q["FilesForLink"].sql, q["FilesForLink"].args(map[string]any{"ids": files, "owner_id": r.owner})...)
-	br := conn.SendBatch(ctx, b)
-	has = map[uuid.UUID]bool{}
-	err = errors.Join(
-		func() error { _, err := br.Exec(); return err }(),
-		func() (err error) { j, err = scanJob(br.QueryRow()); return err }(),
-		func() error {
-			rows, err := br.Query()
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var f uuid.UUID
-				if err := rows.Scan(&f); err != nil {
-					rows.Close()
-					return err
-				}
-				has[f] = true
-			}
-			rows.Close()
-			return rows.Err()
-		}(),
-		drain(br.Query()),
-		br.Close(),
-	)
-	return j, has, err
-}
-
-// appendEvents is the second round trip: one event of eventType per file,
-// the job's next versions, in order; it returns their versions and
-// positions.
-func (r *rawLinker) appendEvents(ctx context.Context, conn *pgx.Conn, job uuid.UUID, version int32, eventType string, files []uuid.UUID) (versions []int32, positions []int64, err error) {
-	n := len(files)
-	ids, streamIDs := make([]uuid.UUID, n), make([]uuid.UUID, n)
-	streamTypes, types := make([]string, n), make([]string, n)
-	versions, datas, at := make([]int32, n), make([][]byte, n), make([]time.Time, n)
-	for i, f := range files {
-		data, err := json.Marshal(map[string]uuid.UUID{"file_id": f})
+// run runs one command on the user's job and returns the job's file count
+// read back with the COMMIT.
+func (d *direct) run(ctx context.Context, job string, cmd func(context.Context, *database.Tx, command.JobRef) (command.Outcome, error)) (fileCount int64, err error) {
+	ref := command.JobRef{OwnerID: d.owner, JobID: uuid.MustParse(job)}
+	err = d.svc.Run(ctx, func(tx *database.Tx) error {
+		out, err := cmd(ctx, tx, ref)
 		if err != nil {
-			return nil, nil, err
-		}
-		versions[i] = version + int32(i) + 1
-		ids[i], streamIDs[i], streamTypes[i], types[i] = eventstore.ID(job, versions[i]), job, domain.StreamJob, eventType
-		datas[i] = data // at[i] zero: the database's clock, as the api's commands take it
-	}
-	rows, err := conn.Query(ctx, r.q["EventAppend"].sql, r.q["EventAppend"].args(map[string]any{
-		"ids": ids, "stream_types": streamTypes, "stream_ids": streamIDs,
-		"versions": versions, "types": types, "datas": datas, "occurred_ats": at,
-	})...)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rows.Close()
-	positions = make([]int64, 0, n)
-	for rows.Next() {
-		var pos int64
-		if err := rows.Scan(nil, &pos, nil); err != nil { // the id is ours already; so is the time
-			return nil, nil, err
-		}
-		positions = append(positions, pos)
-	}
-	return versions, positions, rows.Err()
-}
-
-// projectAndCommit is the third round trip: the projection, the outbox
-// rows (one per run of consecutive positions), the preview read back, the
-// COMMIT and the relays' wake-up. It returns the job read back.
-func (r *rawLinker) projectAndCommit(ctx context.Context, conn *pgx.Conn, job uuid.UUID, project string, files []uuid.UUID, versions []int32, positions []int64) (j rawJob, err error) {
-	q := r.q
-	jobIDs := make([]uuid.UUID, len(files))
-	for i := range jobIDs {
-		jobIDs[i] = job
-	}
-	first, last := positionRuns(positions)
-	partitions := make([]int16, len(first))
-	for i := range partitions {
-		partitions[i] = outbox.PartitionOf(job)
-	}
-	b := &pgx.Batch{}
-	b.Queue(q[project].sql, q[project].args(map[string]any{
-		"job_ids": jobIDs, "file_ids": files, "versions": versions, "positions": positions,
-	})...)
-	b.Queue(q["OutboxInsert"].sql, q["OutboxInsert"].args(map[string]any{
-		"first_positions": first, "last_positions": last, "partitions": partitions,
-	})...)
-	b.Queue(q["JobGet"].sql, q["JobGet"].args(map[string]any{"id": job, "owner_id": r.owner})...)
-	b.Queue(q["JobFileList"].sql, q["JobFileList"].args(map[string]any{"job_id": job, "owner_id": r.owner})...)
-	b.Queue("commit")
-	b.Queue(q["OutboxWake"].sql, q["OutboxWake"].args(map[string]any{"channel": outbox.NotifyChannel})...)
-	br := conn.SendBatch(ctx, b)
-	err = errors.Join(
-		func() error { _, err := br.Exec(); return err }(),
-		func() error { _, err := br.Exec(); return err }(),
-		func() (err error) { j, err = scanJob(br.QueryRow()); return err }(),
-		drain(br.Query()),
-		func() error { _, err := br.Exec(); return err }(),
-		func() error { _, err := br.Exec(); return err }(),
-		br.Close(),
-	)
-	return j, err
-}
-
-// positionRuns splits ascending positions into runs of consecutive ones,
-// as the api's outbox rows cover them (one row per run).
-func positionRuns(positions []int64) (first, last []int64) {
-	for i, p := range positions {
-		if i > 0 && p == positions[i-1]+1 {
-			last[len(last)-1] = p
-			continue
-		}
-		first, last = append(first, p), append(last, p)
-	}
-	return first, last
-}
-
-// drain reads every row (the work a caller reading them would do) and
-// closes the result.
-func drain(rows pgx.Rows, err error) error {
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		if _, err := rows.Values(); err != nil {
-			rows.Close()
 			return err
 		}
-	}
-	rows.Close()
-	return rows.Err()
+		tx.ReadAtCommit(func(db database.DBTX) error {
+			j, err := readmodel.GetJob(ctx, db, d.owner, out.ID)
+			fileCount = j.FileCount
+			return err
+		})
+		return nil
+	})
+	return fileCount, err
 }

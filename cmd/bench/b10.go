@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"sort"
@@ -18,6 +17,7 @@ import (
 	"github.com/catacloud/epoch/internal/delivery/catchup"
 	"github.com/catacloud/epoch/internal/httpapi"
 	"github.com/catacloud/epoch/internal/subscribers/storage"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // b10Conc is how many closed-loop clients the bystander reads with in B10.
@@ -46,7 +46,7 @@ func (b *bench) b10(ctx context.Context) error {
 	// The waiters: one file each, so their min_position is a position the
 	// stopped storage subscriber never applies.
 	type waiter struct {
-		c        *client
+		c        *harness.Client
 		position int64
 	}
 	waiters := make([]waiter, users)
@@ -54,11 +54,11 @@ func (b *bench) b10(ctx context.Context) error {
 	g.SetLimit(8)
 	for i := range users {
 		g.Go(func() error {
-			c, err := e.newUser(gctx, fmt.Sprintf("b10-waiter-%d", i), perUser)
+			c, err := e.NewUser(gctx, fmt.Sprintf("b10-waiter-%d", i), perUser)
 			if err != nil {
 				return err
 			}
-			f, err := c.uploadFileOut(gctx, fmt.Sprintf("b10-waiter-%d.bin", i), int64(1000+i))
+			f, err := c.UploadFile(gctx, fmt.Sprintf("b10-waiter-%d.bin", i), int64(1000+i))
 			if err != nil {
 				return err
 			}
@@ -69,25 +69,25 @@ func (b *bench) b10(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("B10: waiters: %w", err)
 	}
-	bystander, err := e.newUser(ctx, "b10-bystander", b10Conc)
+	bystander, err := e.NewUser(ctx, "b10-bystander", b10Conc)
 	if err != nil {
 		return err
 	}
-	files, err := bystander.uploadMany(ctx, b10Files, b10Files, "b10-bystander")
+	files, err := bystander.UploadMany(ctx, b10Files, b10Files, "b10-bystander")
 	if err != nil {
 		return err
 	}
-	job, err := bystander.createJob(ctx, "b10-bystander-job")
+	job, err := bystander.CreateJob(ctx, "b10-bystander-job")
 	if err != nil {
 		return err
 	}
-	if _, err := bystander.setFiles(ctx, job, files); err != nil {
+	if _, err := bystander.SetFiles(ctx, job, files); err != nil {
 		return err
 	}
 	// The bystander alternates its two plain reads, checking each is 200.
 	paths := []string{"/v1/jobs/" + job, "/v1/files"}
-	read := func(ctx context.Context, c *client, i int) error {
-		_, err := c.drainBody(ctx, paths[i%len(paths)])
+	read := func(ctx context.Context, c *harness.Client, i int) error {
+		_, err := c.DrainBody(ctx, paths[i%len(paths)])
 		return err
 	}
 	for i := range 20 { // warm-up: connections, caches, plans
@@ -101,26 +101,26 @@ func (b *bench) b10(ctx context.Context) error {
 	// its statistics up to Postgres's PGSTAT_IDLE_INTERVAL (10 s) later,
 	// so each transaction count starts b10StatsLag after the last request
 	// that is not its own.
-	stats, err := pgx.Connect(ctx, e.serverURL) // not the bench database: no xacts of ours in it
+	stats, err := pgx.Connect(ctx, e.DB.Server) // not the bench database: no xacts of ours in it
 	if err != nil {
 		return err
 	}
 	defer stats.Close(ctx)
-	if err := sleep(ctx, b.sz.b10StatsLag); err != nil {
+	if err := harness.Sleep(ctx, b.sz.b10StatsLag); err != nil {
 		return err
 	}
-	idleXacts, err := xactRate(ctx, stats, e.dbName, b.sz.b10Duration)
+	idleXacts, err := harness.CommitRate(ctx, stats, e.DB.Name, b.sz.b10Duration)
 	if err != nil {
 		return err
 	}
 
 	// No waits: the bystander's baseline.
-	cpu := sampleCPU(b.pids())
+	cpu := harness.SampleCPU(b.pids())
 	base, err := closedLoopLatency(ctx, b10Conc, b.sz.b10Duration, bystander, read)
 	if err != nil {
 		return fmt.Errorf("B10: reads with no waits: %w", err)
 	}
-	baseCPU := cpuSince(cpu, b.pids())
+	baseCPU := cpu.Since(b.pids())
 
 	// The waits: perUser loops per waiter, their first starts spread over
 	// one timeout so that they end (and start again) evenly, not all at
@@ -142,11 +142,11 @@ func (b *bench) b10(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if sleep(wctx, delay) != nil {
+				if harness.Sleep(wctx, delay) != nil {
 					return
 				}
 				for wctx.Err() == nil {
-					status, err := w.c.status(wctx, path)
+					status, err := w.c.Status(wctx, path)
 					switch {
 					case wctx.Err() != nil:
 						return
@@ -156,7 +156,7 @@ func (b *bench) b10(ctx context.Context) error {
 						continue
 					case status == http.StatusTooManyRequests:
 						tooMany.Add(1)
-						_ = sleep(wctx, time.Second) // its Retry-After
+						_ = harness.Sleep(wctx, time.Second) // its Retry-After
 						continue
 					default:
 						err = fmt.Errorf("GET %s: %d, want 504 (no storage subscriber runs)", path, status)
@@ -182,11 +182,11 @@ func (b *bench) b10(ctx context.Context) error {
 	// Held: every wait in flight at once (a handful between answer and
 	// restart at any moment).
 	want := b.sz.b10Waits
-	if err := waitFor(ctx, httpapi.DefaultCatchUpTimeout+10*time.Second, 50*time.Millisecond, func() (bool, error) {
+	if err := harness.WaitFor(ctx, httpapi.DefaultCatchUpTimeout+10*time.Second, 50*time.Millisecond, func() (bool, error) {
 		if err := failed(); err != nil {
 			return false, err
 		}
-		v, found, err := e.api.metric(ctx, storageWaits)
+		v, found, err := e.API.Metric(ctx, storageWaits)
 		if err == nil && !found {
 			err = fmt.Errorf("the api has no %s", storageWaits)
 		}
@@ -196,39 +196,39 @@ func (b *bench) b10(ctx context.Context) error {
 	}
 
 	// The bystander again, with the waits held.
-	sampler := newWaitSampler(ctx, e.api)
+	stopSampling := e.API.SampleMetric(ctx, storageWaits, 250*time.Millisecond)
 	timeoutsBefore := timeouts.Load()
-	cpu = sampleCPU(b.pids())
+	cpu = harness.SampleCPU(b.pids())
 	loaded, err := closedLoopLatency(ctx, b10Conc, b.sz.b10Duration, bystander, read)
 	if err != nil {
 		return fmt.Errorf("B10: reads with %d waits: %w", want, err)
 	}
-	limited := cpuSince(cpu, b.pids())
+	limited := cpu.Since(b.pids())
 	timeoutsDuring := timeouts.Load() - timeoutsBefore
 
 	// The waits alone, b10StatsLag after the bystander's last read: the
 	// database's transactions, and the statements the api sent for
 	// requests (the waits' first looks; the watcher's looks run on its
 	// background pool and are only in the transactions).
-	if err := sleep(ctx, b.sz.b10StatsLag); err != nil {
+	if err := harness.Sleep(ctx, b.sz.b10StatsLag); err != nil {
 		return err
 	}
-	stmts0, _, err := e.api.metric(ctx, "epoch_db_statements_total")
+	stmts0, _, err := e.API.Metric(ctx, "epoch_db_statements_total")
 	if err != nil {
 		return err
 	}
 	window := max(b.sz.b10Duration, httpapi.DefaultCatchUpTimeout) // one round of every wait
 	t0 := time.Now()
-	waitXacts, err := xactRate(ctx, stats, e.dbName, window)
+	waitXacts, err := harness.CommitRate(ctx, stats, e.DB.Name, window)
 	if err != nil {
 		return err
 	}
-	stmts1, _, err := e.api.metric(ctx, "epoch_db_statements_total")
+	stmts1, _, err := e.API.Metric(ctx, "epoch_db_statements_total")
 	if err != nil {
 		return err
 	}
 	apiStmts := (stmts1 - stmts0) / time.Since(t0).Seconds()
-	inFlight := sampler.stop()
+	inFlight := describeSamples(stopSampling())
 	if err := failed(); err != nil {
 		return fmt.Errorf("B10: waits: %w", err)
 	}
@@ -236,8 +236,8 @@ func (b *bench) b10(ctx context.Context) error {
 		return fmt.Errorf("B10: waits: %w", err)
 	}
 	// The cancelled waits leave the api before the next figure starts.
-	if err := waitFor(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
-		v, _, err := e.api.metric(ctx, storageWaits)
+	if err := harness.WaitFor(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
+		v, _, err := e.API.Metric(ctx, storageWaits)
 		return v == 0, err
 	}); err != nil {
 		return fmt.Errorf("B10: waits still in the api after they were cancelled: %w", err)
@@ -268,29 +268,28 @@ func (b *bench) b10(ctx context.Context) error {
 }
 
 // closedLoopLatency runs op from c clients (each its own connection) back
-// to back for d and returns every op's latency in ms, sorted.
-func closedLoopLatency(ctx context.Context, c int, d time.Duration, user *client, op func(context.Context, *client, int) error) ([]float64, error) {
+// to back for d and returns every op's latency in ms, sorted. Client k's
+// ops are numbered from k.
+func closedLoopLatency(ctx context.Context, c int, d time.Duration, user *harness.Client, op func(context.Context, *harness.Client, int) error) ([]float64, error) {
 	var mu sync.Mutex
 	var lat []float64
-	g, gctx := errgroup.WithContext(ctx)
-	deadline := time.Now().Add(d)
+	conns, next := make([]*harness.Client, c), make([]int, c)
 	for k := range c {
-		conn := user.withConn(1)
-		g.Go(func() error {
-			for i := k; time.Now().Before(deadline); i++ {
-				t0 := time.Now()
-				if err := op(gctx, conn, i); err != nil {
-					return err
-				}
-				ms := float64(time.Since(t0).Microseconds()) / 1000
-				mu.Lock()
-				lat = append(lat, ms)
-				mu.Unlock()
-			}
-			return nil
-		})
+		conns[k], next[k] = user.WithConns(1), k
 	}
-	if err := g.Wait(); err != nil {
+	_, err := harness.ClosedLoop(ctx, c, d, func(ctx context.Context, k int) error {
+		t0 := time.Now()
+		if err := op(ctx, conns[k], next[k]); err != nil {
+			return err
+		}
+		next[k]++
+		ms := float64(time.Since(t0).Microseconds()) / 1000
+		mu.Lock()
+		lat = append(lat, ms)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if len(lat) == 0 {
@@ -300,106 +299,15 @@ func closedLoopLatency(ctx context.Context, c int, d time.Duration, user *client
 	return lat, nil
 }
 
-// xactRate is the transactions committed per second in database db over d
-// (pg_stat_database.xact_commit), read through conn, which must be
-// connected to another database so its reads are not counted.
-func xactRate(ctx context.Context, conn *pgx.Conn, db string, d time.Duration) (float64, error) {
-	read := func() (int64, time.Time, error) {
-		var n int64
-		err := conn.QueryRow(ctx, "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", db).Scan(&n)
-		return n, time.Now(), err
-	}
-	n0, t0, err := read()
-	if err != nil {
-		return 0, err
-	}
-	if err := sleep(ctx, d); err != nil {
-		return 0, err
-	}
-	n1, t1, err := read()
-	if err != nil {
-		return 0, err
-	}
-	return float64(n1-n0) / t1.Sub(t0).Seconds(), nil
-}
-
-// waitSampler reads the api's storage waits gauge every 250 ms until
-// stopped.
-type waitSampler struct {
-	stopc   chan struct{}
-	done    chan struct{}
-	samples []float64
-}
-
-func newWaitSampler(ctx context.Context, api *proc) *waitSampler {
-	s := &waitSampler{stopc: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if v, found, err := api.metric(ctx, storageWaits); err == nil && found {
-				s.samples = append(s.samples, v)
-			}
-			select {
-			case <-s.stopc:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-// stop ends the sampling and describes the samples.
-func (s *waitSampler) stop() map[string]any {
-	close(s.stopc)
-	<-s.done
-	if len(s.samples) == 0 {
+// describeSamples gives the count, the least, the most and the mean of
+// samples.
+func describeSamples(samples []float64) map[string]any {
+	if len(samples) == 0 {
 		return map[string]any{"samples": 0}
 	}
 	lo, hi, sum := math.Inf(1), math.Inf(-1), 0.0
-	for _, v := range s.samples {
+	for _, v := range samples {
 		lo, hi, sum = min(lo, v), max(hi, v), sum+v
 	}
-	return map[string]any{"samples": len(s.samples), "min": lo, "max": hi, "mean": round(sum / float64(len(s.samples)))}
-}
-
-// uploadFileOut uploads a file and returns the answer (its id and the
-// command's position).
-func (c *client) uploadFileOut(ctx context.Context, name string, size int64) (fileOut, error) {
-	var f fileOut
-	err := c.call(ctx, http.MethodPost, "/v1/files", map[string]any{"name": name, "size_bytes": size, "content_type": "application/octet-stream"}, http.StatusCreated, &f)
-	return f, err
-}
-
-// status GETs path and returns the answer's status, the body read and
-// dropped so the connection is kept.
-func (c *client) status(ctx context.Context, path string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return map[string]any{"samples": len(samples), "min": lo, "max": hi, "mean": round(sum / float64(len(samples)))}
 }

@@ -6,10 +6,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/delivery/broker"
-	"github.com/catacloud/epoch/internal/delivery/outbox"
+	"github.com/catacloud/epoch/internal/testkit/harness"
+	"github.com/catacloud/epoch/internal/testkit/testcluster"
 )
 
 // b11 is B2 on the three-node cluster: a backlog of file events in the
@@ -21,17 +23,17 @@ func (b *bench) b11(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	events, err := b.clusterBacklog(ctx, "B11", b.sz.b2Events)
+	events, err := b.backlog(ctx, "B11", b.sz.b2Events)
 	if err != nil {
 		return err
 	}
-	pids := c.pids(b.pids())
-	cpu := sampleCPU(pids)
+	pids := testcluster.NodePids(b.pids())
+	cpu := harness.SampleCPU(pids)
 	rawRate, err := c.rawPublish(ctx, events)
 	if err != nil {
 		return fmt.Errorf("raw ceiling on the cluster: %w", err)
 	}
-	rawLimited := cpuSince(cpu, pids)
+	rawLimited := cpu.Since(pids)
 	d, err := b.clusterDrain(ctx, c, "B11", events, 1)
 	if err != nil {
 		return err
@@ -50,54 +52,23 @@ func (b *bench) b11(ctx context.Context) error {
 // cluster.
 func (b *bench) cluster(ctx context.Context) (*cluster, error) {
 	if b.worker != nil {
-		b.worker.stop()
+		harness.Stop(b.worker)
 		b.worker = nil
 	}
-	return b.clusterOnce.get(ctx, b.log, b.env.root)
-}
-
-// clusterBacklog empties the outbox and fills it with n file events, as B2
-// does, for relays on the cluster to drain.
-func (b *bench) clusterBacklog(ctx context.Context, fig string, n int) ([]eventstore.Event, error) {
-	e := b.env
-	if _, err := e.pool.Exec(ctx, "DELETE FROM outbox"); err != nil {
-		return nil, err
-	}
-	if _, err := e.pool.Exec(ctx, "VACUUM outbox"); err != nil {
-		return nil, err
-	}
-	from, err := maxPosition(ctx, e)
+	s, err := b.clusterOpening.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := fillOutbox(ctx, e, n); err != nil {
-		return nil, err
-	}
-	events, err := eventsAfter(ctx, e, from)
-	if err != nil {
-		return nil, err
-	}
-	if len(events) != n {
-		return nil, fmt.Errorf("%s: %d events inserted, want %d", fig, len(events), n)
-	}
-	return events, nil
+	return &cluster{s}, nil
 }
 
-// requeue queues the same events again, one outbox row each as fillOutbox
-// does, so a second drain works off the very backlog of the first.
+// requeue queues the same events again, one outbox row each (queueEach),
+// so a second drain works off the very backlog of the first.
 func requeue(ctx context.Context, e *env, events []eventstore.Event) error {
 	if _, err := e.pool.Exec(ctx, "VACUUM outbox"); err != nil {
 		return err
 	}
-	positions := make([]int64, len(events))
-	parts := make([]int16, len(events))
-	for i, ev := range events {
-		positions[i], parts[i] = ev.Position, outbox.PartitionOf(ev.StreamID)
-	}
-	_, err := e.pool.Exec(ctx, `INSERT INTO outbox (position, partition, last_position)
-		SELECT p.position, p.partition, p.position FROM unnest($1::bigint[], $2::smallint[]) AS p(position, partition)`,
-		positions, parts)
-	return err
+	return queueEach(ctx, e.pool, events)
 }
 
 // rawPublish publishes the events' messages raw (rawPublishOn) from
@@ -107,22 +78,15 @@ func (c *cluster) rawPublish(ctx context.Context, events []eventstore.Event) (fl
 	if err := c.purge(); err != nil {
 		return 0, err
 	}
-	conn, err := amqp.Dial(c.urls[0])
-	if err != nil {
+	var rate float64
+	if err := c.WithChannel(func(ch *amqp.Channel) (err error) {
+		rate, err = rawPublishOn(ctx, ch, broker.Exchange, events)
+		return err
+	}); err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, err
-	}
-	rate, err := rawPublishOn(ctx, ch, broker.Exchange, events)
-	if err != nil {
-		return 0, err
-	}
-	for _, s := range clusterSubscriptions() {
-		q := broker.QueueName(s.Name)
-		n, err := c.queueMessages(q)
+	for _, q := range c.queues() {
+		n, err := c.Messages(q)
 		if err != nil {
 			return 0, err
 		}
@@ -153,26 +117,20 @@ func (b *bench) clusterDrain(ctx context.Context, c *cluster, fig string, events
 		return drainTime{}, err
 	}
 	start := time.Now()
-	cpu := sampleCPU(c.pids(b.pids()))
-	procs := make([]*proc, workers)
-	errs := make(chan error, workers)
+	cpu := harness.SampleCPU(testcluster.NodePids(b.pids()))
+	procs := make([]*harness.Proc, workers)
+	var starts errgroup.Group
 	for i := range procs {
-		go func() {
-			var err error
-			procs[i], err = e.startWorkerOn(ctx, fmt.Sprintf("cluster%d", i+1), "relay", c.url)
-			errs <- err
-		}()
+		starts.Go(func() (err error) {
+			procs[i], err = e.startWorkerOn(ctx, fmt.Sprintf("cluster%d", i+1), "relay", c.URL)
+			return err
+		})
 	}
-	var startErr error
-	for range procs {
-		if err := <-errs; err != nil && startErr == nil {
-			startErr = err
-		}
-	}
+	startErr := starts.Wait()
 	defer func() {
 		for _, p := range procs {
 			if p != nil {
-				p.stop()
+				harness.Stop(p)
 			}
 		}
 	}()
@@ -183,16 +141,16 @@ func (b *bench) clusterDrain(ctx context.Context, c *cluster, fig string, events
 	for _, p := range procs {
 		waits = append(waits, b.profile(ctx, p, fig, b.sz.drainBudget/60))
 	}
-	if err := waitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
+	if err := harness.WaitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
 		var left bool
 		err := e.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM outbox)").Scan(&left)
 		return !left, err
 	}); err != nil {
-		return drainTime{}, fmt.Errorf("%d relay worker(s) on the cluster did not drain the outbox: %w\n%s", workers, err, procs[0].tail())
+		return drainTime{}, fmt.Errorf("%d relay worker(s) on the cluster did not drain the outbox: %w\n%s", workers, err, procs[0].Tail(3000))
 	}
 	d := drainTime{elapsed: time.Since(start)}
-	pids := c.pids(b.pids(procs...))
-	d.limited = cpuSince(cpu, pids)
+	pids := testcluster.NodePids(b.pids(procs...))
+	d.limited = cpu.Since(pids)
 	d.rate = float64(len(events)) / d.elapsed.Seconds()
 	// Every relay worker's first lane at least.
 	d.placement = c.placement(ctx, map[string]int{"epoch-relay-1": workers}, b.sz.placementWait)
@@ -200,12 +158,11 @@ func (b *bench) clusterDrain(ctx context.Context, c *cluster, fig string, events
 		w()
 	}
 	for _, p := range procs {
-		p.stop()
+		harness.Stop(p)
 	}
 	d.queued = map[string]int{}
-	for _, s := range clusterSubscriptions() {
-		q := broker.QueueName(s.Name)
-		n, err := c.queueMessages(q)
+	for _, q := range c.queues() {
+		n, err := c.Messages(q)
 		if err != nil {
 			return drainTime{}, err
 		}

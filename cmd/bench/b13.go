@@ -15,7 +15,7 @@ func (b *bench) b13(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	events, err := b.clusterBacklog(ctx, "B13", b.sz.b2Events)
+	events, err := b.backlog(ctx, "B13", b.sz.b2Events)
 	if err != nil {
 		return err
 	}

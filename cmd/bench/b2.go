@@ -2,18 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/core/domain"
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/delivery/outbox"
 	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // b2 fills the outbox with a backlog of file events while no relay runs,
@@ -23,62 +24,44 @@ import (
 // leaves in catacloud.storage and catacloud.billing is what B8 drains.
 func (b *bench) b2(ctx context.Context) error {
 	e := b.env
-	// Earlier figures ran without a relay: drop their rows, and the dead
-	// tuples that leaves, so the relay starts on this backlog alone.
-	if _, err := e.pool.Exec(ctx, "DELETE FROM outbox"); err != nil {
-		return err
-	}
-	if _, err := e.pool.Exec(ctx, "VACUUM outbox"); err != nil {
-		return err
-	}
-	from, err := maxPosition(ctx, e)
+	events, err := b.backlog(ctx, "B2", b.sz.b2Events)
 	if err != nil {
 		return err
-	}
-	if err := fillOutbox(ctx, e, b.sz.b2Events); err != nil {
-		return err
-	}
-	events, err := eventsAfter(ctx, e, from)
-	if err != nil {
-		return err
-	}
-	if len(events) != b.sz.b2Events {
-		return fmt.Errorf("B2: %d events inserted, want %d", len(events), b.sz.b2Events)
 	}
 
-	cpu := sampleCPU(b.pids())
+	cpu := harness.SampleCPU(b.pids())
 	rawRate, err := rawPublish(ctx, e, events)
 	if err != nil {
 		return fmt.Errorf("raw ceiling: %w", err)
 	}
-	rawLimited := cpuSince(cpu, b.pids())
+	rawLimited := cpu.Since(b.pids())
 
 	start := time.Now()
-	cpu = sampleCPU(b.pids())
+	cpu = harness.SampleCPU(b.pids())
 	worker, err := e.startWorker(ctx, "relay")
 	if err != nil {
 		return err
 	}
-	defer worker.stop()
+	defer harness.Stop(worker)
 	waitProfile := b.profile(ctx, worker, "B2", b.sz.drainBudget/60)
-	if err := waitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
+	if err := harness.WaitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
 		var left bool
 		err := e.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM outbox)").Scan(&left)
 		return !left, err
 	}); err != nil {
-		return fmt.Errorf("relay did not drain the outbox: %w\n%s", err, worker.tail())
+		return fmt.Errorf("relay did not drain the outbox: %w\n%s", err, worker.Tail(3000))
 	}
 	elapsed := time.Since(start)
-	limited := cpuSince(cpu, b.pids(worker))
-	rss, err := worker.peakRSS()
+	limited := cpu.Since(b.pids(worker))
+	rss, err := worker.PeakRSS()
 	if err != nil {
 		return err
 	}
 	waitProfile()
-	worker.stop()
+	harness.Stop(worker)
 	queued := map[string]int{}
 	for _, q := range []string{"catacloud.storage", "catacloud.billing"} {
-		n, err := queueMessages(ctx, e, q)
+		n, err := harness.QueueMessages(e.Vhost.URL, q)
 		if err != nil {
 			return err
 		}
@@ -101,9 +84,38 @@ func (b *bench) b2(ctx context.Context) error {
 	return nil
 }
 
+// backlog empties the outbox and fills it with n file events (fillOutbox)
+// for a relay to drain, and returns them. Earlier figures ran without a
+// relay: their rows go, and the dead tuples that leaves, so the relay
+// starts on this backlog alone.
+func (b *bench) backlog(ctx context.Context, fig string, n int) ([]eventstore.Event, error) {
+	e := b.env
+	for _, stmt := range []string{"DELETE FROM outbox", "VACUUM outbox"} {
+		if _, err := e.pool.Exec(ctx, stmt); err != nil {
+			return nil, err
+		}
+	}
+	from, err := dbsqlc.New().EventMaxPosition(ctx, e.pool)
+	if err != nil {
+		return nil, err
+	}
+	if err := fillOutbox(ctx, e, n); err != nil {
+		return nil, err
+	}
+	events, err := eventstore.After(ctx, e.pool, from, int32(n)+1)
+	if err != nil {
+		return nil, err
+	}
+	if len(events) != n {
+		return nil, fmt.Errorf("%s: %d events inserted, want %d", fig, len(events), n)
+	}
+	return events, nil
+}
+
 // fillOutbox inserts n file events (uploads of n/2 files, then their
-// deletes) of a few owners, and their outbox rows, as the api would have:
-// one row per event, since each of those commands writes one event.
+// deletes) of a few owners with COPY (eventstore.Copy), and their outbox
+// rows, as the api would have: one row per event, since each of those
+// commands writes one event.
 func fillOutbox(ctx context.Context, e *env, n int) error {
 	owners := make([]uuid.UUID, 8)
 	for i := range owners {
@@ -114,66 +126,44 @@ func fillOutbox(ctx context.Context, e *env, n int) error {
 		files[i] = uuid.Must(uuid.NewV7())
 	}
 	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Microsecond)
-	rows := make([][]any, 0, n)
-	for i, f := range files {
-		data, _ := json.Marshal(map[string]any{"owner_id": owners[i%len(owners)], "name": fmt.Sprintf("file-%d.bin", i),
-			"size_bytes": 1000 + i, "content_type": "application/octet-stream"})
-		rows = append(rows, []any{eventstore.ID(f, 1), domain.StreamFile, f, int32(1), domain.FileUploaded, data, at.Add(time.Duration(i) * time.Microsecond)})
+	events := make([]eventstore.Event, 0, n)
+	var err error
+	add := func(f uuid.UUID, version int32, typ string, data map[string]any, at time.Time) {
+		ev, evErr := eventstore.New(domain.StreamFile, f, version, typ, data, at)
+		events, err = append(events, ev), errors.Join(err, evErr)
 	}
 	for i, f := range files {
-		data, _ := json.Marshal(map[string]any{"owner_id": owners[i%len(owners)]})
-		rows = append(rows, []any{eventstore.ID(f, 2), domain.StreamFile, f, int32(2), domain.FileDeleted, data, at.Add(time.Minute + time.Duration(i)*time.Microsecond)})
+		add(f, 1, domain.FileUploaded, map[string]any{"owner_id": owners[i%len(owners)], "name": fmt.Sprintf("file-%d.bin", i),
+			"size_bytes": 1000 + i, "content_type": "application/octet-stream"}, at.Add(time.Duration(i)*time.Microsecond))
 	}
-	for len(rows) < n { // an odd n: one more upload
-		f := uuid.Must(uuid.NewV7())
-		data, _ := json.Marshal(map[string]any{"owner_id": owners[0], "name": "odd.bin", "size_bytes": 1, "content_type": "application/octet-stream"})
-		rows = append(rows, []any{eventstore.ID(f, 1), domain.StreamFile, f, int32(1), domain.FileUploaded, data, at})
+	for i, f := range files {
+		add(f, 2, domain.FileDeleted, map[string]any{"owner_id": owners[i%len(owners)]}, at.Add(time.Minute+time.Duration(i)*time.Microsecond))
+	}
+	if len(events) < n { // an odd n: one more upload
+		add(uuid.Must(uuid.NewV7()), 1, domain.FileUploaded, map[string]any{"owner_id": owners[0], "name": "odd.bin", "size_bytes": 1, "content_type": "application/octet-stream"}, at)
+	}
+	if err != nil {
+		return err
 	}
 	return database.InTx(ctx, e.pool, func(tx *database.Tx) error {
-		var from int64
-		if err := tx.QueryRow(ctx, "SELECT coalesce(max(position), 0) FROM events").Scan(&from); err != nil {
+		if err := eventstore.Copy(ctx, tx, events); err != nil {
 			return err
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events"},
-			[]string{"id", "stream_type", "stream_id", "version", "type", "data", "occurred_at"}, pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("copy events: %w", err)
-		}
-		streams := make([]uuid.UUID, 0, len(files)+1)
-		parts := make([]int16, 0, len(files)+1)
-		seen := map[uuid.UUID]bool{}
-		for _, r := range rows {
-			id := r[2].(uuid.UUID)
-			if !seen[id] {
-				seen[id] = true
-				streams = append(streams, id)
-				parts = append(parts, outbox.PartitionOf(id))
-			}
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO outbox (position, partition, last_position)
-			SELECT e.position, p.partition, e.position
-			FROM events e JOIN unnest($1::uuid[], $2::smallint[]) AS p(stream_id, partition) ON p.stream_id = e.stream_id
-			WHERE e.position > $3`, streams, parts, from)
-		return err
+		return queueEach(ctx, tx, events)
 	})
 }
 
-func maxPosition(ctx context.Context, e *env) (int64, error) {
-	var p int64
-	err := e.pool.QueryRow(ctx, "SELECT coalesce(max(position), 0) FROM events").Scan(&p)
-	return p, err
-}
-
-func eventsAfter(ctx context.Context, e *env, after int64) ([]eventstore.Event, error) {
-	rows, err := e.pool.Query(ctx, `SELECT position, id, stream_type, stream_id, version, type, data, occurred_at
-		FROM events WHERE position > $1 ORDER BY position`, after)
-	if err != nil {
-		return nil, err
+// queueEach writes an outbox row for each of events (positions set).
+func queueEach(ctx context.Context, db database.DBTX, events []eventstore.Event) error {
+	positions := make([]int64, len(events))
+	parts := make([]int16, len(events))
+	for i, ev := range events {
+		positions[i], parts[i] = ev.Position, outbox.PartitionOf(ev.StreamID)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.Event, error) {
-		var ev eventstore.Event
-		err := r.Scan(&ev.Position, &ev.ID, &ev.StreamType, &ev.StreamID, &ev.Version, &ev.Type, &ev.Data, &ev.OccurredAt)
-		return ev, err
-	})
+	_, err := db.Exec(ctx, `INSERT INTO outbox (position, partition, last_position)
+		SELECT p.position, p.partition, p.position FROM unnest($1::bigint[], $2::smallint[]) AS p(position, partition)`,
+		positions, parts)
+	return err
 }
 
 // rawWindow is how many deferred confirms the raw publisher leaves
@@ -183,38 +173,33 @@ const rawWindow = 1000
 // rawPublish publishes the events' messages with pipelined confirms to a
 // topic exchange feeding two quorum queues, and returns messages per second
 // from the first publish to the last confirm. It removes what it declared.
-func rawPublish(ctx context.Context, e *env, events []eventstore.Event) (float64, error) {
-	conn, err := amqp.Dial(e.amqpURL)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, err
-	}
-	const exchange = "bench.raw.events"
-	queues := []string{"bench.raw.storage", "bench.raw.billing"}
-	if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return 0, err
-	}
-	for _, q := range queues {
-		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
-			amqp.QueueTypeArg: amqp.QueueTypeQuorum, "x-delivery-limit": int64(20),
-		}); err != nil {
-			return 0, err
+func rawPublish(ctx context.Context, e *env, events []eventstore.Event) (rate float64, err error) {
+	err = harness.WithChannel(e.Vhost.URL, func(ch *amqp.Channel) error {
+		const exchange = "bench.raw.events"
+		queues := []string{"bench.raw.storage", "bench.raw.billing"}
+		if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return err
 		}
-		if err := ch.QueueBind(q, "file.*", exchange, false, nil); err != nil {
-			return 0, err
-		}
-	}
-	defer func() {
 		for _, q := range queues {
-			_, _ = ch.QueueDelete(q, false, false, false)
+			if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
+				amqp.QueueTypeArg: amqp.QueueTypeQuorum, "x-delivery-limit": int64(20),
+			}); err != nil {
+				return err
+			}
+			if err := ch.QueueBind(q, "file.*", exchange, false, nil); err != nil {
+				return err
+			}
 		}
-		_ = ch.ExchangeDelete(exchange, false, false)
-	}()
-	return rawPublishOn(ctx, ch, exchange, events)
+		defer func() {
+			for _, q := range queues {
+				_, _ = ch.QueueDelete(q, false, false, false)
+			}
+			_ = ch.ExchangeDelete(exchange, false, false)
+		}()
+		rate, err = rawPublishOn(ctx, ch, exchange, events)
+		return err
+	})
+	return rate, err
 }
 
 // rawPublishOn publishes the events' messages, persistent and mandatory, to
@@ -272,51 +257,4 @@ func rawPublishOn(ctx context.Context, ch *amqp.Channel, exchange string, events
 	default:
 	}
 	return float64(len(msgs)) / elapsed.Seconds(), nil
-}
-
-// queueMessages is a queue's ready messages, exactly, from a passive
-// declare (the management API's counts lag by seconds).
-func queueMessages(ctx context.Context, e *env, queue string) (int, error) {
-	return queueMessagesAt(e.amqpURL, queue)
-}
-
-// queueMessagesAt is queueMessages on the broker (one node's URL) of
-// amqpURL.
-func queueMessagesAt(amqpURL, queue string) (int, error) {
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, err
-	}
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
-	if err != nil {
-		return 0, fmt.Errorf("inspect %s: %w", queue, err)
-	}
-	return q.Messages, nil
-}
-
-// waitFor polls cond every interval until it holds, it errs, or d passes.
-func waitFor(ctx context.Context, d, interval time.Duration, cond func() (bool, error)) error {
-	deadline := time.Now().Add(d)
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not done after %s", d)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-	}
 }

@@ -7,9 +7,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // b3 measures commit-to-billing-commit latency at a steady command rate:
@@ -34,14 +40,50 @@ func (b *bench) b3(ctx context.Context) error {
 	return nil
 }
 
+// fullWorker is one worker running relay, storage and billing, shared by
+// B3 and B7 and stopped at the end of the run.
+func (b *bench) fullWorker(ctx context.Context) (*harness.Proc, error) {
+	if b.worker != nil {
+		return b.worker, nil
+	}
+	w, err := b.env.startWorker(ctx, "relay,storage,billing")
+	if err != nil {
+		return nil, err
+	}
+	b.worker = w
+	// Whatever earlier figures left (a B2 backlog B8 did not drain) must be
+	// worked off first, or B3 and B7 would measure that instead.
+	if err := harness.WaitFor(ctx, b.sz.drainBudget, 100*time.Millisecond, func() (bool, error) {
+		return drained(ctx, b.env, func(q string) (int, error) { return harness.QueueMessages(b.env.Vhost.URL, q) })
+	}); err != nil {
+		return nil, fmt.Errorf("the system did not settle before the load: %w", err)
+	}
+	return w, nil
+}
+
+// drained reports whether the outbox and the subscriber queues (messages
+// counts a queue's) are empty.
+func drained(ctx context.Context, e *env, messages func(queue string) (int, error)) (bool, error) {
+	var left bool
+	if err := e.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM outbox)").Scan(&left); err != nil || left {
+		return false, err
+	}
+	for _, s := range workerSubscriptions() {
+		if n, err := messages(broker.QueueName(s.Name)); err != nil || n > 0 {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
 // commitToBilling drives B3's load through the api while worker (relay,
 // storage and billing, settled) runs, and reports fig's p50, p95 and p99
 // of commit-to-billing latency (named with prefix) beside rtt's round
 // trips during the same load. pids names the processes for the CPU
 // breakdown; extra goes into the p50's detail.
-func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker *proc, rtt *roundTripper, pids map[int]string, extra map[string]any) error {
+func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker *harness.Proc, rtt *roundTripper, pids map[int]string, extra map[string]any) error {
 	e := b.env
-	user, err := e.newUser(ctx, strings.ToLower(fig), 64)
+	user, err := e.NewUser(ctx, strings.ToLower(fig), 64)
 	if err != nil {
 		return err
 	}
@@ -49,17 +91,17 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 	if err != nil {
 		return fmt.Errorf("raw round trip: %w", err)
 	}
-	from, err := maxPosition(ctx, e)
+	from, err := dbsqlc.New().EventMaxPosition(ctx, e.pool)
 	if err != nil {
 		return err
 	}
-	phasesBefore, err := worker.metrics(ctx)
+	phasesBefore, err := worker.Metrics(ctx)
 	if err != nil {
 		return err
 	}
 	answers := newAnswerLog()
-	user.answers = answers
-	load := &fileLoad{user: user, rate: float64(b.sz.b3Rate), maxInFlight: 256}
+	user.Answered = answers.record
+	load := &harness.FileLoad{User: user, Rate: float64(b.sz.b3Rate), MaxInFlight: 256}
 	type rttResult struct {
 		ms  []float64
 		err error
@@ -71,20 +113,20 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 		ms, err := rtt.measureUntil(loadCtx, every)
 		rttDone <- rttResult{ms, err}
 	}()
-	cpu := sampleCPU(pids)
+	cpu := harness.SampleCPU(pids)
 	waitProfile := b.profile(ctx, worker, fig, b.sz.b3Duration)
-	waitAPIProfile := b.profile(ctx, e.api, fig, b.sz.b3Duration)
+	waitAPIProfile := b.profile(ctx, e.API, fig, b.sz.b3Duration)
 	stopSelfProfile := b.profileSelf(fig)
 	start := time.Now()
-	loadErr := load.run(ctx, b.sz.b3Duration)
+	loadErr := load.Run(ctx, b.sz.b3Duration)
 	stopSelfProfile()
 	waitProfile()
 	waitAPIProfile()
 	elapsed := time.Since(start)
 	stopRTT()
 	busy := <-rttDone
-	limited := cpuSince(cpu, pids)
-	phasesAfter, err := worker.metrics(ctx)
+	limited := cpu.Since(pids)
+	phasesAfter, err := worker.Metrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -96,12 +138,12 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 	if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM events WHERE position > $1 AND stream_type = 'file'", from).Scan(&want); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, time.Minute, 50*time.Millisecond, func() (bool, error) {
+	if err := harness.WaitFor(ctx, time.Minute, 50*time.Millisecond, func() (bool, error) {
 		var n int
 		err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = 'billing' AND position > $1", from).Scan(&n)
 		return n >= want, err
 	}); err != nil {
-		return fmt.Errorf("billing did not catch up after the load: %w\n%s", err, worker.tail())
+		return fmt.Errorf("billing did not catch up after the load: %w\n%s", err, worker.Tail(3000))
 	}
 	// Latency from the command's commit: the moment its answer reached the
 	// bench (just after the commit) to the billing transaction's
@@ -117,20 +159,15 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 		return err
 	}
 	var lat, fromOccurred []float64
-	for rows.Next() {
-		var pos int64
-		var handled, sinceOccurred float64
-		if err := rows.Scan(&pos, &handled, &sinceOccurred); err != nil {
-			rows.Close()
-			return err
-		}
+	var pos int64
+	var handled, sinceOccurred float64
+	if _, err := pgx.ForEachRow(rows, []any{&pos, &handled, &sinceOccurred}, func() error {
 		fromOccurred = append(fromOccurred, sinceOccurred)
 		if answered, ok := answers.get(pos); ok {
 			lat = append(lat, (handled-float64(answered.UnixNano())/1e9)*1000)
 		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
 	sort.Float64s(lat)
@@ -141,8 +178,8 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 	sort.Float64s(busy.ms)
 	rttP50, rttP99 := percentile(busy.ms, 50), percentile(busy.ms, 99)
 	detail := map[string]any{
-		"events": len(lat), "rate_sent_per_s": round(float64(load.sent.Load()) / elapsed.Seconds()),
-		"missed_slots": load.missed.Load(), "round_trips": len(busy.ms),
+		"events": len(lat), "rate_sent_per_s": round(float64(load.Sent.Load()) / elapsed.Seconds()),
+		"missed_slots": load.Missed.Load(), "round_trips": len(busy.ms),
 		"idle_round_trip_p50_ms":  round3(percentile(idle, 50)),
 		"from_occurred_at_p50_ms": round3(percentile(fromOccurred, 50)), "from_occurred_at_p99_ms": round3(percentile(fromOccurred, 99)), "idle_round_trip_p99_ms": round3(percentile(idle, 99)),
 		"ceiling_is":   "raw broker round trip during the same load",
@@ -165,6 +202,28 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 	return nil
 }
 
+// answerLog maps a command's position to the time its answer arrived:
+// B3 measures from there (just after the commit).
+type answerLog struct {
+	mu sync.Mutex
+	at map[int64]time.Time
+}
+
+func newAnswerLog() *answerLog { return &answerLog{at: make(map[int64]time.Time)} }
+
+func (l *answerLog) record(position int64, at time.Time) {
+	l.mu.Lock()
+	l.at[position] = at
+	l.mu.Unlock()
+}
+
+func (l *answerLog) get(position int64) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.at[position]
+	return at, ok
+}
+
 // roundTripper times single persistent messages through a quorum queue:
 // publish with a confirm on one connection, consume on another.
 type roundTripper struct {
@@ -180,7 +239,7 @@ type roundTripper struct {
 // vhost, by the default exchange.
 func newRoundTripper(e *env) (*roundTripper, error) {
 	const queue = "bench.roundtrip"
-	return dialRoundTripper(e.amqpURL, e.amqpURL, queue, func(ch *amqp.Channel) (string, string, []string, error) {
+	return dialRoundTripper(e.Vhost.URL, e.Vhost.URL, queue, func(ch *amqp.Channel) (string, string, []string, error) {
 		_, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{
 			amqp.QueueTypeArg: amqp.QueueTypeQuorum, "x-delivery-limit": int64(20),
 		})
@@ -311,7 +370,7 @@ var claimWaitBounds = []string{"0.001", "0.002", "0.005", "0.01", "0.02", "0.05"
 // relayPhaseDetail is, between two readings of the worker's /metrics, the
 // mean time of each relay phase, the number of cycles and of those that
 // found nothing, and how long rows waited to be claimed.
-func relayPhaseDetail(before, after metricSnapshot) map[string]any {
+func relayPhaseDetail(before, after harness.Metrics) map[string]any {
 	delta := func(series string) float64 { return after[series] - before[series] }
 	phase := func(part, ph string) float64 {
 		return delta(`epoch_relay_cycle_phase_seconds_` + part + `{phase="` + ph + `"}`)
@@ -338,7 +397,7 @@ func relayPhaseDetail(before, after metricSnapshot) map[string]any {
 
 // batchMeanMs is the mean time of subscriber's committed batch
 // transactions between two readings of the worker's /metrics.
-func batchMeanMs(before, after metricSnapshot, subscriber string) (float64, bool) {
+func batchMeanMs(before, after harness.Metrics, subscriber string) (float64, bool) {
 	series := func(part string) float64 {
 		name := `epoch_consumer_batch_seconds_` + part + `{subscriber="` + subscriber + `"}`
 		return after[name] - before[name]

@@ -8,6 +8,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/catacloud/epoch/internal/commandside/command"
+	"github.com/catacloud/epoch/internal/platform/database"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // statementsMetric counts every statement the api's pool sends.
@@ -18,17 +22,17 @@ const statementsMetric = "epoch_db_statements_total"
 // statements the api sent for one request.
 func (b *bench) b6(ctx context.Context) error {
 	e := b.env
-	user, err := e.newUser(ctx, "b6", 8)
+	user, err := e.NewUser(ctx, "b6", 8)
 	if err != nil {
 		return err
 	}
 	// Each size has a job of its own, so the one-file sets do not wade
 	// through what the 1,000-file sets leave behind in job_files.
-	jobs, err := user.createJobs(ctx, 2, 2, "b6-job")
+	jobs, err := user.CreateJobs(ctx, 2, 2, "b6-job")
 	if err != nil {
 		return err
 	}
-	files, err := user.uploadMany(ctx, b.sz.b6Files, 8, "b6-file")
+	files, err := user.UploadMany(ctx, b.sz.b6Files, 8, "b6-file")
 	if err != nil {
 		return err
 	}
@@ -41,7 +45,7 @@ func (b *bench) b6(ctx context.Context) error {
 	// Warm up: the first request of a kind pays for plan caching.
 	for _, set := range [][]string{files, files[:1]} {
 		for _, s := range [][]string{set, nil} {
-			if _, err := user.setFiles(ctx, jobOf(len(set)), s); err != nil {
+			if _, err := user.SetFiles(ctx, jobOf(len(set)), s); err != nil {
 				return err
 			}
 		}
@@ -52,12 +56,12 @@ func (b *bench) b6(ctx context.Context) error {
 		job := jobOf(len(set))
 		var before float64
 		if count { // /metrics is read only around the counted sets
-			if before, found, err = e.api.metric(ctx, statementsMetric); err != nil {
+			if before, found, err = e.API.Metric(ctx, statementsMetric); err != nil {
 				return 0, 0, false, err
 			}
 		}
 		start := time.Now()
-		j, err := user.setFiles(ctx, job, set)
+		j, err := user.SetFiles(ctx, job, set)
 		if err != nil {
 			return 0, 0, false, err
 		}
@@ -66,21 +70,20 @@ func (b *bench) b6(ctx context.Context) error {
 			return 0, 0, false, fmt.Errorf("set of %d files answered %d", len(set), len(j.Files))
 		}
 		if found {
-			after, _, err := e.api.metric(ctx, statementsMetric)
+			after, _, err := e.API.Metric(ctx, statementsMetric)
 			if err != nil {
 				return 0, 0, false, err
 			}
 			statements = after - before
 		}
-		if _, err := user.setFiles(ctx, job, nil); err != nil {
+		if _, err := user.SetFiles(ctx, job, nil); err != nil {
 			return 0, 0, false, err
 		}
 		return ms, statements, found, nil
 	}
-	// The database's share: the same statements sent raw through pgx
-	// (rawLinker, as B1's ceiling), linking the files onto the emptied job
-	// and then unlinking them (untimed).
-	raw, err := newRawLinker(ctx, e, user.token)
+	// Without HTTP: the same sets run through the application's own code
+	// (direct, as B1's ceiling), each followed by the reset (untimed).
+	raw, err := newDirect(ctx, e, user)
 	if err != nil {
 		return err
 	}
@@ -89,24 +92,25 @@ func (b *bench) b6(ctx context.Context) error {
 	for i, f := range files {
 		fileIDs[i] = uuid.MustParse(f)
 	}
-	rawTimed := func(set []uuid.UUID) (ms float64, err error) {
-		job := uuid.MustParse(jobOf(len(set)))
+	set := func(job string, files []uuid.UUID) (int64, error) {
+		return raw.run(ctx, job, func(ctx context.Context, tx *database.Tx, ref command.JobRef) (command.Outcome, error) {
+			return raw.svc.SetJobFiles(ctx, tx, ref, files)
+		})
+	}
+	rawTimed := func(files []uuid.UUID) (ms float64, err error) {
+		job := jobOf(len(files))
 		start := time.Now()
-		linked, count, err := raw.command(ctx, job, set, "JobFileIDsInLinkOrder")
+		count, err := set(job, files)
 		ms = float64(time.Since(start).Microseconds()) / 1000
-		switch {
-		case err != nil:
-		case linked:
-			err = fmt.Errorf("raw set of %d files: the job was not empty", len(set))
-		case count != int64(len(set)):
-			err = fmt.Errorf("raw set of %d files: file_count %d read back", len(set), count)
+		if err == nil && count != int64(len(files)) {
+			err = fmt.Errorf("direct set of %d files: file_count %d read back", len(files), count)
 		}
 		if err == nil {
-			_, _, err = raw.command(ctx, job, set, "JobFileIDsInLinkOrder")
+			_, err = set(job, nil)
 		}
 		return ms, err
 	}
-	for _, set := range [][]uuid.UUID{fileIDs, fileIDs[:1]} { // warm up the raw pool's plans
+	for _, set := range [][]uuid.UUID{fileIDs, fileIDs[:1]} { // warm up the pool's plans
 		if _, err := rawTimed(set); err != nil {
 			return err
 		}
@@ -117,7 +121,7 @@ func (b *bench) b6(ctx context.Context) error {
 	var manyStmts, oneStmts float64
 	var found bool
 	stopSelf := b.profileSelf("B6") // the raw sets' client side
-	cpu := sampleCPU(b.pids())
+	cpu := harness.SampleCPU(b.pids())
 	for run := range b.sz.b6Runs {
 		ms, stmts, ok, err := timed(files, run == 0)
 		if err != nil {
@@ -143,7 +147,7 @@ func (b *bench) b6(ctx context.Context) error {
 		}
 		rawOneRuns = append(rawOneRuns, ms)
 	}
-	limited := cpuSince(cpu, b.pids())
+	limited := cpu.Since(b.pids())
 	stopSelf()
 	median := func(xs []float64) float64 { sort.Float64s(xs); return xs[len(xs)/2] }
 	manyMs, oneMs := median(manyRuns), median(oneRuns)
@@ -151,12 +155,12 @@ func (b *bench) b6(ctx context.Context) error {
 	if b.pprofDir != "" {
 		// Profile the api over more 1,000-file sets than the figure takes.
 		const d = 5 * time.Second
-		wait := b.profile(ctx, e.api, "B6", d)
+		wait := b.profile(ctx, e.API, "B6", d)
 		for end := time.Now().Add(d); time.Now().Before(end); {
-			if _, err := user.setFiles(ctx, jobs[0], files); err != nil {
+			if _, err := user.SetFiles(ctx, jobs[0], files); err != nil {
 				return err
 			}
-			if _, err := user.setFiles(ctx, jobs[0], nil); err != nil {
+			if _, err := user.SetFiles(ctx, jobs[0], nil); err != nil {
 				return err
 			}
 		}
@@ -166,7 +170,7 @@ func (b *bench) b6(ctx context.Context) error {
 		Detail: map[string]any{"runs": b.sz.b6Runs, "ceiling_is": "median latency of a one-file set in the same run"}}).withCeiling(oneMs)
 	b.r.add(f.judge("ratio<=5", f.Ratio != nil && *f.Ratio <= 5))
 	b.r.add((&figure{Figure: "B6", Name: fmt.Sprintf("raw_set_%d_files_latency", len(files)), Value: rawManyMs, Unit: "ms",
-		Detail: map[string]any{"runs": b.sz.b6Runs, "ceiling_is": "median latency of the raw one-file set in the same run",
+		Detail: map[string]any{"runs": b.sz.b6Runs, "ceiling_is": "median latency of the one-file set without HTTP in the same run",
 			"api_over_raw_many": round3(manyMs / rawManyMs), "api_over_raw_one": round3(oneMs / rawOneMs)}}).withCeiling(rawOneMs))
 	if !found {
 		return errors.New("the api does not expose " + statementsMetric + " on /metrics: statement count not measured")

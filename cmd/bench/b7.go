@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // b7 drives uploads and deletes at B1's best command rate with the relay
@@ -22,11 +24,11 @@ func (b *bench) b7(ctx context.Context) error {
 		rate = 500
 		b.note("B7: B1 did not run; driven at 500 commands/s.")
 	}
-	user, err := e.newUser(ctx, "b7", 128)
+	user, err := e.NewUser(ctx, "b7", 128)
 	if err != nil {
 		return err
 	}
-	load := &fileLoad{user: user, rate: rate, maxInFlight: 128}
+	load := &harness.FileLoad{User: user, Rate: rate, MaxInFlight: 128}
 	type series struct{ t, backlog, lagStorage, lagBilling, qStorage, qBilling []float64 }
 	var s series
 	sampleErr := make(chan error, 1)
@@ -53,8 +55,8 @@ func (b *bench) b7(ctx context.Context) error {
 				sampleErr <- err
 				return
 			}
-			qs, err1 := queueMessages(ctx, e, "catacloud.storage")
-			qb, err2 := queueMessages(ctx, e, "catacloud.billing")
+			qs, err1 := harness.QueueMessages(e.Vhost.URL, "catacloud.storage")
+			qb, err2 := harness.QueueMessages(e.Vhost.URL, "catacloud.billing")
 			if err := errors.Join(err1, err2); err != nil {
 				sampleErr <- err
 				return
@@ -67,10 +69,10 @@ func (b *bench) b7(ctx context.Context) error {
 			s.qBilling = append(s.qBilling, float64(qb))
 		}
 	}()
-	cpu := sampleCPU(b.pids(worker))
+	cpu := harness.SampleCPU(b.pids(worker))
 	waitWorker := b.profile(ctx, worker, "B7", b.sz.b7Duration/2)
-	waitAPI := b.profile(ctx, e.api, "B7", b.sz.b7Duration/2)
-	loadErr := load.run(ctx, b.sz.b7Duration)
+	waitAPI := b.profile(ctx, e.API, "B7", b.sz.b7Duration/2)
+	loadErr := load.Run(ctx, b.sz.b7Duration)
 	waitWorker()
 	waitAPI()
 	elapsed := time.Since(start)
@@ -78,11 +80,11 @@ func (b *bench) b7(ctx context.Context) error {
 	if err := errors.Join(loadErr, <-sampleErr); err != nil {
 		return err
 	}
-	limited := cpuSince(cpu, b.pids(worker))
+	limited := cpu.Since(b.pids(worker))
 	if len(s.t) < 2 {
 		return fmt.Errorf("B7: only %d samples", len(s.t))
 	}
-	achieved := float64(load.done.Load()) / elapsed.Seconds()
+	achieved := float64(load.Done.Load()) / elapsed.Seconds()
 	// Flat: growing by less than 1% of the command rate per second, i.e.
 	// falling behind by under 1 command in 100 (a backlog that merely
 	// wobbles has a slope near 0).
@@ -91,7 +93,7 @@ func (b *bench) b7(ctx context.Context) error {
 	add := func(name string, y, q []float64) {
 		sl := slope(s.t, y)
 		d := map[string]any{"samples": len(s.t), "final": last(y), "max": maxOf(y),
-			"target_rate_per_s": round(rate), "achieved_rate_per_s": round(achieved), "missed_slots": load.missed.Load()}
+			"target_rate_per_s": round(rate), "achieved_rate_per_s": round(achieved), "missed_slots": load.Missed.Load()}
 		if q != nil {
 			d["queue_depth_slope_per_s"] = round3(slope(s.t, q))
 			d["queue_depth_final"] = last(q)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/catacloud/epoch/internal/subscribers"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // b8 times each subscriber working off the backlog B2's relay left in its
@@ -22,33 +23,33 @@ func (b *bench) b8(ctx context.Context) error {
 			return err
 		}
 		start := time.Now()
-		cpu := sampleCPU(b.pids())
+		cpu := harness.SampleCPU(b.pids())
 		worker, err := e.startWorker(ctx, sub)
 		if err != nil {
 			return err
 		}
 		waitProfile := b.profile(ctx, worker, "B8-"+sub, b.sz.drainBudget/120)
-		err = waitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
+		err = harness.WaitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
 			var n int
 			err := e.pool.QueryRow(ctx, "SELECT count(*) FROM inbox WHERE subscriber = $1", sub).Scan(&n)
 			return n-before >= b.b2Messages, err
 		})
 		if err == nil { // duplicates past the inbox count are no-ops still queued
-			err = waitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
-				n, err := queueMessages(ctx, e, "catacloud."+sub)
+			err = harness.WaitFor(ctx, b.sz.drainBudget, 20*time.Millisecond, func() (bool, error) {
+				n, err := harness.QueueMessages(e.Vhost.URL, "catacloud."+sub)
 				return n == 0, err
 			})
 		}
 		elapsed := time.Since(start)
-		limited := cpuSince(cpu, b.pids(worker))
+		limited := cpu.Since(b.pids(worker))
 		var rss int64
 		if err == nil {
-			rss, err = worker.peakRSS()
+			rss, err = worker.PeakRSS()
 		}
 		waitProfile()
-		worker.stop()
+		harness.Stop(worker)
 		if err != nil {
-			return fmt.Errorf("%s did not drain its queue: %w\n%s", sub, err, worker.tail())
+			return fmt.Errorf("%s did not drain its queue: %w\n%s", sub, err, worker.Tail(3000))
 		}
 		rate := float64(b.b2Messages) / elapsed.Seconds()
 		f := (&figure{Figure: "B8", Name: sub + "_drain_msgs_per_s", Value: rate, Unit: "msg/s", LimitedBy: limited,

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // b9Conc is how many GETs of the full job's preview run at once in B9.
@@ -28,11 +27,11 @@ const b9Conc = 16
 func (b *bench) b9(ctx context.Context) error {
 	e := b.env
 	n := b.sz.b9Files
-	user, err := e.newUser(ctx, "b9", b9Conc)
+	user, err := e.NewUser(ctx, "b9", b9Conc)
 	if err != nil {
 		return err
 	}
-	job, err := user.createJob(ctx, "b9-full-job")
+	job, err := user.CreateJob(ctx, "b9-full-job")
 	if err != nil {
 		return err
 	}
@@ -43,15 +42,15 @@ func (b *bench) b9(ctx context.Context) error {
 		g.Go(func() error {
 			prefix := fmt.Sprintf("b9-%05d-", i)
 			name := prefix + strings.Repeat("n", domain.MaxTextLength-len(prefix))
-			id, err := user.uploadFile(gctx, name, int64(1000+i))
-			files[i] = id
+			f, err := user.UploadFile(gctx, name, int64(1000+i))
+			files[i] = f.ID
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("B9: upload %d files: %w", n, err)
 	}
-	set, err := user.setFiles(ctx, job, files)
+	set, err := user.SetFiles(ctx, job, files)
 	if err != nil {
 		return fmt.Errorf("B9: set %d files: %w", n, err)
 	}
@@ -61,7 +60,7 @@ func (b *bench) b9(ctx context.Context) error {
 
 	// One GET, whole body kept: its size, and a check that it lists every
 	// file. It also warms the api up for the rounds.
-	size, err := user.previewSize(ctx, job, n)
+	size, err := previewSize(ctx, user, job, n)
 	if err != nil {
 		return err
 	}
@@ -71,19 +70,19 @@ func (b *bench) b9(ctx context.Context) error {
 	rounds := b.sz.b9Rounds
 	var mu sync.Mutex
 	lat := make([]float64, 0, rounds*b9Conc)
-	e.api.resetPeakRSS()
-	atReset, err := e.api.peakRSS() // the resident set the rounds start from
+	e.API.ResetPeakRSS()
+	atReset, err := e.API.PeakRSS() // the resident set the rounds start from
 	if err != nil {
 		return err
 	}
-	cpu := sampleCPU(b.pids())
+	cpu := harness.SampleCPU(b.pids())
 	start := time.Now()
 	for range rounds {
 		g, gctx := errgroup.WithContext(ctx)
 		for range b9Conc {
 			g.Go(func() error {
 				t0 := time.Now()
-				got, err := user.drainBody(gctx, "/v1/jobs/"+job)
+				got, err := user.DrainBody(gctx, "/v1/jobs/"+job)
 				ms := float64(time.Since(t0).Microseconds()) / 1000
 				if err != nil {
 					return err
@@ -102,8 +101,8 @@ func (b *bench) b9(ctx context.Context) error {
 		}
 	}
 	elapsed := time.Since(start)
-	limited := cpuSince(cpu, b.pids())
-	rss, err := e.api.peakRSS()
+	limited := cpu.Since(b.pids())
+	rss, err := e.API.PeakRSS()
 	if err != nil {
 		return err
 	}
@@ -124,12 +123,12 @@ func (b *bench) b9(ctx context.Context) error {
 
 // previewSize GETs the job's preview and returns its size in bytes,
 // checking that it lists n files.
-func (c *client) previewSize(ctx context.Context, job string, n int) (int, error) {
-	body, err := c.getBody(ctx, "/v1/jobs/"+job)
+func previewSize(ctx context.Context, c *harness.Client, job string, n int) (int, error) {
+	body, err := c.GetBody(ctx, "/v1/jobs/"+job)
 	if err != nil {
 		return 0, err
 	}
-	var preview jobOut
+	var preview harness.Job
 	if err := json.Unmarshal(body, &preview); err != nil {
 		return 0, fmt.Errorf("B9: preview: %w", err)
 	}
@@ -137,45 +136,4 @@ func (c *client) previewSize(ctx context.Context, job string, n int) (int, error
 		return 0, fmt.Errorf("B9: preview of %d files lists %d", n, len(preview.Files))
 	}
 	return len(body), nil
-}
-
-// getBody GETs path and returns the whole body; any status but 200 is an
-// error.
-func (c *client) getBody(ctx context.Context, path string) ([]byte, error) {
-	resp, err := c.get(ctx, path)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
-}
-
-// drainBody GETs path, reads the whole body without keeping it and
-// returns its length; any status but 200 is an error.
-func (c *client) drainBody(ctx context.Context, path string) (int, error) {
-	resp, err := c.get(ctx, path)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
-	return int(n), err
-}
-
-func (c *client) get(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: %d: %s", path, resp.StatusCode, b)
-	}
-	return resp, nil
 }

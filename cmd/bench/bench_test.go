@@ -8,16 +8,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // TestQuick runs the whole tool with tiny sizes against the real services
@@ -69,22 +68,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// A failed figure's process logs outlive the bench's temp dir.
-func TestSaveLogsKeepsTheProcessLogs(t *testing.T) {
-	t.Parallel()
-	e := &env{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), dir: t.TempDir()}
-	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "api-abc.log"), []byte("the api said"), 0o644))
-	kept := e.saveLogs()
-	require.NotEmpty(t, kept)
-	t.Cleanup(func() { _ = os.RemoveAll(kept) })
-	b, err := os.ReadFile(filepath.Join(kept, "api-abc.log"))
-	require.NoError(t, err)
-	require.Equal(t, "the api said", string(b))
-}
-
-// One reading of /metrics gives each series and each name summed over its
-// labels; the relay detail reads the phases and the claim wait from two.
-func TestMetricSnapshotAndRelayDetail(t *testing.T) {
+// The relay detail reads the phases and the claim wait from two readings
+// of the worker's /metrics.
+func TestRelayDetailFromTwoReadings(t *testing.T) {
 	t.Parallel()
 	reading := func(claimCount, publishCount, waitSum float64, buckets [3]float64) string {
 		return fmt.Sprintf(`# HELP epoch_relay_cycle_phase_seconds x
@@ -103,34 +89,16 @@ epoch_consumer_batch_seconds_count{subscriber="billing"} %g
 epoch_db_statements_total 42
 `, claimCount/100, claimCount, publishCount/50, publishCount, buckets[0], buckets[1], buckets[2], waitSum, buckets[2], waitSum/10, buckets[2])
 	}
-	var body atomic.Value
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, body.Load())
-	}))
-	t.Cleanup(srv.Close)
-	p := &proc{addr: strings.TrimPrefix(srv.URL, "http://")}
-	ctx := context.Background()
-
-	body.Store(reading(0, 0, 0, [3]float64{0, 0, 0}))
-	before, err := p.metrics(ctx)
-	require.NoError(t, err)
-	v, found, err := p.metric(ctx, "epoch_db_statements_total")
-	require.NoError(t, err)
-	require.True(t, found)
-	require.Equal(t, 42.0, v)
-	_, found, err = p.metric(ctx, "epoch_nothing_total")
-	require.NoError(t, err)
-	require.False(t, found)
-
+	read := func(text string) harness.Metrics {
+		m, err := harness.ParseMetrics(strings.NewReader(text))
+		require.NoError(t, err)
+		return m
+	}
+	before := read(reading(0, 0, 0, [3]float64{0, 0, 0}))
 	// 10 cycles claiming for 10 ms each, 4 of them publishing for 20 ms;
 	// 10 rows waited: 2 under 1 ms, 6 in (1, 2] ms, 2 in (2, 5] ms, 30 ms
 	// in all.
-	body.Store(reading(10, 4, 0.03, [3]float64{2, 8, 10}))
-	after, err := p.metrics(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 10.0, after[`epoch_relay_cycle_phase_seconds_count{phase="claim"}`])
-	require.Equal(t, 14.0, after["epoch_relay_cycle_phase_seconds_count"], "a name alone sums its series")
-
+	after := read(reading(10, 4, 0.03, [3]float64{2, 8, 10}))
 	detail := relayPhaseDetail(before, after)
 	require.Equal(t, 10.0, detail["cycles"])
 	require.Equal(t, 6.0, detail["empty_cycles"], "10 claims, 4 publishes")
@@ -144,18 +112,6 @@ epoch_db_statements_total 42
 	require.Equal(t, 0.3, ms)
 	_, ok = batchMeanMs(before, after, "storage")
 	require.False(t, ok, "no storage batches")
-}
-
-// The raw ceiling queues one outbox row per run of consecutive positions,
-// as the api does.
-func TestPositionRuns(t *testing.T) {
-	t.Parallel()
-	first, last := positionRuns([]int64{4, 5, 6, 9, 11, 12})
-	require.Equal(t, []int64{4, 9, 11}, first)
-	require.Equal(t, []int64{6, 9, 12}, last)
-	first, last = positionRuns(nil)
-	require.Empty(t, first)
-	require.Empty(t, last)
 }
 
 // A figure that does not exist, or a -write into no directory, is refused

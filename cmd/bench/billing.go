@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"sort"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"github.com/catacloud/epoch/internal/delivery/dispatch"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/subscribers/billing"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // billingHistory writes n uploads of owner, spread evenly over the year
@@ -68,27 +67,13 @@ func applyUploads(ctx context.Context, e *env, n, batch int, upload func(i int) 
 	return nil
 }
 
-// ownerOf is the id of the user a client acts as (the users table keeps
-// its token's SHA-256).
-func ownerOf(ctx context.Context, e *env, c *client) (uuid.UUID, error) {
-	var id uuid.UUID
-	err := e.pool.QueryRow(ctx, "SELECT id FROM users WHERE token_hash = sha256(convert_to($1, 'UTF8'))", c.token).Scan(&id)
-	return id, err
-}
-
 // timeGets is the median and p99 latency of n GETs of path.
-func timeGets(ctx context.Context, c *client, path string, n int) (p50, p99 float64, err error) {
+func timeGets(ctx context.Context, c *harness.Client, path string, n int) (p50, p99 float64, err error) {
 	lat := make([]float64, 0, n)
 	for range n {
 		start := time.Now()
-		resp, err := c.get(ctx, path)
-		if err != nil {
+		if _, err := c.DrainBody(ctx, path); err != nil {
 			return 0, 0, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return 0, 0, fmt.Errorf("GET %s: %d", path, resp.StatusCode)
 		}
 		lat = append(lat, float64(time.Since(start).Microseconds())/1000)
 	}
@@ -104,13 +89,13 @@ func (b *bench) b14(ctx context.Context) error {
 	e := b.env
 	now := time.Now().UTC().Truncate(time.Hour)
 	users := map[string]int{"small": 1000, "large": b.sz.b14Files}
-	clients := map[string]*client{}
+	clients := map[string]*harness.Client{}
 	for name, n := range users {
-		c, err := e.newUser(ctx, "b14-"+name, 1)
+		c, err := e.NewUser(ctx, "b14-"+name, 1)
 		if err != nil {
 			return err
 		}
-		owner, err := ownerOf(ctx, e, c)
+		owner, err := uuid.Parse(c.ID)
 		if err != nil {
 			return fmt.Errorf("B14: owner of %s: %w", name, err)
 		}
@@ -163,18 +148,18 @@ func (b *bench) b15(ctx context.Context) error {
 		return err
 	}
 	defer e.close()
-	if err := e.startAPI(ctx); err != nil {
+	if err := e.StartAPI(ctx); err != nil {
 		return err
 	}
 	worker, err := e.startWorker(ctx, "relay,storage,billing")
 	if err != nil {
 		return err
 	}
-	defer worker.stop()
+	defer harness.Stop(worker)
 	const users, rate = 20, 200
-	clients := make([]*client, users)
+	clients := make([]*harness.Client, users)
 	for i := range clients {
-		if clients[i], err = e.newUser(ctx, fmt.Sprintf("b15-%d", i), 2); err != nil {
+		if clients[i], err = e.NewUser(ctx, fmt.Sprintf("b15-%d", i), 2); err != nil {
 			return err
 		}
 	}
@@ -191,17 +176,17 @@ func (b *bench) b15(ctx context.Context) error {
 			defer tick.Stop()
 			for end := time.Now().Add(b.sz.b15Duration); time.Now().Before(end); <-tick.C {
 				if len(files) > 5 {
-					if err := c.deleteFile(gctx, files[0]); err != nil {
+					if err := c.DeleteFile(gctx, files[0]); err != nil {
 						return err
 					}
 					files = files[1:]
 					continue
 				}
-				id, err := c.uploadFile(gctx, "b15", 1_000_000)
+				f, err := c.UploadFile(gctx, "b15", 1_000_000)
 				if err != nil {
 					return err
 				}
-				files = append(files, id)
+				files = append(files, f.ID)
 			}
 			return nil
 		})
@@ -214,21 +199,14 @@ func (b *bench) b15(ctx context.Context) error {
 	var lat []float64
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		lat = lat[:0]
 		rows, err := e.pool.Query(ctx, `SELECT extract(epoch FROM closed_at - period_end)::float8 FROM billing_statements
 			WHERE period_end > $1 AND period_end <= $2`, loadStart.Add(10*time.Second), loadEnd)
+		if err == nil {
+			lat, err = pgx.CollectRows(rows, pgx.RowTo[float64])
+		}
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var s float64
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return err
-			}
-			lat = append(lat, s)
-		}
-		rows.Close()
 		var due int
 		err = e.pool.QueryRow(ctx, `SELECT count(*) FROM billing_owners o,
 			generate_series(date_bin('10 seconds', o.first_upload_at, 'epoch') + interval '10 seconds', $2::timestamptz, interval '10 seconds') p
@@ -267,11 +245,11 @@ func (b *bench) b16(ctx context.Context) error {
 	}
 	defer e.close()
 	// The api applies the schema; B16 needs nothing else of it.
-	if err := e.startAPI(ctx); err != nil {
+	if err := e.StartAPI(ctx); err != nil {
 		return err
 	}
-	e.api.stop()
-	e.api = nil
+	harness.Stop(e.API)
+	e.API = nil
 	n := b.sz.b16Users
 	settings, err := billing.NewSettings("1h", "UTC", "", "")
 	if err != nil {
@@ -320,18 +298,18 @@ func (b *bench) b16(ctx context.Context) error {
 	}
 	ceiling := time.Since(copyStart)
 
-	// A running closer looks four times a second through the period, so
-	// at its end the ledger is folded and billing's progress is current:
-	// the close starts from there.
 	// The closer's pool is opened as the worker opens its own (the app's
 	// types registered): the bench's pool encodes uuids the slow way.
-	closerPool, err := database.Connect(ctx, e.dbURL, 0, nil)
+	closerPool, err := database.Connect(ctx, e.DB.URL, 0, nil)
 	if err != nil {
 		return err
 	}
 	defer closerPool.Close()
-	closer := billing.NewCloser(closerPool, billing.CloserConfig{Settings: settings}, discardLogger())
-	if err := waitFor(ctx, time.Minute, 50*time.Millisecond, func() (bool, error) {
+	closer := billing.NewCloser(closerPool, billing.CloserConfig{Settings: settings}, slog.New(slog.DiscardHandler))
+	// A running closer looks four times a second through the period, so
+	// at its end the ledger is folded and billing's progress is current:
+	// the close starts from there.
+	if err := harness.WaitFor(ctx, time.Minute, 50*time.Millisecond, func() (bool, error) {
 		if err := closer.Advance(ctx); err != nil {
 			return false, err
 		}
@@ -373,5 +351,3 @@ var errRollback = fmt.Errorf("rolled back on purpose")
 func statementSample() []byte {
 	return []byte(`{"id": "0d2b8f4e-5a71-4c3e-9f0a-7e6b1c9d4a22", "lines": [{"tier": 1, "amount": "0.000030000000000000", "gb_hours": "1", "price_per_gb_hour": "0.00003"}], "state": "closed", "amount": "0.00003", "currency": "USD", "gb_hours": "1", "owner_id": "6b1f0d3a-9c6e-4e0b-8a55-5d9c2f1e7a01", "closed_at": "2026-12-07T12:00:01.123456Z", "period_end": "2026-12-07T12:00:00Z", "amount_due": "0.00", "byte_seconds": "3600000000000", "period_start": "2026-12-07T11:00:00Z", "events_sha256": "c1d1710736a0a7612cb029d480d873bf01656256331a53eca32fcdffab274675", "price_version": 0, "covered_position": 123456}`)
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,8 +1,10 @@
 // Command bench measures Epoch against the limits of the machine it runs
 // on. It builds the api and worker, starts them on their own database and
-// RabbitMQ vhost, drives them over HTTP and AMQP, and measures each figure
-// of issue 4 (B1–B8) beside a ceiling taken in the same run: the same work
-// done without the system (raw SQL through pgx, raw amqp091-go); B9 bounds
+// RabbitMQ vhost (internal/testkit/harness), drives them over HTTP and
+// AMQP, and measures each figure of issue 4 (B1–B8) beside a ceiling taken
+// in the same run: the same work done without the system (the commands
+// through the application's own code without HTTP, raw SQL through pgx,
+// raw amqp091-go); B9 bounds
 // the preview of a job at domain.MaxJobFiles files, and B10 checks that
 // min_position waits do not slow other users' reads. B11–B13 are the relay
 // and the latency again on the three-node cluster of
@@ -34,6 +36,8 @@ import (
 	"time"
 
 	"github.com/catacloud/epoch/internal/core/domain"
+	"github.com/catacloud/epoch/internal/testkit/harness"
+	"github.com/catacloud/epoch/internal/testkit/testcluster"
 )
 
 // sizes are the sizes and durations of a run.
@@ -129,25 +133,21 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 	// Deferred before the env, so closed after it: whatever happens, the
 	// cluster's lock is let go only once its vhost is gone and, if this
 	// run started the cluster, the cluster is down.
-	clusterOnce := &clusterOnce{}
-	defer func() { clusterOnce.close() }()
+	clusterOpening := &testcluster.Opening{Open: func(ctx context.Context) (*testcluster.Session, error) { return openCluster(ctx, log) }}
+	defer clusterOpening.Close()
 	if sz.clusterEarly && (want["B11"] || want["B12"] || want["B13"]) {
-		root, err := moduleRoot(ctx)
-		if err != nil {
-			return err
-		}
-		clusterOnce.start(ctx, log, root)
+		clusterOpening.Start(ctx)
 	}
 	e, err := newEnv(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	if err := e.startAPI(ctx); err != nil {
+	if err := e.StartAPI(ctx); err != nil {
 		return err
 	}
 	r := &report{out: json.NewEncoder(out)}
-	b := &bench{env: e, sz: sz, r: r, log: log, pprofDir: o.pprofDir, clusterOnce: clusterOnce}
+	b := &bench{env: e, sz: sz, r: r, log: log, pprofDir: o.pprofDir, clusterOpening: clusterOpening}
 	if o.pprofDir != "" {
 		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
 			return err
@@ -155,7 +155,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, o options) error 
 	}
 	defer func() {
 		if b.worker != nil {
-			b.worker.stop()
+			harness.Stop(b.worker)
 		}
 	}()
 	// The order matters: B2 leaves its backlog in the subscriber queues for
@@ -245,12 +245,12 @@ type bench struct {
 	notes    []string
 	pprofDir string
 
-	bestRate   float64 // B1's highest API commands/s: B7's drive rate
-	relayRate  float64 // B2: B8's bar
-	b2Messages int     // file events B2 left in each subscriber queue
-	worker     *proc   // relay+storage+billing, shared by B3 and B7
+	bestRate   float64       // B1's highest API commands/s: B7's drive rate
+	relayRate  float64       // B2: B8's bar
+	b2Messages int           // file events B2 left in each subscriber queue
+	worker     *harness.Proc // relay+storage+billing, shared by B3 and B7
 
-	clusterOnce *clusterOnce // the three-node cluster, for B11–B13
+	clusterOpening *testcluster.Opening // the three-node cluster, for B11–B13
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -259,12 +259,13 @@ func (b *bench) note(format string, args ...any) {
 	b.notes = append(b.notes, fmt.Sprintf(format, args...))
 }
 
-// pids names the bench's processes for the CPU breakdown.
-func (b *bench) pids(workers ...*proc) map[int]string {
-	m := map[int]string{b.env.api.pid(): "api"}
+// pids names the bench's processes, itself included, for the CPU
+// breakdown.
+func (b *bench) pids(workers ...*harness.Proc) map[int]string {
+	m := map[int]string{b.env.API.Pid(): "api", os.Getpid(): "bench"}
 	for _, w := range workers {
 		if w != nil {
-			m[w.pid()] = "worker"
+			m[w.Pid()] = "worker"
 		}
 	}
 	return m

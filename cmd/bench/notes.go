@@ -3,9 +3,10 @@ package main
 // methodNotes is the fixed part of BENCHMARKS.md: what each figure and its
 // ceiling are. The run's own notes (sizes, rates) follow it.
 const methodNotes = `- **B1 commands/s** — link/unlink through the API at each concurrency for a
-  fixed time; **ceiling**: the same statements (read from queries/*.sql, the
-  files sqlc generates from) sent straight through pgx, no HTTP, no
-  application code, at the same concurrency. Target at c=32: ratio ≥ 0.6.
+  fixed time; **ceiling**: the same commands through the application's own
+  code without HTTP (command.Service in Service.Run, the job read back with
+  the COMMIT as the handlers do), on a pool of the api's default size, at
+  the same concurrency. Target at c=32: ratio ≥ 0.6.
 - **B2 relay msgs/s** — a backlog of file events in the outbox, drained by a
   worker running only the relay until the outbox is empty (rows are deleted
   only after their confirms). **Ceiling**: raw amqp091-go publishing of the
@@ -30,9 +31,9 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   a one-file set (ratio ≤ 5), the two sizes taking turns on an emptied job,
   and the statements the api sent for one request
   (epoch_db_statements_total on the api's /metrics) against a one-file set
-  (equal). Beside it, for what the database alone takes: the same
-  statements sent raw through pgx (B1's raw path, JobFileIDsInLinkOrder
-  for the links read), 1,000 files against one, taking turns with the
+  (equal). Beside it, for what HTTP adds: the same sets through the
+  application's own code without HTTP (B1's ceiling's path,
+  Service.SetJobFiles), 1,000 files against one, taking turns with the
   api's sets (no target; the detail gives api ÷ raw for each size).
 - **B7** — uploads and deletes at B1's best rate with relay and both
   subscribers running; least-squares slope of the outbox backlog and of each

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"net/http"
-	"os"
+	"errors"
 	"path/filepath"
-	"runtime/pprof"
 	"time"
+
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // profileSelf takes a CPU profile of the bench itself until stop is called:
@@ -19,19 +17,13 @@ func (b *bench) profileSelf(name string) (stop func()) {
 		return func() {}
 	}
 	path := filepath.Join(b.pprofDir, name+"-bench.pprof")
-	f, err := os.Create(path)
+	stopProfile, err := harness.ProfileSelf(path)
 	if err != nil {
 		b.note("pprof of the bench (%s): %v", name, err)
 		return func() {}
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close()
-		b.note("pprof of the bench (%s): %v", name, err)
-		return func() {}
-	}
 	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err == nil {
+		if err := stopProfile(); err == nil {
 			b.note("pprof: %s (`go tool pprof -top %s`)", path, path)
 		}
 	}
@@ -41,37 +33,20 @@ func (b *bench) profileSelf(name string) (stop func()) {
 // when EPOCH_PPROF is set) into the -pprof directory; wait blocks until it
 // is written. Without a directory it does nothing. A binary that does not
 // serve pprof is noted, not an error: the figure stands without it.
-func (b *bench) profile(ctx context.Context, p *proc, name string, d time.Duration) (wait func()) {
+func (b *bench) profile(ctx context.Context, p *harness.Proc, name string, d time.Duration) (wait func()) {
 	if b.pprofDir == "" || p == nil {
 		return func() {}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		secs := max(1, int(d.Seconds()))
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.addr, secs)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return
-		}
-		resp, err := (&http.Client{Timeout: d + 30*time.Second}).Do(req)
-		if err != nil {
-			b.note("pprof of %s (%s): %v", p.name, name, err)
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.note("pprof of %s (%s): not served (%s); set it up behind EPOCH_PPROF", p.name, name, resp.Status)
-			return
-		}
-		path := filepath.Join(b.pprofDir, name+"-"+p.name+".pprof")
-		f, err := os.Create(path)
-		if err != nil {
-			return
-		}
-		_, err = io.Copy(f, resp.Body)
-		_ = f.Close()
-		if err == nil {
+		path := filepath.Join(b.pprofDir, name+"-"+p.Name+".pprof")
+		switch err := p.CPUProfile(ctx, d, path); {
+		case errors.Is(err, harness.ErrNoProfile):
+			b.note("pprof of %s (%s): %v; set it up behind EPOCH_PPROF", p.Name, name, err)
+		case err != nil:
+			b.note("pprof of %s (%s): %v", p.Name, name, err)
+		default:
 			b.note("pprof: %s (`go tool pprof -top %s`)", path, path)
 		}
 	}()

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // figure is one line of the report: a measured value, the ceiling measured
@@ -81,116 +80,10 @@ func (r *report) failed() bool {
 	return false
 }
 
-// cpuSample is the CPU time spent so far by the processes that matter:
-// Postgres (all its backends), RabbitMQ (beam.smp), the api, the worker(s)
-// and the bench itself. Two samples give each one's share of a phase.
-type cpuSample struct {
-	at    time.Time
-	ticks map[string]int64
-}
-
-// clockTicks is USER_HZ, 100 on every Linux we run on.
-const clockTicks = 100
-
-func sampleCPU(pids map[int]string) cpuSample {
-	s := cpuSample{at: time.Now(), ticks: map[string]int64{}}
-	entries, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// comm is in parentheses and may hold spaces; fields follow ")".
-		line := string(b)
-		open, close := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		comm := line[open+1 : close]
-		fields := strings.Fields(line[close+1:])
-		if len(fields) < 13 {
-			continue
-		}
-		utime, _ := strconv.ParseInt(fields[11], 10, 64)
-		stime, _ := strconv.ParseInt(fields[12], 10, 64)
-		var group string
-		switch {
-		case pids[pid] != "":
-			group = pids[pid]
-		case pid == self:
-			group = "bench"
-		case comm == "postgres":
-			group = "postgres"
-		case strings.HasPrefix(comm, "beam"):
-			group = "rabbitmq"
-		default:
-			continue
-		}
-		s.ticks[group] += utime + stime
-	}
-	return s
-}
-
-// cpuSince describes the CPU each group used since s, in % of one core,
-// busiest first, and the machine's core count.
-func cpuSince(s cpuSample, pids map[int]string) string {
-	now := sampleCPU(pids)
-	secs := now.at.Sub(s.at).Seconds()
-	type use struct {
-		name string
-		pct  float64
-	}
-	var uses []use
-	var total float64
-	for name, t := range now.ticks {
-		pct := float64(t-s.ticks[name]) / clockTicks / secs * 100
-		if pct < 0 {
-			continue // a process restarted in between
-		}
-		uses = append(uses, use{name, pct})
-		total += pct
-	}
-	sort.Slice(uses, func(i, j int) bool { return uses[i].pct > uses[j].pct })
-	parts := make([]string, 0, len(uses))
-	for _, u := range uses {
-		parts = append(parts, fmt.Sprintf("%s %.0f%%", u.name, u.pct))
-	}
-	return fmt.Sprintf("CPU of %d cores (%.0f%% used): %s", runtime.NumCPU(), total, strings.Join(parts, ", "))
-}
-
 // machine describes where the run happened.
 func machine(ctx context.Context, e *env) map[string]string {
-	pg, rabbit := e.versions(ctx)
-	m := map[string]string{
-		"cpus":     strconv.Itoa(runtime.NumCPU()),
-		"go":       runtime.Version(),
-		"postgres": pg,
-		"rabbitmq": rabbit,
-		"os":       runtime.GOOS + "/" + runtime.GOARCH,
-	}
-	if f, err := os.Open("/proc/meminfo"); err == nil {
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			if rest, ok := strings.CutPrefix(s.Text(), "MemTotal:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-				m["memory"] = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-			}
-		}
-		_ = f.Close()
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m["cpu"] = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
+	m := harness.Machine()
+	m["postgres"], m["rabbitmq"] = e.versions(ctx)
 	return m
 }
 

@@ -31,9 +31,9 @@ var layers = [][]string{
 	{"internal/layout"},       // this test
 }
 
-// kits are the test kits: imported by tests, other kits, the system tests
-// and the benchmark tool (which drives the test cluster and makes its
-// databases and vhosts), never by the application's code.
+// kits are the test kits and the harness under them: imported by tests,
+// other kits, the system tests and the benchmark tool (which runs on the
+// harness and drives the test cluster), never by the application's code.
 const kits = "internal/testkit/"
 
 // systemTests run the built binaries; nothing imports them.

@@ -1,28 +1,23 @@
 package e2ekit
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // Answer is an HTTP response, read whole.
-type Answer struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
+type Answer harness.Answer
 
 // Position is the answer's Epoch-Position.
 func (a Answer) Position(t testing.TB) int64 {
@@ -55,34 +50,8 @@ func (a Answer) Object() (map[string]any, error) {
 // Authorization) with body as JSON (nil: none), and reads the answer
 // whatever its status; for goroutines that must not fail a test.
 func Request(ctx context.Context, client *http.Client, addr, method, path, token string, body any) (Answer, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return Answer{}, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
-	if err != nil {
-		return Answer{}, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return Answer{}, fmt.Errorf("%s %s on %s: %w", method, path, addr, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return Answer{}, fmt.Errorf("%s %s on %s: read the answer: %w", method, path, addr, err)
-	}
-	return Answer{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	a, err := harness.Request(ctx, client, addr, method, path, token, body)
+	return Answer(a), err
 }
 
 // Call is Request that requires the status want.
@@ -117,26 +86,9 @@ func Metric(t testing.TB, client *http.Client, addr, name, match string) float64
 
 // ReadMetric is Metric for goroutines that must not fail a test.
 func ReadMetric(client *http.Client, addr, name, match string) (float64, error) {
-	resp, err := client.Get("http://" + addr + "/metrics")
+	m, err := harness.ReadMetrics(context.Background(), client, addr)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || !strings.Contains(line, match) {
-			continue
-		}
-		if rest := line[len(name):]; rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metric line %q: %w", line, err)
-		}
-		sum += v
-	}
-	return sum, sc.Err()
+	return m.Sum(name, match), nil
 }

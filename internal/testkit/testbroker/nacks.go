@@ -8,6 +8,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // blocker is the queue Block binds to every event and keeps full.
@@ -66,16 +67,7 @@ func Unblock(t testing.TB, amqpURL string) {
 
 func withChannel(t testing.TB, amqpURL string, f func(ch *amqp.Channel) error) {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatalf("testbroker: %v", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("testbroker: %v", err)
-	}
-	if err := f(ch); err != nil {
+	if err := harness.WithChannel(amqpURL, f); err != nil {
 		t.Fatalf("testbroker: %v", err)
 	}
 }

@@ -10,27 +10,18 @@ package testbroker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/catacloud/epoch/internal/delivery/broker"
-	"github.com/catacloud/epoch/internal/platform/rabbitadmin"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // ServerURL is the broker's URL (default vhost): EPOCH_AMQP_URL, as the
 // binaries read it (broker.DefaultURL when it is not set).
-func ServerURL() string {
-	if u := os.Getenv("EPOCH_AMQP_URL"); u != "" {
-		return u
-	}
-	return broker.DefaultURL
-}
+func ServerURL() string { return harness.BrokerURL() }
 
 // New creates a fresh vhost for t (guest has full permissions on it) and
 // deletes it when t ends. It returns the vhost's AMQP URL.
@@ -69,34 +60,19 @@ func rabbitmqctl(t testing.TB, args ...string) {
 
 func newVhost(t testing.TB) string {
 	t.Helper()
-	base, err := amqp.ParseURI(ServerURL())
-	if err != nil {
-		t.Fatalf("testbroker: EPOCH_AMQP_URL: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := rabbitadmin.New(base)
-	if err := admin.Ready(ctx); err != nil {
+	v, err := harness.NewVhost(ctx, "epoch_test_")
+	if err != nil {
 		t.Fatalf("testbroker: %v", err)
 	}
-	name := "epoch_test_" + randomHex(6)
-	amqpURL, err := admin.CreateVhost(ctx, base, name)
 	t.Cleanup(func() {
 		// The vhost goes with its queues and connections.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := admin.DeleteVhost(ctx, name); err != nil {
-			t.Logf("testbroker: delete vhost %s: %v", name, err)
+		if err := v.Delete(ctx); err != nil {
+			t.Logf("testbroker: %v", err)
 		}
 	})
-	if err != nil {
-		t.Fatalf("testbroker: %v", err)
-	}
-	return amqpURL
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return v.URL
 }

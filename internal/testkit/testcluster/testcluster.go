@@ -1,7 +1,9 @@
 // Package testcluster is the one way code on this machine uses the
 // three-node RabbitMQ cluster of scripts/rabbitmq-cluster (the cluster
 // tests, the bench): the lock every user holds, the script's runs, the
-// URLs its `up` prints and the pids of the nodes' VMs. The cluster's nodes,
+// URLs its `up` prints, the pids of the nodes' VMs, and a program's
+// session on it (Session: the lock held, the cluster up, a vhost of its
+// own, where it put the queues and connections). The cluster's nodes,
 // ports and state dir are fixed, so there is one per machine, and a user
 // kills and stops its nodes: whoever uses it holds LockPath exclusive for
 // the whole time, taking it down (if it does) before letting go.
