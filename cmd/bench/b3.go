@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -185,11 +184,11 @@ func (b *bench) commitToBilling(ctx context.Context, fig, prefix string, worker 
 		"ceiling_is":   "raw broker round trip during the same load",
 		"relay_cycles": relayPhaseDetail(phasesBefore, phasesAfter),
 	}
-	if ms, ok := batchMeanMs(phasesBefore, phasesAfter, "billing"); ok {
+	if mean, ok := phasesAfter.Since(phasesBefore).Mean("epoch_consumer_batch_seconds", `subscriber="billing"`); ok {
 		// handled_at, the end of each latency, is stamped in the first of
 		// a billing transaction's two round trips: its COMMIT comes back
 		// at most this much later on average.
-		detail["billing_tx_mean_ms"] = ms
+		detail["billing_tx_mean_ms"] = round3(mean * 1000)
 	}
 	for k, v := range extra {
 		detail[k] = v
@@ -371,60 +370,21 @@ var claimWaitBounds = []string{"0.001", "0.002", "0.005", "0.01", "0.02", "0.05"
 // mean time of each relay phase, the number of cycles and of those that
 // found nothing, and how long rows waited to be claimed.
 func relayPhaseDetail(before, after harness.Metrics) map[string]any {
-	delta := func(series string) float64 { return after[series] - before[series] }
-	phase := func(part, ph string) float64 {
-		return delta(`epoch_relay_cycle_phase_seconds_` + part + `{phase="` + ph + `"}`)
-	}
+	d := after.Since(before)
 	means := map[string]any{}
 	for _, ph := range relayPhaseNames {
-		if n := phase("count", ph); n > 0 {
-			means[ph] = round3(phase("sum", ph) / n * 1000)
+		if mean, ok := d.Mean("epoch_relay_cycle_phase_seconds", `phase="`+ph+`"`); ok {
+			means[ph] = round3(mean * 1000)
 		}
 	}
 	// Every cycle claims; one that found rows publishes them.
-	cycles := phase("count", "claim")
-	detail := map[string]any{"mean_ms": means, "cycles": cycles, "empty_cycles": cycles - phase("count", "publish")}
-	if n := delta("epoch_relay_claim_wait_seconds_count"); n > 0 {
+	count := func(ph string) float64 { return d[`epoch_relay_cycle_phase_seconds_count{phase="`+ph+`"}`] }
+	detail := map[string]any{"mean_ms": means, "cycles": count("claim"), "empty_cycles": count("claim") - count("publish")}
+	if mean, ok := d.Mean("epoch_relay_claim_wait_seconds", ""); ok {
 		// From a row's insert, just before its command's commit, to its
 		// claim: the part of the latency spent waiting for a cycle.
-		detail["claim_wait_mean_ms"] = round3(delta("epoch_relay_claim_wait_seconds_sum") / n * 1000)
-		detail["claim_wait_p50_ms"] = histogramQuantile(0.5, n, claimWaitBounds, func(le string) float64 {
-			return delta(`epoch_relay_claim_wait_seconds_bucket{le="` + le + `"}`)
-		})
+		detail["claim_wait_mean_ms"] = round3(mean * 1000)
+		detail["claim_wait_p50_ms"] = round3(d.Quantile(0.5, "epoch_relay_claim_wait_seconds", claimWaitBounds) * 1000)
 	}
 	return detail
-}
-
-// batchMeanMs is the mean time of subscriber's committed batch
-// transactions between two readings of the worker's /metrics.
-func batchMeanMs(before, after harness.Metrics, subscriber string) (float64, bool) {
-	series := func(part string) float64 {
-		name := `epoch_consumer_batch_seconds_` + part + `{subscriber="` + subscriber + `"}`
-		return after[name] - before[name]
-	}
-	n := series("count")
-	if n <= 0 {
-		return 0, false
-	}
-	return round3(series("sum") / n * 1000), true
-}
-
-// histogramQuantile estimates quantile q, in ms, of total observations
-// from a histogram's cumulative bucket counts (count(le) for each bound, in
-// seconds), interpolating within a bucket: as coarse as the buckets.
-func histogramQuantile(q, total float64, bounds []string, count func(le string) float64) float64 {
-	want := q * total
-	prevBound, prevCount := 0.0, 0.0
-	for _, le := range bounds {
-		bound, _ := strconv.ParseFloat(le, 64)
-		n := count(le)
-		if n >= want {
-			if n == prevCount {
-				return round3(bound * 1000)
-			}
-			return round3((prevBound + (bound-prevBound)*(want-prevCount)/(n-prevCount)) * 1000)
-		}
-		prevBound, prevCount = bound, n
-	}
-	return round3(prevBound * 1000) // beyond the last bound
 }

@@ -69,6 +69,53 @@ func (m Metrics) Sum(name, match string) float64 {
 	return sum
 }
 
+// Since is what each series of m gained from before.
+func (m Metrics) Since(before Metrics) Metrics {
+	d := make(Metrics, len(m))
+	for series, v := range m {
+		d[series] = v - before[series]
+	}
+	return d
+}
+
+// Mean is the mean observation of histogram or summary name over its
+// series with labels (`subscriber="billing"`; "" for none): its sum over
+// its count, and false when it observed nothing.
+func (m Metrics) Mean(name, labels string) (float64, bool) {
+	series := func(part string) float64 {
+		if labels == "" {
+			return m[name+"_"+part]
+		}
+		return m[name+"_"+part+"{"+labels+"}"]
+	}
+	n := series("count")
+	if n <= 0 {
+		return 0, false
+	}
+	return series("sum") / n, true
+}
+
+// Quantile estimates quantile q of histogram name (without labels) from
+// its cumulative buckets at bounds (their le as /metrics writes them),
+// interpolating within a bucket: as coarse as the buckets. Past the last
+// bound it answers the last.
+func (m Metrics) Quantile(q float64, name string, bounds []string) float64 {
+	want := q * m[name+"_count"]
+	prevBound, prevCount := 0.0, 0.0
+	for _, le := range bounds {
+		bound, _ := strconv.ParseFloat(le, 64)
+		n := m[name+`_bucket{le="`+le+`"}`]
+		if n >= want {
+			if n == prevCount {
+				return bound
+			}
+			return prevBound + (bound-prevBound)*(want-prevCount)/(n-prevCount)
+		}
+		prevBound, prevCount = bound, n
+	}
+	return prevBound
+}
+
 // Metrics reads the process's /metrics once.
 func (p *Proc) Metrics(ctx context.Context) (Metrics, error) {
 	return ReadMetrics(ctx, http.DefaultClient, p.Addr)
