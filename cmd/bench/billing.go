@@ -298,14 +298,7 @@ func (b *bench) b16(ctx context.Context) error {
 	}
 	ceiling := time.Since(copyStart)
 
-	// The closer's pool is opened as the worker opens its own (the app's
-	// types registered): the bench's pool encodes uuids the slow way.
-	closerPool, err := database.Connect(ctx, e.DB.URL, 0, nil)
-	if err != nil {
-		return err
-	}
-	defer closerPool.Close()
-	closer := billing.NewCloser(closerPool, billing.CloserConfig{Settings: settings}, slog.New(slog.DiscardHandler))
+	closer := billing.NewCloser(e.pool, billing.CloserConfig{Settings: settings}, slog.New(slog.DiscardHandler))
 	// A running closer looks four times a second through the period, so
 	// at its end the ledger is folded and billing's progress is current:
 	// the close starts from there.

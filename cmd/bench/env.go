@@ -9,8 +9,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
@@ -71,11 +73,17 @@ func (e *env) sibling(ctx context.Context, extra ...string) (*env, error) {
 	return s, s.connect(ctx)
 }
 
-// connect opens the bench's pool on the database; on error it closes e.
+// connect opens the bench's pool on the database, with the app's types
+// (what runs in the bench, as B16's closer does, encodes as the binaries
+// do); on error it closes e.
 func (e *env) connect(ctx context.Context) error {
 	cfg, err := pgxpool.ParseConfig(e.DB.URL)
 	if err == nil {
 		cfg.MaxConns = 40
+		cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+			database.RegisterTypes(conn)
+			return nil
+		}
 		e.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	}
 	if err != nil {
