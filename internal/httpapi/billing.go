@@ -12,7 +12,6 @@ import (
 	"github.com/catacloud/epoch/internal/commandside/readmodel"
 	"github.com/catacloud/epoch/internal/core/domain"
 	"github.com/catacloud/epoch/internal/platform/database"
-	"github.com/catacloud/epoch/internal/platform/dbsqlc"
 	"github.com/catacloud/epoch/internal/platform/operations"
 	"github.com/catacloud/epoch/internal/subscribers/billing"
 )
@@ -165,21 +164,12 @@ func (s *server) listPrices(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := contextWithTimeout(r, s.cfg.DBTimeout)
 	defer cancel()
-	rows, err := database.Many(dbsqlc.New().PriceBookList(ctx, s.cfg.Pool, []*dbsqlc.PriceBookListParams{{
-		StreamID: domain.PriceBookStream, AfterVersion: int32(cursor.After), MaxCount: limit + 1}}))
+	versions, err := billing.PriceVersions(ctx, s.cfg.Pool, int32(cursor.After), limit+1)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	page := readmodel.Page[billing.PriceVersion]{Items: []billing.PriceVersion{}}
-	for _, row := range rows {
-		v, err := billing.PriceVersionOf(row.Version, row.Data, row.Position)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		page.Items = append(page.Items, v)
-	}
+	page := readmodel.Page[billing.PriceVersion]{Items: versions}
 	if len(page.Items) > int(limit) {
 		page.Items = page.Items[:limit]
 		c := readmodel.Cursor{After: int64(page.Items[limit-1].Version)}.String()

@@ -92,24 +92,40 @@ func ReadPriceBook(ctx context.Context, db database.DBTX, fallback PriceVersion)
 	return priceBook(rows, fallback)
 }
 
+// PriceVersions lists the price book's versions above afterVersion,
+// oldest first, at most maxCount of them: GET /v1/admin/prices's pages.
+func PriceVersions(ctx context.Context, db database.DBTX, afterVersion, maxCount int32) ([]PriceVersion, error) {
+	rows, err := database.Many(dbsqlc.New().PriceBookList(ctx, db, []*dbsqlc.PriceBookListParams{{
+		StreamID: domain.PriceBookStream, AfterVersion: afterVersion, MaxCount: maxCount}}))
+	if err != nil {
+		return nil, fmt.Errorf("billing: list the price book: %w", err)
+	}
+	return priceVersions(rows)
+}
+
 func domainPriceStream() *dbsqlc.PriceBookListParams {
 	return &dbsqlc.PriceBookListParams{StreamID: domain.PriceBookStream, AfterVersion: 0, MaxCount: 1 << 30}
 }
 
 func priceBook(rows []*dbsqlc.PriceBookListRow, fallback PriceVersion) (PriceBook, error) {
-	book := PriceBook{Fallback: fallback}
-	for _, r := range rows {
-		v, err := PriceVersionOf(r.Version, r.Data, r.Position)
-		if err != nil {
-			return PriceBook{}, err
-		}
-		book.Versions = append(book.Versions, v)
-	}
-	return book, nil
+	versions, err := priceVersions(rows)
+	return PriceBook{Fallback: fallback, Versions: versions}, err
 }
 
-// PriceVersionOf decodes a price.scheduled event's data.
-func PriceVersionOf(version int32, data []byte, position int64) (PriceVersion, error) {
+func priceVersions(rows []*dbsqlc.PriceBookListRow) ([]PriceVersion, error) {
+	out := make([]PriceVersion, 0, len(rows))
+	for _, r := range rows {
+		v, err := priceVersionOf(r.Version, r.Data, r.Position)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// priceVersionOf decodes a price.scheduled event's data.
+func priceVersionOf(version int32, data []byte, position int64) (PriceVersion, error) {
 	var d domain.PriceScheduledData
 	if err := json.Unmarshal(data, &d); err != nil {
 		return PriceVersion{}, fmt.Errorf("billing: price version %d: %w", version, err)
