@@ -96,13 +96,15 @@ func TestComposeServices(t *testing.T) {
 	t.Parallel()
 	f := loadCompose(t)
 
-	var plain, cluster, pgpair []string
+	var plain, cluster, pgpair, observability []string
 	for name, s := range f.Services {
 		switch {
 		case len(s.Profiles) == 0:
 			plain = append(plain, name)
 		case len(s.Profiles) == 1 && s.Profiles[0] == pgpairProfile:
 			pgpair = append(pgpair, name)
+		case len(s.Profiles) == 1 && s.Profiles[0] == observabilityProfile:
+			observability = append(observability, name)
 		default:
 			require.Equal(t, []string{clusterProfile}, s.Profiles, "service %s", name)
 			cluster = append(cluster, name)
@@ -112,6 +114,7 @@ func TestComposeServices(t *testing.T) {
 	require.ElementsMatch(t, []string{"postgres", "rabbitmq", "api", topologyService, "relay", "storage", "billing"}, plain)
 	require.ElementsMatch(t, append(append([]string{clusterTopologyService}, clusterNodes...), keys(clusterWorkers)...), cluster)
 	require.ElementsMatch(t, append([]string{pgPrimary, pgStandby}, keys(pgpairServices)...), pgpair)
+	require.ElementsMatch(t, []string{prometheusService, grafanaService, jaegerService}, observability)
 	for name, s := range f.Services {
 		if name == topologyService || name == clusterTopologyService {
 			require.Equal(t, "no", s.Restart, "the one-shot %s runs once per `up`", name)

@@ -3,6 +3,8 @@
 // ports, settings and metrics they name, so that those files, which no test
 // here can run without a Docker engine, cannot silently rot; and the
 // binaries' default tags against the packages' constants they repeat. The
-// RabbitMQ users' rights and the dead-letter policy are the exception: they
-// are tried on a vhost of the real broker.
+// exceptions run what they check: the RabbitMQ users' rights and the
+// dead-letter policy are tried on a vhost of the real broker, the Grafana
+// dashboard's queries are parsed by promtool, and the metrics they name
+// are read off a running api and worker.
 package deploy
