@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -105,11 +106,15 @@ func (d *deployment) run(t *testing.T, args ...string) result {
 
 func run(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
+	return runIn(t, e2ekit.CtxFor(t, 60*time.Second), cli.Options{Getenv: func(k string) string { return env[k] }}, args...)
+}
+
+// runIn runs epochctl until ctx ends, with opts' environment and terminal.
+func runIn(t *testing.T, ctx context.Context, opts cli.Options, args ...string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	code := cli.Main(e2ekit.CtxFor(t, 60*time.Second), args, cli.Options{
-		Getenv: func(k string) string { return env[k] },
-		Stdout: &stdout, Stderr: &stderr, PollInterval: 50 * time.Millisecond,
-	})
+	opts.Stdout, opts.Stderr, opts.PollInterval = &stdout, &stderr, 50*time.Millisecond
+	code := cli.Main(ctx, args, opts)
 	r := result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	t.Logf("epochctl %s: %s", strings.Join(args, " "), r)
 	require.NotContains(t, r.stdout+r.stderr, adminToken, "epochctl printed the admin token")
@@ -556,4 +561,39 @@ func TestNoAnswer(t *testing.T) {
 	for _, want := range []string{"EPOCH_URL", "EPOCH_ADMIN_TOKEN", "Exit codes", "dead-letters", "redrive", "statements"} {
 		require.Contains(t, r.stdout, want)
 	}
+}
+
+// An operation whose runner holds its lock reads running: following it
+// until interrupted exits 130 and says how to take it up again, the
+// operation untouched. Once its runner is gone (the lock let go, as when
+// the api running it stops) it reads failed, and following it exits 4.
+func TestFollowingIsInterruptedAndTakenUpAgain(t *testing.T) {
+	t.Parallel()
+	d := setup(t)
+	conn, err := d.pool.Acquire(t.Context())
+	require.NoError(t, err)
+	defer conn.Release()
+	id, key := uuid.NewString(), int64(0x5eed)
+	_, err = conn.Exec(t.Context(), `SELECT pg_advisory_lock($1)`, key)
+	require.NoError(t, err)
+	_, err = conn.Exec(t.Context(), `INSERT INTO operations (id, kind, target, lock_key) VALUES ($1, 'redrive', 'billing', $2)`, id, key)
+	require.NoError(t, err)
+
+	env := map[string]string{cli.EnvURL: d.url, cli.EnvToken: adminToken}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	r := runIn(t, ctx, cli.Options{Getenv: func(k string) string { return env[k] }, StderrIsTerminal: true}, "operations", "wait", id)
+	requireExit(t, cli.ExitInterrupted, r)
+	require.Contains(t, r.stderr, "\r\033[Kredrive billing: running, 0 events applied, 0 differences (")
+	require.Contains(t, r.stderr, "epochctl: interrupted; operation "+id+" goes on in the api: epochctl operations wait "+id+"\n")
+	require.Empty(t, r.stdout)
+	r = d.run(t, "operations", "show", id, "--json")
+	requireExit(t, cli.ExitOK, r)
+	require.Equal(t, "running", r.json(t)["state"])
+
+	_, err = conn.Exec(t.Context(), `SELECT pg_advisory_unlock($1)`, key)
+	require.NoError(t, err)
+	r = d.run(t, "operations", "wait", id)
+	requireExit(t, cli.ExitFailed, r)
+	require.Contains(t, r.stderr, "epochctl: operation "+id+" (redrive billing) failed: the process running it stopped\n")
 }
