@@ -590,6 +590,10 @@ func TestFollowingIsInterruptedAndTakenUpAgain(t *testing.T) {
 	r = d.run(t, "operations", "show", id, "--json")
 	requireExit(t, cli.ExitOK, r)
 	require.Equal(t, "running", r.json(t)["state"])
+	// Another of the same target is the API's 409 meanwhile.
+	r = d.run(t, "redrive", "billing", "--from", "0")
+	requireExit(t, cli.ExitRefused, r)
+	require.Equal(t, "epochctl: an operation of this target is running; wait for it to end (409 operation_running)\n", r.stderr)
 
 	_, err = conn.Exec(t.Context(), `SELECT pg_advisory_unlock($1)`, key)
 	require.NoError(t, err)
