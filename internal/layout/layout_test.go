@@ -27,6 +27,7 @@ var layers = [][]string{
 	{"internal/ops/"},         // the operator's path, status, metrics, housekeeping, migrations
 	{"internal/httpapi"},      // the HTTP API
 	{"cmd/api", "cmd/worker"}, // the binaries
+	{"cmd/epochctl"},          // the operator's command line, which speaks only HTTP to the api
 	{"cmd/bench"},             // the benchmark tool
 	{"internal/layout"},       // this test
 }
