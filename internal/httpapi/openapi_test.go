@@ -15,6 +15,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/httpapi"
@@ -161,4 +162,33 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 	// A wrong token changes nothing: the document is public.
 	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/openapi.json", Token: "nope"})
+}
+
+// The operations no other test of the package calls, called here so that
+// their answers are held to the document too.
+func TestOpenAPIOperationsOtherwiseUncalled(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	token := e.newUser(t, "a")
+	e.upload(t, token, "f", 1_000_000_000)
+	e.applyBilling(t)
+
+	items := e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/statements", Token: token}).JSON["items"].([]any)
+	require.NotEmpty(t, items, "an upload starts the user's statements")
+	id := items[0].(map[string]any)["id"].(string)
+	got := e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/statements/" + id, Token: token})
+	require.Equal(t, id, got.JSON["id"])
+	requireError(t, e.do(t, req{Method: "GET", Path: "/v1/statements/" + uuid.NewString(), Token: token}), http.StatusNotFound, "not_found")
+
+	for _, r := range []req{
+		{Method: "POST", Path: "/v1/admin/subscribers/storage/rebuild"},
+		{Method: "POST", Path: "/v1/admin/projections/rebuild"},
+		{Method: "POST", Path: "/v1/admin/projections/rebuild", Body: `{"swap":false}`},
+		{Method: "POST", Path: "/v1/admin/statements/verify", Body: `{"from":"2026-01-01T00:00:00Z","to":"2100-01-01T00:00:00Z"}`},
+	} {
+		r.Token = adminToken
+		got := e.must(t, http.StatusAccepted, r)
+		op := e.waitOperation(t, got.Header.Get("Location"))
+		require.Equal(t, "done", op["state"], "%s %s: %v", r.Method, r.Path, op)
+	}
 }
