@@ -77,7 +77,7 @@ func TestPriceBookRules(t *testing.T) {
 		"an unknown field":         `{"effective_from":"2999-01-01T00:00:00Z","currency":"USD","tiers":[` + last + `],"x":1}`,
 		"a price of text":          priceBody(future, "USD", `{"up_to_gb_hours":null,"price_per_gb_hour":"cheap"}`),
 	} {
-		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/admin/prices", Token: adminToken, Body: body}), http.StatusBadRequest, "invalid_input")
+		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/admin/prices", Token: adminToken, Body: body, Hostile: true}), http.StatusBadRequest, "invalid_input")
 		_ = name
 	}
 	require.Equal(t, before, e.counts(t), "a refused price version wrote something")
@@ -192,7 +192,7 @@ func TestUsageWindows(t *testing.T) {
 		q("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "day", "Local"),
 		"/v1/usage?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&tz=UTC",
 	} {
-		requireError(t, e.do(t, req{Method: "GET", Path: bad, Token: token}), http.StatusBadRequest, "invalid_input")
+		requireError(t, e.do(t, req{Method: "GET", Path: bad, Token: token, Hostile: true}), http.StatusBadRequest, "invalid_input")
 	}
 	// Bounds within years 0001–9999 in UTC whose windows end in year 10000,
 	// or start in year 0000, in the zone's calendar: answered, in UTC there.

@@ -209,7 +209,7 @@ func TestMetrics(t *testing.T) {
 	e := setup(t)
 	a := e.newUser(t, "a")
 	e.upload(t, a, "x", 1)
-	e.do(t, req{Method: "POST", Path: "/v1/files", Token: a, Body: `{}`})
+	e.do(t, req{Method: "POST", Path: "/v1/files", Token: a, Body: `{}`, Hostile: true})
 	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
 	e.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: a})
 	e.must(t, http.StatusNotFound, req{Method: "GET", Path: "/v1/files/" + uuid.NewString(), Token: a})

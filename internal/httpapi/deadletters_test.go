@@ -257,9 +257,9 @@ func TestDeadLetterDiscard(t *testing.T) {
 	e.must(t, http.StatusNoContent, req{Method: "DELETE", Path: path + url.PathEscape(odd), Token: adminToken})
 	require.Empty(t, e.deadIDs(t, storage.Name))
 
-	requireError(t, e.do(t, req{Method: "DELETE", Path: path + strings.Repeat("x", 256), Token: adminToken}), http.StatusBadRequest, "invalid_input")
-	requireError(t, e.do(t, req{Method: "DELETE", Path: path + "%00", Token: adminToken}), http.StatusBadRequest, "invalid_input")
-	requireError(t, e.do(t, req{Method: "DELETE", Path: path + "%ff", Token: adminToken}), http.StatusBadRequest, "invalid_input")
+	requireError(t, e.do(t, req{Method: "DELETE", Path: path + strings.Repeat("x", 256), Token: adminToken, Hostile: true}), http.StatusBadRequest, "invalid_input")
+	requireError(t, e.do(t, req{Method: "DELETE", Path: path + "%00", Token: adminToken, Hostile: true}), http.StatusBadRequest, "invalid_input")
+	requireError(t, e.do(t, req{Method: "DELETE", Path: path + "%ff", Token: adminToken, Hostile: true}), http.StatusBadRequest, "invalid_input")
 	requireError(t, e.do(t, req{Method: "DELETE", Path: "/v1/admin/subscribers/nope/dead-letters/x", Token: adminToken}), http.StatusNotFound, "not_found")
 }
 
@@ -330,7 +330,7 @@ func TestDeadLetterList(t *testing.T) {
 
 	path := "/v1/admin/subscribers/storage/dead-letters"
 	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?cursor=nope", "?cursor=cDox"} {
-		requireError(t, e.do(t, req{Method: "GET", Path: path + q, Token: adminToken}), http.StatusBadRequest, "invalid_input")
+		requireError(t, e.do(t, req{Method: "GET", Path: path + q, Token: adminToken, Hostile: true}), http.StatusBadRequest, "invalid_input")
 	}
 	requireError(t, e.do(t, req{Method: "GET", Path: "/v1/admin/subscribers/projection/dead-letters", Token: adminToken}), http.StatusNotFound, "not_found")
 }
@@ -373,7 +373,7 @@ func TestDeadLetterBadRequests(t *testing.T) {
 		`{"all":"yes"}`,
 		`not json`,
 	} {
-		requireError(t, e.do(t, req{Method: "POST", Path: replayPath, Token: adminToken, Body: body}), http.StatusBadRequest, "invalid_input")
+		requireError(t, e.do(t, req{Method: "POST", Path: replayPath, Token: adminToken, Body: body, Hostile: true}), http.StatusBadRequest, "invalid_input")
 	}
 	// 255 characters (not bytes) is still an id one may name.
 	require.Zero(t, e.replay(t, storage.Name, fmt.Sprintf(`{"event_ids":[%q]}`, strings.Repeat("é", 255))))

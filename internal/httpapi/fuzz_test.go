@@ -61,7 +61,7 @@ func (e *env) fuzzBodies(f *testing.F, z bodyFuzz) {
 			body = z.rewrite(body)
 		}
 		before := e.counts(t)
-		got := e.do(t, req{Method: z.method, Path: z.path, Token: z.token, Body: body})
+		got := e.do(t, req{Method: z.method, Path: z.path, Token: z.token, Body: body, Hostile: true})
 		if got.Status == z.accepted {
 			z.check(t, body, got, before)
 			return

@@ -30,6 +30,7 @@ const adminToken = "test-admin-token"
 type env struct {
 	pool     *pgxpool.Pool // the test's own pool, for counting rows
 	url      string        // the database URL
+	api      *httpapi.Server
 	server   *httptest.Server
 	registry *prometheus.Registry
 	// stopBackground ends the server's Run (once; cleanup does it too).
@@ -76,7 +77,7 @@ func setupWith(t testing.TB, pool *pgxpool.Pool, url string, apiPool *pgxpool.Po
 		srv.Close()
 		stopBackground()
 	})
-	return &env{pool: pool, url: url, server: srv, registry: registry, stopBackground: stopBackground}
+	return &env{pool: pool, url: url, api: h, server: srv, registry: registry, stopBackground: stopBackground}
 }
 
 // resp is an answer, its body decoded when it is JSON.
@@ -91,8 +92,16 @@ type resp struct {
 type req struct {
 	Method, Path, Token, Body string
 	Header                    map[string]string
+	// Hostile marks a request that breaks the OpenAPI document on purpose
+	// (malformed JSON, a value out of its rules, a bad id, a list past its
+	// bound): it is not held to the document. Its answer is, as every
+	// answer is. Without it, the request must be one the document
+	// describes.
+	Hostile bool
 }
 
+// do sends r and checks it and its answer against the OpenAPI document
+// (checkOpenAPI).
 func (e *env) do(t testing.TB, r req) resp {
 	t.Helper()
 	var body io.Reader
@@ -118,6 +127,7 @@ func (e *env) do(t testing.TB, r req) resp {
 	raw, err := io.ReadAll(res.Body)
 	require.NoError(t, err)
 	out := resp{Status: res.StatusCode, Header: res.Header, Raw: raw}
+	checkOpenAPI(t, hr, []byte(r.Body), r.Hostile, out)
 	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.UseNumber()

@@ -1,8 +1,9 @@
 // Package httpapi serves Epoch's HTTP API (v1 of DESIGN.md): bearer-token
 // authentication, strict JSON input, the commands (each in one transaction,
 // with Idempotency-Key and If-Match), the reads (including the storage and
-// billing subscribers' with min_position), the error shape, and the
-// operational endpoints /healthz, /readyz and /metrics.
+// billing subscribers' with min_position), the error shape, the
+// operational endpoints /healthz, /readyz and /metrics, and the OpenAPI
+// document of all of it (openapi.json, served as GET /v1/openapi.json).
 //
 // Choices where DESIGN.md is silent: a malformed id in a path or an
 // unparsable If-Match is a 400 (invalid_input), not a 404 or 412; "*" in
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,6 +112,7 @@ type server struct {
 	cfg      Config
 	log      *slog.Logger
 	mux      *http.ServeMux
+	routes   []string // the mux's patterns, in the order registered
 	metrics  *metrics
 	billing  billing.Settings
 	tokens   *tokenCache
@@ -197,7 +200,8 @@ func New(cfg Config) (*Server, error) {
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+	s.route("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+	s.handle("GET /v1/openapi.json", s.serveOpenAPI)
 
 	s.handle("POST /v1/users", s.admin(s.createUser))
 
@@ -287,9 +291,19 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// Routes are the method and path patterns the API serves, as its mux has
+// them: the OpenAPI document's operations must be the same set.
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
+
+// route registers h under pattern as it is, and remembers the pattern.
+func (s *server) route(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.routes = append(s.routes, pattern)
+}
+
 // handle registers h under pattern with metrics and panic recovery.
 func (s *server) handle(pattern string, h http.HandlerFunc) {
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	s.route(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
@@ -302,7 +316,7 @@ func (s *server) handle(pattern string, h http.HandlerFunc) {
 			s.metrics.observe(pattern, r.Method, rec.code(), time.Since(start))
 		}()
 		h(rec, r)
-	})
+	}))
 }
 
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -97,7 +97,7 @@ func TestIdempotencyRejectedNotStored(t *testing.T) {
 	requireSameAnswer(t, first, e.do(t, ok))
 
 	// A 400 is not stored either.
-	bad := req{Method: "POST", Path: "/v1/files", Token: a, Body: `{"name":"x"}`, Header: map[string]string{"Idempotency-Key": "k2"}}
+	bad := req{Method: "POST", Path: "/v1/files", Token: a, Body: `{"name":"x"}`, Header: map[string]string{"Idempotency-Key": "k2"}, Hostile: true}
 	requireError(t, e.do(t, bad), 400, "invalid_input")
 	e.must(t, http.StatusCreated, req{Method: "POST", Path: "/v1/files", Token: a, Body: `{"name":"x","size_bytes":1}`, Header: map[string]string{"Idempotency-Key": "k2"}})
 }

@@ -129,6 +129,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := c.r
+			r.Hostile = true
 			switch r.Token {
 			case "":
 				r.Token = a
@@ -173,7 +174,7 @@ func TestJSONDuplicateKeysAndSurrogates(t *testing.T) {
 		{"POST", "/v1/files", "{\"name\":\"a\xff\",\"size_bytes\":1}", "the body is not valid UTF-8"},
 		{"POST", "/v1/files", "{\"name\":\"\xed\xa0\x80\",\"size_bytes\":1}", "the body is not valid UTF-8"}, // U+D800 in UTF-8
 	} {
-		got := e.do(t, req{Method: c.method, Path: c.path, Token: a, Body: c.body})
+		got := e.do(t, req{Method: c.method, Path: c.path, Token: a, Body: c.body, Hostile: true})
 		requireError(t, got, 400, "invalid_input")
 		require.Equal(t, c.message, got.JSON["error"].(map[string]any)["message"], c.body)
 	}

@@ -80,7 +80,7 @@ func TestJobFileLimit(t *testing.T) {
 		requireUnchanged(t)
 	})
 	t.Run("set past the limit", func(t *testing.T) {
-		got := e.do(t, req{Method: "PUT", Path: jobPath + "/files", Token: a, Body: setBody(append(ids[:len(ids):len(ids)], extra)...)})
+		got := e.do(t, req{Method: "PUT", Path: jobPath + "/files", Token: a, Body: setBody(append(ids[:len(ids):len(ids)], extra)...), Hostile: true})
 		requireError(t, got, http.StatusConflict, "job_file_limit")
 		requireUnchanged(t)
 	})

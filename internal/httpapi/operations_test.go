@@ -116,7 +116,7 @@ func TestRedriveBackfillsASubscriberAddedLater(t *testing.T) {
 		requireError(t, e.do(t, bad), http.StatusNotFound, "not_found")
 	}
 	for _, body := range []string{`{}`, `{"from_position":-1}`, `{"from_position":"0"}`, `{"from_position":0,"x":1}`} {
-		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/admin/subscribers/uploads/redrive", Token: adminToken, Body: body}), http.StatusBadRequest, "invalid_input")
+		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/admin/subscribers/uploads/redrive", Token: adminToken, Body: body, Hostile: true}), http.StatusBadRequest, "invalid_input")
 	}
 	token := e.newUser(t, "plain")
 	requireError(t, e.do(t, req{Method: "POST", Path: "/v1/admin/subscribers/uploads/redrive", Token: token, Body: `{"from_position":0}`}), http.StatusUnauthorized, "unauthorized")

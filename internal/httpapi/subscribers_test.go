@@ -43,7 +43,7 @@ func TestStorageAndUsageReads(t *testing.T) {
 		"/v1/usage?from=yesterday&to=2026-01-02T00:00:00Z",
 		"/v1/usage?from=2026-01-03T00:00:00Z&to=2026-01-02T00:00:00Z",
 	} {
-		requireError(t, e.do(t, req{Method: "GET", Path: path, Token: a}), 400, "invalid_input")
+		requireError(t, e.do(t, req{Method: "GET", Path: path, Token: a, Hostile: true}), 400, "invalid_input")
 	}
 	requireError(t, e.do(t, req{Method: "GET", Path: "/v1/storage"}), 401, "unauthorized")
 }
@@ -70,7 +70,9 @@ func TestUsageBoundsYears(t *testing.T) {
 		{"0001-01-01T00:00:00+00:01", "2026-01-01T00:00:00Z"}, // year 0 in UTC
 		{"2026-01-01T00:00:00Z", "9999-12-31T23:00:00-05:00"}, // year 10000 in UTC
 	} {
-		got := e.do(t, usage(c[0], c[1]))
+		r := usage(c[0], c[1])
+		r.Hostile = true
+		got := e.do(t, r)
 		requireError(t, got, 400, "invalid_input")
 		require.Contains(t, got.JSON["error"].(map[string]any)["message"], "0001–9999", "%q", c)
 	}

@@ -38,7 +38,7 @@ func TestCreateUser(t *testing.T) {
 	}
 	// Bad names: 400.
 	for _, body := range []string{`{}`, `{"name":""}`, `{"name":"a\u0000b"}`, `{"name":1}`, `{"name":"a","x":1}`, `{"name":"a"}x`} {
-		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/users", Token: adminToken, Body: body}), 400, "invalid_input")
+		requireError(t, e.do(t, req{Method: "POST", Path: "/v1/users", Token: adminToken, Body: body, Hostile: true}), 400, "invalid_input")
 	}
 	require.Equal(t, 1, e.counts(t).Users)
 }

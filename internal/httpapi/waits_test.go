@@ -207,7 +207,7 @@ func TestTokenRotation(t *testing.T) {
 	}
 
 	requireError(t, a.do(t, req{Method: "POST", Path: "/v1/admin/users/" + uuid.NewString() + "/token", Token: adminToken}), http.StatusNotFound, "not_found")
-	requireError(t, a.do(t, req{Method: "POST", Path: "/v1/admin/users/x/token", Token: adminToken}), http.StatusBadRequest, "invalid_input")
+	requireError(t, a.do(t, req{Method: "POST", Path: "/v1/admin/users/x/token", Token: adminToken, Hostile: true}), http.StatusBadRequest, "invalid_input")
 	requireError(t, a.do(t, req{Method: "POST", Path: "/v1/admin/users/" + id + "/token", Token: fresh}), http.StatusUnauthorized, "unauthorized")
 	a.must(t, http.StatusOK, req{Method: "GET", Path: "/v1/files", Token: fresh}) // a refused rotation rotated nothing
 }
