@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -70,7 +71,86 @@ func decodeJSON(body []byte, dst any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errInvalid("unexpected data after the JSON object")
 	}
-	return checkKeysAndStrings(body)
+	if err := checkKeysAndStrings(body); err != nil {
+		return err
+	}
+	// encoding/json fills a field from a key that matches its name in any
+	// case ("Name" fills name); the API's fields are their exact names.
+	var tree any
+	if err := json.Unmarshal(body, &tree); err != nil {
+		return errInvalid(describeJSONError(err))
+	}
+	return checkFieldNames(tree, reflect.TypeOf(dst))
+}
+
+// checkFieldNames finds, in the decoded body v of a value of type t, an
+// object key that is not the exact JSON name of one of its struct's
+// fields, at any depth.
+func checkFieldNames(v any, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil // a type decodeJSON already refused, or null
+		}
+		fields := jsonFields(t)
+		for key, value := range obj {
+			ft, ok := fields[key]
+			if !ok {
+				return errInvalid(fmt.Sprintf("unknown field %q", domain.Excerpt(key)))
+			}
+			if err := checkFieldNames(value, ft); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		items, ok := v.([]any)
+		if !ok {
+			return nil // json.RawMessage and other bytes hold no fields
+		}
+		for _, item := range items {
+			if err := checkFieldNames(item, t.Elem()); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if obj, ok := v.(map[string]any); ok {
+			for _, value := range obj {
+				if err := checkFieldNames(value, t.Elem()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// jsonFields maps the exact JSON names of t's fields, as encoding/json
+// names them (embedded structs' fields included), to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+			continue
+		case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+			for k, v := range jsonFields(f.Type) {
+				fields[k] = v
+			}
+			continue
+		case !f.IsExported():
+			continue
+		case name == "":
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	return fields
 }
 
 // checkKeysAndStrings finds what encoding/json lets through: a key repeated

@@ -48,6 +48,8 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"array body", req{Method: "POST", Path: "/v1/files", Body: `[{"name":"x","size_bytes":1}]`}, 400, "invalid_input"},
 		{"null body", req{Method: "POST", Path: "/v1/files", Body: `null`}, 400, "invalid_input"},
 		{"unknown field", req{Method: "POST", Path: "/v1/files", Body: `{"name":"x","size_bytes":1,"owner_id":"` + unknown + `"}`}, 400, "invalid_input"},
+		{"a field's name in another case", req{Method: "POST", Path: "/v1/files", Body: `{"Name":"x","size_bytes":1}`}, 400, "invalid_input"},
+		{"a job's name in another case", req{Method: "POST", Path: "/v1/jobs", Body: `{"NAME":"j"}`}, 400, "invalid_input"},
 		{"trailing data", req{Method: "POST", Path: "/v1/files", Body: `{"name":"x","size_bytes":1} {}`}, 400, "invalid_input"},
 		{"trailing garbage", req{Method: "POST", Path: "/v1/files", Body: `{"name":"x","size_bytes":1}x`}, 400, "invalid_input"},
 		{"invalid UTF-8", req{Method: "POST", Path: "/v1/files", Body: "{\"name\":\"\xff\",\"size_bytes\":1}"}, 400, "invalid_input"},
