@@ -13,17 +13,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // LockPath is the cluster's machine-wide lock (scripts/test takes it with
@@ -41,45 +39,13 @@ var Nodes = []string{"a", "b", "c"}
 // so that ctx can end the wait. waiting, when not nil, is called once if
 // somebody else holds it.
 func Lock(ctx context.Context, waiting func()) (*os.File, error) {
-	f, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		return nil, fmt.Errorf("cluster lock: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("cluster lock: %w", err)
-		}
-		if waiting != nil {
-			waiting()
-			waiting = nil
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return harness.LockFile(ctx, LockPath, "cluster lock", waiting)
 }
 
 // Run runs the script with args from the module root, bounded by d, and
 // returns its stdout (where `up` prints the URLs) and its log (stderr).
 func Run(root string, d time.Duration, args ...string) (stdout, log []byte, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, Script), args...)
-	cmd.Dir = root
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return out.Bytes(), errOut.Bytes(), fmt.Errorf("%s %s: %w", Script, strings.Join(args, " "), err)
-	}
-	return out.Bytes(), errOut.Bytes(), nil
+	return harness.RunScript(root, Script, d, args...)
 }
 
 // Up runs `up` (which starts only what is not running) and returns the

@@ -11,15 +11,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/catacloud/epoch/internal/testkit/harness"
 )
 
 // LockPath is the pair's machine-wide lock.
@@ -45,47 +44,18 @@ const (
 // so that ctx can end the wait. waiting, when not nil, is called once if
 // somebody else holds it.
 func Lock(ctx context.Context, waiting func()) (*os.File, error) {
-	f, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		return nil, fmt.Errorf("postgres pair lock: %w", err)
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("postgres pair lock: %w", err)
-		}
-		if waiting != nil {
-			waiting()
-			waiting = nil
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return harness.LockFile(ctx, LockPath, "postgres pair lock", waiting)
 }
 
 // Run runs the script with args from the module root, bounded by d, and
-// returns its stdout (where `up` prints the URLs) and its log (stderr).
-// The servers `up` starts do not inherit the lock: Go opens it
-// close-on-exec.
+// returns its stdout (where `up` prints the URLs) and its log (stderr),
+// which a failure's error carries too.
 func Run(root string, d time.Duration, args ...string) (stdout, log []byte, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, Script), args...)
-	cmd.Dir = root
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return out.Bytes(), errOut.Bytes(), fmt.Errorf("%s %s: %w: %s", Script, strings.Join(args, " "), err, bytes.TrimSpace(errOut.Bytes()))
+	stdout, log, err = harness.RunScript(root, Script, d, args...)
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(log))
 	}
-	return out.Bytes(), errOut.Bytes(), nil
+	return stdout, log, err
 }
 
 // URLs are what `up` prints: each server's own URL (database postgres),
