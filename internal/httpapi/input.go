@@ -57,8 +57,8 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 }
 
 // decodeJSON decodes body into dst strictly: valid UTF-8, one JSON value, no
-// unknown fields, no wrong types, nothing after it, no duplicate key and no
-// lone surrogate.
+// unknown fields (a key is a field's exact name), no wrong types, nothing
+// after it, no duplicate key and no lone surrogate.
 func decodeJSON(body []byte, dst any) error {
 	if !utf8.Valid(body) {
 		return errInvalid("the body is not valid UTF-8")
@@ -71,61 +71,7 @@ func decodeJSON(body []byte, dst any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errInvalid("unexpected data after the JSON object")
 	}
-	if err := checkKeysAndStrings(body); err != nil {
-		return err
-	}
-	// encoding/json fills a field from a key that matches its name in any
-	// case ("Name" fills name); the API's fields are their exact names.
-	var tree any
-	if err := json.Unmarshal(body, &tree); err != nil {
-		return errInvalid(describeJSONError(err))
-	}
-	return checkFieldNames(tree, reflect.TypeOf(dst))
-}
-
-// checkFieldNames finds, in the decoded body v of a value of type t, an
-// object key that is not the exact JSON name of one of its struct's
-// fields, at any depth.
-func checkFieldNames(v any, t reflect.Type) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return nil // a type decodeJSON already refused, or null
-		}
-		fields := jsonFields(t)
-		for key, value := range obj {
-			ft, ok := fields[key]
-			if !ok {
-				return errInvalid(fmt.Sprintf("unknown field %q", domain.Excerpt(key)))
-			}
-			if err := checkFieldNames(value, ft); err != nil {
-				return err
-			}
-		}
-	case reflect.Slice, reflect.Array:
-		items, ok := v.([]any)
-		if !ok {
-			return nil // json.RawMessage and other bytes hold no fields
-		}
-		for _, item := range items {
-			if err := checkFieldNames(item, t.Elem()); err != nil {
-				return err
-			}
-		}
-	case reflect.Map:
-		if obj, ok := v.(map[string]any); ok {
-			for _, value := range obj {
-				if err := checkFieldNames(value, t.Elem()); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
+	return checkKeysAndStrings(body, reflect.TypeOf(dst))
 }
 
 // jsonFields maps the exact JSON names of t's fields, as encoding/json
@@ -154,26 +100,31 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 }
 
 // checkKeysAndStrings finds what encoding/json lets through: a key repeated
-// in an object (the last one would win, silently) and a \u escape of a lone
+// in an object (the last one would win, silently), a key that is a field's
+// name in another case (encoding/json fills "name" from "Name"), at any
+// depth of t, the type body decodes into, and a \u escape of a lone
 // surrogate (it would become U+FFFD). body must be one valid JSON value, so
 // one pass over its bytes needs to follow only strings and brackets.
-func checkKeysAndStrings(body []byte) error {
-	// One frame per open bracket; an object's keys so far, to find a repeat.
-	type frame struct {
-		object bool
-		keys   map[string]struct{}
-	}
-	var stack []frame
+func checkKeysAndStrings(body []byte, t reflect.Type) error {
+	var stack []jsonFrame
 	expectKey := false
+	next := t // the type the next value decodes into
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
 		case '{', '[':
-			expectKey = body[i] == '{'
-			stack = append(stack, frame{object: expectKey})
+			f := jsonFrame{object: body[i] == '{', typ: indirect(next)}
+			if f.object && f.typ != nil && f.typ.Kind() == reflect.Struct {
+				f.fields = jsonFields(f.typ)
+			}
+			stack = append(stack, f)
+			expectKey = f.object
+			next = f.elem()
 		case '}', ']':
 			stack = stack[:len(stack)-1]
 		case ',':
-			expectKey = stack[len(stack)-1].object
+			top := stack[len(stack)-1]
+			expectKey = top.object
+			next = top.elem()
 		case ':':
 			expectKey = false
 		case '"':
@@ -195,11 +146,55 @@ func checkKeysAndStrings(body []byte) error {
 					top.keys = map[string]struct{}{}
 				}
 				top.keys[key] = struct{}{}
+				if top.fields != nil {
+					ft, ok := top.fields[key]
+					if !ok {
+						return errInvalid(fmt.Sprintf("unknown field %q", domain.Excerpt(key)))
+					}
+					next = ft
+				}
 			}
 			i = end
 		}
 	}
 	return nil
+}
+
+// jsonFrame is one open bracket of a body: an object's keys so far, to
+// find a repeat; the Go type it decodes into (nil: none whose keys are
+// checked) and, for a struct, its fields by their exact names.
+type jsonFrame struct {
+	object bool
+	keys   map[string]struct{}
+	typ    reflect.Type
+	fields map[string]reflect.Type
+}
+
+// elem is the type a value directly in the frame decodes into: a map's or
+// a slice's element (bytes, as json.RawMessage, hold no fields); nil for a
+// struct, whose keys name their fields' types.
+func (f jsonFrame) elem() reflect.Type {
+	if f.typ == nil {
+		return nil
+	}
+	switch f.typ.Kind() {
+	case reflect.Map:
+		return f.typ.Elem()
+	case reflect.Slice, reflect.Array:
+		if f.typ.Elem().Kind() == reflect.Uint8 {
+			return nil
+		}
+		return f.typ.Elem()
+	}
+	return nil
+}
+
+// indirect is t without its pointers (nil stays nil).
+func indirect(t reflect.Type) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
 }
 
 // scanString reads the string literal that opens at body[start]: the index
