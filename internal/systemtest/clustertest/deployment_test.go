@@ -398,13 +398,7 @@ func (d *deployment) relayStacks(w *e2ekit.Proc) string {
 // connects): each message with its error, how often, first and last, in
 // seconds since since.
 func logSummary(p *e2ekit.Proc, since time.Time) string {
-	type entry struct {
-		key         string
-		n           int
-		first, last time.Time
-	}
-	var order []*entry
-	byKey := map[string]*entry{}
+	var tally e2ekit.LogTally
 	addrs := regexp.MustCompile(`127\.0\.0\.1:\d+`)
 	for _, line := range strings.Split(p.Output(), "\n") {
 		var rec struct {
@@ -428,21 +422,9 @@ func logSummary(p *e2ekit.Proc, since time.Time) string {
 		if errText != "" {
 			key += ": " + errText
 		}
-		e := byKey[key]
-		if e == nil {
-			e = &entry{key: key, first: rec.Time}
-			byKey[key] = e
-			order = append(order, e)
-		}
-		e.n++
-		e.last = rec.Time
+		tally.Add(key, rec.Time)
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s:", p.Name)
-	for _, e := range order {
-		fmt.Fprintf(&b, "\n  %4d× %6.1fs..%6.1fs %s", e.n, e.first.Sub(since).Seconds(), e.last.Sub(since).Seconds(), e.key)
-	}
-	return b.String()
+	return tally.String(p.Name, since)
 }
 
 // verify waits until everything committed has arrived everywhere, then

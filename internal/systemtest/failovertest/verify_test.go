@@ -283,13 +283,7 @@ func (d *deployment) verifyCommandsAsync(l *load, events []e2ekit.Event, shipped
 // logSummary sums up a process's warnings and errors: each message with
 // its level, how often, first and last, in seconds since since.
 func logSummary(p *e2ekit.Proc, since time.Time) (summary string, errors []string) {
-	type entry struct {
-		key         string
-		n           int
-		first, last time.Time
-	}
-	var order []*entry
-	byKey := map[string]*entry{}
+	var tally e2ekit.LogTally
 	for _, line := range strings.Split(p.Output(), "\n") {
 		var rec struct {
 			Time  time.Time `json:"time"`
@@ -302,22 +296,9 @@ func logSummary(p *e2ekit.Proc, since time.Time) (summary string, errors []strin
 		if rec.Level == "ERROR" {
 			errors = append(errors, line)
 		}
-		key := rec.Level + " " + rec.Msg
-		e := byKey[key]
-		if e == nil {
-			e = &entry{key: key, first: rec.Time}
-			byKey[key] = e
-			order = append(order, e)
-		}
-		e.n++
-		e.last = rec.Time
+		tally.Add(rec.Level+" "+rec.Msg, rec.Time)
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s:", p.Name)
-	for _, e := range order {
-		fmt.Fprintf(&b, "\n  %4d× %6.1fs..%6.1fs %s", e.n, e.first.Sub(since).Seconds(), e.last.Sub(since).Seconds(), e.key)
-	}
-	return b.String(), errors
+	return tally.String(p.Name, since), errors
 }
 
 // logsOfTheOutage logs what each process logged at warning and error
