@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/platform/tracing"
 )
 
 // DefaultURL is the Postgres of EPOCH_DATABASE_URL when it is not set: the
@@ -27,7 +28,9 @@ type DBTX = dbsqlc.DBTX
 
 // Connect opens a pool. It does not wait for the server: a pool that cannot
 // reach Postgres yet still works once Postgres is back. tracer, when not
-// nil, sees every statement (see StatementCounter).
+// nil, sees every statement (see StatementCounter); when the process
+// exports traces, so does tracing's (a span per statement sent inside a
+// recorded span).
 func Connect(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	return ConnectWith(ctx, url, maxConns, tracer, nil)
 }
@@ -45,7 +48,7 @@ func ConnectWith(ctx context.Context, url string, maxConns int32, tracer pgx.Que
 	for k, v := range settings {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
-	cfg.ConnConfig.Tracer = tracer
+	cfg.ConnConfig.Tracer = tracing.PGX(tracer)
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		RegisterTypes(conn)
 		return nil

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/catacloud/epoch/internal/platform/tracing"
 )
 
 // Tx is one transaction, begun and ended by InTx only. It sends nothing
@@ -50,7 +52,11 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx *Tx) error) error 
 }
 
 // InTxWith is InTx with the transaction's options (an isolation level).
-func InTxWith(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(tx *Tx) error) error {
+// Inside a recorded span (a request's, a delivery's) the transaction has
+// a span of its own, and its statements' spans are its children.
+func InTxWith(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(tx *Tx) error) (err error) {
+	ctx, span := tracing.StartTransaction(ctx)
+	defer func() { tracing.End(span, err) }()
 	c, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -58,7 +64,7 @@ func InTxWith(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn fu
 	// A connection left inside a transaction (a rollback that could not
 	// be sent) is closed by the pool on release, not reused.
 	defer c.Release()
-	tx := &Tx{queue: queue{conn: c.Conn(), begin: &opts}}
+	tx := &Tx{queue: queue{conn: c.Conn(), begin: &opts, span: span}}
 	defer func() {
 		if tx.err != pgx.ErrTxClosed { // fn failed or panicked
 			tx.rollback(ctx)
@@ -127,7 +133,7 @@ func (t *Tx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []strin
 	if err := t.Flush(ctx); err != nil {
 		return 0, err
 	}
-	return t.conn.CopyFrom(ctx, table, columns, src)
+	return t.conn.CopyFrom(t.traced(ctx), table, columns, src)
 }
 
 // commit runs the read registered with ReadAtCommit and sends COMMIT with
@@ -185,7 +191,7 @@ func (t *Tx) rollback(ctx context.Context) {
 	_ = t.settle()
 	t.err = pgx.ErrTxClosed
 	if begun && t.conn.PgConn().TxStatus() != 'I' {
-		_, _ = t.conn.Exec(ctx, "rollback")
+		_, _ = t.conn.Exec(t.traced(ctx), "rollback")
 	}
 }
 
@@ -249,7 +255,18 @@ type queue struct {
 	last    bool           // the tail went: nothing may follow
 	sent    []*Results     // sent, with results still to be read, in order
 	br      pgx.BatchResults
-	err     error // the first error of a batch nobody read, or ErrTxClosed
+	err     error      // the first error of a batch nobody read, or ErrTxClosed
+	span    trace.Span // the transaction's, when it is traced
+}
+
+// traced is ctx with the transaction's span as the current one: the
+// callers pass their own context (a request's), and the statements' spans
+// belong under the transaction's.
+func (q *queue) traced(ctx context.Context) context.Context {
+	if q.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, q.span)
 }
 
 var _ DBTX = (*queue)(nil)
@@ -266,19 +283,9 @@ func (q *queue) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 func (q *queue) results(ctx context.Context, queries []*pgx.QueuedQuery) *Results {
 	r := &Results{q: q, ctx: ctx, queries: queries, name: "statement"}
 	if len(queries) > 0 {
-		r.name = statementName(queries[0].SQL)
+		r.name = tracing.StatementName(queries[0].SQL)
 	}
 	return r
-}
-
-// statementName is the name sqlc writes at the start of a query's SQL
-// ("-- name: OutboxInsert :batchexec"), or the statement's first words.
-func statementName(sql string) string {
-	if name, ok := strings.CutPrefix(sql, "-- name: "); ok {
-		return strings.Fields(name)[0]
-	}
-	words := strings.Fields(sql)
-	return strings.Join(words[:min(len(words), 3)], " ")
 }
 
 // Exec queues sql, sends it with what waits, and returns its result.
@@ -332,7 +339,7 @@ func (q *queue) send(ctx context.Context) error {
 	for _, r := range q.sent {
 		b.QueuedQueries = append(b.QueuedQueries, r.queries...)
 	}
-	q.br = q.conn.SendBatch(ctx, b)
+	q.br = q.conn.SendBatch(q.traced(ctx), b)
 	if q.begin != nil {
 		q.begin = nil
 		if _, err := q.br.Exec(); err != nil {

@@ -1,6 +1,7 @@
 // Package process is the life of a binary (cmd/api, cmd/worker): its
-// --help, its configuration from the environment, its JSON logger, and a
-// run that ends on SIGTERM or SIGINT.
+// --help, its configuration from the environment, its JSON logger, its
+// tracing (the standard OTEL_* environment: see tracing.Setup), and a run
+// that ends on SIGTERM or SIGINT.
 package process
 
 import (
@@ -11,8 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/catacloud/epoch/internal/platform/tracing"
 )
 
 // EnvPrefix prefixes every setting: EPOCH_DATABASE_URL and so on.
@@ -29,6 +33,10 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 		case "-h", "-help", "--help", "help":
 			fmt.Println(about + " It is configured by the environment:")
 			_ = envconfig.Usage(EnvPrefix, &cfg)
+			fmt.Println("\nTraces are exported by OTLP over HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or\n" +
+				"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_TRACES_EXPORTER=otlp) is set, with the\n" +
+				"other standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_BSP_*);\n" +
+				"without them, nothing is traced.")
 			return
 		default:
 			fmt.Fprintf(os.Stderr, "%s takes no arguments (try --help); got %q\n", name, os.Args[1])
@@ -50,7 +58,14 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
+	stopTracing, err := tracing.Setup(ctx, "epoch-"+name)
+	if err != nil {
+		logger.Error("bad configuration", "error", err)
+		os.Exit(2)
+	}
+	err = run(ctx, cfg, logger)
+	flushTracing(stopTracing, logger)
+	if err != nil {
 		logger.Error(name+" stopped", "error", err)
 		stop()
 		os.Exit(1)
@@ -58,11 +73,23 @@ func Main[C any](name, about string, check func(*C) error, run func(ctx context.
 	logger.Info(name + " stopped")
 }
 
+// tracingFlushTimeout bounds the export of the spans still buffered at exit.
+const tracingFlushTimeout = 5 * time.Second
+
+func flushTracing(shutdown func(context.Context) error, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+	defer cancel()
+	if err := shutdown(ctx); err != nil {
+		logger.Warn("tracing: spans lost at exit", "error", err)
+	}
+}
+
 // NewLogger is a binary's logger: JSON lines to w, durations written as Go
 // writes them ("5s", "150ms"): slog's JSON handler writes a time.Duration
-// as its nanoseconds, which nobody reads at a glance.
+// as its nanoseconds, which nobody reads at a glance. A line logged with a
+// context inside a span carries its trace_id and span_id.
 func NewLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: durationAsText}))
+	return slog.New(tracing.LogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: durationAsText})))
 }
 
 func durationAsText(_ []string, a slog.Attr) slog.Attr {
