@@ -1,8 +1,10 @@
 -- name: OutboxInsert :batchexec
 -- Queues a command's events for the relay, one row per run (see
--- outbox.Enqueue). It does not wake the relay: see OutboxWake.
-INSERT INTO outbox (position, last_position, partition)
-SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[]);
+-- outbox.Enqueue), each with the trace context of the transaction's
+-- request (NULL: none). It does not wake the relay: see OutboxWake.
+INSERT INTO outbox (position, last_position, partition, traceparent, tracestate)
+SELECT unnest(@first_positions::bigint[]), unnest(@last_positions::bigint[]), unnest(@partitions::smallint[]),
+       sqlc.narg(traceparent)::text, sqlc.narg(tracestate)::text;
 
 -- name: OutboxWake :batchexec
 -- Wakes the relays once a command has committed outbox rows (channel:
@@ -87,14 +89,14 @@ WITH held AS (
     SELECT greatest(1, ceil((sqlc.arg(batch_size)::integer)::float8 / nullif(count(*), 0)))::integer AS per_partition
     FROM held
 )
-SELECT o.position AS row_position, o.partition, o.created_at,
+SELECT o.position AS row_position, o.partition, o.created_at, o.traceparent, o.tracestate,
        e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
 FROM held AS p
 CROSS JOIN share
 CROSS JOIN LATERAL (
-    SELECT head.position, head.last_position, head.partition, head.created_at
+    SELECT head.position, head.last_position, head.partition, head.created_at, head.traceparent, head.tracestate
     FROM (
-        SELECT ob.position, ob.last_position, ob.partition, ob.created_at,
+        SELECT ob.position, ob.last_position, ob.partition, ob.created_at, ob.traceparent, ob.tracestate,
                sum(ob.last_position - ob.position + 1) OVER (ORDER BY ob.position)
                  - (ob.last_position - ob.position + 1) AS before
         FROM outbox AS ob

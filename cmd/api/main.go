@@ -31,6 +31,7 @@ import (
 	"github.com/catacloud/epoch/internal/platform/process"
 	"github.com/catacloud/epoch/internal/platform/rabbitadmin"
 	"github.com/catacloud/epoch/internal/platform/serve"
+	"github.com/catacloud/epoch/internal/platform/tracing"
 	"github.com/catacloud/epoch/internal/subscribers"
 )
 
@@ -170,7 +171,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	loops.Go(func() error { return handler.Run(ctx) })
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           tracing.HTTPHandler(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Above the longest request: a min_position wait plus its reads.

@@ -378,17 +378,24 @@ func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery, prev *sett
 	for i, d := range batch {
 		notices[i] = readNotice(d)
 	}
+	c.startProcess(ctx, notices)
+	batchCtx := batchContext(ctx, notices)
+	failures := make(map[uint64]error)
+	defer endProcess(notices, failures)
 	// A failing message is isolated: each alone in its own transaction.
 	whole, err := dispatch.Isolate(notices, dispatch.Isolation[notice]{
 		Apply: func(n []notice) error {
 			if len(n) < len(notices) {
-				n[0] = readNotice(n[0].d) // as delivered, not as the batch left it
+				alone := readNotice(n[0].d) // as delivered, not as the batch left it
+				alone.ctx, alone.span = n[0].ctx, n[0].span
+				n[0] = alone
+				return c.apply(n[0].context(ctx), n)
 			}
-			return c.apply(ctx, n)
+			return c.apply(batchCtx, n)
 		},
 		Stop: func(error) bool { return ctx.Err() != nil },
 		Split: func(cause error) {
-			c.logger.Warn("batch failed, retrying its messages one by one", "messages", len(batch), "error", cause)
+			c.logger.WarnContext(batchCtx, "batch failed, retrying its messages one by one", "messages", len(batch), "error", cause)
 		},
 		Applied: func(n []notice) error {
 			if err := n[0].d.Ack(false); err != nil {
@@ -396,7 +403,10 @@ func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery, prev *sett
 			}
 			return nil
 		},
-		Failed: func(n []notice, cause error) error { return c.failed(ctx, n, cause) },
+		Failed: func(n []notice, cause error) error {
+			failures[n[0].d.DeliveryTag] = cause
+			return c.failed(n[0].context(ctx), n, cause)
+		},
 	})
 	if !whole {
 		return err
@@ -422,14 +432,14 @@ func (c *Consumer) handle(ctx context.Context, batch []amqp.Delivery, prev *sett
 func (c *Consumer) failed(ctx context.Context, n []notice, cause error) error {
 	d := n[0].d
 	if deliveryCount(d)+1 < c.cfg.DeliveryLimit {
-		c.logger.Error("message failed, requeueing", "message_id", d.MessageId, "deliveries", deliveryCount(d)+1,
+		c.logger.ErrorContext(ctx, "message failed, requeueing", "message_id", d.MessageId, "deliveries", deliveryCount(d)+1,
 			"delivery_limit", c.cfg.DeliveryLimit, "error", cause)
 		if err := d.Nack(false, true); err != nil {
 			return fmt.Errorf("nack: %w", err)
 		}
 		return nil
 	}
-	c.logger.Error("message failed on its last delivery, dead-lettering", "message_id", d.MessageId,
+	c.logger.ErrorContext(ctx, "message failed on its last delivery, dead-lettering", "message_id", d.MessageId,
 		"deliveries", deliveryCount(d)+1, "error", cause)
 	n[0].reason = ReasonFailed
 	if err := c.apply(ctx, n); err != nil {
@@ -487,7 +497,7 @@ func (c *Consumer) apply(ctx context.Context, notices []notice) error {
 			return err
 		}
 		wait := again.Next()
-		c.logger.Warn("postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", wait.String())
+		c.logger.WarnContext(ctx, "postgres unavailable, retrying batch", "messages", len(notices), "error", err, "backoff", wait.String())
 		if !backoff.Sleep(ctx, wait) {
 			return ctx.Err()
 		}

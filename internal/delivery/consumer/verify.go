@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/catacloud/epoch/internal/core/domain"
 	"github.com/catacloud/epoch/internal/core/eventstore"
@@ -49,6 +50,9 @@ type notice struct {
 	claimed eventstore.Event // the body, decoded; zero when it did not decode
 	reason  string           // why it is dead-lettered; "" while it stands
 	stored  eventstore.Event // the stored event it names, once verified
+	// The delivery's process span and its context, when it is traced.
+	ctx  context.Context
+	span trace.Span
 }
 
 func readNotice(d amqp.Delivery) notice {

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/platform/tracing"
 )
 
 // Partitions is the number of stream partitions. A relay owns whole
@@ -36,17 +38,23 @@ func PartitionOf(streamID uuid.UUID) int16 {
 // Enqueue queues appended events (positions set) for the relay in the
 // caller's transaction, and the relays' wake-up to follow its commit. It
 // writes one row per run: events of one partition whose positions follow
-// one another. A command's events on one stream are usually one run, so
-// linking 1,000 files queues one row. The insert is a batch statement
-// nobody reads, so it goes with the transaction's next statement or its
-// COMMIT; the wake-up NOTIFY goes right after that COMMIT, in the same
-// round trip, as a transaction of its own (Tx.AfterCommit; OutboxWake says
-// why not inside).
+// one another, each row with ctx's trace context (the request's), which
+// the relay carries into the messages' headers. A command's events on one
+// stream are usually one run, so linking 1,000 files queues one row. The
+// insert is a batch statement nobody reads, so it goes with the
+// transaction's next statement or its COMMIT; the wake-up NOTIFY goes right
+// after that COMMIT, in the same round trip, as a transaction of its own
+// (Tx.AfterCommit; OutboxWake says why not inside).
 func Enqueue(ctx context.Context, tx *database.Tx, events []eventstore.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	dbsqlc.New().OutboxInsert(ctx, tx, []*dbsqlc.OutboxInsertParams{runs(events)})
+	rows := runs(events)
+	if tc := tracing.Of(ctx); tc.Traceparent != "" {
+		rows.Traceparent = pgtype.Text{String: tc.Traceparent, Valid: true}
+		rows.Tracestate = pgtype.Text{String: tc.Tracestate, Valid: tc.Tracestate != ""}
+	}
+	dbsqlc.New().OutboxInsert(ctx, tx, []*dbsqlc.OutboxInsertParams{rows})
 	tx.AfterCommit(func(db database.DBTX) { sendWake(ctx, db) }, wakeLost)
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/delivery/broker"
@@ -20,6 +22,7 @@ import (
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/platform/dbsqlc"
 	"github.com/catacloud/epoch/internal/platform/pglisten"
+	"github.com/catacloud/epoch/internal/platform/tracing"
 )
 
 // relayLockKey is the first key of the relay's partition advisory locks
@@ -422,13 +425,19 @@ func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsq
 			failedParts[row.Partition] = true
 			continue
 		}
+		tc := tracing.Context{Traceparent: row.Traceparent.String, Tracestate: row.Tracestate.String}
+		m.Publishing.Headers = tc.SetHeaders(m.Publishing.Headers)
 		msgs = append(msgs, m)
 		sent = append(sent, row)
 	}
 	if len(msgs) == 0 {
 		return nil, failedParts
 	}
+	spans := sendSpans(ctx, sent, msgs)
 	errs := pub.Publish(ctx, broker.Exchange, msgs, r.cfg.ConfirmTimeout)
+	for i, span := range spans {
+		tracing.End(span, errs[i])
+	}
 	r.metrics.published.Add(float64(countSent(errs)))
 
 	done = make([]int64, 0, len(sent))
@@ -455,6 +464,41 @@ func (r *Relay) publish(ctx context.Context, pub *broker.Publisher, rows []*dbsq
 		r.logger.WarnContext(ctx, "outbox relay: batch partly failed", "failed", failed, "published", len(msgs))
 	}
 	return done, failedParts
+}
+
+// sendSpans starts the send span of each message whose row kept a trace
+// context (nil for the others): on the command's trace, a child of the
+// request that wrote the row and linked to it, from the publish to the
+// broker's confirm. Nil when this process exports no traces.
+func sendSpans(ctx context.Context, rows []*dbsqlc.OutboxClaimRow, msgs []broker.Message) []trace.Span {
+	if !tracing.Enabled() {
+		return nil
+	}
+	spans := make([]trace.Span, len(rows))
+	for i, row := range rows {
+		if !row.Traceparent.Valid {
+			continue
+		}
+		parent := tracing.Context{Traceparent: row.Traceparent.String, Tracestate: row.Tracestate.String}.Remote(ctx)
+		written := trace.SpanContextFromContext(parent)
+		if !written.IsValid() {
+			continue
+		}
+		_, spans[i] = tracing.Tracer().Start(parent, "publish "+broker.Exchange,
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithLinks(trace.Link{SpanContext: written}),
+			trace.WithAttributes(
+				semconv.MessagingSystemRabbitMQ,
+				semconv.MessagingOperationTypeSend,
+				semconv.MessagingOperationName("publish"),
+				semconv.MessagingDestinationName(broker.Exchange),
+				semconv.MessagingRabbitMQDestinationRoutingKey(msgs[i].RoutingKey),
+				semconv.MessagingMessageID(msgs[i].Publishing.MessageId),
+				semconv.MessagingMessageBodySize(len(msgs[i].Publishing.Body)),
+				tracing.EventPosition(row.Position),
+			))
+	}
+	return spans
 }
 
 // countSent is how many of a batch's messages reached the broker: all but

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 var (
@@ -1717,14 +1718,14 @@ WITH held AS (
     SELECT greatest(1, ceil(($2::integer)::float8 / nullif(count(*), 0)))::integer AS per_partition
     FROM held
 )
-SELECT o.position AS row_position, o.partition, o.created_at,
+SELECT o.position AS row_position, o.partition, o.created_at, o.traceparent, o.tracestate,
        e.position, e.id, e.stream_type, e.stream_id, e.version, e.type, e.data, e.occurred_at
 FROM held AS p
 CROSS JOIN share
 CROSS JOIN LATERAL (
-    SELECT head.position, head.last_position, head.partition, head.created_at
+    SELECT head.position, head.last_position, head.partition, head.created_at, head.traceparent, head.tracestate
     FROM (
-        SELECT ob.position, ob.last_position, ob.partition, ob.created_at,
+        SELECT ob.position, ob.last_position, ob.partition, ob.created_at, ob.traceparent, ob.tracestate,
                sum(ob.last_position - ob.position + 1) OVER (ORDER BY ob.position)
                  - (ob.last_position - ob.position + 1) AS before
         FROM outbox AS ob
@@ -1761,6 +1762,8 @@ type OutboxClaimRow struct {
 	RowPosition int64
 	Partition   int16
 	CreatedAt   time.Time
+	Traceparent pgtype.Text
+	Tracestate  pgtype.Text
 	Position    int64
 	ID          uuid.UUID
 	StreamType  string
@@ -1814,6 +1817,8 @@ func (b *OutboxClaimBatchResults) Query(f func(int, []*OutboxClaimRow, error)) {
 					&i.RowPosition,
 					&i.Partition,
 					&i.CreatedAt,
+					&i.Traceparent,
+					&i.Tracestate,
 					&i.Position,
 					&i.ID,
 					&i.StreamType,
@@ -1891,8 +1896,9 @@ func (b *OutboxDeleteBatchResults) Close() error {
 }
 
 const outboxInsert = `-- name: OutboxInsert :batchexec
-INSERT INTO outbox (position, last_position, partition)
-SELECT unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::smallint[])
+INSERT INTO outbox (position, last_position, partition, traceparent, tracestate)
+SELECT unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::smallint[]),
+       $4::text, $5::text
 `
 
 type OutboxInsertBatchResults struct {
@@ -1905,10 +1911,13 @@ type OutboxInsertParams struct {
 	FirstPositions []int64
 	LastPositions  []int64
 	Partitions     []int16
+	Traceparent    pgtype.Text
+	Tracestate     pgtype.Text
 }
 
 // Queues a command's events for the relay, one row per run (see
-// outbox.Enqueue). It does not wake the relay: see OutboxWake.
+// outbox.Enqueue), each with the trace context of the transaction's
+// request (NULL: none). It does not wake the relay: see OutboxWake.
 func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg []*OutboxInsertParams) *OutboxInsertBatchResults {
 	batch := &pgx.Batch{}
 	for _, a := range arg {
@@ -1916,6 +1925,8 @@ func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg []*OutboxInsert
 			a.FirstPositions,
 			a.LastPositions,
 			a.Partitions,
+			a.Traceparent,
+			a.Tracestate,
 		}
 		batch.Queue(outboxInsert, vals...)
 	}

@@ -197,6 +197,8 @@ type Outbox struct {
 	TransactionID pgtype.Uint64
 	CreatedAt     time.Time
 	LastPosition  int64
+	Traceparent   pgtype.Text
+	Tracestate    pgtype.Text
 }
 
 type StorageFile struct {
