@@ -97,16 +97,48 @@ func main() {
 	write := flag.String("write", "", "rewrite this markdown file (BENCHMARKS.md) with the results")
 	only := flag.String("only", "", "comma-separated figures to run (B1,B2,...); default all")
 	pprofDir := flag.String("pprof", "", "directory for CPU profiles of the api and worker taken during the figures")
+	traces := flag.Bool("traces", false, "the api and workers trace every request and delivery (all sampled) and export it by OTLP/HTTP to a sink in this process, which counts and drops it")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	code := 0
+	var sink *harness.TraceReceiver
+	if *traces {
+		var err error
+		if sink, err = exportTraces(); err != nil {
+			log.Error("bench failed", "error", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(ctx, log, os.Stdout, options{quick: *quick, write: *write, only: *only, pprofDir: *pprofDir}); err != nil {
 		log.Error("bench failed", "error", err)
 		code = 1
 	}
+	if sink != nil {
+		requests, bytes := sink.Received()
+		log.Info("traces exported to the sink", "requests", requests, "bytes", bytes)
+		sink.Close()
+	}
 	os.Exit(code)
+}
+
+// exportTraces starts the sink and points the processes the bench starts
+// (which inherit its environment) at it, every trace sampled, so a run
+// measures what tracing costs at its most.
+func exportTraces() (*harness.TraceReceiver, error) {
+	sink, err := harness.StartTraceReceiver(false)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range map[string]string{
+		"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL, "OTEL_TRACES_SAMPLER": "always_on",
+	} {
+		if err := os.Setenv(k, v); err != nil {
+			return nil, err
+		}
+	}
+	return sink, nil
 }
 
 // run measures the figures (all, or those named in only), prints their
