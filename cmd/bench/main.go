@@ -133,6 +133,10 @@ func exportTraces() (*harness.TraceReceiver, error) {
 	}
 	for k, v := range map[string]string{
 		"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL, "OTEL_TRACES_SAMPLER": "always_on",
+		// The batch processor drops spans when its queue (2,048 by
+		// default) is full; a queue that holds a second of the busiest
+		// figure's spans keeps them all, so none escapes the cost.
+		"OTEL_BSP_MAX_QUEUE_SIZE": "65536",
 	} {
 		if err := os.Setenv(k, v); err != nil {
 			return nil, err
