@@ -9,7 +9,6 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,6 +17,7 @@ import (
 	"github.com/catacloud/epoch/internal/core/eventstore"
 	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/platform/dbsqlc"
+	"github.com/catacloud/epoch/internal/platform/throttle"
 	"github.com/catacloud/epoch/internal/platform/tracing"
 )
 
@@ -76,16 +76,14 @@ func Wake(ctx context.Context, db database.DBTX) {
 	}
 }
 
-// lastWakeLostLog is when wakeLost last logged (unix nanoseconds).
-var lastWakeLostLog atomic.Int64
+// wakeLostLog lets wakeLost log once a minute at most.
+var wakeLostLog = &throttle.Every{Interval: time.Minute}
 
 // wakeLost logs a wake-up that could not be sent, once a minute at most:
 // during an outage every command loses its own. It is only a hint: the
 // relays find the rows when they poll.
 func wakeLost(err error) {
-	now := time.Now().UnixNano()
-	last := lastWakeLostLog.Load()
-	if now-last < int64(time.Minute) || !lastWakeLostLog.CompareAndSwap(last, now) {
+	if !wakeLostLog.Allow() {
 		return
 	}
 	slog.Warn("outbox: could not wake the relays; they will find the rows when they poll", "error", err)

@@ -26,6 +26,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/catacloud/epoch/internal/platform/throttle"
 )
 
 // ScopeName names the instrumentation scope of Epoch's own spans.
@@ -125,15 +127,13 @@ func cmpOr(values ...string) string {
 	return ""
 }
 
-// lastExportLog is when exportFailed last logged (unix nanoseconds).
-var lastExportLog atomic.Int64
+// exportFailedLog lets exportFailed log once a minute at most.
+var exportFailedLog = &throttle.Every{Interval: time.Minute}
 
 // exportFailed logs what the SDK could not do (a collector away), once a
 // minute at most: spans are dropped, the service goes on.
 func exportFailed(err error) {
-	now := time.Now().UnixNano()
-	last := lastExportLog.Load()
-	if now-last < int64(time.Minute) || !lastExportLog.CompareAndSwap(last, now) {
+	if !exportFailedLog.Allow() {
 		return
 	}
 	slog.Warn("tracing: spans not exported", "error", err)
