@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -153,16 +154,28 @@ func fillOutbox(ctx context.Context, e *env, n int) error {
 	})
 }
 
+// tracedBacklog: the backlog's outbox rows keep a sampled trace context
+// each, as the api's rows do when it traces every request (-traces), so
+// the relay and the subscribers do all their tracing work on them.
+var tracedBacklog bool
+
 // queueEach writes an outbox row for each of events (positions set).
 func queueEach(ctx context.Context, db database.DBTX, events []eventstore.Event) error {
 	positions := make([]int64, len(events))
 	parts := make([]int16, len(events))
+	var traceparents []string
 	for i, ev := range events {
 		positions[i], parts[i] = ev.Position, outbox.PartitionOf(ev.StreamID)
+		if tracedBacklog {
+			// A trace of its own per row, as each command's request has.
+			id := uuid.New()
+			traceparents = append(traceparents, "00-"+hex.EncodeToString(id[:])+"-"+hex.EncodeToString(id[:8])+"-01")
+		}
 	}
-	_, err := db.Exec(ctx, `INSERT INTO outbox (position, partition, last_position)
-		SELECT p.position, p.partition, p.position FROM unnest($1::bigint[], $2::smallint[]) AS p(position, partition)`,
-		positions, parts)
+	_, err := db.Exec(ctx, `INSERT INTO outbox (position, partition, last_position, traceparent)
+		SELECT p.position, p.partition, p.position, p.traceparent
+		FROM unnest($1::bigint[], $2::smallint[], $3::text[]) AS p(position, partition, traceparent)`,
+		positions, parts, traceparents)
 	return err
 }
 

@@ -110,6 +110,7 @@ func main() {
 			log.Error("bench failed", "error", err)
 			os.Exit(1)
 		}
+		tracedBacklog = true
 	}
 	if err := run(ctx, log, os.Stdout, options{quick: *quick, write: *write, only: *only, pprofDir: *pprofDir}); err != nil {
 		log.Error("bench failed", "error", err)
