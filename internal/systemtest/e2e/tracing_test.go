@@ -247,6 +247,30 @@ func TestOneCommandIsOneTraceAcrossProcesses(t *testing.T) {
 		require.Contains(t, p.Attributes, "messaging.rabbitmq.message.delivery_tag", q)
 	}
 
+	// A traceparent from outside that is not one (too long, not hex) is
+	// ignored: the request answers as ever and starts a trace of its own.
+	req, err := http.NewRequest("POST", "http://"+api.Addr+"/v1/jobs", strings.NewReader(`{"name":"hostile"}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", "00-"+strings.Repeat("z", 32)+"-"+strings.Repeat("9", 4000)+"-01")
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	var hostileJob map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&hostileJob))
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	require.NotEmpty(t, hostileJob["id"])
+	e2ekit.Eventually(t, 10*time.Second, "the hostile request's own trace", func() (bool, string) {
+		roots := 0 // the first job's request, sent with no traceparent, and this one
+		for _, s := range rcv.Spans() {
+			if s.Name == "POST /v1/jobs" && s.Kind == tracepb.Span_SPAN_KIND_SERVER && s.ParentSpanID == "" {
+				roots++
+			}
+		}
+		return roots == 2, fmt.Sprint(roots, " root server spans for POST /v1/jobs")
+	})
+
 	// The link's message carries its request's trace context to whoever
 	// consumes the exchange: the relay's send is under that request.
 	require.Equal(t, link.request.SpanID, link.send.ParentSpanID)
