@@ -252,18 +252,19 @@ func (c *Closer) closeThrough(ctx context.Context, r closing) (int, error) {
 	// Rounds: an owner several periods behind closes one per round.
 	for {
 		var mu sync.Mutex
-		closedThisRound := 0
+		closedThisRound, behind := 0, false
 		g, gctx := errgroup.WithContext(ctx)
 		for i := range c.cfg.Parallel {
 			g.Go(func() error {
 				after := bounds[i]
 				for {
-					n, last, err := c.closeBatch(gctx, r, after, bounds[i+1])
+					n, more, last, err := c.closeBatch(gctx, r, after, bounds[i+1])
 					if err != nil {
 						return err
 					}
 					mu.Lock()
 					closedThisRound += n
+					behind = behind || more
 					mu.Unlock()
 					if last == uuid.Nil {
 						return nil
@@ -274,7 +275,10 @@ func (c *Closer) closeThrough(ctx context.Context, r closing) (int, error) {
 		}
 		err := g.Wait()
 		total += closedThisRound
-		if err != nil || closedThisRound == 0 {
+		// Only an owner that closed a period ending before end can have
+		// another one due: the others' next periods start at end or later,
+		// and a round that found them would read every owner for nothing.
+		if err != nil || closedThisRound == 0 || !behind {
 			return total, err
 		}
 	}
@@ -318,11 +322,13 @@ type due struct {
 }
 
 // closeBatch closes the next page of due owners (after after), in one
-// transaction. last is the page's last owner (uuid.Nil: the last page).
-func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uuid.UUID) (closed int, last uuid.UUID, err error) {
+// transaction. behind: an owner closed a period ending before cl.end, so
+// it has the next one due. last is the page's last owner (uuid.Nil: the
+// last page).
+func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uuid.UUID) (closed int, behind bool, last uuid.UUID, err error) {
 	q := dbsqlc.New()
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
-		closed, last = 0, uuid.Nil
+		closed, behind, last = 0, false, uuid.Nil
 		q.BillingPreferIndexes(ctx, tx, []string{"off"})
 		rows, err := q.BillingCloseDue(ctx, tx, &dbsqlc.BillingCloseDueParams{
 			AfterOwner: after, LastOwner: lastOwner, PeriodEnd: cl.end, LastStart: cl.lastStart, MaxCount: int32(c.cfg.Batch)})
@@ -367,9 +373,12 @@ func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uu
 			return err
 		}
 		closed, err = c.close(ctx, tx, owners, cl, now.UTC())
+		for _, d := range owners {
+			behind = behind || d.end.Before(cl.end)
+		}
 		return err
 	})
-	return closed, last, err
+	return closed, behind, last, err
 }
 
 // close writes the statements of owners, each for its period: the ledger
