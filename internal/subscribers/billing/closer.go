@@ -12,6 +12,7 @@ import (
 	"hash"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
 
@@ -569,12 +570,15 @@ func restoreHash(state []byte) (hash.Hash, error) {
 	return h, nil
 }
 
-// numericOf is the numeric s writes, at the scale it is written with: what
-// its text cast to numeric would store.
+// numericOf is the numeric a plain decimal s writes, at the scale it is
+// written with: what its text cast to numeric would store.
 func numericOf(s string) (pgtype.Numeric, error) {
-	var n pgtype.Numeric
-	err := n.Scan(s)
-	return n, err
+	whole, frac, _ := strings.Cut(s, ".")
+	n, ok := new(big.Int).SetString(whole+frac, 10)
+	if !ok {
+		return pgtype.Numeric{}, fmt.Errorf("numeric %q", s)
+	}
+	return pgtype.Numeric{Int: n, Exp: -int32(len(frac)), Valid: true}, nil
 }
 
 // unitDecimals is how many decimals an amount in units can have: a
