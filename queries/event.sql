@@ -49,13 +49,13 @@ SELECT coalesce(max(version), 0)::integer FROM events WHERE stream_id = @stream_
 -- sqlc takes no batch query without a parameter: take is true.
 SELECT pg_current_xact_id() WHERE @take::boolean;
 
--- name: EventPositions :many
--- The positions of events just copied in, by their streams and versions
--- (events_stream_version_key; events has no index on id), one lookup each.
-SELECT e.id, e.position
-FROM (SELECT unnest(@stream_ids::uuid[]) AS stream_id, unnest(@versions::integer[]) AS version) AS k
-JOIN LATERAL (
-    SELECT ev.id, ev.position FROM events AS ev
-    WHERE ev.stream_id = k.stream_id AND ev.version = k.version
-    OFFSET 0
-) AS e ON true;
+-- name: EventPositionsDraw :many
+-- Draws count positions from events' own sequence, in order, for events a
+-- COPY writes next with them (after EventTakeXid, as the column's default
+-- would draw them during the COPY): no lookup of the rows afterwards.
+-- The sequence is looked up once (a subquery kept apart by OFFSET 0), not
+-- by its name for every row.
+SELECT nextval(s.seq)::bigint AS position
+FROM (SELECT pg_get_serial_sequence('events', 'position')::regclass AS seq OFFSET 0) AS s,
+     generate_series(1, @count::int) AS g(n)
+ORDER BY 1;

@@ -241,15 +241,12 @@ CROSS JOIN LATERAL (
 ) AS e
 ORDER BY q.owner_id, e.position;
 
--- name: BillingStatementsInsert :batchexec
+-- name: BillingStatementsCopy :copyfrom
+-- A close's statements, by COPY: thousands at a time.
 INSERT INTO billing_statements (id, owner_id, period_start, period_end, byte_seconds, gb_hours, currency,
     price_version, lines, amount, amount_due, amount_units, cum_amount, covered_position, events_sha256, closed_at, position)
-SELECT unnest(@ids::uuid[]), unnest(@owner_ids::uuid[]), unnest(@period_starts::timestamptz[]),
-       unnest(@period_ends::timestamptz[]), unnest(@byte_seconds::text[])::numeric, unnest(@gb_hours::text[]),
-       unnest(@currencies::text[]), unnest(@price_versions::integer[]), unnest(@lines::jsonb[]),
-       unnest(@amounts::text[]), unnest(@amounts_due::text[]), unnest(@amount_units::text[])::numeric,
-       unnest(@cum_amount::text[])::numeric, unnest(@covered_positions::bigint[]), unnest(@events_sha256s::text[]),
-       unnest(@closed_ats::timestamptz[]), unnest(@positions::bigint[]);
+VALUES (@id, @owner_id, @period_start, @period_end, @byte_seconds, @gb_hours, @currency,
+    @price_version, @lines, @amount, @amount_due, @amount_units, @cum_amount, @covered_position, @events_sha256, @closed_at, @position);
 
 -- name: BillingCloseSave :batchexec
 INSERT INTO billing_close (owner_id, next_period_start, cum_amount, hash_state, hash_through, hash_covered)

@@ -67,12 +67,26 @@ func ID(streamID uuid.UUID, version int32) uuid.UUID {
 	return uuid.NewSHA1(idNamespace, name[:])
 }
 
+// jsonAppender is event data that writes its own JSON, exactly as
+// encoding/json would write it (domain.StatementClosedData): New then
+// skips encoding/json's reflection and its check of a marshaler's output,
+// which cost more than the writing.
+type jsonAppender interface {
+	AppendJSON(b []byte) ([]byte, error)
+}
+
 // New makes the event at version of a stream, its id derived from both
 // (ID). occurredAt is cut to microseconds, the precision Postgres keeps, so
 // the event reads back equal; the zero time leaves it to Append to take
 // the database's clock, as commands do.
 func New(streamType string, streamID uuid.UUID, version int32, eventType string, data any, occurredAt time.Time) (Event, error) {
-	raw, err := json.Marshal(data)
+	var raw []byte
+	var err error
+	if a, ok := data.(jsonAppender); ok {
+		raw, err = a.AppendJSON(make([]byte, 0, 512))
+	} else {
+		raw, err = json.Marshal(data)
+	}
 	if err != nil {
 		return Event{}, fmt.Errorf("encode %s data: %w", eventType, err)
 	}
@@ -134,41 +148,39 @@ func Append(ctx context.Context, db database.DBTX, events []Event) error {
 // Copy writes events that carry their own times with COPY (many at once:
 // the billing closer's statements) and sets their positions. The
 // transaction takes its id first, as Append's insert does, so every
-// position it draws is handed out after the id. A version another
-// transaction took first is ErrConcurrency.
+// position it draws is handed out after the id; the positions are drawn
+// before the COPY, in the events' order, and written with them. A version
+// another transaction took first is ErrConcurrency.
 func Copy(ctx context.Context, tx *database.Tx, events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	q := dbsqlc.New()
 	q.EventTakeXid(ctx, tx, []bool{true})
+	positions, err := q.EventPositionsDraw(ctx, tx, int32(len(events)))
+	if err != nil {
+		return fmt.Errorf("copy events: positions: %w", err)
+	}
+	if len(positions) != len(events) {
+		return fmt.Errorf("copy events: %d positions drawn for %d events", len(positions), len(events))
+	}
 	rows := make([][]any, len(events))
-	keys := &dbsqlc.EventPositionsParams{StreamIds: make([]uuid.UUID, len(events)), Versions: make([]int32, len(events))}
 	for i, e := range events {
 		if e.OccurredAt.IsZero() {
 			return fmt.Errorf("copy events: %s has no time of its own", e.ID)
 		}
-		rows[i] = []any{e.ID, e.StreamType, e.StreamID, e.Version, e.Type, []byte(e.Data), e.OccurredAt}
-		keys.StreamIds[i], keys.Versions[i] = e.StreamID, e.Version
+		rows[i] = []any{positions[i], e.ID, e.StreamType, e.StreamID, e.Version, e.Type, []byte(e.Data), e.OccurredAt}
 	}
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"events"},
-		[]string{"id", "stream_type", "stream_id", "version", "type", "data", "occurred_at"}, pgx.CopyFromRows(rows))
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"events"},
+		[]string{"position", "id", "stream_type", "stream_id", "version", "type", "data", "occurred_at"}, pgx.CopyFromRows(rows))
 	if err != nil {
 		if database.IsUniqueViolation(err, "events_stream_version_key") {
 			return ErrConcurrency
 		}
 		return fmt.Errorf("copy events: %w", err)
 	}
-	positions, err := q.EventPositions(ctx, tx, keys)
-	if err != nil {
-		return fmt.Errorf("copy events: positions: %w", err)
-	}
-	byID := make(map[uuid.UUID]int64, len(positions))
-	for _, p := range positions {
-		byID[p.ID] = p.Position
-	}
 	for i := range events {
-		events[i].Position = byID[events[i].ID]
+		events[i].Position = positions[i]
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/catacloud/epoch/internal/core/eventstore"
+	"github.com/catacloud/epoch/internal/platform/database"
 	"github.com/catacloud/epoch/internal/testkit/testdb"
 )
 
@@ -85,4 +86,44 @@ func TestDecodeFromPayloadOrData(t *testing.T) {
 	readBack.Data = []byte(`{"file_id": 7}`)
 	_, err = eventstore.Decode[linked](readBack)
 	require.ErrorContains(t, err, "decode job.file_linked data")
+}
+
+// TestCopySetsTheStoredPositions: Copy draws the positions it writes, in
+// the events' order, after an Append's, and reads back as it set them; a
+// version taken already is ErrConcurrency.
+func TestCopySetsTheStoredPositions(t *testing.T) {
+	t.Parallel()
+	pool, _ := testdb.New(t)
+	ctx := context.Background()
+	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
+
+	created, err := eventstore.New("job", uuid.New(), 1, "job.created", struct{}{}, time.Time{})
+	require.NoError(t, err)
+	appended := []eventstore.Event{created}
+	require.NoError(t, eventstore.Append(ctx, pool, appended))
+	first := appended[0]
+
+	var events []eventstore.Event
+	for range 3 {
+		e, err := eventstore.New("statement", uuid.New(), 1, "statement.closed", map[string]string{"a": "b"}, at)
+		require.NoError(t, err)
+		events = append(events, e)
+	}
+	require.NoError(t, database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Copy(ctx, tx, events) }))
+	require.Greater(t, events[0].Position, first.Position)
+	require.Less(t, events[0].Position, events[1].Position)
+	require.Less(t, events[1].Position, events[2].Position)
+
+	read, err := eventstore.After(ctx, pool, first.Position, 10)
+	require.NoError(t, err)
+	require.Len(t, read, 3)
+	for i := range read {
+		require.Equal(t, events[i].ID, read[i].ID)
+		require.Equal(t, events[i].Position, read[i].Position)
+		require.True(t, at.Equal(read[i].OccurredAt))
+	}
+
+	again := events[1]
+	err = database.InTx(ctx, pool, func(tx *database.Tx) error { return eventstore.Copy(ctx, tx, []eventstore.Event{again}) })
+	require.ErrorIs(t, err, eventstore.ErrConcurrency)
 }

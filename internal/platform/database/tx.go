@@ -127,15 +127,6 @@ func (t *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
 	return err
 }
 
-// CopyFrom sends what waits (with BEGIN), then copies: COPY cannot share
-// a batch.
-func (t *Tx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
-	if err := t.Flush(ctx); err != nil {
-		return 0, err
-	}
-	return t.conn.CopyFrom(t.traced(ctx), table, columns, src)
-}
-
 // commit runs the read registered with ReadAtCommit and sends COMMIT with
 // what still waits, then the trailers, in one round trip.
 func (t *Tx) commit(ctx context.Context) error {
@@ -220,6 +211,10 @@ func (afterCommit) Query(context.Context, string, ...any) (pgx.Rows, error) {
 
 func (afterCommit) QueryRow(context.Context, string, ...any) pgx.Row { return errRow{errAfterCommit} }
 
+func (afterCommit) CopyFrom(context.Context, pgx.Identifier, []string, pgx.CopyFromSource) (int64, error) {
+	return 0, errAfterCommit
+}
+
 // Conn is a connection of Pipeline's: the same queue as a Tx, outside a
 // transaction, for reads that send several statements in one round trip.
 type Conn struct {
@@ -301,6 +296,15 @@ func (q *queue) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, e
 // QueryRow is Exec for one row.
 func (q *queue) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return q.SendBatch(ctx, one(sql, args)).QueryRow()
+}
+
+// CopyFrom sends what waits (with BEGIN), then copies: COPY cannot share
+// a batch.
+func (q *queue) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	if err := q.Flush(ctx); err != nil {
+		return 0, err
+	}
+	return q.conn.CopyFrom(q.traced(ctx), table, columns, src)
 }
 
 func one(sql string, args []any) *pgx.Batch {

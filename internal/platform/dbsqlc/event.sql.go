@@ -141,41 +141,31 @@ func (q *Queries) EventMaxPosition(ctx context.Context, db DBTX) (int64, error) 
 	return column_1, err
 }
 
-const eventPositions = `-- name: EventPositions :many
-SELECT e.id, e.position
-FROM (SELECT unnest($1::uuid[]) AS stream_id, unnest($2::integer[]) AS version) AS k
-JOIN LATERAL (
-    SELECT ev.id, ev.position FROM events AS ev
-    WHERE ev.stream_id = k.stream_id AND ev.version = k.version
-    OFFSET 0
-) AS e ON true
+const eventPositionsDraw = `-- name: EventPositionsDraw :many
+SELECT nextval(s.seq)::bigint AS position
+FROM (SELECT pg_get_serial_sequence('events', 'position')::regclass AS seq OFFSET 0) AS s,
+     generate_series(1, $1::int) AS g(n)
+ORDER BY 1
 `
 
-type EventPositionsParams struct {
-	StreamIds []uuid.UUID
-	Versions  []int32
-}
-
-type EventPositionsRow struct {
-	ID       uuid.UUID
-	Position int64
-}
-
-// The positions of events just copied in, by their streams and versions
-// (events_stream_version_key; events has no index on id), one lookup each.
-func (q *Queries) EventPositions(ctx context.Context, db DBTX, arg *EventPositionsParams) ([]*EventPositionsRow, error) {
-	rows, err := db.Query(ctx, eventPositions, arg.StreamIds, arg.Versions)
+// Draws count positions from events' own sequence, in order, for events a
+// COPY writes next with them (after EventTakeXid, as the column's default
+// would draw them during the COPY): no lookup of the rows afterwards.
+// The sequence is looked up once (a subquery kept apart by OFFSET 0), not
+// by its name for every row.
+func (q *Queries) EventPositionsDraw(ctx context.Context, db DBTX, count int32) ([]int64, error) {
+	rows, err := db.Query(ctx, eventPositionsDraw, count)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []*EventPositionsRow{}
+	items := []int64{}
 	for rows.Next() {
-		var i EventPositionsRow
-		if err := rows.Scan(&i.ID, &i.Position); err != nil {
+		var position int64
+		if err := rows.Scan(&position); err != nil {
 			return nil, err
 		}
-		items = append(items, &i)
+		items = append(items, position)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

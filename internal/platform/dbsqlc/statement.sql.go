@@ -483,6 +483,26 @@ func (q *Queries) BillingProgressAdvance(ctx context.Context, db DBTX, arg *Bill
 	return complete_through, err
 }
 
+type BillingStatementsCopyParams struct {
+	ID              uuid.UUID
+	OwnerID         uuid.UUID
+	PeriodStart     time.Time
+	PeriodEnd       time.Time
+	ByteSeconds     pgtype.Numeric
+	GbHours         string
+	Currency        string
+	PriceVersion    int32
+	Lines           []byte
+	Amount          string
+	AmountDue       string
+	AmountUnits     pgtype.Numeric
+	CumAmount       pgtype.Numeric
+	CoveredPosition int64
+	EventsSha256    string
+	ClosedAt        time.Time
+	Position        int64
+}
+
 const billingStatementsEnding = `-- name: BillingStatementsEnding :many
 SELECT s.id, s.owner_id, s.period_start, s.period_end, s.byte_seconds::text AS byte_seconds, s.gb_hours, s.currency,
        s.price_version, s.lines, s.amount, s.amount_due, s.amount_units::text AS amount_units, s.cum_amount::text AS cum_amount,

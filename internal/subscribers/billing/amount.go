@@ -49,21 +49,35 @@ func parseDecimal(s string) (*big.Rat, bool) {
 // it in its shortest form: no exponent, no trailing zeros, no point when
 // whole, and "0" (never "-0") for zero.
 func FormatDecimal(r *big.Rat, decimals int) string {
-	s, _ := formatRounded(r, decimals)
-	return s
+	q, neg := roundScaled(r, decimals)
+	return writeScaled(q, neg, decimals)
 }
 
 // formatRounded is FormatDecimal, and the rounded value it wrote.
 func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
-	scale := powerOfTen(decimals)
+	q, neg := roundScaled(r, decimals)
+	if q.Sign() == 0 {
+		return "0", new(big.Rat)
+	}
+	s := writeScaled(q, neg, decimals)
+	rounded := new(big.Rat).SetFrac(q, powerOfTen(decimals).Num())
+	if neg {
+		rounded.Neg(rounded)
+	}
+	return s, rounded
+}
+
+// roundScaled is |r| × 10^decimals rounded half-to-even to an integer, and
+// whether r is negative.
+func roundScaled(r *big.Rat, decimals int) (q *big.Int, neg bool) {
 	// num/den is r scaled, left unreduced: reducing it (big.Rat.Mul does)
 	// costs a GCD, and a statement writes a dozen amounts.
-	num := new(big.Int).Mul(r.Num(), scale.Num())
-	neg := num.Sign() < 0
+	num := new(big.Int).Mul(r.Num(), powerOfTen(decimals).Num())
+	neg = num.Sign() < 0
 	num.Abs(num)
 	den := r.Denom()
-	q, rem := new(big.Int).QuoRem(num, den, new(big.Int))
-	switch new(big.Int).Lsh(rem, 1).Cmp(den) {
+	q, rem := num.QuoRem(num, den, new(big.Int))
+	switch rem.Lsh(rem, 1).Cmp(den) {
 	case 1:
 		q.Add(q, big.NewInt(1))
 	case 0:
@@ -71,12 +85,14 @@ func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
 			q.Add(q, big.NewInt(1))
 		}
 	}
+	return q, neg
+}
+
+// writeScaled writes q / 10^decimals (q not negative; negated when neg) in
+// FormatDecimal's form.
+func writeScaled(q *big.Int, neg bool, decimals int) string {
 	if q.Sign() == 0 {
-		return "0", new(big.Rat)
-	}
-	rounded := new(big.Rat).SetFrac(new(big.Int).Set(q), scale.Num())
-	if neg {
-		rounded.Neg(rounded)
+		return "0"
 	}
 	digits := q.String()
 	if len(digits) <= decimals {
@@ -90,7 +106,7 @@ func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
 	if neg {
 		out = "-" + out
 	}
-	return out, rounded
+	return out
 }
 
 // FormatAmount writes an amount as DESIGN.md's billing section has it: a
@@ -98,8 +114,10 @@ func formatRounded(r *big.Rat, decimals int) (string, *big.Rat) {
 // has at most 19 decimals, an amount at most 37); one that does not is
 // rounded half-to-even to Decimals places.
 func FormatAmount(r *big.Rat) string {
-	s, _ := writeAmount(r)
-	return s
+	if places, ok := decimalPlaces(r); ok {
+		return FormatDecimal(r, places)
+	}
+	return FormatDecimal(r, Decimals)
 }
 
 // writeAmount is FormatAmount, and the value it wrote.
@@ -113,9 +131,22 @@ func writeAmount(r *big.Rat) (string, *big.Rat) {
 // decimalPlaces is how many decimals r needs when its decimal ends (its
 // denominator has no prime factor but 2 and 5).
 func decimalPlaces(r *big.Rat) (int, bool) {
-	d := new(big.Int).Set(r.Denom())
-	twos := int(d.TrailingZeroBits())
-	d.Rsh(d, uint(twos))
+	den := r.Denom()
+	twos := int(den.TrailingZeroBits())
+	if den.BitLen()-twos <= 64 {
+		// The usual denominator fits a machine word once its twos are out.
+		d := new(big.Int).Rsh(den, uint(twos)).Uint64()
+		fives := 0
+		for d%5 == 0 {
+			d /= 5
+			fives++
+		}
+		if d != 1 {
+			return 0, false
+		}
+		return max(twos, fives), true
+	}
+	d := new(big.Int).Rsh(den, uint(twos))
 	fives := 0
 	five, q, m := big.NewInt(5), new(big.Int), new(big.Int)
 	for {

@@ -7,14 +7,17 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -250,18 +253,19 @@ func (c *Closer) closeThrough(ctx context.Context, r closing) (int, error) {
 	// Rounds: an owner several periods behind closes one per round.
 	for {
 		var mu sync.Mutex
-		closedThisRound := 0
+		closedThisRound, behind := 0, false
 		g, gctx := errgroup.WithContext(ctx)
 		for i := range c.cfg.Parallel {
 			g.Go(func() error {
 				after := bounds[i]
 				for {
-					n, last, err := c.closeBatch(gctx, r, after, bounds[i+1])
+					n, more, last, err := c.closeBatch(gctx, r, after, bounds[i+1])
 					if err != nil {
 						return err
 					}
 					mu.Lock()
 					closedThisRound += n
+					behind = behind || more
 					mu.Unlock()
 					if last == uuid.Nil {
 						return nil
@@ -272,7 +276,10 @@ func (c *Closer) closeThrough(ctx context.Context, r closing) (int, error) {
 		}
 		err := g.Wait()
 		total += closedThisRound
-		if err != nil || closedThisRound == 0 {
+		// Only an owner that closed a period ending before end can have
+		// another one due: the others' next periods start at end or later,
+		// and a round that found them would read every owner for nothing.
+		if err != nil || closedThisRound == 0 || !behind {
 			return total, err
 		}
 	}
@@ -316,11 +323,13 @@ type due struct {
 }
 
 // closeBatch closes the next page of due owners (after after), in one
-// transaction. last is the page's last owner (uuid.Nil: the last page).
-func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uuid.UUID) (closed int, last uuid.UUID, err error) {
+// transaction. behind: an owner closed a period ending before cl.end, so
+// it has the next one due. last is the page's last owner (uuid.Nil: the
+// last page).
+func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uuid.UUID) (closed int, behind bool, last uuid.UUID, err error) {
 	q := dbsqlc.New()
 	err = database.InTx(ctx, c.pool, func(tx *database.Tx) error {
-		closed, last = 0, uuid.Nil
+		closed, behind, last = 0, false, uuid.Nil
 		q.BillingPreferIndexes(ctx, tx, []string{"off"})
 		rows, err := q.BillingCloseDue(ctx, tx, &dbsqlc.BillingCloseDueParams{
 			AfterOwner: after, LastOwner: lastOwner, PeriodEnd: cl.end, LastStart: cl.lastStart, MaxCount: int32(c.cfg.Batch)})
@@ -365,9 +374,12 @@ func (c *Closer) closeBatch(ctx context.Context, cl closing, after, lastOwner uu
 			return err
 		}
 		closed, err = c.close(ctx, tx, owners, cl, now.UTC())
+		for _, d := range owners {
+			behind = behind || d.end.Before(cl.end)
+		}
 		return err
 	})
-	return closed, last, err
+	return closed, behind, last, err
 }
 
 // close writes the statements of owners, each for its period: the ledger
@@ -431,7 +443,7 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, cl cl
 	if err := eventstore.Copy(ctx, tx, events); err != nil {
 		return 0, fmt.Errorf("write statement.closed: %w", err)
 	}
-	sp := &dbsqlc.BillingStatementsInsertParams{}
+	sp := make([]*dbsqlc.BillingStatementsCopyParams, len(rows))
 	cp := &dbsqlc.BillingCloseSaveParams{}
 	for i, r := range rows {
 		d, e := r.data, events[i]
@@ -439,24 +451,19 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, cl cl
 		if err != nil {
 			return 0, err
 		}
+		bs, err1 := numericOf(r.byteSeconds)
+		units, err2 := numericOf(r.units)
+		cum, err3 := numericOf(r.cum)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return 0, fmt.Errorf("owner %s: %w", d.OwnerID, err)
+		}
 		// closed_at is the event's own time; its data says the same.
-		sp.Ids = append(sp.Ids, d.ID)
-		sp.OwnerIds = append(sp.OwnerIds, d.OwnerID)
-		sp.PeriodStarts = append(sp.PeriodStarts, d.PeriodStart)
-		sp.PeriodEnds = append(sp.PeriodEnds, d.PeriodEnd)
-		sp.ByteSeconds = append(sp.ByteSeconds, r.byteSeconds)
-		sp.GbHours = append(sp.GbHours, d.GBHours)
-		sp.Currencies = append(sp.Currencies, d.Currency)
-		sp.PriceVersions = append(sp.PriceVersions, d.PriceVersion)
-		sp.Lines = append(sp.Lines, lines)
-		sp.Amounts = append(sp.Amounts, d.Amount)
-		sp.AmountsDue = append(sp.AmountsDue, d.AmountDue)
-		sp.AmountUnits = append(sp.AmountUnits, r.units)
-		sp.CumAmount = append(sp.CumAmount, r.cum)
-		sp.CoveredPositions = append(sp.CoveredPositions, d.CoveredPosition)
-		sp.EventsSha256s = append(sp.EventsSha256s, d.EventsSHA256)
-		sp.ClosedAts = append(sp.ClosedAts, e.OccurredAt)
-		sp.Positions = append(sp.Positions, e.Position)
+		sp[i] = &dbsqlc.BillingStatementsCopyParams{
+			ID: d.ID, OwnerID: d.OwnerID, PeriodStart: d.PeriodStart, PeriodEnd: d.PeriodEnd,
+			ByteSeconds: bs, GbHours: d.GBHours, Currency: d.Currency, PriceVersion: d.PriceVersion,
+			Lines: lines, Amount: d.Amount, AmountDue: d.AmountDue, AmountUnits: units, CumAmount: cum,
+			CoveredPosition: d.CoveredPosition, EventsSha256: d.EventsSHA256, ClosedAt: e.OccurredAt, Position: e.Position,
+		}
 		cp.OwnerIds = append(cp.OwnerIds, d.OwnerID)
 		cp.NextPeriodStarts = append(cp.NextPeriodStarts, d.PeriodEnd)
 		cp.CumAmount = append(cp.CumAmount, r.cum)
@@ -464,7 +471,11 @@ func (c *Closer) close(ctx context.Context, tx *database.Tx, owners []due, cl cl
 		cp.HashThroughs = append(cp.HashThroughs, r.hashThrough)
 		cp.HashCovereds = append(cp.HashCovereds, r.hashCovered)
 	}
-	q.BillingStatementsInsert(ctx, tx, []*dbsqlc.BillingStatementsInsertParams{sp})
+	// COPY too: the statements' insert as arrays cost more to encode and
+	// to unnest than the rows themselves.
+	if _, err := q.BillingStatementsCopy(ctx, tx, sp); err != nil {
+		return 0, fmt.Errorf("write statements: %w", err)
+	}
 	q.BillingCloseSave(ctx, tx, []*dbsqlc.BillingCloseSaveParams{cp})
 	if err := outbox.Enqueue(ctx, tx, events); err != nil {
 		return 0, err
@@ -557,6 +568,17 @@ func restoreHash(state []byte) (hash.Hash, error) {
 		return nil, fmt.Errorf("restore the statement hash: %w", err)
 	}
 	return h, nil
+}
+
+// numericOf is the numeric a plain decimal s writes, at the scale it is
+// written with: what its text cast to numeric would store.
+func numericOf(s string) (pgtype.Numeric, error) {
+	whole, frac, _ := strings.Cut(s, ".")
+	n, ok := new(big.Int).SetString(whole+frac, 10)
+	if !ok {
+		return pgtype.Numeric{}, fmt.Errorf("numeric %q", s)
+	}
+	return pgtype.Numeric{Int: n, Exp: -int32(len(frac)), Valid: true}, nil
 }
 
 // unitDecimals is how many decimals an amount in units can have: a
