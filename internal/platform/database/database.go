@@ -29,7 +29,7 @@ type DBTX = dbsqlc.DBTX
 // Connect opens a pool. It does not wait for the server: a pool that cannot
 // reach Postgres yet still works once Postgres is back. tracer, when not
 // nil, sees every statement (see StatementCounter); when the process
-// exports traces, so does tracing's (a span per statement sent inside a
+// exports traces, so does tracing's (a span per round trip sent inside a
 // recorded span).
 func Connect(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	return ConnectWith(ctx, url, maxConns, tracer, nil)
@@ -48,7 +48,7 @@ func ConnectWith(ctx context.Context, url string, maxConns int32, tracer pgx.Que
 	for k, v := range settings {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
-	cfg.ConnConfig.Tracer = tracing.PGX(tracer)
+	cfg.ConnConfig.Tracer = tracing.PGX(tracer, cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.Port)
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		RegisterTypes(conn)
 		return nil

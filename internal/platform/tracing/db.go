@@ -3,7 +3,6 @@ package tracing
 import (
 	"context"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/multitracer"
@@ -14,24 +13,34 @@ import (
 )
 
 // PGX is a pool's tracer: inner (nil: none) and, when this process exports
-// traces, a span for each statement sent inside a recorded span (a
-// request's, a delivery's, a transaction's).
-func PGX(inner pgx.QueryTracer) pgx.QueryTracer {
+// traces, a span for each round trip sent inside a recorded span (a
+// request's, a delivery's, a transaction's). database and host name the
+// pool's server on the spans.
+func PGX(inner pgx.QueryTracer, database, host string, port uint16) pgx.QueryTracer {
 	if !Enabled() {
 		return inner
 	}
+	t := statementTracer{server: []attribute.KeyValue{
+		semconv.DBSystemNamePostgreSQL,
+		semconv.DBNamespace(database),
+		semconv.ServerAddress(host),
+		semconv.ServerPort(int(port)),
+	}}
 	if inner == nil {
-		return statementTracer{}
+		return t
 	}
-	return multitracer.New(inner, statementTracer{})
+	return multitracer.New(inner, t)
 }
 
 // StatementName is the name sqlc writes at the start of a query's SQL
 // ("-- name: OutboxInsert :batchexec"), or the statement's first words: a
-// statement's span name, and what an error names.
+// statement's name on its span, and what an error names.
 func StatementName(sql string) string {
 	if name, ok := strings.CutPrefix(sql, "-- name: "); ok {
-		return strings.Fields(name)[0]
+		if end := strings.IndexAny(name, " \t\n"); end >= 0 {
+			return name[:end]
+		}
+		return name
 	}
 	words := strings.Fields(sql)
 	return strings.Join(words[:min(len(words), 3)], " ")
@@ -61,94 +70,86 @@ func End(span trace.Span, err error) {
 	span.End()
 }
 
-// statementTracer makes the statements' spans. A pipelined batch's
-// statements are sent together and answered in order, so each one's span
-// runs from the previous answer (the first: the send) to its own.
-type statementTracer struct{}
+// statementTracer makes the statements' spans: one per round trip, since
+// a transaction's statements go to Postgres pipelined, several in one
+// batch (BEGIN, the writes, COMMIT), and the round trip is what a command
+// waits for. The span is named by its statements, in order
+// ("BEGIN, EventAppend, OutboxInsert"), which is also its
+// db.query.summary (the sqlc names, which find each query in queries/;
+// the queries' text, kilobytes with their comments, is left out).
+type statementTracer struct {
+	server []attribute.KeyValue // the pool's server
+}
 
 type statementSpanKey struct{}
 
-type batchSpans struct {
-	from time.Time // the send, then the last answer read
-	size int
+// maxNamed is how many statements a round trip's span names.
+const maxNamed = 8
+
+func (t statementTracer) start(ctx context.Context, names string, extra ...attribute.KeyValue) context.Context {
+	attrs := make([]attribute.KeyValue, 0, len(t.server)+1+len(extra))
+	attrs = append(append(append(attrs, t.server...), semconv.DBQuerySummary(names)), extra...)
+	ctx, span := Tracer().Start(ctx, names, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	return context.WithValue(ctx, statementSpanKey{}, span)
 }
 
-func attrs(conn *pgx.Conn, sql string, extra ...attribute.KeyValue) []attribute.KeyValue {
-	cfg := conn.Config()
-	a := []attribute.KeyValue{
-		semconv.DBSystemNamePostgreSQL,
-		semconv.DBNamespace(cfg.Database),
-		semconv.DBQuerySummary(StatementName(sql)),
-		semconv.DBQueryText(sql),
-		semconv.ServerAddress(cfg.Host),
-		semconv.ServerPort(int(cfg.Port)),
+func end(ctx context.Context, err error) {
+	if span, ok := ctx.Value(statementSpanKey{}).(trace.Span); ok {
+		End(span, err)
 	}
-	return append(a, extra...)
-}
-
-func endStatement(span trace.Span, err error, at time.Time) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End(trace.WithTimestamp(at))
 }
 
 // TraceQueryStart implements pgx.QueryTracer.
-func (statementTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+func (t statementTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
 	if !Recording(ctx) {
 		return ctx
 	}
-	ctx, span := Tracer().Start(ctx, StatementName(data.SQL), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrs(conn, data.SQL)...))
-	return context.WithValue(ctx, statementSpanKey{}, span)
+	return t.start(ctx, StatementName(data.SQL))
 }
 
 // TraceQueryEnd implements pgx.QueryTracer.
 func (statementTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
-	if span, ok := ctx.Value(statementSpanKey{}).(trace.Span); ok {
-		endStatement(span, data.Err, time.Now())
-	}
+	end(ctx, data.Err)
 }
 
 // TraceBatchStart implements pgx.BatchTracer.
-func (statementTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+func (t statementTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
 	if !Recording(ctx) {
 		return ctx
 	}
-	return context.WithValue(ctx, statementSpanKey{}, &batchSpans{from: time.Now(), size: data.Batch.Len()})
-}
-
-// TraceBatchQuery implements pgx.BatchTracer: called as each answer is read.
-func (statementTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
-	b, ok := ctx.Value(statementSpanKey{}).(*batchSpans)
-	if !ok {
-		return
+	queries := data.Batch.QueuedQueries
+	var names strings.Builder
+	for i, q := range queries[:min(len(queries), maxNamed)] {
+		if i > 0 {
+			names.WriteString(", ")
+		}
+		names.WriteString(StatementName(q.SQL))
 	}
-	now := time.Now()
-	_, span := Tracer().Start(ctx, StatementName(data.SQL), trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(b.from),
-		trace.WithAttributes(attrs(conn, data.SQL, semconv.DBOperationBatchSize(b.size))...))
-	endStatement(span, data.Err, now)
-	b.from = now
+	if len(queries) > maxNamed {
+		names.WriteString(", …")
+	}
+	return t.start(ctx, names.String(), semconv.DBOperationBatchSize(len(queries)))
 }
 
-// TraceBatchEnd implements pgx.BatchTracer.
-func (statementTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+// TraceBatchQuery implements pgx.BatchTracer.
+func (statementTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+// TraceBatchEnd implements pgx.BatchTracer: the batch's answers are all
+// read.
+func (statementTracer) TraceBatchEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchEndData) {
+	end(ctx, data.Err)
+}
 
 // TraceCopyFromStart implements pgx.CopyFromTracer.
-func (statementTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+func (t statementTracer) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
 	if !Recording(ctx) {
 		return ctx
 	}
 	table := data.TableName.Sanitize()
-	ctx, span := Tracer().Start(ctx, "COPY "+table, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrs(conn, "COPY "+table, semconv.DBCollectionName(table))...))
-	return context.WithValue(ctx, statementSpanKey{}, span)
+	return t.start(ctx, "COPY "+table, semconv.DBCollectionName(table))
 }
 
 // TraceCopyFromEnd implements pgx.CopyFromTracer.
 func (statementTracer) TraceCopyFromEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceCopyFromEndData) {
-	if span, ok := ctx.Value(statementSpanKey{}).(trace.Span); ok {
-		endStatement(span, data.Err, time.Now())
-	}
+	end(ctx, data.Err)
 }

@@ -123,7 +123,7 @@ func TestHostileHeadersMakeNoParent(t *testing.T) {
 // Without an exporter the hooks are not installed at all.
 func TestNothingIsAddedWhenNotExporting(t *testing.T) {
 	require.False(t, Enabled())
-	require.Nil(t, PGX(nil))
+	require.Nil(t, PGX(nil, "epoch", "127.0.0.1", 5432))
 	h := http.NewServeMux()
 	require.Same(t, h, HTTPHandler(h))
 	ctx, span := StartTransaction(context.Background())
