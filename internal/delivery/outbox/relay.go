@@ -475,17 +475,17 @@ func sendSpans(ctx context.Context, rows []*dbsqlc.OutboxClaimRow, msgs []broker
 		return nil
 	}
 	spans := make([]trace.Span, len(rows))
+	at := trace.WithTimestamp(time.Now())
 	for i, row := range rows {
 		if !row.Traceparent.Valid {
 			continue
 		}
-		parent := tracing.Context{Traceparent: row.Traceparent.String, Tracestate: row.Tracestate.String}.Remote(ctx)
-		written := trace.SpanContextFromContext(parent)
-		if !written.IsValid() {
+		written, ok := tracing.Context{Traceparent: row.Traceparent.String, Tracestate: row.Tracestate.String}.SpanContext()
+		if !ok {
 			continue
 		}
-		_, spans[i] = tracing.Tracer().Start(parent, "publish "+broker.Exchange,
-			trace.WithSpanKind(trace.SpanKindProducer),
+		_, spans[i] = tracing.Tracer().Start(trace.ContextWithRemoteSpanContext(ctx, written), "publish "+broker.Exchange,
+			trace.WithSpanKind(trace.SpanKindProducer), at,
 			trace.WithLinks(trace.Link{SpanContext: written}),
 			trace.WithAttributes(
 				semconv.MessagingSystemRabbitMQ,
@@ -494,7 +494,6 @@ func sendSpans(ctx context.Context, rows []*dbsqlc.OutboxClaimRow, msgs []broker
 				semconv.MessagingDestinationName(broker.Exchange),
 				semconv.MessagingRabbitMQDestinationRoutingKey(msgs[i].RoutingKey),
 				semconv.MessagingMessageID(msgs[i].Publishing.MessageId),
-				semconv.MessagingMessageBodySize(len(msgs[i].Publishing.Body)),
 				tracing.EventPosition(row.Position),
 			))
 	}

@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/multitracer"
@@ -14,18 +15,21 @@ import (
 
 // PGX is a pool's tracer: inner (nil: none) and, when this process exports
 // traces, a span for each round trip sent inside a recorded span (a
-// request's, a delivery's, a transaction's). database and host name the
-// pool's server on the spans.
+// request's, a delivery's, a transaction's). database, host and port name
+// the pool's server on its transactions' spans (a process's pools all
+// reach one server).
 func PGX(inner pgx.QueryTracer, database, host string, port uint16) pgx.QueryTracer {
 	if !Enabled() {
 		return inner
 	}
-	t := statementTracer{server: []attribute.KeyValue{
+	server := []attribute.KeyValue{
 		semconv.DBSystemNamePostgreSQL,
 		semconv.DBNamespace(database),
 		semconv.ServerAddress(host),
 		semconv.ServerPort(int(port)),
-	}}
+	}
+	transactionAttributes.Store(&server)
+	t := statementTracer{}
 	if inner == nil {
 		return t
 	}
@@ -53,10 +57,18 @@ func StartTransaction(ctx context.Context) (context.Context, trace.Span) {
 	if !Recording(ctx) {
 		return ctx, nil
 	}
-	ctx, span := Tracer().Start(ctx, "transaction", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(semconv.DBSystemNamePostgreSQL))
+	attrs := []attribute.KeyValue{semconv.DBSystemNamePostgreSQL}
+	if server := transactionAttributes.Load(); server != nil {
+		attrs = *server
+	}
+	ctx, span := Tracer().Start(ctx, "transaction", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	return ctx, span
 }
+
+// transactionAttributes are the server's attributes of the last pool made
+// (a process's pools all reach one server): on each transaction's span,
+// not on each of its round trips'.
+var transactionAttributes atomic.Pointer[[]attribute.KeyValue]
 
 // End ends span with err as its status; nil span: nothing.
 func End(span trace.Span, err error) {
@@ -77,18 +89,18 @@ func End(span trace.Span, err error) {
 // ("BEGIN, EventAppend, OutboxInsert"), which is also its
 // db.query.summary (the sqlc names, which find each query in queries/;
 // the queries' text, kilobytes with their comments, is left out).
-type statementTracer struct {
-	server []attribute.KeyValue // the pool's server
-}
+type statementTracer struct{}
 
 type statementSpanKey struct{}
 
 // maxNamed is how many statements a round trip's span names.
 const maxNamed = 8
 
+// start starts a round trip's span: the system and the statements' names
+// only; the server's attributes are on the transaction's span, once.
 func (t statementTracer) start(ctx context.Context, names string, extra ...attribute.KeyValue) context.Context {
-	attrs := make([]attribute.KeyValue, 0, len(t.server)+1+len(extra))
-	attrs = append(append(append(attrs, t.server...), semconv.DBQuerySummary(names)), extra...)
+	attrs := make([]attribute.KeyValue, 0, 2+len(extra))
+	attrs = append(append(attrs, semconv.DBSystemNamePostgreSQL, semconv.DBQuerySummary(names)), extra...)
 	ctx, span := Tracer().Start(ctx, names, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	return context.WithValue(ctx, statementSpanKey{}, span)
 }

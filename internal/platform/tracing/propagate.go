@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"encoding/hex"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
@@ -38,13 +39,29 @@ func Of(ctx context.Context) Context {
 	return Context{Traceparent: c[TraceparentHeader], Tracestate: c[TracestateHeader]}
 }
 
-// Remote is ctx with the kept trace context c as its remote parent; ctx
-// itself when c is empty or not a valid W3C trace context.
-func (c Context) Remote(ctx context.Context) context.Context {
-	if c.Traceparent == "" || len(c.Traceparent) > maxHeader || len(c.Tracestate) > maxHeader {
-		return ctx
+// SpanContext is c as the remote parent it names, read without a carrier:
+// the relay reads one per message. ok is false when c is not a version-00
+// W3C traceparent (what Of writes); a tracestate that does not parse is
+// dropped.
+func (c Context) SpanContext() (sc trace.SpanContext, ok bool) {
+	p := c.Traceparent
+	if len(p) != 55 || p[:3] != "00-" || p[35] != '-' || p[52] != '-' {
+		return trace.SpanContext{}, false
 	}
-	return Propagator.Extract(ctx, propagation.MapCarrier{TraceparentHeader: c.Traceparent, TracestateHeader: c.Tracestate})
+	traceID, err1 := trace.TraceIDFromHex(p[3:35])
+	spanID, err2 := trace.SpanIDFromHex(p[36:52])
+	flags, err3 := hex.DecodeString(p[53:55])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return trace.SpanContext{}, false
+	}
+	cfg := trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.TraceFlags(flags[0]) & trace.FlagsSampled, Remote: true}
+	if c.Tracestate != "" {
+		if state, err := trace.ParseTraceState(c.Tracestate); err == nil {
+			cfg.TraceState = state
+		}
+	}
+	sc = trace.NewSpanContext(cfg)
+	return sc, sc.IsValid()
 }
 
 // SetHeaders puts c into an AMQP message's headers (nothing when empty),

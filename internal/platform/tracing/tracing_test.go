@@ -130,3 +130,31 @@ func TestNothingIsAddedWhenNotExporting(t *testing.T) {
 	require.Nil(t, span)
 	require.Equal(t, context.Background(), ctx)
 }
+
+// The relay reads a kept context without a carrier: it must read what the
+// propagator reads, and refuse what the propagator refuses.
+func TestAKeptContextReadsAsThePropagatorReadsIt(t *testing.T) {
+	_, tracer := withRecorder(t)
+	ctx, span := tracer.Start(context.Background(), "request")
+	defer span.End()
+	kept := Of(ctx)
+	kept.Tracestate = "vendor=value"
+	sc, ok := kept.SpanContext()
+	require.True(t, ok)
+	want := trace.SpanContextFromContext(Propagator.Extract(context.Background(), HeaderCarrier(kept.SetHeaders(nil))))
+	require.True(t, want.Equal(sc), "%v vs %v", want, sc)
+	require.True(t, sc.IsRemote() && sc.IsSampled())
+	require.Equal(t, "vendor=value", sc.TraceState().String())
+
+	valid := kept.Traceparent
+	for name, tp := range map[string]string{
+		"empty": "", "short": valid[:54], "version": "01" + valid[2:], "not hex": valid[:3] + strings.Repeat("g", 32) + valid[35:],
+		"zero trace": "00-" + strings.Repeat("0", 32) + valid[35:], "separator": valid[:35] + "+" + valid[36:],
+	} {
+		_, ok := Context{Traceparent: tp}.SpanContext()
+		require.False(t, ok, name)
+	}
+	sc, ok = Context{Traceparent: valid, Tracestate: "not a state"}.SpanContext()
+	require.True(t, ok, "a bad tracestate is dropped, not the parent")
+	require.Empty(t, sc.TraceState().String())
+}

@@ -229,7 +229,8 @@ func TestOneCommandIsOneTraceAcrossProcesses(t *testing.T) {
 	require.Equal(t, int64(http.StatusCreated), upload.request.Attributes["http.response.status_code"])
 	roundTrip, _ := of(rcv.Spans(), uploadTrace).children(upload.transaction).find(sends("OutboxInsert"))
 	require.Equal(t, "postgresql", roundTrip.Attributes["db.system.name"])
-	require.Equal(t, int64(5432), roundTrip.Attributes["server.port"])
+	require.Equal(t, int64(5432), upload.transaction.Attributes["server.port"])
+	require.NotEmpty(t, upload.transaction.Attributes["db.namespace"])
 	require.Equal(t, int64(len(strings.Split(roundTrip.Name, ", "))), roundTrip.Attributes["db.operation.batch.size"], roundTrip.Name)
 	stored := e2ekit.LoadEvents(t, e2ekit.CtxFor(t, 10*time.Second), pool)
 	var uploadedID string
