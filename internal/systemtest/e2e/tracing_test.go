@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/catacloud/epoch/internal/delivery/broker"
+	"github.com/catacloud/epoch/internal/subscribers"
 	"github.com/catacloud/epoch/internal/testkit/e2ekit"
 	"github.com/catacloud/epoch/internal/testkit/harness"
 	"github.com/catacloud/epoch/internal/testkit/testbroker"
@@ -176,8 +178,14 @@ func TestOneCommandIsOneTraceAcrossProcesses(t *testing.T) {
 		}
 		return e
 	}
+	// The relay and each movable subscriber in a worker of its own.
+	movable := subscribers.Movable().Names()
+	var queues []string
+	for _, name := range movable {
+		queues = append(queues, broker.QueueName(name))
+	}
 	workers := map[string]*e2ekit.Proc{}
-	for _, role := range []string{"relay", "storage", "billing"} {
+	for _, role := range subscribers.Roles() {
 		workers[role] = bin.Start(t, "worker", "trace-"+role, env(map[string]string{"EPOCH_WORKER_ROLES": role, "EPOCH_RELAY_POLL_INTERVAL": "100ms"}))
 		workers[role].WaitReady(t, 30*time.Second)
 	}
@@ -196,7 +204,7 @@ func TestOneCommandIsOneTraceAcrossProcesses(t *testing.T) {
 	e2ekit.Eventually(t, 30*time.Second, "both commands' traces exported", func() (bool, string) {
 		spans := rcv.Spans()
 		var missing string
-		upload, missing = readCommandTrace(of(spans, uploadTrace), "POST /v1/files", "file.uploaded", uploadParent, []string{"catacloud.storage", "catacloud.billing"})
+		upload, missing = readCommandTrace(of(spans, uploadTrace), "POST /v1/files", "file.uploaded", uploadParent, queues)
 		if missing != "" {
 			return false, "upload: " + missing
 		}
@@ -208,9 +216,10 @@ func TestOneCommandIsOneTraceAcrossProcesses(t *testing.T) {
 	require.Equal(t, int64(api.Pid()), upload.request.PID)
 	require.Equal(t, "epoch-api", upload.request.Service)
 	require.Equal(t, upload.request.PID, upload.transaction.PID)
-	require.Equal(t, int64(workers["relay"].Pid()), upload.send.PID)
+	require.Equal(t, int64(workers[subscribers.RoleRelay].Pid()), upload.send.PID)
 	require.Equal(t, "epoch-worker", upload.send.Service)
-	for role, q := range map[string]string{"storage": "catacloud.storage", "billing": "catacloud.billing"} {
+	for _, role := range movable {
+		q := broker.QueueName(role)
 		require.Equal(t, int64(workers[role].Pid()), upload.process[q].PID, role)
 		require.Equal(t, upload.process[q].PID, upload.processTx[q].PID, role)
 	}
