@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -168,8 +167,7 @@ func queueEach(ctx context.Context, db database.DBTX, events []eventstore.Event)
 		positions[i], parts[i] = ev.Position, outbox.PartitionOf(ev.StreamID)
 		if tracedBacklog {
 			// A trace of its own per row, as each command's request has.
-			id := uuid.New()
-			traceparents = append(traceparents, "00-"+hex.EncodeToString(id[:])+"-"+hex.EncodeToString(id[:8])+"-01")
+			traceparents = append(traceparents, "00-"+harness.RandomHex(16)+"-"+harness.RandomHex(8)+"-01")
 		}
 	}
 	_, err := db.Exec(ctx, `INSERT INTO outbox (position, partition, last_position, traceparent)

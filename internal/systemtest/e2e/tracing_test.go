@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,7 +27,7 @@ import (
 // answer's JSON and that trace's id and the test's span id.
 func tracedCall(t *testing.T, client *http.Client, addr string, want int, method, path, token string, body any) (answer map[string]any, traceID, parentID string) {
 	t.Helper()
-	traceID, parentID = randomHex(t, 16), randomHex(t, 8)
+	traceID, parentID = harness.RandomHex(16), harness.RandomHex(8)
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -51,13 +49,6 @@ func tracedCall(t *testing.T, client *http.Client, addr string, want int, method
 		require.NoError(t, json.Unmarshal(b, &answer))
 	}
 	return answer, traceID, parentID
-}
-
-func randomHex(t *testing.T, n int) string {
-	b := make([]byte, n)
-	_, err := rand.Read(b)
-	require.NoError(t, err)
-	return hex.EncodeToString(b)
 }
 
 // traceView is what the receiver holds of one trace.
