@@ -1639,12 +1639,19 @@ CROSS JOIN share
 CROSS JOIN LATERAL (
     SELECT head.position, head.last_position, head.partition, head.created_at, head.traceparent, head.tracestate
     FROM (
+        -- The partition is matched as a range of one, and ordered on, so
+        -- (partition, position) order is one only outbox_partition_position_idx
+        -- gives. Matched by equality, the partition drops out of the order
+        -- and the planner may walk outbox_pkey instead, filtering out every
+        -- other partition's rows: it does when the statistics are of an
+        -- earlier backlog of a few streams, which makes a partition look
+        -- like most of the table.
         SELECT ob.position, ob.last_position, ob.partition, ob.created_at, ob.traceparent, ob.tracestate,
-               sum(ob.last_position - ob.position + 1) OVER (ORDER BY ob.position)
+               sum(ob.last_position - ob.position + 1) OVER (ORDER BY ob.partition, ob.position)
                  - (ob.last_position - ob.position + 1) AS before
         FROM outbox AS ob
-        WHERE ob.partition = p.partition
-        ORDER BY ob.position
+        WHERE ob.partition >= p.partition AND ob.partition <= p.partition
+        ORDER BY ob.partition, ob.position
         LIMIT share.per_partition
     ) AS head
     WHERE head.before < share.per_partition
