@@ -40,8 +40,10 @@ const methodNotes = `- **B1 commands/s** — link/unlink through the API at each
   subscriber's lag (positions behind the newest file event), sampled every
   second. Target: slope ≤ 1% of the command rate per second (flat).
 - **B8** — each subscriber alone drains the backlog B2 left in its queue;
-  messages applied per second, from starting the worker to a full inbox.
-  Target: at least the relay's B2 rate.
+  messages applied per second, from starting the worker to a full inbox
+  (read from the worker's epoch_consumer_processed_total, then checked
+  with one count of the inbox) and an empty queue. Target: at least the
+  relay's B2 rate.
 - **B9 bounded preview** — one job holding domain.MaxJobFiles (10,000)
   files, each named with 255 ASCII characters (domain.MaxTextLength),
   uploaded through POST /v1/files and set in one PUT /v1/jobs/{id}/files:
