@@ -104,6 +104,23 @@ type req struct {
 // (checkOpenAPI).
 func (e *env) do(t testing.TB, r req) resp {
 	t.Helper()
+	x := e.exchange(t, r)
+	return x.check(t)
+}
+
+// exchanged is a request sent and its answer read, not yet checked.
+type exchanged struct {
+	r   req
+	hr  *http.Request
+	out resp
+}
+
+// exchange sends r and reads its answer, and no more: check validates
+// both against the OpenAPI document and decodes the body. Tests that time
+// many requests at once check them afterwards, so that the checks do not
+// compete with the exchanges they time.
+func (e *env) exchange(t testing.TB, r req) exchanged {
+	t.Helper()
 	var body io.Reader
 	if r.Body != "" {
 		body = strings.NewReader(r.Body)
@@ -126,12 +143,19 @@ func (e *env) do(t testing.TB, r req) resp {
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	require.NoError(t, err)
-	out := resp{Status: res.StatusCode, Header: res.Header, Raw: raw}
-	checkOpenAPI(t, hr, []byte(r.Body), r.Hostile, out)
-	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
-		dec := json.NewDecoder(bytes.NewReader(raw))
+	return exchanged{r: r, hr: hr, out: resp{Status: res.StatusCode, Header: res.Header, Raw: raw}}
+}
+
+// check validates the exchange against the OpenAPI document and returns
+// its answer, the JSON body decoded.
+func (x exchanged) check(t testing.TB) resp {
+	t.Helper()
+	out := x.out
+	checkOpenAPI(t, x.hr, []byte(x.r.Body), x.r.Hostile, out)
+	if strings.HasPrefix(out.Header.Get("Content-Type"), "application/json") {
+		dec := json.NewDecoder(bytes.NewReader(out.Raw))
 		dec.UseNumber()
-		require.NoError(t, dec.Decode(&out.JSON), "body: %s", raw)
+		require.NoError(t, dec.Decode(&out.JSON), "body: %s", out.Raw)
 	}
 	return out
 }
